@@ -1,0 +1,82 @@
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+use super::Backend;
+use crate::model::{forward, parse_token_list, top_predictions, Model, Recording, Tensor};
+
+#[derive(Args)]
+pub struct ForwardArgs {
+    /// Model folder with config.json and model.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Token ids, e.g. 3,1,4.
+    #[arg(long)]
+    tokens: String,
+    /// Write f32 `logits` [T, vocab] and every site [T, width] here (safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+    /// How many next-token predictions to print for the last position.
+    #[arg(long, default_value_t = 5)]
+    top: usize,
+    /// Print the predictions as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &ForwardArgs) -> Result<(), String> {
+    if args.backend == Backend::Gpu {
+        return Err("the GPU backend is not available yet in this build; use --backend cpu".into());
+    }
+    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let tokens = parse_token_list(&args.tokens).map_err(|e| e.to_string())?;
+    let mut recording = Recording::new();
+    let logits = forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone())))
+        .map_err(|e| e.to_string())?;
+    if let Some(out) = &args.out {
+        write_activations(out, &logits, &recording)?;
+    }
+    let last = logits.row(logits.rows - 1);
+    let predictions = top_predictions(last, args.top);
+    if args.json {
+        let rows: Vec<String> = predictions
+            .iter()
+            .map(|p| format!("{{\"token\": {}, \"logit\": {}, \"prob\": {}}}", p.token, p.logit, p.prob))
+            .collect();
+        println!("{{\"predictions\": [{}]}}", rows.join(", "));
+    } else {
+        println!("next token after position {} (top {}):", tokens.len() - 1, predictions.len());
+        for p in &predictions {
+            println!("  token {:>6}  logit {:>10.4}  p {:.4}", p.token, p.logit, p.prob);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `logits` and every recorded site as f32 safetensors, atomically:
+/// a failed write leaves no partial file at `path`.
+fn write_activations(path: &Path, logits: &Tensor, recording: &Recording) -> Result<(), String> {
+    let named: Vec<(String, &Tensor)> = std::iter::once(("logits".to_string(), logits))
+        .chain(recording.iter().map(|(site, acts)| (site.to_string(), acts)))
+        .collect();
+    let views = named
+        .iter()
+        .map(|(name, t)| {
+            TensorView::new(Dtype::F32, vec![t.rows, t.cols], bytemuck::cast_slice(&t.data))
+                .map(|view| (name.clone(), view))
+                .map_err(|e| format!("cannot write `{name}`: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = safetensors::serialize(views, None).map_err(|e| format!("cannot serialize activations: {e}"))?;
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: {e}", path.display())
+        })
+}

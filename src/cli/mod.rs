@@ -1,0 +1,51 @@
+//! The native command line: `circuitscope info | forward`.
+
+mod forward;
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "circuitscope", version, about = "Look inside weight-sparse transformers")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the config, parameter count, nonzeros and density per matrix, and bytes in memory.
+    Info {
+        /// Model folder with config.json and model.safetensors.
+        #[arg(long)]
+        model: PathBuf,
+    },
+    /// Run the model on token ids; write the logits and every recorded site.
+    Forward(forward::ForwardArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The reference forward pass on the CPU.
+    Cpu,
+    /// WGSL compute shaders through wgpu.
+    Gpu,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info { model } => info::run(&model),
+        Command::Forward(args) => forward::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! circuitscope: run OpenAI's weight-sparse "circuit sparsity" transformers,
+//! record every activation site, and look at their circuits.
+//!
+//! Layers, each depending only on those above it:
+//! - [`model`]: config, sparse weights, the CPU reference forward pass.
+//! - `web`: the Leptos page (wasm32 only).
+//! - `cli`: the native command line.
+
+pub mod model;
+
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
+
+#[cfg(all(feature = "web", target_arch = "wasm32"))]
+pub mod web;

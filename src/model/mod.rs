@@ -1,0 +1,23 @@
+//! The model core: configuration, sparse weights, and the CPU reference
+//! forward pass. No GPU and no web here: it compiles for every target and is
+//! the specification that the GPU engine is checked against.
+
+mod config;
+mod error;
+mod forward;
+mod predict;
+mod sites;
+mod sparse;
+mod tensor;
+mod tokens;
+mod weights;
+
+pub use config::{Activation, Config, TopkSite};
+pub use error::ModelError;
+pub use forward::{forward, Recording};
+pub use predict::{top_predictions, Prediction};
+pub use sites::{Site, SiteKind};
+pub use sparse::SparseMatrix;
+pub use tensor::Tensor;
+pub use tokens::{check_tokens, parse_token_list};
+pub use weights::{Layer, Linear, Model, Norm, WeightStats};

@@ -1,0 +1,269 @@
+//! Loading a model folder (`config.json` + `model.safetensors` with PyTorch
+//! names) into sparse storage: every weight matrix keeps only its nonzeros.
+
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use super::{Config, ModelError, SparseMatrix, Tensor};
+
+/// LayerNorm (eps 1e-5, optional bias) or RMSNorm (eps = f32 epsilon, no bias).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Norm {
+    pub rms: bool,
+    pub weight: Vec<f32>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// `y = x @ weight^T (+ bias)` with a sparse `[out, in]` weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Linear {
+    pub weight: SparseMatrix,
+    pub bias: Option<Vec<f32>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Layer {
+    pub ln_1: Norm,
+    pub ln_2: Norm,
+    /// Norms of the concatenated position embedding (`d_pos_emb` set).
+    pub ln_p1: Option<Norm>,
+    pub ln_p2: Option<Norm>,
+    /// `[3 * n_head * d_head, d_in]`: q, k, v in that order.
+    pub c_attn: Linear,
+    /// `[d_model, n_head * d_head]`
+    pub attn_proj: Linear,
+    /// `[n_head]`: logit of the always-visible zero-valued key (`sink`).
+    pub sink_logit: Option<Vec<f32>>,
+    /// `[d_mlp, d_in]`
+    pub c_fc: Linear,
+    /// `[d_model, d_mlp]`
+    pub mlp_proj: Linear,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub config: Config,
+    /// `[vocab_size, d_model]`
+    pub wte: SparseMatrix,
+    /// `[block_size, d_model]`, or `[block_size, d_pos_emb]` when concatenated.
+    pub wpe: SparseMatrix,
+    pub layers: Vec<Layer>,
+    pub ln_f: Norm,
+    /// `[vocab_size, d_model]`; None when tied to `wte`.
+    pub lm_head: Option<SparseMatrix>,
+    /// `[vocab_size]`; zeros when the file has none, as in the reference.
+    pub final_logits_bias: Vec<f32>,
+    /// `[vocab_size, vocab_size]`, dense: the release's table is.
+    pub bigram_table: Option<Tensor>,
+}
+
+/// Sizes for `circuitscope info`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeightStats {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub nnz: usize,
+    pub bytes: usize,
+}
+
+impl WeightStats {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+impl Model {
+    /// Builds a model from the text of `config.json` and the bytes of
+    /// `model.safetensors`. Every tensor is checked against the config.
+    pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Model, ModelError> {
+        let config = Config::from_json(config_json)?;
+        let file = TensorFile::parse(safetensors)?;
+        let c = &config;
+        let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
+        let norm = |prefix: &str, width: usize| -> Result<Norm, ModelError> {
+            let has_bias = !c.rms_norm && c.ln_bias;
+            Ok(Norm {
+                rms: c.rms_norm,
+                weight: file.vector(&format!("{prefix}.weight"), width)?,
+                bias: has_bias.then(|| file.vector(&format!("{prefix}.bias"), width)).transpose()?,
+            })
+        };
+        let linear = |prefix: &str, out: usize, inp: usize| -> Result<Linear, ModelError> {
+            Ok(Linear {
+                weight: file.sparse(&format!("{prefix}.weight"), out, inp)?,
+                bias: c.bias.then(|| file.vector(&format!("{prefix}.bias"), out)).transpose()?,
+            })
+        };
+        let layers = (0..c.n_layer)
+            .map(|l| {
+                let p = format!("transformer.h.{l}");
+                let pos_norm = |name: &str| c.d_pos_emb.map(|dp| norm(&format!("{p}.{name}"), dp)).transpose();
+                Ok(Layer {
+                    ln_1: norm(&format!("{p}.ln_1"), d)?,
+                    ln_2: norm(&format!("{p}.ln_2"), d)?,
+                    ln_p1: pos_norm("ln_p1")?,
+                    ln_p2: pos_norm("ln_p2")?,
+                    c_attn: linear(&format!("{p}.attn.c_attn"), 3 * d_attn, d_in)?,
+                    attn_proj: linear(&format!("{p}.attn.c_proj"), d, d_attn)?,
+                    sink_logit: c
+                        .sink
+                        .then(|| file.vector(&format!("{p}.attn.attn_imp.sink_logit"), c.n_head))
+                        .transpose()?,
+                    c_fc: linear(&format!("{p}.mlp.c_fc"), c.d_mlp, d_in)?,
+                    mlp_proj: linear(&format!("{p}.mlp.c_proj"), d, c.d_mlp)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let model = Model {
+            wte: file.sparse("transformer.wte.weight", c.vocab_size, d)?,
+            wpe: file.sparse("transformer.wpe.weight", c.block_size, c.d_pos_emb.unwrap_or(d))?,
+            layers,
+            ln_f: norm("transformer.ln_f", d)?,
+            lm_head: (!c.tied_unembed).then(|| file.sparse("lm_head.weight", c.vocab_size, d)).transpose()?,
+            final_logits_bias: match file.has("final_logits_bias") {
+                true => file.vector("final_logits_bias", c.vocab_size)?,
+                false => vec![0.0; c.vocab_size],
+            },
+            bigram_table: c
+                .enable_bigram_table
+                .then(|| file.dense("bigram_table", c.vocab_size, c.vocab_size))
+                .transpose()?,
+            config,
+        };
+        Ok(model)
+    }
+
+    /// Loads `dir/config.json` and `dir/model.safetensors`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path) -> Result<Model, ModelError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read(&path)
+                .map_err(|e| ModelError::Io { path: path.display().to_string(), message: e.to_string() })
+        };
+        let config = read("config.json")?;
+        let config = String::from_utf8(config).map_err(|_| ModelError::Config("not UTF-8 text".into()))?;
+        Model::from_bytes(&config, &read("model.safetensors")?)
+    }
+
+    /// The unembedding `[vocab_size, d_model]`: `lm_head`, or `wte` when tied.
+    pub fn unembedding(&self) -> &SparseMatrix {
+        self.lm_head.as_ref().unwrap_or(&self.wte)
+    }
+
+    /// Every stored tensor with its shape, nonzeros and bytes in memory.
+    pub fn weight_stats(&self) -> Vec<WeightStats> {
+        let mut stats = Vec::new();
+        let mut sparse = |name: String, m: &SparseMatrix| {
+            stats.push(WeightStats { name, shape: vec![m.rows, m.cols], nnz: m.nnz(), bytes: m.bytes() })
+        };
+        sparse("transformer.wte.weight".into(), &self.wte);
+        sparse("transformer.wpe.weight".into(), &self.wpe);
+        for (l, layer) in self.layers.iter().enumerate() {
+            sparse(format!("transformer.h.{l}.attn.c_attn.weight"), &layer.c_attn.weight);
+            sparse(format!("transformer.h.{l}.attn.c_proj.weight"), &layer.attn_proj.weight);
+            sparse(format!("transformer.h.{l}.mlp.c_fc.weight"), &layer.c_fc.weight);
+            sparse(format!("transformer.h.{l}.mlp.c_proj.weight"), &layer.mlp_proj.weight);
+        }
+        if let Some(lm_head) = &self.lm_head {
+            sparse("lm_head.weight".into(), lm_head);
+        }
+        let mut dense = |name: String, values: &[f32], shape: Vec<usize>| {
+            let nnz = values.iter().filter(|v| **v != 0.0).count();
+            stats.push(WeightStats { name, shape, nnz, bytes: 4 * values.len() })
+        };
+        let mut vector = |name: String, values: &[f32]| dense(name, values, vec![values.len()]);
+        for (l, layer) in self.layers.iter().enumerate() {
+            let p = format!("transformer.h.{l}");
+            let norms = [("ln_1", Some(&layer.ln_1)), ("ln_2", Some(&layer.ln_2)), ("ln_p1", layer.ln_p1.as_ref()), ("ln_p2", layer.ln_p2.as_ref())];
+            for (name, norm) in norms {
+                if let Some(norm) = norm {
+                    vector(format!("{p}.{name}.weight"), &norm.weight);
+                    if let Some(bias) = &norm.bias {
+                        vector(format!("{p}.{name}.bias"), bias);
+                    }
+                }
+            }
+            let linears = [("attn.c_attn", &layer.c_attn), ("attn.c_proj", &layer.attn_proj), ("mlp.c_fc", &layer.c_fc), ("mlp.c_proj", &layer.mlp_proj)];
+            for (name, linear) in linears {
+                if let Some(bias) = &linear.bias {
+                    vector(format!("{p}.{name}.bias"), bias);
+                }
+            }
+            if let Some(sink) = &layer.sink_logit {
+                vector(format!("{p}.attn.attn_imp.sink_logit"), sink);
+            }
+        }
+        vector("transformer.ln_f.weight".into(), &self.ln_f.weight);
+        if let Some(bias) = &self.ln_f.bias {
+            vector("transformer.ln_f.bias".into(), bias);
+        }
+        vector("final_logits_bias".into(), &self.final_logits_bias);
+        if let Some(table) = &self.bigram_table {
+            dense("bigram_table".into(), &table.data, vec![table.rows, table.cols]);
+        }
+        stats
+    }
+}
+
+/// A parsed safetensors file, with checks that name the tensor at fault.
+struct TensorFile<'a> {
+    tensors: SafeTensors<'a>,
+}
+
+impl<'a> TensorFile<'a> {
+    fn parse(bytes: &'a [u8]) -> Result<TensorFile<'a>, ModelError> {
+        // The crate checks all of this too; checking first gives messages
+        // that say what is wrong with the file in a user's words.
+        let file_error = |m: String| ModelError::File(m);
+        if bytes.len() < 8 {
+            return Err(file_error(format!(
+                "file is truncated: {} bytes, shorter than the 8-byte header length",
+                bytes.len()
+            )));
+        }
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+        if header_len > (bytes.len() - 8) as u64 {
+            return Err(file_error(format!(
+                "header length {header_len} bytes is beyond the end of the file ({} bytes): truncated or not a safetensors file",
+                bytes.len()
+            )));
+        }
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| match e {
+            SafeTensorError::MetadataIncompleteBuffer => {
+                file_error("file is truncated: its tensor data is shorter than the header says".into())
+            }
+            other => file_error(format!("not a valid safetensors file: {other}")),
+        })?;
+        Ok(TensorFile { tensors })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.tensors.tensor(name).is_ok()
+    }
+
+    /// The f32 values of `name`, after checking its dtype and shape.
+    fn values(&self, name: &str, shape: &[usize]) -> Result<impl Iterator<Item = f32> + 'a, ModelError> {
+        let view = self.tensors.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into() })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(ModelError::Dtype { name: name.into(), dtype: format!("{:?}", view.dtype()) });
+        }
+        if view.shape() != shape {
+            return Err(ModelError::Shape { name: name.into(), found: view.shape().to_vec(), expected: shape.to_vec() });
+        }
+        // Little-endian f32s; the data need not be 4-byte aligned.
+        Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        Ok(self.values(name, &[len])?.collect())
+    }
+
+    fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        Ok(Tensor::from_vec(rows, cols, self.values(name, &[rows, cols])?.collect()))
+    }
+
+    fn sparse(&self, name: &str, rows: usize, cols: usize) -> Result<SparseMatrix, ModelError> {
+        SparseMatrix::from_dense(rows, cols, self.values(name, &[rows, cols])?)
+            .ok_or_else(|| ModelError::File(format!("tensor `{name}` has too many nonzeros to index")))
+    }
+}

@@ -1,0 +1,73 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use circuitscope::model::Tensor;
+use safetensors::SafeTensors;
+
+/// The reference outputs' tolerance: absolute, or relative above 1.
+pub const TOLERANCE: f32 = 1e-4;
+
+pub fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// Every golden case folder, sorted.
+pub fn golden_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(golden_dir())
+        .expect("tests/golden")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expected.safetensors").exists())
+        .collect();
+    cases.sort();
+    cases
+}
+
+pub fn read_tokens(dir: &Path) -> Vec<u32> {
+    let text = std::fs::read_to_string(dir.join("tokens.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Every tensor of a safetensors file, as f32 `[rows, cols]`.
+pub fn read_safetensors(path: &Path) -> BTreeMap<String, Tensor> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let shape = view.shape();
+            assert_eq!(shape.len(), 2, "{name} is not [T, width]");
+            let data = view.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            (name, Tensor::from_vec(shape[0], shape[1], data))
+        })
+        .collect()
+}
+
+pub fn read_expected(dir: &Path) -> BTreeMap<String, Tensor> {
+    read_safetensors(&dir.join("expected.safetensors"))
+}
+
+/// Asserts `ours` equals `theirs` to TOLERANCE (absolute, or relative above 1)
+/// at every entry, naming the worst entry if not.
+pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
+    assert_eq!((ours.rows, ours.cols), (theirs.rows, theirs.cols), "{what}: shape");
+    let worst = ours
+        .data
+        .iter()
+        .zip(&theirs.data)
+        .enumerate()
+        .map(|(i, (a, b))| (i, (a - b).abs() / b.abs().max(1.0)))
+        .max_by(|x, y| x.1.total_cmp(&y.1))
+        .unwrap_or((0, 0.0));
+    let (i, err) = worst;
+    assert!(
+        err <= TOLERANCE,
+        "{what}: entry [{}, {}] is {} but the reference has {} (error {err:e})",
+        i / ours.cols.max(1),
+        i % ours.cols.max(1),
+        ours.data[i],
+        theirs.data[i]
+    );
+}
