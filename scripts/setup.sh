@@ -38,8 +38,10 @@ apt_install() {
 }
 
 # --- 1. Rust for native and wasm32 -------------------------------------------
+# CIRCUITSCOPE_TOOLCHAIN=debian forces the Debian route (to test it where
+# rustup would work).
 mode=""
-if command -v rustup >/dev/null; then
+if [ "${CIRCUITSCOPE_TOOLCHAIN:-}" != debian ] && command -v rustup >/dev/null; then
     if rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
         mode=rustup
     elif timeout 300 rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
@@ -59,22 +61,30 @@ fi
 echo "$mode" >"$TOOLS/mode"
 source scripts/env.sh
 
-# --- 2. Browser for the browser tests (headless Chromium with WebGPU) ----------
+# --- 2. Browser and Vulkan for the tests ---------------------------------------
+# Headless Chromium (WebGPU on SwiftShader) drives the page; Mesa's lavapipe
+# gives native wgpu a Vulkan device without a GPU.
 if [ -z "${CHROME:-}" ] && [ ! -x /usr/lib/chromium/chromium ]; then
     apt_install chromium || say "set CHROME=/path/to/chrome to run the browser tests"
 fi
+if command -v apt-get >/dev/null; then
+    apt_install mesa-vulkan-drivers libvulkan1 || say "no Vulkan driver: GPU tests will use whatever adapter wgpu finds"
+fi
 
 # --- 3. Cargo-installed tools, pinned ----------------------------------------
-cargo_tool() { # crate version binary
+cargo_tool() { # crate version binary [extra cargo install flags]
     local crate=$1 version=$2 bin=$3
+    shift 3
     if "$TOOLS/bin/$bin" --version 2>/dev/null | grep -q " $version\$"; then return 0; fi
     say "cargo install $crate $version (a few minutes, once)"
-    # --locked is left out on purpose: the registry lacks one locked dependency
-    # version of wasm-bindgen-cli (shared/TOOLCHAIN.md).
-    cargo install --quiet --root "$TOOLS" "$crate" --version "$version"
+    cargo install --quiet --root "$TOOLS" "$crate" --version "$version" "$@"
 }
+# Not --locked: the registry lacks one locked dependency version of
+# wasm-bindgen-cli (shared/TOOLCHAIN.md).
 cargo_tool wasm-bindgen-cli "$WASM_BINDGEN_VERSION" wasm-bindgen
-cargo_tool trunk "$TRUNK_VERSION" trunk
+# --locked: newer semver-compatible releases of lightningcss's dependencies
+# no longer compile with it.
+cargo_tool trunk "$TRUNK_VERSION" trunk --locked
 
 # --- 4. npm tools: wasm-opt (binaryen) and playwright-core ---------------------
 if ! command -v npm >/dev/null; then apt_install nodejs npm; fi

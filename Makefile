@@ -1,0 +1,34 @@
+# The two commands: `make serve` and `make test`. Both set up what is missing
+# first (scripts/setup.sh) and are quick once set up.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+# Every recipe line runs with the toolchain chosen by setup on PATH.
+ENV := source scripts/env.sh &&
+
+.PHONY: setup serve test test-native test-wasm test-browser web
+
+setup:
+	@bash scripts/setup.sh
+
+# The page on http://127.0.0.1:8080 with the bundled default model.
+serve: setup
+	$(ENV) env $$WASM_ENV trunk serve --release
+
+test: setup
+	$(MAKE) --no-print-directory test-native test-wasm test-browser
+
+test-native:
+	$(ENV) cargo test --locked
+
+# The model core alone (no web, no GPU) must compile for wasm32 too.
+test-wasm:
+	$(ENV) env $$WASM_ENV cargo build --locked --lib --no-default-features --target wasm32-unknown-unknown
+
+web:
+	$(ENV) env $$WASM_ENV trunk build --release
+	@ls -l dist/*.wasm | awk '{ printf "wasm size: %s bytes (%s)\n", $$5, $$9 }'
+
+# Headless Chromium drives the built page; the CLI (built by test-native)
+# gives the expected predictions.
+test-browser: web
+	$(ENV) node --test tests/browser/page.test.mjs

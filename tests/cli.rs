@@ -1,0 +1,197 @@
+//! The `circuitscope` command line: outputs against the golden data, and a
+//! clear error (non-zero exit, no panic, no partial output) for bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+const CASE: &str = "paper_rms_topk_sink";
+
+fn circuitscope(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_circuitscope")).args(args).output().expect("run circuitscope")
+}
+
+fn tokens_arg(dir: &Path) -> String {
+    read_tokens(dir).iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn case_dir() -> PathBuf {
+    common::golden_dir().join(CASE)
+}
+
+/// Runs `forward` expecting failure; returns stderr after checking there was
+/// no panic and no output file.
+fn expect_failure(model: &Path, tokens: &str) -> String {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("acts.safetensors");
+    let result = circuitscope(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+    assert!(!result.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(stderr.starts_with("error: "), "no clear error: {stderr}");
+    assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0, "left a file behind");
+    stderr
+}
+
+/// A copy of the golden case with `model.safetensors` replaced by `bytes`.
+fn model_with(bytes: &[u8]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(case_dir().join("config.json"), dir.path().join("config.json")).unwrap();
+    std::fs::write(dir.path().join("model.safetensors"), bytes).unwrap();
+    dir
+}
+
+/// The golden weights re-serialized after `edit` changes the list of
+/// (name, dtype, shape, bytes).
+fn edited_weights(edit: impl FnOnce(&mut Vec<(String, Dtype, Vec<usize>, Vec<u8>)>)) -> Vec<u8> {
+    let bytes = std::fs::read(case_dir().join("model.safetensors")).unwrap();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| (name, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, data)| (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()));
+    safetensors::serialize(views, None).unwrap()
+}
+
+#[test]
+fn forward_writes_every_site_matching_the_reference() {
+    for dir in golden_cases() {
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("acts.safetensors");
+        let result = circuitscope(&[
+            "forward", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--out", out.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let stdout = String::from_utf8_lossy(&result.stdout);
+        assert_eq!(stdout.lines().filter(|l| l.starts_with("  token")).count(), 5, "top-5 table: {stdout}");
+        let ours = read_safetensors(&out);
+        let expected = read_expected(&dir);
+        assert_eq!(ours.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        for (name, tensor) in &expected {
+            assert_close(name, &ours[name], tensor);
+        }
+    }
+}
+
+#[test]
+fn forward_json_ranks_the_reference_logits() {
+    let dir = case_dir();
+    let result = circuitscope(&["forward", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--json"]);
+    assert!(result.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let ids: Vec<u64> = json["predictions"].as_array().unwrap().iter().map(|p| p["token"].as_u64().unwrap()).collect();
+    let logits = &read_expected(&dir)["logits"];
+    let last = logits.row(logits.rows - 1);
+    let mut order: Vec<usize> = (0..last.len()).collect();
+    order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+    assert_eq!(ids, order[..5].iter().map(|&i| i as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn info_reports_nonzeros_and_memory() {
+    let result = circuitscope(&["info", "--model", case_dir().to_str().unwrap()]);
+    assert!(result.status.success());
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    // 737 nonzeros of 192x48 in this golden model's first c_attn.
+    assert!(stdout.contains("transformer.h.0.attn.c_attn.weight") && stdout.contains(" 737 "), "{stdout}");
+    assert!(stdout.contains("nonzeros") && stdout.contains("memory"), "{stdout}");
+}
+
+#[test]
+fn truncated_file_is_named() {
+    let bytes = std::fs::read(case_dir().join("model.safetensors")).unwrap();
+    let dir = model_with(&bytes[..bytes.len() - 100]);
+    let e = expect_failure(dir.path(), "1,2");
+    assert!(e.contains("model.safetensors") && e.contains("truncated"), "{e}");
+    let dir = model_with(&bytes[..5]);
+    assert!(expect_failure(dir.path(), "1,2").contains("truncated"));
+}
+
+#[test]
+fn header_length_beyond_the_file_is_named() {
+    let mut bytes = std::fs::read(case_dir().join("model.safetensors")).unwrap();
+    bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let dir = model_with(&bytes);
+    let e = expect_failure(dir.path(), "1,2");
+    assert!(e.contains("header length") && e.contains("beyond the end"), "{e}");
+}
+
+#[test]
+fn garbage_header_is_named() {
+    let mut bytes = 20u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{\"a\": not json here}");
+    let dir = model_with(&bytes);
+    let e = expect_failure(dir.path(), "1,2");
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn wrong_dtype_is_named() {
+    let bytes = edited_weights(|tensors| {
+        let t = tensors.iter_mut().find(|t| t.0 == "transformer.h.1.mlp.c_fc.weight").unwrap();
+        t.1 = Dtype::I32;
+    });
+    let e = expect_failure(model_with(&bytes).path(), "1,2");
+    assert!(e.contains("transformer.h.1.mlp.c_fc.weight") && e.contains("I32") && e.contains("F32"), "{e}");
+}
+
+#[test]
+fn shape_contradicting_the_config_is_named() {
+    let bytes = edited_weights(|tensors| {
+        let t = tensors.iter_mut().find(|t| t.0 == "transformer.h.0.attn.c_proj.weight").unwrap();
+        t.2 = vec![64, 48]; // the config implies [48, 64]
+    });
+    let e = expect_failure(model_with(&bytes).path(), "1,2");
+    assert!(e.contains("transformer.h.0.attn.c_proj.weight") && e.contains("[64, 48]") && e.contains("[48, 64]"), "{e}");
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let bytes = edited_weights(|tensors| tensors.retain(|t| t.0 != "transformer.h.2.attn.attn_imp.sink_logit"));
+    let e = expect_failure(model_with(&bytes).path(), "1,2");
+    assert!(e.contains("transformer.h.2.attn.attn_imp.sink_logit") && e.contains("missing"), "{e}");
+}
+
+#[test]
+fn bad_config_is_named() {
+    let dir = model_with(&std::fs::read(case_dir().join("model.safetensors")).unwrap());
+    std::fs::write(dir.path().join("config.json"), "{\"n_layer\": 3,").unwrap();
+    let e = expect_failure(dir.path(), "1,2");
+    assert!(e.contains("config.json"), "{e}");
+    std::fs::remove_file(dir.path().join("config.json")).unwrap();
+    let e = expect_failure(dir.path(), "1,2");
+    assert!(e.contains("config.json"), "{e}");
+}
+
+#[test]
+fn token_out_of_range_is_named() {
+    let e = expect_failure(&case_dir(), "1,2,97");
+    assert!(e.contains("token id 97") && e.contains("position 2") && e.contains("vocab_size is 97"), "{e}");
+    let e = expect_failure(&case_dir(), "1,x");
+    assert!(e.contains("`x`"), "{e}");
+}
+
+#[test]
+fn too_many_tokens_are_named() {
+    let tokens = vec!["1"; 33].join(",");
+    let e = expect_failure(&case_dir(), &tokens);
+    assert!(e.contains("33 tokens") && e.contains("block_size of 32"), "{e}");
+}
+
+#[test]
+fn gpu_backend_says_not_available() {
+    let dir = case_dir();
+    let result = circuitscope(&["forward", "--model", dir.to_str().unwrap(), "--tokens", "1", "--backend", "gpu"]);
+    assert!(!result.status.success());
+    assert!(String::from_utf8_lossy(&result.stderr).contains("not available"));
+}
