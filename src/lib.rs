@@ -3,10 +3,14 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
+//! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
 //! - `web`: the Leptos page (wasm32 only).
 //! - `cli`: the native command line.
 
 pub mod model;
+
+#[cfg(feature = "gpu")]
+pub mod gpu;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;

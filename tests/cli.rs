@@ -188,10 +188,24 @@ fn too_many_tokens_are_named() {
     assert!(e.contains("33 tokens") && e.contains("block_size of 32"), "{e}");
 }
 
+/// `--backend gpu` writes the same file as `--backend cpu`, for every golden case.
 #[test]
-fn gpu_backend_says_not_available() {
-    let dir = case_dir();
-    let result = circuitscope(&["forward", "--model", dir.to_str().unwrap(), "--tokens", "1", "--backend", "gpu"]);
-    assert!(!result.status.success());
-    assert!(String::from_utf8_lossy(&result.stderr).contains("not available"));
+fn gpu_and_cpu_backends_write_the_same_activations() {
+    for dir in golden_cases() {
+        let out_dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        for backend in ["cpu", "gpu"] {
+            let out = out_dir.path().join(format!("{backend}.safetensors"));
+            let result = circuitscope(&[
+                "forward", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--out",
+                out.to_str().unwrap(), "--backend", backend,
+            ]);
+            assert!(result.status.success(), "{backend}: {}", String::from_utf8_lossy(&result.stderr));
+            files.push(read_safetensors(&out));
+        }
+        assert_eq!(files[0].keys().collect::<Vec<_>>(), files[1].keys().collect::<Vec<_>>());
+        for (name, cpu) in &files[0] {
+            assert_close(&format!("{} {name} cpu vs gpu", dir.display()), &files[1][name], cpu);
+        }
+    }
 }

@@ -29,14 +29,17 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), String> {
-    if args.backend == Backend::Gpu {
-        return Err("the GPU backend is not available yet in this build; use --backend cpu".into());
-    }
     let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
     let tokens = parse_token_list(&args.tokens).map_err(|e| e.to_string())?;
-    let mut recording = Recording::new();
-    let logits = forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone())))
-        .map_err(|e| e.to_string())?;
+    let (logits, recording) = match args.backend {
+        Backend::Cpu => {
+            let mut recording = Recording::new();
+            let logits = forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone())))
+                .map_err(|e| e.to_string())?;
+            (logits, recording)
+        }
+        Backend::Gpu => gpu_forward(&model, &tokens)?,
+    };
     if let Some(out) = &args.out {
         write_activations(out, &logits, &recording)?;
     }
@@ -55,6 +58,22 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_forward(model: &Model, tokens: &[u32]) -> Result<(Tensor, Recording), String> {
+    use crate::gpu::{Engine, GpuContext, Record};
+    pollster::block_on(async {
+        let ctx = GpuContext::new().await?;
+        let mut engine = Engine::new(ctx, model)?;
+        engine.forward(tokens, &Record::All).await
+    })
+    .map_err(|e| e.to_string())
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_forward(_: &Model, _: &[u32]) -> Result<(Tensor, Recording), String> {
+    Err("this build has no GPU backend (built without the `gpu` feature); use --backend cpu".into())
 }
 
 /// Writes `logits` and every recorded site as f32 safetensors, atomically:

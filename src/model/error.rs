@@ -22,6 +22,8 @@ pub enum ModelError {
     NoTokens,
     #[error("token list: {0}")]
     TokenList(String),
+    #[error("intervention {0}")]
+    Intervention(String),
     #[error("{path}: {message}")]
     Io { path: String, message: String },
 }

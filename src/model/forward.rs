@@ -1,7 +1,10 @@
 //! The reference forward pass on the CPU. It reads top to bottom like the
 //! paper's model and is the specification the GPU engine is checked against.
 
-use super::{check_tokens, Activation, Config, Linear, Model, ModelError, Norm, Site, SiteKind, Tensor, TopkSite};
+use super::{
+    check_tokens, resolve, Activation, Config, Intervention, Linear, Model, ModelError, Norm, Site, SiteKind, Tensor,
+    TopkSite,
+};
 
 /// Every recorded site in the order the forward pass reached it.
 pub type Recording = Vec<(Site, Tensor)>;
@@ -85,6 +88,26 @@ pub fn forward(
         }
     }
     Ok(logits)
+}
+
+/// `forward` with `interventions` applied: each site's listed entries are
+/// overwritten before `on_site` and the rest of the pass see them.
+pub fn forward_with_interventions(
+    model: &Model,
+    tokens: &[u32],
+    interventions: &[Intervention],
+    on_site: &mut dyn FnMut(Site, &mut Tensor),
+) -> Result<Tensor, ModelError> {
+    check_tokens(&model.config, tokens)?;
+    let by_site = resolve(&model.config, tokens.len(), interventions)?;
+    forward(model, tokens, &mut |site, acts| {
+        if let Some((_, assignments)) = by_site.iter().find(|(s, _)| *s == site) {
+            for &(position, channel, value) in assignments {
+                acts.row_mut(position)[channel] = value;
+            }
+        }
+        on_site(site, acts)
+    })
 }
 
 /// `concat(normed, norm_p(wpe[t]))` when the position embedding is

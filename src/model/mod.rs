@@ -5,6 +5,7 @@
 mod config;
 mod error;
 mod forward;
+mod intervene;
 mod predict;
 mod sites;
 mod sparse;
@@ -14,7 +15,8 @@ mod weights;
 
 pub use config::{Activation, Config, TopkSite};
 pub use error::ModelError;
-pub use forward::{forward, Recording};
+pub use forward::{forward, forward_with_interventions, Recording};
+pub use intervene::{resolve, Ablation, Assignment, Intervention};
 pub use predict::{top_predictions, Prediction};
 pub use sites::{Site, SiteKind};
 pub use sparse::SparseMatrix;

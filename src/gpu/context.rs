@@ -1,0 +1,107 @@
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::kernels::Kernel;
+use super::GpuError;
+
+/// The device and everything created once for it: limits, and compute
+/// pipelines cached by kernel. Errors the device reports asynchronously
+/// (validation, loss) are kept and returned by the next run.
+pub struct GpuContext {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
+    fault: Arc<Mutex<Option<GpuError>>>,
+}
+
+impl GpuContext {
+    /// The best adapter there is, with all of its limits.
+    pub async fn new() -> Result<GpuContext, GpuError> {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends: wgpu::Backends::VULKAN | wgpu::Backends::BROWSER_WEBGPU,
+            ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
+        });
+        let adapter = instance
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: wgpu::PowerPreference::HighPerformance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let info = adapter.get_info();
+        // Ask for everything the adapter offers: big models need large
+        // storage buffers and many workgroups.
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("circuitscope"),
+                required_features: wgpu::Features::empty(),
+                required_limits: limits.clone(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| GpuError::Device(e.to_string()))?;
+        let fault = Arc::new(Mutex::new(None));
+        let on_error = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            on_error.lock().unwrap().get_or_insert(GpuError::Gpu(e.to_string()));
+        }));
+        let on_lost = fault.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *on_lost.lock().unwrap() = Some(GpuError::DeviceLost(format!("{reason:?} {message}")));
+        });
+        Ok(GpuContext { device, queue, info, limits, pipelines: RefCell::new(HashMap::new()), fault })
+    }
+
+    /// A one-line description of the adapter, e.g. for the page.
+    pub fn describe(&self) -> String {
+        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+    }
+
+    /// The first error the device reported since the last call, if any.
+    pub fn take_fault(&self) -> Option<GpuError> {
+        let mut fault = self.fault.lock().unwrap();
+        match &*fault {
+            // A lost device stays lost.
+            Some(GpuError::DeviceLost(_)) => fault.clone(),
+            _ => fault.take(),
+        }
+    }
+
+    /// The compute pipeline for `kernel`, built on first use.
+    pub fn pipeline(&self, kernel: Kernel) -> wgpu::ComputePipeline {
+        self.pipelines
+            .borrow_mut()
+            .entry(kernel)
+            .or_insert_with(|| {
+                let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.label()),
+                    source: wgpu::ShaderSource::Wgsl(kernel.source().into()),
+                });
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.label()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(kernel.entry_point()),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .clone()
+    }
+
+    /// Workgroup counts (x, y) for `groups` workgroups: x is capped at the
+    /// per-dimension limit and the shaders fold y back into one index.
+    pub fn grid(&self, groups: u32) -> (u32, u32) {
+        let max = self.limits.max_compute_workgroups_per_dimension.max(1);
+        if groups <= max {
+            (groups, 1)
+        } else {
+            (max, groups.div_ceil(max))
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! The compute kernels: one WGSL file per op family in `shaders/`, and the
+//! 32-byte parameter block each dispatch reads from a uniform buffer.
+
+/// A compute pipeline: a shader file and entry point (and, for attention,
+/// the head size the shader is specialised for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    Embed,
+    Norm,
+    SparseMatmul,
+    Attention { d_head: u32 },
+    TopK,
+    Gelu,
+    Relu,
+    ResidualAdd,
+    Bigram,
+    Intervene,
+}
+
+const EMBED: &str = include_str!("../../shaders/embed.wgsl");
+const NORM: &str = include_str!("../../shaders/norm.wgsl");
+const SPARSE_MATMUL: &str = include_str!("../../shaders/sparse_matmul.wgsl");
+const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
+const TOPK: &str = include_str!("../../shaders/topk.wgsl");
+const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const BIGRAM: &str = include_str!("../../shaders/bigram.wgsl");
+const INTERVENE: &str = include_str!("../../shaders/intervene.wgsl");
+
+/// Invocations per workgroup of the one-invocation-per-element kernels.
+pub const ELEMENT_WORKGROUP: u32 = 64;
+
+impl Kernel {
+    pub fn source(self) -> String {
+        match self {
+            Kernel::Embed => EMBED.into(),
+            Kernel::Norm => NORM.into(),
+            Kernel::SparseMatmul => SPARSE_MATMUL.into(),
+            // Private arrays need a constant size: specialise the text.
+            Kernel::Attention { d_head } => ATTENTION.replace("{{D_HEAD}}", &d_head.to_string()),
+            Kernel::TopK => TOPK.into(),
+            Kernel::Gelu | Kernel::Relu | Kernel::ResidualAdd => ELEMENTWISE.into(),
+            Kernel::Bigram => BIGRAM.into(),
+            Kernel::Intervene => INTERVENE.into(),
+        }
+    }
+
+    pub fn entry_point(self) -> &'static str {
+        match self {
+            Kernel::Gelu => "gelu",
+            Kernel::Relu => "relu",
+            Kernel::ResidualAdd => "residual_add",
+            _ => "main",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Kernel::Embed => "embed",
+            Kernel::Norm => "norm",
+            Kernel::SparseMatmul => "sparse_matmul",
+            Kernel::Attention { .. } => "attention",
+            Kernel::TopK => "topk",
+            Kernel::Gelu => "gelu",
+            Kernel::Relu => "relu",
+            Kernel::ResidualAdd => "residual_add",
+            Kernel::Bigram => "bigram",
+            Kernel::Intervene => "intervene",
+        }
+    }
+
+    /// Whether the kernel runs one workgroup per row (reductions over a row)
+    /// rather than one invocation per element.
+    pub fn workgroup_per_row(self) -> bool {
+        matches!(self, Kernel::Embed | Kernel::Norm | Kernel::TopK)
+    }
+}
+
+/// Every kernel's parameters: eight 32-bit words, laid out as the `Params`
+/// struct of its shader (f32 values as their bits).
+pub type Params = [u32; 8];

@@ -1,0 +1,19 @@
+//! The GPU engine: the sparse transformer in WGSL compute shaders through
+//! wgpu, natively (Vulkan) and in the browser (WebGPU), with the same code.
+//!
+//! - [`GpuContext`] owns the device, queue, limits and the pipeline cache.
+//! - [`GpuWeights`] holds the model on the GPU in sparse form, uploaded once.
+//! - [`Engine`] runs forward passes: ops described as data, encoded per layer,
+//!   each layer's recorded sites streamed to the caller as soon as it is done.
+
+mod context;
+mod engine;
+mod error;
+mod kernels;
+mod readback;
+mod weights;
+
+pub use context::GpuContext;
+pub use engine::{Engine, Record, StageOutput};
+pub use error::GpuError;
+pub use weights::GpuWeights;

@@ -1,0 +1,37 @@
+use super::GpuError;
+
+/// Starts mapping `buffer` for reading; the receiver resolves when the GPU has
+/// finished the work that writes it. Natively a poll drives the callback; on
+/// the web the browser does, once control returns to its event loop.
+pub fn start_map(buffer: &wgpu::Buffer) -> futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    buffer.map_async(wgpu::MapMode::Read, .., move |result| {
+        let _ = tx.send(result);
+    });
+    rx
+}
+
+/// Waits for a mapping started by [`start_map`] and copies out the first
+/// `len` f32 values of `buffer`, then unmaps it.
+pub async fn finish_map(
+    device: &wgpu::Device,
+    buffer: &wgpu::Buffer,
+    mapped: futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    submission: Option<wgpu::SubmissionIndex>,
+    len: usize,
+) -> Result<Vec<f32>, GpuError> {
+    // Natively: block until this submission is done (no-op on the web).
+    device
+        .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    mapped
+        .await
+        .map_err(|_| GpuError::Readback("the mapping was cancelled".into()))?
+        .map_err(|e| GpuError::Readback(e.to_string()))?;
+    let values = {
+        let view = buffer.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?;
+        bytemuck::pod_collect_to_vec::<u8, f32>(&view[..4 * len])
+    };
+    buffer.unmap();
+    Ok(values)
+}

@@ -1,0 +1,105 @@
+//! Interventions: replace activations at a site before the rest of the
+//! forward pass sees them. Both backends reduce every kind to "set entry
+//! (position, channel) of this site to this value".
+
+use super::{Config, ModelError, Site, SiteKind, Tensor};
+
+/// What replaces the chosen activations.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ablation {
+    /// Zero-ablation.
+    Zero,
+    /// Mean-ablation with the given mean of every channel of the site (`[width]`).
+    Mean(Vec<f32>),
+    /// Activation patching: the values of another run at this site (`[T, width]`).
+    Patch(Tensor),
+}
+
+/// One intervention at one site, for some positions and channels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Intervention {
+    pub site: Site,
+    /// Token positions; empty means every position.
+    pub positions: Vec<usize>,
+    /// Channels of the site; empty means every channel.
+    pub channels: Vec<usize>,
+    pub ablation: Ablation,
+}
+
+/// One entry to overwrite: (position, channel, value).
+pub type Assignment = (usize, usize, f32);
+
+impl Intervention {
+    /// Every entry this sets, for a run of `seq_len` tokens; checks positions,
+    /// channels and the ablation's shape against the site's width.
+    pub fn assignments(&self, config: &Config, seq_len: usize) -> Result<Vec<Assignment>, ModelError> {
+        let width = config.site_width(self.site);
+        let bad = |what: String| ModelError::Intervention(format!("at {}: {what}", self.site));
+        if let Site::Layer(layer, _) = self.site {
+            if layer >= config.n_layer {
+                return Err(bad(format!("the model has {} layers", config.n_layer)));
+            }
+        }
+        let positions: Vec<usize> = if self.positions.is_empty() { (0..seq_len).collect() } else { self.positions.clone() };
+        let channels: Vec<usize> = if self.channels.is_empty() { (0..width).collect() } else { self.channels.clone() };
+        if let Some(p) = positions.iter().find(|&&p| p >= seq_len) {
+            return Err(bad(format!("position {p} is beyond the {seq_len} tokens")));
+        }
+        if let Some(c) = channels.iter().find(|&&c| c >= width) {
+            return Err(bad(format!("channel {c} is beyond the site's width {width}")));
+        }
+        match &self.ablation {
+            Ablation::Mean(means) if means.len() != width => {
+                return Err(bad(format!("{} means given for a site of width {width}", means.len())))
+            }
+            Ablation::Patch(source) if (source.rows, source.cols) != (seq_len, width) => {
+                return Err(bad(format!(
+                    "patch source is [{}, {}] but the site is [{seq_len}, {width}]",
+                    source.rows, source.cols
+                )))
+            }
+            _ => {}
+        }
+        let value = |p: usize, c: usize| match &self.ablation {
+            Ablation::Zero => 0.0,
+            Ablation::Mean(means) => means[c],
+            Ablation::Patch(source) => source.row(p)[c],
+        };
+        Ok(positions.iter().flat_map(|&p| channels.iter().map(move |&c| (p, c, value(p, c)))).collect())
+    }
+}
+
+/// All assignments of `interventions`, grouped by site in forward order.
+pub fn resolve(
+    config: &Config,
+    seq_len: usize,
+    interventions: &[Intervention],
+) -> Result<Vec<(Site, Vec<Assignment>)>, ModelError> {
+    let mut by_site: Vec<(Site, Vec<Assignment>)> = Vec::new();
+    for intervention in interventions {
+        let assignments = intervention.assignments(config, seq_len)?;
+        match by_site.iter_mut().find(|(site, _)| *site == intervention.site) {
+            Some((_, list)) => list.extend(assignments),
+            None => by_site.push((intervention.site, assignments)),
+        }
+    }
+    by_site.sort_by_key(|(site, _)| *site);
+    Ok(by_site)
+}
+
+impl Config {
+    /// Width of the activations recorded at `site`.
+    pub fn site_width(&self, site: Site) -> usize {
+        match site {
+            Site::FinalResid => self.d_model,
+            Site::Layer(_, kind) => match kind {
+                SiteKind::ResidIn | SiteKind::ResidMid | SiteKind::AttnResidDelta | SiteKind::MlpResidDelta => {
+                    self.d_model
+                }
+                SiteKind::AttnActIn | SiteKind::MlpActIn => self.d_in(),
+                SiteKind::AttnQ | SiteKind::AttnK | SiteKind::AttnV | SiteKind::AttnY => self.d_attn(),
+                SiteKind::MlpPostAct => self.d_mlp,
+            },
+        }
+    }
+}
