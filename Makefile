@@ -28,7 +28,12 @@ web:
 	$(ENV) env $$WASM_ENV trunk build --release
 	@ls -l dist/*.wasm | awk '{ printf "wasm size: %s bytes (%s)\n", $$5, $$9 }'
 
-# Headless Chromium drives the built page; the CLI (built by test-native)
-# gives the expected predictions.
+# Headless Chromium: the GPU engine on WebGPU against the golden data
+# (wasm-bindgen-test through chromedriver, flags in webdriver.json), then the
+# built page, driven by Playwright; the CLI (built by test-native) gives the
+# expected predictions.
 test-browser: web
+	$(ENV) env $$WASM_ENV CHROMEDRIVER=$$(command -v chromedriver) \
+		CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+		cargo test --locked --target wasm32-unknown-unknown --test browser_gpu
 	$(ENV) node --test tests/browser/page.test.mjs

@@ -64,8 +64,8 @@ source scripts/env.sh
 # --- 2. Browser and Vulkan for the tests ---------------------------------------
 # Headless Chromium (WebGPU on SwiftShader) drives the page; Mesa's lavapipe
 # gives native wgpu a Vulkan device without a GPU.
-if [ -z "${CHROME:-}" ] && [ ! -x /usr/lib/chromium/chromium ]; then
-    apt_install chromium || say "set CHROME=/path/to/chrome to run the browser tests"
+if [ -z "${CHROME:-}" ]; then
+    apt_install chromium chromium-driver || say "set CHROME=/path/to/chrome (and put a matching chromedriver on PATH) to run the browser tests"
 fi
 if command -v apt-get >/dev/null; then
     apt_install mesa-vulkan-drivers libvulkan1 || say "no Vulkan driver: GPU tests will use whatever adapter wgpu finds"

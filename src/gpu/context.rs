@@ -59,7 +59,9 @@ impl GpuContext {
 
     /// A one-line description of the adapter, e.g. for the page.
     pub fn describe(&self) -> String {
-        format!("{} ({:?}, {:?})", self.info.name, self.info.backend, self.info.device_type)
+        // Browsers hide the adapter's name.
+        let name = if self.info.name.is_empty() { "unnamed adapter" } else { &self.info.name };
+        format!("{name} ({:?}, {:?})", self.info.backend, self.info.device_type)
     }
 
     /// The first error the device reported since the last call, if any.

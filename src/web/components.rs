@@ -1,6 +1,38 @@
+use std::sync::Arc;
+
 use leptos::prelude::*;
 
-use super::summary::RunSummary;
+use super::summary::LayerSummary;
+use super::Backend;
+use crate::model::{Model, Prediction};
+
+#[component]
+pub fn ModelStatus(model: RwSignal<Option<Arc<Model>>>) -> impl IntoView {
+    move || match model.get() {
+        None => view! { <p class="status" data-testid="model-status">"Loading the model..."</p> }.into_any(),
+        Some(m) => {
+            let c = &m.config;
+            let nnz: usize = m.weight_stats().iter().map(|s| s.nnz).sum();
+            let text = format!(
+                "Model: {} layers, d_model {}, {} heads, vocab {}; {} nonzero weights.",
+                c.n_layer, c.d_model, c.n_head, c.vocab_size, nnz
+            );
+            view! { <p class="status" data-testid="model-status" data-ready="true">{text}</p> }.into_any()
+        }
+    }
+}
+
+#[component]
+pub fn BackendStatus(backend: RwSignal<Backend>) -> impl IntoView {
+    move || {
+        let (kind, text) = match backend.get() {
+            Backend::Probing => ("probing", "Looking for a WebGPU adapter...".to_string()),
+            Backend::Gpu(adapter) => ("gpu", format!("Runs on the GPU through WebGPU: {adapter}.")),
+            Backend::Cpu(reason) => ("cpu", format!("Runs on the CPU (WebAssembly): {reason}.")),
+        };
+        view! { <p class=format!("status backend-{kind}") data-testid="backend" data-backend=kind>{text}</p> }
+    }
+}
 
 #[component]
 pub fn ErrorBanner(error: RwSignal<Option<String>>) -> impl IntoView {
@@ -37,38 +69,42 @@ pub fn TokenForm(ready: Signal<bool>, on_run: impl Fn(String) + Copy + 'static) 
 }
 
 #[component]
-pub fn Predictions(summary: RwSignal<Option<RunSummary>>) -> impl IntoView {
-    let rows = move || summary.get().map(|s| s.predictions).unwrap_or_default();
-    view! {
-        <section>
-            <h2>"Next token"</h2>
-            <ol class="predictions">
-                <For each=rows key=|p| p.token let:p>
-                    <li data-testid="prediction" data-token=p.token>
-                        <span class="token">{format!("token {}", p.token)}</span>
-                        <span class="bar" style=format!("width: {:.1}%", 100.0 * p.prob)></span>
-                        <span class="prob">{format!("{:.1}%", 100.0 * p.prob)}</span>
-                    </li>
-                </For>
-            </ol>
-        </section>
+pub fn Predictions(predictions: RwSignal<Vec<Prediction>>) -> impl IntoView {
+    move || {
+        let rows = predictions.get();
+        (!rows.is_empty()).then(|| {
+            let items = rows
+                .into_iter()
+                .map(|p| {
+                    view! {
+                        <li data-testid="prediction" data-token=p.token>
+                            <span class="token">{format!("token {}", p.token)}</span>
+                            <span class="bar" style=format!("width: {:.1}%", 100.0 * p.prob)></span>
+                            <span class="prob">{format!("{:.1}%", 100.0 * p.prob)}</span>
+                        </li>
+                    }
+                })
+                .collect_view();
+            view! {
+                <section>
+                    <h2>"Next token"</h2>
+                    <ol class="predictions">{items}</ol>
+                </section>
+            }
+        })
     }
 }
 
-/// One row per layer: the root-mean-square of every recorded site, drawn as
-/// bars on one scale so layers can be compared at a glance.
+/// One row per layer, added as each layer arrives: the root-mean-square of
+/// every recorded site, drawn as bars on one scale so layers compare at a glance.
 #[component]
-pub fn LayerTable(summary: RwSignal<Option<RunSummary>>) -> impl IntoView {
+pub fn LayerTable(layers: RwSignal<Vec<LayerSummary>>) -> impl IntoView {
     move || {
-        let summary = summary.get()?;
-        let max = summary
-            .layers
-            .iter()
-            .flat_map(|l| l.site_norms.iter().map(|(_, n)| *n))
-            .fold(f32::MIN_POSITIVE, f32::max);
-        let header = summary.layers.first().map(|l| l.site_norms.iter().map(|(name, _)| view! { <th>{name.clone()}</th> }).collect_view());
-        let rows = summary
-            .layers
+        let layers = layers.get();
+        let first = layers.first()?;
+        let max = layers.iter().flat_map(|l| l.site_norms.iter().map(|(_, n)| *n)).fold(f32::MIN_POSITIVE, f32::max);
+        let header = first.site_norms.iter().map(|(name, _)| view! { <th>{name.clone()}</th> }).collect_view();
+        let rows = layers
             .into_iter()
             .map(|layer| {
                 let cells = layer

@@ -1,18 +1,22 @@
-//! The Leptos page: load the bundled model, run token ids through it, show
-//! the next-token predictions and each layer's recorded sites.
+//! The Leptos page: load the bundled model, run token ids through it on the
+//! GPU (WebGPU) with every layer shown as soon as it is computed, or on the
+//! CPU when there is no WebGPU.
 
 mod components;
 mod load;
 mod summary;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::model::Model;
-use components::{ErrorBanner, LayerTable, Predictions, TokenForm};
-use summary::{run_summary, RunSummary};
+use crate::gpu::{Engine, GpuContext, Record};
+use crate::model::{Model, Prediction};
+use components::{BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm};
+use summary::{layer_summary, parse_tokens, predictions, run_on_cpu, LayerSummary};
 
 /// Where Trunk copies `www/models/default`.
 const DEFAULT_MODEL_URL: &str = "models/default";
@@ -22,31 +26,98 @@ pub fn start() {
     leptos::mount::mount_to_body(App);
 }
 
+/// Where forward passes run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Backend {
+    /// Looking for a WebGPU adapter.
+    Probing,
+    /// On this adapter.
+    Gpu(String),
+    /// On the CPU, for this reason.
+    Cpu(String),
+}
+
+/// GPU objects live here, outside the signals (they are not Send).
+type SharedEngine = Rc<RefCell<Option<Engine>>>;
+
 #[component]
 fn App() -> impl IntoView {
     let model = RwSignal::new(None::<Arc<Model>>);
+    let backend = RwSignal::new(Backend::Probing);
     let error = RwSignal::new(None::<String>);
-    let summary = RwSignal::new(None::<RunSummary>);
+    let layers = RwSignal::new(Vec::<LayerSummary>::new());
+    let top = RwSignal::new(Vec::<Prediction>::new());
+    let running = RwSignal::new(false);
+    let engine = StoredValue::new_local(SharedEngine::default());
 
     spawn_local(async move {
-        match load::fetch_model(DEFAULT_MODEL_URL).await {
-            Ok(loaded) => model.set(Some(Arc::new(loaded))),
-            Err(message) => error.set(Some(message)),
+        let loaded = match load::fetch_model(DEFAULT_MODEL_URL).await {
+            Ok(loaded) => Arc::new(loaded),
+            Err(message) => return error.set(Some(message)),
+        };
+        model.set(Some(loaded.clone()));
+        let gpu = async { Engine::new(GpuContext::new().await?, &loaded) };
+        match gpu.await {
+            Ok(ready) => {
+                backend.set(Backend::Gpu(ready.context().describe()));
+                *engine.get_value().borrow_mut() = Some(ready);
+            }
+            Err(e) => backend.set(Backend::Cpu(format!("WebGPU is not available ({e})"))),
         }
     });
 
     let run = move |text: String| {
         let Some(model) = model.get_untracked() else { return };
-        match run_summary(&model, &text) {
-            Ok(result) => {
-                error.set(None);
-                summary.set(Some(result));
-            }
+        let tokens = match parse_tokens(&model, &text) {
+            Ok(tokens) => tokens,
             Err(message) => {
-                summary.set(None);
-                error.set(Some(message));
+                layers.set(Vec::new());
+                top.set(Vec::new());
+                return error.set(Some(message));
             }
-        }
+        };
+        error.set(None);
+        layers.set(Vec::new());
+        top.set(Vec::new());
+        running.set(true);
+        spawn_local(async move {
+            let shared = engine.get_value();
+            // Taken out for the run, so no borrow is held across an await.
+            let gpu = shared.borrow_mut().take();
+            let outcome = match gpu {
+                Some(mut gpu) => {
+                    let result = gpu
+                        .run(&tokens, &[], &Record::All, &mut |stage| {
+                            if let Some(layer) = stage.layer {
+                                layers.update(|rows| rows.push(layer_summary(layer, &stage.sites[0])));
+                            }
+                        })
+                        .await;
+                    match result {
+                        Ok(mut logits) => {
+                            *shared.borrow_mut() = Some(gpu);
+                            Ok(predictions(&logits.remove(0)))
+                        }
+                        // Bad input is the input's fault; anything else is the GPU's.
+                        Err(crate::gpu::GpuError::Model(e)) => {
+                            *shared.borrow_mut() = Some(gpu);
+                            Err(e.to_string())
+                        }
+                        Err(e) => {
+                            backend.set(Backend::Cpu(format!("the GPU failed ({e})")));
+                            layers.set(Vec::new());
+                            cpu_run(&model, &tokens, layers)
+                        }
+                    }
+                }
+                None => cpu_run(&model, &tokens, layers),
+            };
+            match outcome {
+                Ok(predictions) => top.set(predictions),
+                Err(message) => error.set(Some(message)),
+            }
+            running.set(false);
+        });
     };
 
     view! {
@@ -56,32 +127,22 @@ fn App() -> impl IntoView {
         </header>
         <main>
             <ModelStatus model=model />
+            <BackendStatus backend=backend />
             <ErrorBanner error=error />
-            <TokenForm ready=Signal::derive(move || model.with(Option::is_some)) on_run=run />
-            <Show when=move || summary.with(Option::is_some)>
-                <Predictions summary=summary />
-                <LayerTable summary=summary />
-            </Show>
+            <TokenForm
+                ready=Signal::derive(move || {
+                    model.with(Option::is_some) && backend.get() != Backend::Probing && !running.get()
+                })
+                on_run=run
+            />
+            <Predictions predictions=top />
+            <LayerTable layers=layers />
         </main>
     }
 }
 
-#[component]
-fn ModelStatus(model: RwSignal<Option<Arc<Model>>>) -> impl IntoView {
-    move || match model.get() {
-        None => view! { <p class="status" data-testid="model-status">"Loading the model..."</p> }.into_any(),
-        Some(m) => {
-            let c = &m.config;
-            let nnz: usize = m.weight_stats().iter().map(|s| s.nnz).sum();
-            view! {
-                <p class="status" data-testid="model-status" data-ready="true">
-                    {format!(
-                        "Model: {} layers, d_model {}, {} heads, vocab {}; {} nonzero weights. Runs on the CPU (WebAssembly).",
-                        c.n_layer, c.d_model, c.n_head, c.vocab_size, nnz
-                    )}
-                </p>
-            }
-            .into_any()
-        }
-    }
+fn cpu_run(model: &Model, tokens: &[u32], layers: RwSignal<Vec<LayerSummary>>) -> Result<Vec<Prediction>, String> {
+    let (rows, predictions) = run_on_cpu(model, tokens)?;
+    layers.set(rows);
+    Ok(predictions)
 }

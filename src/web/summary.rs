@@ -1,14 +1,6 @@
-use crate::model::{forward, parse_token_list, top_predictions, Model, Prediction, Site};
+use crate::model::{check_tokens, forward, parse_token_list, top_predictions, Model, Prediction, Site, Tensor};
 
-/// What the page shows after a run: plain data, cheap to clone.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RunSummary {
-    pub tokens: Vec<u32>,
-    /// Next-token candidates after the last position, most likely first.
-    pub predictions: Vec<Prediction>,
-    pub layers: Vec<LayerSummary>,
-}
-
+/// One layer's row in the page: plain data, cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerSummary {
     pub layer: usize,
@@ -18,18 +10,34 @@ pub struct LayerSummary {
 
 pub const TOP_PREDICTIONS: usize = 5;
 
-/// Parses `text` as token ids and runs the CPU reference forward pass.
-pub fn run_summary(model: &Model, text: &str) -> Result<RunSummary, String> {
+/// Parses `text` as token ids and checks them against the model.
+pub fn parse_tokens(model: &Model, text: &str) -> Result<Vec<u32>, String> {
     let tokens = parse_token_list(text).map_err(|e| e.to_string())?;
-    let mut layers: Vec<LayerSummary> = (0..model.config.n_layer)
-        .map(|layer| LayerSummary { layer, site_norms: Vec::new() })
+    check_tokens(&model.config, &tokens).map_err(|e| e.to_string())?;
+    Ok(tokens)
+}
+
+/// The summary of one layer's recorded sites.
+pub fn layer_summary<'a>(layer: usize, sites: impl IntoIterator<Item = &'a (Site, Tensor)>) -> LayerSummary {
+    let site_norms = sites
+        .into_iter()
+        .filter_map(|(site, acts)| match site {
+            Site::Layer(l, kind) if *l == layer => Some((kind.suffix().to_string(), acts.rms())),
+            _ => None,
+        })
         .collect();
-    let logits = forward(model, &tokens, &mut |site, acts| {
-        if let Site::Layer(layer, kind) = site {
-            layers[layer].site_norms.push((kind.suffix().to_string(), acts.rms()));
-        }
-    })
-    .map_err(|e| e.to_string())?;
-    let predictions = top_predictions(logits.row(logits.rows - 1), TOP_PREDICTIONS);
-    Ok(RunSummary { tokens, predictions, layers })
+    LayerSummary { layer, site_norms }
+}
+
+/// The next-token candidates after the last position of `logits` (`[T, vocab]`).
+pub fn predictions(logits: &Tensor) -> Vec<Prediction> {
+    top_predictions(logits.row(logits.rows - 1), TOP_PREDICTIONS)
+}
+
+/// The CPU reference forward pass: every layer's summary and the predictions.
+pub fn run_on_cpu(model: &Model, tokens: &[u32]) -> Result<(Vec<LayerSummary>, Vec<Prediction>), String> {
+    let mut recording = Vec::new();
+    let logits = forward(model, tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
+    let layers = (0..model.config.n_layer).map(|l| layer_summary(l, &recording)).collect();
+    Ok((layers, predictions(&logits)))
 }

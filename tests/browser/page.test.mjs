@@ -1,6 +1,7 @@
-// The page in headless Chromium (with WebGPU enabled, as the GPU engine will
-// need): it loads the bundled model, runs the golden tokens and must show the
-// same top-5 predictions as the CLI; bad input shows the error banner.
+// The page in headless Chromium: with WebGPU (SwiftShader) it runs on the GPU
+// and shows layers one by one; without WebGPU it says so and runs on the CPU.
+// Either way it must show the CLI's top-5 predictions for the golden tokens;
+// bad input shows the error banner.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -14,58 +15,93 @@ const golden = path.join(root, 'tests/golden/paper_rms_topk_sink');
 const cli = process.env.CIRCUITSCOPE_BIN || path.join(root, 'target/debug/circuitscope');
 const chrome = process.env.CHROME || '/usr/lib/chromium/chromium';
 
+const FLAGS = [
+  '--no-sandbox',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-quic',
+  '--no-first-run',
+];
+
 let server;
-let browser;
+let browser; // with WebGPU
+let cpuBrowser; // without: requestAdapter() gives null
 
 before(async () => {
   server = await serveStatic(path.join(root, 'dist'));
-  browser = await chromium.launch({
-    executablePath: chrome,
-    args: [
-      '--no-sandbox',
-      '--enable-unsafe-webgpu',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-quic',
-      '--no-first-run',
-    ],
-  });
+  browser = await chromium.launch({ executablePath: chrome, args: [...FLAGS, '--enable-unsafe-webgpu'] });
+  cpuBrowser = await chromium.launch({ executablePath: chrome, args: FLAGS });
 });
 
 after(async () => {
   await browser?.close();
+  await cpuBrowser?.close();
   server?.close();
 });
 
-/// A fresh page with the model loaded; collects uncaught errors (a Rust panic
-/// in wasm shows up here).
-async function openPage() {
-  const page = await browser.newPage();
+const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
+const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
+
+function cliPredictions() {
+  return JSON.parse(
+    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
+  ).predictions.map((p) => String(p.token));
+}
+
+/// A fresh page with the model loaded and the backend chosen; collects
+/// uncaught errors (a Rust panic in wasm shows up here).
+async function openPage(on = browser) {
+  const page = await on.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
   await page.goto(server.url);
   await page.locator('[data-testid=model-status][data-ready=true]').waitFor({ timeout: 60_000 });
+  await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 60_000 });
   return { page, errors };
 }
 
-test('the page predicts what the CLI predicts for the golden tokens', async () => {
-  const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
-  const expected = JSON.parse(
-    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
-  ).predictions.map((p) => String(p.token));
-
-  const { page, errors } = await openPage();
+/// Runs the golden tokens; returns the predictions shown and the layer-row
+/// counts the page went through while the run streamed in.
+async function runGolden(page) {
+  await page.evaluate(() => {
+    window.rowCounts = [];
+    new MutationObserver(() => {
+      const n = document.querySelectorAll('[data-testid=layer-row]').length;
+      if (n !== window.rowCounts.at(-1)) window.rowCounts.push(n);
+    }).observe(document.body, { childList: true, subtree: true });
+  });
   await page.getByTestId('token-input').fill(tokens.join(', '));
   await page.getByTestId('run-button').click();
   await page.getByTestId('prediction').first().waitFor();
   const shown = await page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
-  assert.deepEqual(shown, expected);
+  return { shown, rowCounts: await page.evaluate(() => window.rowCounts) };
+}
 
-  const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
+test('on WebGPU the layers stream in one by one and the predictions are the CLI\'s', async () => {
+  const { page, errors } = await openPage();
+  assert.equal(await page.getByTestId('backend').getAttribute('data-backend'), 'gpu');
+  const { shown, rowCounts } = await runGolden(page);
+  assert.deepEqual(shown, cliPredictions());
   assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
+  // Layer 0 was on the page on its own before the rest arrived.
+  const visible = rowCounts.filter((n) => n > 0);
+  assert.equal(visible[0], 1, `row counts seen: ${rowCounts}`);
+  assert.equal(visible.at(-1), config.n_layer);
   assert.equal(await page.getByTestId('error-banner').count(), 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('without WebGPU the page says so and runs on the CPU', async () => {
+  const { page, errors } = await openPage(cpuBrowser);
+  const backend = page.getByTestId('backend');
+  assert.equal(await backend.getAttribute('data-backend'), 'cpu');
+  assert.match(await backend.textContent(), /CPU.*WebGPU is not available/);
+  const { shown } = await runGolden(page);
+  assert.deepEqual(shown, cliPredictions());
+  assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
   assert.deepEqual(errors, []);
   await page.close();
 });

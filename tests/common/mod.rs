@@ -33,7 +33,11 @@ pub fn read_tokens(dir: &Path) -> Vec<u32> {
 /// Every tensor of a safetensors file, as f32 `[rows, cols]`.
 pub fn read_safetensors(path: &Path) -> BTreeMap<String, Tensor> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = SafeTensors::deserialize(&bytes).unwrap();
+    parse_safetensors(&bytes)
+}
+
+pub fn parse_safetensors(bytes: &[u8]) -> BTreeMap<String, Tensor> {
+    let file = SafeTensors::deserialize(bytes).unwrap();
     file.tensors()
         .into_iter()
         .map(|(name, view)| {

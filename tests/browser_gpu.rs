@@ -1,0 +1,48 @@
+//! The GPU engine inside headless Chromium (WebGPU on SwiftShader): every
+//! golden case at every site, as natively. Run by wasm-bindgen-test-runner
+//! through chromedriver (`make test-browser-gpu`).
+#![cfg(all(target_arch = "wasm32", feature = "gpu"))]
+
+mod common;
+
+use circuitscope::gpu::{Engine, GpuContext, Record};
+use circuitscope::model::Model;
+use common::{assert_close, parse_safetensors};
+use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+macro_rules! golden {
+    ($name:literal) => {
+        (
+            $name,
+            include_str!(concat!("golden/", $name, "/config.json")),
+            include_bytes!(concat!("golden/", $name, "/model.safetensors")).as_slice(),
+            include_bytes!(concat!("golden/", $name, "/expected.safetensors")).as_slice(),
+            include_str!(concat!("golden/", $name, "/tokens.json")),
+        )
+    };
+}
+
+#[wasm_bindgen_test]
+async fn every_golden_case_matches_at_every_site_on_webgpu() {
+    let cases = [
+        golden!("all_sites_relu_untied"),
+        golden!("cat_pos_emb"),
+        golden!("gpt2_ln_gelu"),
+        golden!("paper_rms_topk_sink"),
+    ];
+    for (case, config, weights, expected, tokens) in cases {
+        let model = Model::from_bytes(config, weights).unwrap();
+        let tokens: Vec<u32> = serde_json::from_str(tokens).unwrap();
+        let ctx = GpuContext::new().await.expect("a WebGPU adapter");
+        let mut engine = Engine::new(ctx, &model).unwrap();
+        let (logits, recording) = engine.forward(&tokens, &Record::All).await.unwrap();
+        let expected = parse_safetensors(expected);
+        assert_eq!(recording.len() + 1, expected.len(), "{case}: number of sites");
+        assert_close(&format!("{case} logits (WebGPU)"), &logits, &expected["logits"]);
+        for (site, tensor) in &recording {
+            assert_close(&format!("{case} {site} (WebGPU)"), tensor, &expected[&site.to_string()]);
+        }
+    }
+}
