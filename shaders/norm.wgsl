@@ -21,8 +21,8 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // [width] (unused without bias)
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;     // [R, out_stride]
 
-const WG: u32 = 256u;
-var<workgroup> partial: array<f32, 256>;
+const WG: u32 = 64u;
+var<workgroup> partial: array<f32, 64>;
 
 // Sum of `value` over the workgroup; every lane gets the result.
 fn workgroup_sum(lane: u32, value: f32) -> f32 {
@@ -39,7 +39,7 @@ fn workgroup_sum(lane: u32, value: f32) -> f32 {
     return total;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lane: u32) {
     let r = wg.x + wg.y * nwg.x;

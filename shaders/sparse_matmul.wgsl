@@ -1,9 +1,13 @@
-// Sparse weight times activations: y[r, o] = sum_j W[row0 + o, j] * x[r, j] (+ bias[row0 + o])
-// over the stored nonzeros of W only (work R * (out + nnz), not R * out * in).
-// W is [out_total, in] packed CSR in one u32 buffer (see embed.wgsl);
+// Sparse weight times activations: y[r, o] = act(sum_j W[row0 + o, j] * x[r, j] (+ bias[row0 + o]))
+// over the stored nonzeros of W only: work is R * (out + nnz), not R * out * in.
+// act is the identity, exact-erf GELU or ReLU (the MLP's c_fc fuses its
+// activation here instead of another pass over [R, d_mlp]).
+// W is [w_rows, in_width] packed CSR in one u32 buffer (see embed.wgsl);
 // rows row0 .. row0 + out of W are computed, so q, k and v come out of one
 // c_attn weight as three separate tensors.
-// One invocation per output element; 2D dispatch past 65535 workgroups.
+// One invocation per output column o and TILE consecutive rows: the row's
+// nonzeros are read once and applied to TILE token rows.
+// 2D dispatch past 65535 workgroups.
 
 struct Params {
     rows: u32,          // R
@@ -13,7 +17,7 @@ struct Params {
     w_rows: u32,        // rows of W in the packed buffer
     w_nnz: u32,
     has_bias: u32,
-    _pad: u32,
+    activation: u32,    // 0: none, 1: GELU, 2: ReLU
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -22,20 +26,49 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;          // [w_rows] (unused without bias)
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;       // [R, out]
 
+const TILE: u32 = 8u;
+
+// erf with absolute error below 1.2e-7 (Numerical Recipes' erfc Chebyshev fit).
+fn erf(v: f32) -> f32 {
+    let z = abs(v);
+    let t = 1.0 / (1.0 + 0.5 * z);
+    let poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418
+        + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587
+        + t * (-0.82215223 + t * 0.17087277))))))));
+    let erfc = t * exp(poly);
+    return select(erfc - 1.0, 1.0 - erfc, v >= 0.0);
+}
+
+fn activate(v: f32) -> f32 {
+    switch p.activation {
+        case 1u: { return 0.5 * v * (1.0 + erf(v * 0.70710678118654752)); }
+        case 2u: { return max(v, 0.0); }
+        default: { return v; }
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
-    if (i >= p.rows * p.out) { return; }
-    let r = i / p.out;
+    let tiles = (p.rows + TILE - 1u) / TILE;
+    if (i >= tiles * p.out) { return; }
+    let r0 = (i / p.out) * TILE;
     let o = i % p.out;
+    let n = min(TILE, p.rows - r0);
     let row = p.row0 + o;
     let cols = p.w_rows + 1u;
     let vals = cols + p.w_nnz;
-    let x_base = r * p.in_width;
-    var acc = 0.0;
+    var acc: array<f32, TILE>;
     for (var e = w[row]; e < w[row + 1u]; e++) {
-        acc += bitcast<f32>(w[vals + e]) * x[x_base + w[cols + e]];
+        let weight = bitcast<f32>(w[vals + e]);
+        let col = w[cols + e];
+        for (var t = 0u; t < n; t++) {
+            acc[t] += weight * x[(r0 + t) * p.in_width + col];
+        }
     }
-    if (p.has_bias != 0u) { acc += bias[row]; }
-    y[i] = acc;
+    var b = 0.0;
+    if (p.has_bias != 0u) { b = bias[row]; }
+    for (var t = 0u; t < n; t++) {
+        y[(r0 + t) * p.out + o] = activate(acc[t] + b);
+    }
 }

@@ -1,5 +1,7 @@
-//! The native command line: `circuitscope info | forward`.
+//! The native command line: `circuitscope info | forward | bench`.
 
+#[cfg(feature = "gpu")]
+mod bench;
 mod forward;
 mod info;
 
@@ -25,6 +27,9 @@ enum Command {
     },
     /// Run the model on token ids; write the logits and every recorded site.
     Forward(forward::ForwardArgs),
+    /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
+    #[cfg(feature = "gpu")]
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,6 +45,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { model } => info::run(&model),
         Command::Forward(args) => forward::run(&args),
+        #[cfg(feature = "gpu")]
+        Command::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,7 +88,7 @@ impl GpuContext {
                     label: Some(kernel.label()),
                     layout: None,
                     module: &module,
-                    entry_point: Some(kernel.entry_point()),
+                    entry_point: Some("main"),
                     compilation_options: Default::default(),
                     cache: None,
                 })

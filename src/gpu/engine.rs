@@ -9,7 +9,10 @@
 
 use crate::model::{check_tokens, resolve, Config, Intervention, Recording, Site, SiteKind, Tensor, TopkSite};
 
-use super::kernels::{Kernel, Params, ELEMENT_WORKGROUP};
+/// The activation fused into a sparse matmul, if any.
+type FusedActivation = Option<crate::model::Activation>;
+
+use super::kernels::{Kernel, Params, ELEMENT_WORKGROUP, MATMUL_TILE};
 use super::readback::{finish_map, start_map};
 use super::weights::{GpuLinear, GpuMatrix, GpuNorm};
 use super::{GpuContext, GpuError, GpuWeights};
@@ -62,11 +65,9 @@ pub struct Engine {
 enum Op {
     Embed { width: u32, table: (u32, u32), pos: (u32, u32), ids_are_positions: bool, add_pos: bool },
     Norm { width: u32, out_stride: u32, out_offset: u32, rms: bool, has_bias: bool },
-    Matmul { in_width: u32, out: u32, row0: u32, w_rows: u32, w_nnz: u32, has_bias: bool },
+    Matmul { in_width: u32, out: u32, row0: u32, w_rows: u32, w_nnz: u32, has_bias: bool, activation: FusedActivation },
     Attention { n_head: u32, d_head: u32, has_sink: bool },
     TopK { width: u32, k: u32 },
-    Gelu { width: u32 },
-    Relu { width: u32 },
     ResidualAdd { width: u32, relu: bool },
     Bigram { vocab: u32 },
     Intervene,
@@ -80,8 +81,6 @@ impl Op {
             Op::Matmul { .. } => Kernel::SparseMatmul,
             Op::Attention { d_head, .. } => Kernel::Attention { d_head },
             Op::TopK { .. } => Kernel::TopK,
-            Op::Gelu { .. } => Kernel::Gelu,
-            Op::Relu { .. } => Kernel::Relu,
             Op::ResidualAdd { .. } => Kernel::ResidualAdd,
             Op::Bigram { .. } => Kernel::Bigram,
             Op::Intervene => Kernel::Intervene,
@@ -101,15 +100,19 @@ impl Op {
                 let eps = if rms { f32::EPSILON } else { 1e-5 };
                 [rows, width, out_stride, out_offset, b(rms), b(has_bias), eps.to_bits(), 0]
             }
-            Op::Matmul { in_width, out, row0, w_rows, w_nnz, has_bias } => {
-                [rows, in_width, out, row0, w_rows, w_nnz, b(has_bias), 0]
+            Op::Matmul { in_width, out, row0, w_rows, w_nnz, has_bias, activation } => {
+                let activation = match activation {
+                    None => 0,
+                    Some(crate::model::Activation::Gelu) => 1,
+                    Some(crate::model::Activation::Relu) => 2,
+                };
+                [rows, in_width, out, row0, w_rows, w_nnz, b(has_bias), activation]
             }
             Op::Attention { n_head, d_head, has_sink } => {
                 let scale = 1.0 / (d_head as f32).sqrt();
                 [rows, seq_len, n_head, b(has_sink), scale.to_bits(), 0, 0, 0]
             }
             Op::TopK { width, k } => [rows, width, k, 0, 0, 0, 0, 0],
-            Op::Gelu { width } | Op::Relu { width } => [rows * width, 0, 0, 0, 0, 0, 0, 0],
             Op::ResidualAdd { width, relu } => [rows * width, b(relu), 0, 0, 0, 0, 0, 0],
             Op::Bigram { vocab } => [rows, vocab, 0, 0, 0, 0, 0, 0],
             Op::Intervene => [span.1, span.0, 0, 0, 0, 0, 0, 0],
@@ -121,9 +124,9 @@ impl Op {
         let elements = |n: u32| n.div_ceil(ELEMENT_WORKGROUP);
         match self {
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } => rows,
-            Op::Matmul { out, .. } => elements(rows * out),
+            Op::Matmul { out, .. } => elements(rows.div_ceil(MATMUL_TILE) * out),
             Op::Attention { n_head, .. } => elements(rows * n_head),
-            Op::Gelu { width } | Op::Relu { width } | Op::ResidualAdd { width, .. } => elements(rows * width),
+            Op::ResidualAdd { width, .. } => elements(rows * width),
             Op::Bigram { vocab } => elements(rows * vocab),
             Op::Intervene => elements(count),
         }
@@ -281,26 +284,38 @@ impl Engine {
                 None
             };
             let mut offset = 0u64;
+            // One compute pass for all dispatches between copies: per-pass
+            // costs add up over hundreds of small dispatches.
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
             for step in &ws.stages[s] {
-                match step {
-                    Step::Dispatch { op, bind_group, .. } => {
-                        dispatch(ctx, &mut encoder, *op, bind_group, rows as u32, 0);
-                    }
-                    Step::Site { site, buffer, width, intervene, .. } => {
-                        let (_, count) = span_of(*site);
-                        if count > 0 {
-                            dispatch(ctx, &mut encoder, Op::Intervene, intervene, 0, count);
-                        }
-                        if record.wants(*site) {
-                            let floats = rows as u64 * u64::from(*width);
-                            let staging = staging.as_ref().expect("staging sized for every recorded site");
-                            encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
-                            copies.push((*site, *width, offset));
-                            offset += floats;
-                        }
+                let (op, bind_group, count) = match step {
+                    Step::Dispatch { op, bind_group, .. } => (*op, bind_group, 0),
+                    Step::Site { site, intervene, .. } => (Op::Intervene, intervene, span_of(*site).1),
+                };
+                let groups = op.workgroups(rows as u32, count);
+                if groups > 0 {
+                    let pass = pass.get_or_insert_with(|| {
+                        encoder
+                            .begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("stage"), timestamp_writes: None })
+                            .forget_lifetime()
+                    });
+                    let (x, y) = ctx.grid(groups);
+                    pass.set_pipeline(&ctx.pipeline(op.kernel()));
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                if let Step::Site { site, buffer, width, .. } = step {
+                    if record.wants(*site) {
+                        pass = None; // ends the pass: copies go between passes
+                        let floats = rows as u64 * u64::from(*width);
+                        let staging = staging.as_ref().expect("staging sized for every recorded site");
+                        encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
+                        copies.push((*site, *width, offset));
+                        offset += floats;
                     }
                 }
             }
+            drop(pass);
             if is_final {
                 let staging = staging.as_ref().expect("the final stage always reads the logits");
                 let floats = (rows * self.config.vocab_size) as u64;
@@ -401,19 +416,6 @@ async fn deliver(
     Ok(())
 }
 
-/// Encodes one dispatch of `op` for `rows` rows (or `count` intervention entries).
-fn dispatch(ctx: &GpuContext, encoder: &mut wgpu::CommandEncoder, op: Op, bind_group: &wgpu::BindGroup, rows: u32, count: u32) {
-    let groups = op.workgroups(rows, count);
-    if groups == 0 {
-        return;
-    }
-    let (x, y) = ctx.grid(groups);
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(op.kernel().label()), timestamp_writes: None });
-    pass.set_pipeline(&ctx.pipeline(op.kernel()));
-    pass.set_bind_group(0, bind_group, &[]);
-    pass.dispatch_workgroups(x, y, 1);
-}
-
 /// Creates the activation buffers for `capacity` rows and the steps of every
 /// stage, with their bind groups.
 fn build_workspace(
@@ -480,7 +482,7 @@ fn build_workspace(
         b.topk(c, TopkSite::AttnIn, d_in, &act_in);
         site(&mut b, SiteKind::AttnActIn, &act_in);
         for (i, out) in [&q, &k, &v].into_iter().enumerate() {
-            b.matmul(&layer.c_attn, d_in, d_attn, i * d_attn, &act_in, out);
+            b.matmul(&layer.c_attn, d_in, d_attn, i * d_attn, None, &act_in, out);
         }
         b.topk(c, TopkSite::AttnK, d_attn, &k);
         b.topk(c, TopkSite::AttnQ, d_attn, &q);
@@ -492,7 +494,7 @@ fn build_workspace(
         let attention = Op::Attention { n_head: c.n_head as u32, d_head: c.d_head as u32, has_sink: layer.sink_logit.is_some() };
         b.op(attention, &[&q, &k, &v, sink, &y]);
         site(&mut b, SiteKind::AttnY, &y);
-        b.matmul(&layer.attn_proj, d_attn, d, 0, &y, &delta);
+        b.matmul(&layer.attn_proj, d_attn, d, 0, None, &y, &delta);
         b.topk(c, TopkSite::AttnOut, d, &delta);
         site(&mut b, SiteKind::AttnResidDelta, &delta);
         b.op(Op::ResidualAdd { width: d as u32, relu: c.residual_relu }, &[&x, &delta]);
@@ -502,15 +504,10 @@ fn build_workspace(
         b.norm(&layer.ln_2, layer.ln_p2.as_ref(), c, &x, pos.as_ref(), &act_in);
         b.topk(c, TopkSite::MlpIn, d_in, &act_in);
         site(&mut b, SiteKind::MlpActIn, &act_in);
-        b.matmul(&layer.c_fc, d_in, c.d_mlp, 0, &act_in, &h);
-        let activation_op = match c.activation {
-            crate::model::Activation::Gelu => Op::Gelu { width: c.d_mlp as u32 },
-            crate::model::Activation::Relu => Op::Relu { width: c.d_mlp as u32 },
-        };
-        b.op(activation_op, &[&h]);
+        b.matmul(&layer.c_fc, d_in, c.d_mlp, 0, Some(c.activation), &act_in, &h);
         b.topk(c, TopkSite::MlpNeuron, c.d_mlp, &h);
         site(&mut b, SiteKind::MlpPostAct, &h);
-        b.matmul(&layer.mlp_proj, c.d_mlp, d, 0, &h, &delta);
+        b.matmul(&layer.mlp_proj, c.d_mlp, d, 0, None, &h, &delta);
         b.topk(c, TopkSite::MlpOut, d, &delta);
         site(&mut b, SiteKind::MlpResidDelta, &delta);
         b.op(Op::ResidualAdd { width: d as u32, relu: c.residual_relu }, &[&x, &delta]);
@@ -530,6 +527,7 @@ fn build_workspace(
         w_rows: unembed.rows,
         w_nnz: unembed.nnz,
         has_bias: true,
+        activation: None,
     };
     b.op(matmul, &[&act_in, &unembed.buffer, &w.final_logits_bias, &logits]);
     if let Some(table) = &w.bigram_table {
@@ -614,8 +612,18 @@ impl StepBuilder<'_> {
         }
     }
 
-    /// `out = x @ W[row0..row0 + out_width]^T (+ bias)`.
-    fn matmul(&mut self, linear: &GpuLinear, in_width: usize, out_width: usize, row0: usize, x: &wgpu::Buffer, out: &wgpu::Buffer) {
+    /// `out = activation(x @ W[row0..row0 + out_width]^T (+ bias))`.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul(
+        &mut self,
+        linear: &GpuLinear,
+        in_width: usize,
+        out_width: usize,
+        row0: usize,
+        activation: FusedActivation,
+        x: &wgpu::Buffer,
+        out: &wgpu::Buffer,
+    ) {
         let op = Op::Matmul {
             in_width: in_width as u32,
             out: out_width as u32,
@@ -623,6 +631,7 @@ impl StepBuilder<'_> {
             w_rows: linear.weight.rows,
             w_nnz: linear.weight.nnz,
             has_bias: linear.bias.is_some(),
+            activation,
         };
         let bias = linear.bias.as_ref().unwrap_or(&self.w.placeholder).clone();
         self.op(op, &[x, &linear.weight.buffer, &bias, out]);

@@ -10,8 +10,6 @@ pub enum Kernel {
     SparseMatmul,
     Attention { d_head: u32 },
     TopK,
-    Gelu,
-    Relu,
     ResidualAdd,
     Bigram,
     Intervene,
@@ -22,12 +20,15 @@ const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const SPARSE_MATMUL: &str = include_str!("../../shaders/sparse_matmul.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
-const ELEMENTWISE: &str = include_str!("../../shaders/elementwise.wgsl");
+const RESIDUAL: &str = include_str!("../../shaders/residual.wgsl");
 const BIGRAM: &str = include_str!("../../shaders/bigram.wgsl");
 const INTERVENE: &str = include_str!("../../shaders/intervene.wgsl");
 
 /// Invocations per workgroup of the one-invocation-per-element kernels.
 pub const ELEMENT_WORKGROUP: u32 = 64;
+
+/// Token rows per sparse-matmul invocation (`TILE` in sparse_matmul.wgsl).
+pub const MATMUL_TILE: u32 = 8;
 
 impl Kernel {
     pub fn source(self) -> String {
@@ -38,18 +39,9 @@ impl Kernel {
             // Private arrays need a constant size: specialise the text.
             Kernel::Attention { d_head } => ATTENTION.replace("{{D_HEAD}}", &d_head.to_string()),
             Kernel::TopK => TOPK.into(),
-            Kernel::Gelu | Kernel::Relu | Kernel::ResidualAdd => ELEMENTWISE.into(),
+            Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
             Kernel::Intervene => INTERVENE.into(),
-        }
-    }
-
-    pub fn entry_point(self) -> &'static str {
-        match self {
-            Kernel::Gelu => "gelu",
-            Kernel::Relu => "relu",
-            Kernel::ResidualAdd => "residual_add",
-            _ => "main",
         }
     }
 
@@ -60,18 +52,10 @@ impl Kernel {
             Kernel::SparseMatmul => "sparse_matmul",
             Kernel::Attention { .. } => "attention",
             Kernel::TopK => "topk",
-            Kernel::Gelu => "gelu",
-            Kernel::Relu => "relu",
             Kernel::ResidualAdd => "residual_add",
             Kernel::Bigram => "bigram",
             Kernel::Intervene => "intervene",
         }
-    }
-
-    /// Whether the kernel runs one workgroup per row (reductions over a row)
-    /// rather than one invocation per element.
-    pub fn workgroup_per_row(self) -> bool {
-        matches!(self, Kernel::Embed | Kernel::Norm | Kernel::TopK)
     }
 }
 

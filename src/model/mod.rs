@@ -9,6 +9,7 @@ mod intervene;
 mod predict;
 mod sites;
 mod sparse;
+mod synthetic;
 mod tensor;
 mod tokens;
 mod weights;

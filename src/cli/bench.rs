@@ -1,0 +1,164 @@
+//! `circuitscope bench`: the GPU engine and the CPU reference on a synthetic
+//! model of the released 0.4B model's shape, medians of several runs.
+
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use crate::gpu::{Engine, GpuContext, Record};
+use crate::model::{forward, Ablation, Config, Intervention, Model, Site, SiteKind};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Runs per measurement; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Fraction of weights kept.
+    #[arg(long, default_value_t = 0.001)]
+    density: f64,
+    /// Ablation variants in the batched run.
+    #[arg(long, default_value_t = 32)]
+    variants: usize,
+}
+
+/// The released model's shape (`openai/circuit-sparsity`, 0.4B parameters).
+const RELEASED_SHAPE: &str = r#"{
+    "n_layer": 8, "d_model": 2048, "n_head": 128, "d_head": 16, "d_mlp": 8192,
+    "vocab_size": 2048, "block_size": 1024, "rms_norm": true, "bias": false,
+    "afrac": 0.25, "enable_bigram_table": true, "sink": true
+}"#;
+
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let reps = args.reps.max(1);
+    let config = Config::from_json(RELEASED_SHAPE).map_err(|e| e.to_string())?;
+    eprintln!("generating the synthetic model (density {})...", args.density);
+    let model = Model::synthetic(config, args.density, 1);
+    let stats = model.weight_stats();
+    let params: usize = stats.iter().map(|s| s.numel()).sum();
+    let nnz: usize = stats.iter().map(|s| s.nnz).sum();
+    let bigram_bytes = model.bigram_table.as_ref().map_or(0, |t| 4 * t.data.len());
+    let cpu_bytes: usize = stats.iter().map(|s| s.bytes).sum();
+
+    pollster::block_on(async {
+        let ctx = GpuContext::new().await.map_err(|e| e.to_string())?;
+        let adapter = ctx.describe();
+        let mut engine = Engine::new(ctx, &model).map_err(|e| e.to_string())?;
+        let gpu_bytes = engine.weight_bytes();
+        let mut upload = Vec::new();
+        for _ in 0..reps {
+            let ctx = GpuContext::new().await.map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            let fresh = Engine::new(ctx, &model).map_err(|e| e.to_string())?;
+            upload.push(start.elapsed());
+            drop(fresh);
+        }
+
+        println!("# circuitscope bench");
+        println!();
+        println!("machine: {} ({} cores); GPU adapter: {adapter}", cpu_name(), std::thread::available_parallelism().map_or(0, |n| n.get()));
+        println!(
+            "model: synthetic, released 0.4B shape (8 layers, d_model 2048, 128 heads x 16, d_mlp 8192, vocab 2048), {params} parameters, {nnz} nonzero ({:.3}%)",
+            100.0 * nnz as f64 / params as f64
+        );
+        println!();
+        println!("| measure | median |");
+        println!("|---|---|");
+        let dense = 4 * params;
+        println!(
+            "| weights on the GPU | {:.2} MB = {:.3}% of dense f32 ({:.1} MB); without the dense bigram table {:.2} MB = {:.3}% |",
+            mb(gpu_bytes as usize),
+            100.0 * gpu_bytes as f64 / dense as f64,
+            mb(dense),
+            mb(gpu_bytes as usize - bigram_bytes),
+            100.0 * (gpu_bytes as usize - bigram_bytes) as f64 / (dense - bigram_bytes) as f64
+        );
+        println!("| weights in memory (CPU) | {:.2} MB |", mb(cpu_bytes));
+        println!("| upload to the GPU | {} |", ms(median(upload)));
+
+        for t in [64usize, 256] {
+            let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+            for (label, record) in [("all sites", Record::All), ("logits only", Record::LogitsOnly)] {
+                let mut times = Vec::new();
+                let mut first = Vec::new();
+                for _ in 0..reps + 1 {
+                    let start = Instant::now();
+                    let mut first_layer = None;
+                    engine
+                        .run(&tokens, &[], &record, &mut |_| {
+                            first_layer.get_or_insert_with(|| start.elapsed());
+                        })
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    times.push(start.elapsed());
+                    first.extend(first_layer);
+                }
+                // The first run of a shape builds buffers: leave it out.
+                times.remove(0);
+                if !first.is_empty() {
+                    first.remove(0);
+                }
+                println!("| GPU forward, {t} tokens, {label} | {} |", ms(median(times)));
+                if !first.is_empty() {
+                    println!("| GPU time to the first streamed layer, {t} tokens | {} |", ms(median(first)));
+                }
+            }
+            let cpu_reps = if t > 64 { reps.min(3) } else { reps };
+            let mut cpu = Vec::new();
+            for _ in 0..cpu_reps {
+                let start = Instant::now();
+                forward(&model, &tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
+                cpu.push(start.elapsed());
+            }
+            println!("| CPU reference forward, {t} tokens | {} |", ms(median(cpu)));
+        }
+
+        // A batch of ablation variants of one 64-token prompt: each zero-ablates
+        // 16 MLP neurons of its own in layer 3.
+        let tokens: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 2048).collect();
+        let variants: Vec<Vec<Intervention>> = (0..args.variants)
+            .map(|v| {
+                vec![Intervention {
+                    site: Site::Layer(3, SiteKind::MlpPostAct),
+                    positions: vec![],
+                    channels: (0..16).map(|i| (v * 16 + i) % 8192).collect(),
+                    ablation: Ablation::Zero,
+                }]
+            })
+            .collect();
+        let mut batch = Vec::new();
+        for _ in 0..reps + 1 {
+            let start = Instant::now();
+            engine.run(&tokens, &variants, &Record::LogitsOnly, &mut |_| {}).await.map_err(|e| e.to_string())?;
+            batch.push(start.elapsed());
+        }
+        batch.remove(0);
+        let batch = median(batch);
+        println!(
+            "| GPU batch of {} ablation variants, 64 tokens, logits only | {} ({} per variant) |",
+            args.variants,
+            ms(batch),
+            ms(batch / args.variants.max(1) as u32)
+        );
+        Ok(())
+    })
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times.get(times.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn mb(bytes: usize) -> f64 {
+    bytes as f64 / 1e6
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
