@@ -171,3 +171,69 @@ fn bad_interventions_and_tokens_are_errors() {
     let (logits, _) = pollster::block_on(gpu.forward(&[1, 2], &Record::LogitsOnly)).unwrap();
     assert_close("after errors", &logits, &forward(&model, &[1, 2], &mut |_, _| {}).unwrap());
 }
+
+/// Random weight-sparse models over the config space (norms, activations,
+/// biases, sinks, concatenated positions, top-k everywhere, odd widths, large
+/// heads): the GPU agrees with the CPU reference at every site.
+#[test]
+fn random_models_of_every_variant_agree_with_the_cpu() {
+    let configs = [
+        r#"{"n_layer": 2, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 64, "vocab_size": 40, "block_size": 16}"#,
+        r#"{"n_layer": 2, "d_model": 48, "n_head": 2, "d_head": 32, "d_mlp": 96, "vocab_size": 50, "block_size": 24,
+            "rms_norm": true, "activation_type": "relu", "residual_activation_type": "relu", "tied_unembed": false,
+            "sink": true, "bias": false, "afrac": 0.3,
+            "afrac_loctypes": "attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron,resid_post_attn,resid_post_mlp"}"#,
+        r#"{"n_layer": 3, "d_model": 64, "n_head": 2, "d_head": 64, "d_mlp": 128, "vocab_size": 70, "block_size": 20,
+            "rms_norm": true, "bias": false, "afrac": 0.25, "d_pos_emb": 12, "enable_bigram_table": true, "sink": true}"#,
+        r#"{"n_layer": 1, "d_model": 50, "n_head": 3, "d_head": 12, "d_mlp": 70, "vocab_size": 33, "block_size": 40,
+            "ln_bias": false, "afrac": 0.5, "afrac_loctypes": "mlp_neuron,attn_k"}"#,
+    ];
+    for (i, json) in configs.iter().enumerate() {
+        let config = circuitscope::model::Config::from_json(json).unwrap();
+        let model = Model::synthetic(config, 0.15, 7 + i as u64);
+        let c = &model.config;
+        let t = c.block_size - 3;
+        let tokens: Vec<u32> = (0..t as u32).map(|j| (j * 31 + 5) % c.vocab_size as u32).collect();
+        let mut gpu = engine(&model);
+        let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+        let (cpu_logits, cpu_recording) = cpu(&model, &tokens, &[]);
+        assert_close(&format!("config {i} logits"), &logits, &cpu_logits);
+        assert_eq!(recording.len(), cpu_recording.len());
+        for ((site, g), (cpu_site, c)) in recording.iter().zip(&cpu_recording) {
+            assert_eq!(site, cpu_site);
+            assert_close(&format!("config {i} {site}"), g, c);
+        }
+    }
+}
+
+#[test]
+fn a_tensor_beyond_a_binding_limit_is_refused_by_name() {
+    let dir = common::golden_dir().join("paper_rms_topk_sink"); // bigram table 97 x 97 f32 = 37636 bytes
+    let model = Model::load_dir(&dir).unwrap();
+    let e = pollster::block_on(async {
+        let ctx = GpuContext::with_limits(|l| l.max_storage_buffer_binding_size = 32 * 1024).await.unwrap();
+        Engine::new(ctx, &model).err().expect("the bigram table is over the limit")
+    })
+    .to_string();
+    assert!(e.contains("bigram_table") && e.contains("37636") && e.contains("max_storage_buffer_binding_size"), "{e}");
+
+    // Activations too: 29 tokens x 8000 variants of [T, 160] MLP activations.
+    let mut gpu = engine(&model);
+    let tokens = read_tokens(&dir);
+    let variants = vec![Vec::new(); 8000];
+    let e = pollster::block_on(gpu.run(&tokens, &variants, &Record::LogitsOnly, &mut |_| {})).unwrap_err().to_string();
+    assert!(e.contains("activations") && e.contains("max_storage_buffer_binding_size"), "{e}");
+}
+
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    let dir = common::golden_dir().join("gpt2_ln_gelu");
+    let model = Model::load_dir(&dir).unwrap();
+    let mut gpu = engine(&model);
+    pollster::block_on(gpu.forward(&[1, 2, 3], &Record::LogitsOnly)).unwrap();
+    gpu.context().device.destroy();
+    let e = pollster::block_on(gpu.forward(&[1, 2, 3], &Record::All)).unwrap_err().to_string();
+    assert!(e.contains("lost") || e.contains("destroyed") || e.contains("invalid"), "{e}");
+    // And it stays an error.
+    assert!(pollster::block_on(gpu.forward(&[1, 2, 3], &Record::All)).is_err());
+}

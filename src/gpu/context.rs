@@ -20,6 +20,12 @@ pub struct GpuContext {
 impl GpuContext {
     /// The best adapter there is, with all of its limits.
     pub async fn new() -> Result<GpuContext, GpuError> {
+        GpuContext::with_limits(|_| {}).await
+    }
+
+    /// Like [`GpuContext::new`], with the adapter's limits lowered by `lower`
+    /// first: to see natively how a model fares under a browser's limits.
+    pub async fn with_limits(lower: impl FnOnce(&mut wgpu::Limits)) -> Result<GpuContext, GpuError> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::VULKAN | wgpu::Backends::BROWSER_WEBGPU,
             ..wgpu::InstanceDescriptor::new_without_display_handle_from_env()
@@ -34,7 +40,8 @@ impl GpuContext {
         let info = adapter.get_info();
         // Ask for everything the adapter offers: big models need large
         // storage buffers and many workgroups.
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        lower(&mut limits);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("circuitscope"),

@@ -21,9 +21,10 @@ pub async fn finish_map(
     len: usize,
 ) -> Result<Vec<f32>, GpuError> {
     // Natively: block until this submission is done (no-op on the web).
+    // A submission that never happened means the device stopped taking work.
     device
         .poll(wgpu::PollType::Wait { submission_index: submission, timeout: None })
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
+        .map_err(|e| GpuError::DeviceLost(format!("the GPU stopped accepting work ({e})")))?;
     mapped
         .await
         .map_err(|_| GpuError::Readback("the mapping was cancelled".into()))?
