@@ -237,3 +237,44 @@ fn a_lost_device_is_an_error_not_a_panic() {
     // And it stays an error.
     assert!(pollster::block_on(gpu.forward(&[1, 2, 3], &Record::All)).is_err());
 }
+
+/// Variants that share their first layers (interventions only later, or
+/// none) are computed once up to the first difference; each variant must
+/// still equal its own CPU run, at every site.
+#[test]
+fn batches_sharing_a_prefix_equal_separate_runs() {
+    for case in ["cat_pos_emb", "paper_rms_topk_sink"] {
+        let dir = common::golden_dir().join(case);
+        let model = Model::load_dir(&dir).unwrap();
+        let tokens = read_tokens(&dir);
+        let last_layer = model.config.n_layer - 1;
+        let zero = |site, channels: Vec<usize>| Intervention { site, positions: vec![], channels, ablation: Ablation::Zero };
+        let batches = vec![
+            vec![
+                vec![zero(Site::Layer(last_layer, SiteKind::MlpPostAct), vec![1, 2, 3])],
+                vec![],
+                vec![zero(Site::Layer(last_layer, SiteKind::AttnQ), vec![0, 9])],
+            ],
+            vec![vec![zero(Site::FinalResid, vec![4])], vec![zero(Site::FinalResid, vec![7, 8])]],
+            vec![vec![], vec![]],
+        ];
+        let mut gpu = engine(&model);
+        for (i, variants) in batches.iter().enumerate() {
+            let mut sites: Vec<Recording> = vec![Recording::new(); variants.len()];
+            let logits = pollster::block_on(gpu.run(&tokens, variants, &Record::All, &mut |stage| {
+                for (v, s) in stage.sites.into_iter().enumerate() {
+                    sites[v].extend(s);
+                }
+            }))
+            .unwrap();
+            for (v, variant) in variants.iter().enumerate() {
+                let (cpu_logits, cpu_sites) = cpu(&model, &tokens, variant);
+                assert_close(&format!("{case} batch {i} variant {v} logits"), &logits[v], &cpu_logits);
+                assert_eq!(sites[v].len(), cpu_sites.len());
+                for ((site, g), (_, c)) in sites[v].iter().zip(&cpu_sites) {
+                    assert_close(&format!("{case} batch {i} variant {v} {site}"), g, c);
+                }
+            }
+        }
+    }
+}

@@ -145,6 +145,12 @@ struct Workspace {
     capacity: usize,
     intervention_capacity: usize,
     tokens: wgpu::Buffer,
+    /// The residual stream `[R, d_model]`, the concatenated position
+    /// embedding `[R, d_pos_emb]`, and scratch buffers at least as wide.
+    x: wgpu::Buffer,
+    pos: Option<wgpu::Buffer>,
+    delta: wgpu::Buffer,
+    act_in: wgpu::Buffer,
     logits: wgpu::Buffer,
     params: wgpu::Buffer,
     slot_stride: u64,
@@ -238,26 +244,48 @@ impl Engine {
         }
         let span_of = |site: Site| spans.iter().find(|(s, ..)| *s == site).map_or((0, 0), |&(_, start, n)| (start, n));
 
+        // Variants are identical up to the first stage with an intervention:
+        // those stages run once, on the first T rows, and the residual stream
+        // is copied to every variant before the first stage that differs.
+        let n_stages = ws.stages.len();
+        let stage_of = |site: Site| match site {
+            Site::Layer(layer, _) => layer,
+            Site::FinalResid => n_stages - 1,
+        };
+        let first_varying = match n_variants {
+            1 => 0,
+            _ => spans.iter().map(|(site, ..)| stage_of(*site)).min().unwrap_or(n_stages),
+        };
+        let variants_in = |stage: usize| if stage < first_varying { 1 } else { n_variants };
+
         // Every dispatch's parameters, in one write.
         let slots = ws.stages.iter().flatten().count();
         let stride_words = (ws.slot_stride / 4) as usize;
         let mut params = vec![0u32; slots * stride_words];
-        for step in ws.stages.iter().flatten() {
-            let (slot, block) = match step {
-                Step::Dispatch { op, slot, .. } => (*slot, op.params(rows as u32, seq_len as u32, (0, 0))),
-                Step::Site { site, slot, .. } => (*slot, Op::Intervene.params(0, 0, span_of(*site))),
-            };
-            params[slot * stride_words..slot * stride_words + 8].copy_from_slice(&block);
+        for (stage, steps) in ws.stages.iter().enumerate() {
+            let stage_rows = (seq_len * variants_in(stage)) as u32;
+            for step in steps {
+                let (slot, block) = match step {
+                    Step::Dispatch { op, slot, .. } => (*slot, op.params(stage_rows, seq_len as u32, (0, 0))),
+                    Step::Site { site, slot, .. } => (*slot, Op::Intervene.params(0, 0, span_of(*site))),
+                };
+                params[slot * stride_words..slot * stride_words + 8].copy_from_slice(&block);
+            }
         }
         ctx.queue.write_buffer(&ws.params, 0, bytemuck::cast_slice(&params));
 
         // Encode and submit stage by stage; read back with one stage of look-ahead.
-        let n_stages = ws.stages.len();
+        let shape = RunShape { n_stages, seq_len, n_variants, vocab: self.config.vocab_size };
         let mut pending: Option<Pending> = None;
         let mut logits = Vec::new();
         for s in 0..n_stages {
+            let computed = variants_in(s);
+            let rows = seq_len * computed;
             let mut copies: Vec<(Site, u32, u64)> = Vec::new(); // (site, width, offset in floats)
             let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stage") });
+            if s == first_varying && s > 0 {
+                ws.broadcast_first_variant(&mut encoder, &self.config, seq_len, n_variants);
+            }
             let is_final = s == n_stages - 1;
             let recorded_floats: u64 = ws.stages[s]
                 .iter()
@@ -330,15 +358,15 @@ impl Engine {
                 copies,
                 floats: recorded_floats as usize,
                 logits_at: is_final.then_some(offset as usize),
+                computed,
             });
             if let Some(previous) = pending.take() {
-                deliver(ctx, previous, s + 1, n_stages, seq_len, n_variants, self.config.vocab_size, on_stage, &mut logits)
-                    .await?;
+                deliver(ctx, previous, s + 1, &shape, on_stage, &mut logits).await?;
             }
             pending = this;
         }
         if let Some(last) = pending {
-            deliver(ctx, last, n_stages, n_stages, seq_len, n_variants, self.config.vocab_size, on_stage, &mut logits).await?;
+            deliver(ctx, last, n_stages, &shape, on_stage, &mut logits).await?;
         }
         if let Some(fault) = ctx.take_fault() {
             // Buffers may be left mapped or half written: start afresh next time.
@@ -366,6 +394,25 @@ impl Engine {
     }
 }
 
+impl Workspace {
+    /// Copies rows `0..seq_len` of the state that crosses stage boundaries
+    /// (residual stream, position embedding) to every other variant. Through
+    /// a scratch buffer: WebGPU copies cannot read and write one buffer.
+    fn broadcast_first_variant(&self, encoder: &mut wgpu::CommandEncoder, c: &Config, seq_len: usize, n_variants: usize) {
+        let mut broadcast = |buffer: &wgpu::Buffer, scratch: &wgpu::Buffer, width: usize| {
+            let bytes = (4 * seq_len * width) as u64;
+            encoder.copy_buffer_to_buffer(buffer, 0, scratch, 0, bytes);
+            for variant in 1..n_variants {
+                encoder.copy_buffer_to_buffer(scratch, 0, buffer, variant as u64 * bytes, bytes);
+            }
+        };
+        broadcast(&self.x, &self.delta, c.d_model);
+        if let (Some(pos), Some(d_pos)) = (&self.pos, c.d_pos_emb) {
+            broadcast(pos, &self.act_in, d_pos);
+        }
+    }
+}
+
 /// A submitted stage whose readback has not been handed over yet.
 struct Pending {
     stage: usize,
@@ -375,17 +422,24 @@ struct Pending {
     copies: Vec<(Site, u32, u64)>,
     floats: usize,
     logits_at: Option<usize>,
+    /// Variants computed in this stage: 1 while all are still identical.
+    computed: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    ctx: &GpuContext,
-    pending: Pending,
-    stages_submitted: usize,
+/// The sizes of one run.
+struct RunShape {
     n_stages: usize,
     seq_len: usize,
     n_variants: usize,
     vocab: usize,
+}
+
+/// Waits for a stage's readback and hands it over.
+async fn deliver(
+    ctx: &GpuContext,
+    pending: Pending,
+    stages_submitted: usize,
+    shape: &RunShape,
     on_stage: &mut dyn FnMut(StageOutput),
     logits: &mut Vec<Tensor>,
 ) -> Result<(), GpuError> {
@@ -393,8 +447,10 @@ async fn deliver(
     if let Some(fault) = ctx.take_fault() {
         return Err(fault);
     }
+    let RunShape { n_stages, seq_len, n_variants, vocab } = *shape;
+    // A stage computed once stands for every variant.
     let per_variant = |offset: usize, width: usize, variant: usize| {
-        let start = offset + variant * seq_len * width;
+        let start = offset + (variant % pending.computed) * seq_len * width;
         Tensor::from_vec(seq_len, width, data[start..start + seq_len * width].to_vec())
     };
     if !pending.copies.is_empty() {
@@ -548,6 +604,10 @@ fn build_workspace(
         capacity,
         intervention_capacity,
         tokens,
+        x,
+        pos,
+        delta,
+        act_in,
         logits,
         params,
         slot_stride,
