@@ -134,7 +134,7 @@ fn interventions_match_the_cpu_alone_and_batched() {
         if i > 0 {
             assert_ne!(cpu_logits, clean, "variant {i} must change something");
         }
-        let gpu_logits = pollster::block_on(gpu.run(&tokens, &[variant.clone()], &Record::LogitsOnly, &mut |_| {}))
+        let gpu_logits = pollster::block_on(gpu.run(&tokens, std::slice::from_ref(variant), &Record::LogitsOnly, &mut |_| {}))
             .unwrap()
             .remove(0);
         assert_close(&format!("variant {i} CPU vs GPU"), &gpu_logits, &cpu_logits);
@@ -249,7 +249,7 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
         let tokens = read_tokens(&dir);
         let last_layer = model.config.n_layer - 1;
         let zero = |site, channels: Vec<usize>| Intervention { site, positions: vec![], channels, ablation: Ablation::Zero };
-        let batches = vec![
+        let batches = [
             vec![
                 vec![zero(Site::Layer(last_layer, SiteKind::MlpPostAct), vec![1, 2, 3])],
                 vec![],

@@ -482,7 +482,7 @@ fn build_workspace(
     intervention_capacity: usize,
 ) -> Result<Workspace, GpuError> {
     let storage = |name: String, bytes: u64| -> Result<wgpu::Buffer, GpuError> {
-        let max = u64::from(ctx.limits.max_storage_buffer_binding_size).min(ctx.limits.max_buffer_size);
+        let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
         if bytes > max {
             return Err(GpuError::TooLarge { tensor: name, bytes, limit: "max_storage_buffer_binding_size", max });
         }
@@ -494,7 +494,9 @@ fn build_workspace(
         }))
     };
     // `[capacity, width]` f32 (or u32 for the tokens).
-    let activation = |name: &str, width: usize| storage(format!("activations {name} [{capacity}, {width}]"), (capacity * width * 4) as u64);
+    let activation = |name: &str, width: usize| {
+        storage(format!("activations {name} [{capacity}, {width}]"), 4 * capacity as u64 * width as u64)
+    };
     let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
     let tokens = activation("tokens", 1)?;
     let x = activation("resid", d)?;

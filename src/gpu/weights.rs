@@ -112,7 +112,7 @@ impl Uploader<'_> {
     fn buffer(&mut self, name: &str, contents: &[u8]) -> Result<wgpu::Buffer, GpuError> {
         let bytes = contents.len() as u64;
         let limits = &self.ctx.limits;
-        let binding_max = u64::from(limits.max_storage_buffer_binding_size);
+        let binding_max = limits.max_storage_buffer_binding_size;
         for (limit, max) in [("max_storage_buffer_binding_size", binding_max), ("max_buffer_size", limits.max_buffer_size)] {
             if bytes > max {
                 return Err(GpuError::TooLarge { tensor: name.into(), bytes, limit, max });

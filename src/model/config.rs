@@ -131,7 +131,7 @@ impl Config {
             n_head,
             d_head: raw.d_head.unwrap_or(d_model / n_head),
             d_model,
-            d_mlp: raw.d_mlp.unwrap_or(4 * d_model),
+            d_mlp: raw.d_mlp.unwrap_or(d_model.saturating_mul(4)),
             bias: raw.bias.unwrap_or(true),
             ln_bias: raw.ln_bias.unwrap_or(true),
             rms_norm: raw.rms_norm.unwrap_or(false),
@@ -171,6 +171,7 @@ impl Config {
             ("block_size", self.block_size),
             ("vocab_size", self.vocab_size),
             ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
             ("d_head", self.d_head),
             ("d_model", self.d_model),
             ("d_mlp", self.d_mlp),
@@ -181,7 +182,7 @@ impl Config {
                 return Err(ModelError::Config(format!("{name} = {value} is out of range 1..={MAX_DIM}")));
             }
         }
-        if self.n_head * self.d_head > MAX_DIM {
+        if self.n_head.checked_mul(self.d_head).is_none_or(|width| width > MAX_DIM) {
             return Err(ModelError::Config("n_head * d_head is too large".into()));
         }
         if let Some(afrac) = self.afrac {
@@ -208,7 +209,7 @@ impl Config {
     /// truncation of `afrac * width` in double precision.
     pub fn topk_k(&self, site: TopkSite, width: usize) -> Option<usize> {
         let afrac = self.afrac?;
-        self.topk_sites.contains(&site).then(|| (afrac * width as f64) as usize)
+        self.topk_sites.contains(&site).then_some((afrac * width as f64) as usize)
     }
 }
 
