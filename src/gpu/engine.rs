@@ -208,31 +208,7 @@ impl Engine {
         let seq_len = tokens.len();
         let rows = seq_len * n_variants;
 
-        // Interventions as flat (index, value) lists, grouped by site.
-        let mut spans: Vec<(Site, u32, u32)> = Vec::new();
-        let mut index = Vec::new();
-        let mut value = Vec::new();
-        let resolved = variants
-            .iter()
-            .map(|v| resolve(&self.config, seq_len, v))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut sites: Vec<Site> = resolved.iter().flatten().map(|(site, _)| *site).collect();
-        sites.sort();
-        sites.dedup();
-        for site in sites {
-            let width = self.config.site_width(site);
-            let start = index.len() as u32;
-            for (variant, by_site) in resolved.iter().enumerate() {
-                for (_, assignments) in by_site.iter().filter(|(s, _)| *s == site) {
-                    for &(position, channel, v) in assignments {
-                        index.push(((variant * seq_len + position) * width + channel) as u32);
-                        value.push(v);
-                    }
-                }
-            }
-            spans.push((site, start, index.len() as u32 - start));
-        }
-
+        let Flattened { spans, index, value } = flatten_interventions(&self.config, seq_len, variants)?;
         self.ensure_workspace(rows, index.len())?;
         let ctx = &self.ctx;
         let ws = self.workspace.as_mut().expect("workspace was just made");
@@ -411,6 +387,36 @@ impl Workspace {
             broadcast(pos, &self.act_in, d_pos);
         }
     }
+}
+
+/// Every variant's interventions as entries of the flat `[R, width]` views
+/// of their sites: `spans` holds (site, first entry, entries), by site.
+struct Flattened {
+    spans: Vec<(Site, u32, u32)>,
+    index: Vec<u32>,
+    value: Vec<f32>,
+}
+
+fn flatten_interventions(config: &Config, seq_len: usize, variants: &[Vec<Intervention>]) -> Result<Flattened, GpuError> {
+    let resolved = variants.iter().map(|v| resolve(config, seq_len, v)).collect::<Result<Vec<_>, _>>()?;
+    let mut sites: Vec<Site> = resolved.iter().flatten().map(|(site, _)| *site).collect();
+    sites.sort();
+    sites.dedup();
+    let mut flat = Flattened { spans: Vec::new(), index: Vec::new(), value: Vec::new() };
+    for site in sites {
+        let width = config.site_width(site);
+        let start = flat.index.len() as u32;
+        for (variant, by_site) in resolved.iter().enumerate() {
+            for (_, assignments) in by_site.iter().filter(|(s, _)| *s == site) {
+                for &(position, channel, v) in assignments {
+                    flat.index.push(((variant * seq_len + position) * width + channel) as u32);
+                    flat.value.push(v);
+                }
+            }
+        }
+        flat.spans.push((site, start, flat.index.len() as u32 - start));
+    }
+    Ok(flat)
 }
 
 /// A submitted stage whose readback has not been handed over yet.
