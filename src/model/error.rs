@@ -22,6 +22,8 @@ pub enum ModelError {
     NoTokens,
     #[error("token list: {0}")]
     TokenList(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
     #[error("intervention {0}")]
     Intervention(String),
     #[error("{path}: {message}")]

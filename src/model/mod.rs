@@ -11,6 +11,7 @@ mod sites;
 mod sparse;
 mod synthetic;
 mod tensor;
+mod tokenizer;
 mod tokens;
 mod weights;
 
@@ -22,5 +23,6 @@ pub use predict::{top_predictions, Prediction};
 pub use sites::{Site, SiteKind};
 pub use sparse::SparseMatrix;
 pub use tensor::Tensor;
+pub use tokenizer::Tokenizer;
 pub use tokens::{check_tokens, parse_token_list};
 pub use weights::{Layer, Linear, Model, Norm, WeightStats};

@@ -1,0 +1,155 @@
+//! The release's tokenizer format: GPT-2 style byte-level BPE from
+//! `encoder.json` + `vocab.bpe` (tinypython_2k: 2048 ids, `<|endoftext|>` =
+//! 2047), encoded like tiktoken: split by the release's pattern, then merge
+//! each piece's bytes by lowest rank.
+
+use std::collections::HashMap;
+
+use fancy_regex::Regex;
+
+use super::ModelError;
+
+/// The release's split pattern (REFERENCE.md).
+const SPLIT_PATTERN: &str =
+    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Special tokens, encoded whole wherever they appear in the text.
+const SPECIAL: [&str; 1] = ["<|endoftext|>"];
+
+pub struct Tokenizer {
+    /// Byte sequence -> id (its merge rank).
+    ranks: HashMap<Vec<u8>, u32>,
+    /// id -> byte sequence.
+    tokens: Vec<Vec<u8>>,
+    special: Vec<(String, u32)>,
+    split: Regex,
+}
+
+/// GPT-2's printable stand-ins for bytes in `encoder.json` and `vocab.bpe`:
+/// printable Latin-1 bytes stand for themselves, the rest are shifted to 256+.
+fn byte_of_char() -> HashMap<char, u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut map: HashMap<char, u8> = (0..=255u8).filter(|&b| printable(b)).map(|b| (char::from(b), b)).collect();
+    let mut shifted = 0u32;
+    for b in (0..=255u8).filter(|&b| !printable(b)) {
+        map.insert(char::from_u32(256 + shifted).expect("valid char"), b);
+        shifted += 1;
+    }
+    map
+}
+
+impl Tokenizer {
+    /// Builds the tokenizer from the text of `encoder.json` and `vocab.bpe`,
+    /// checking that every merge in `vocab.bpe` names a token of the encoder.
+    pub fn from_files(encoder_json: &str, vocab_bpe: &str) -> Result<Tokenizer, ModelError> {
+        let bad = |m: String| ModelError::Tokenizer(m);
+        let encoder: HashMap<String, u32> =
+            serde_json::from_str(encoder_json).map_err(|e| bad(format!("encoder.json is not a JSON object of ids: {e}")))?;
+        let byte_of = byte_of_char();
+        let decode = |text: &str| -> Result<Vec<u8>, ModelError> {
+            text.chars()
+                .map(|c| byte_of.get(&c).copied().ok_or_else(|| bad(format!("encoder.json: {text:?} is not byte-level BPE text"))))
+                .collect()
+        };
+        let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
+        if n > 1 << 20 {
+            return Err(bad(format!("encoder.json: id {} is implausibly large", n - 1)));
+        }
+        let mut tokens = vec![Vec::new(); n];
+        let mut ranks = HashMap::new();
+        let mut special = Vec::new();
+        for (text, &id) in &encoder {
+            if SPECIAL.contains(&text.as_str()) {
+                special.push((text.clone(), id));
+                continue;
+            }
+            let bytes = decode(text)?;
+            tokens[id as usize] = bytes.clone();
+            ranks.insert(bytes, id);
+        }
+        for b in 0..=255u8 {
+            if !ranks.contains_key(&vec![b]) {
+                return Err(bad(format!("encoder.json has no token for byte {b}")));
+            }
+        }
+        for (line_no, line) in vocab_bpe.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()) {
+            let (first, second) = line
+                .split_once(' ')
+                .ok_or_else(|| bad(format!("vocab.bpe line {}: not a merge of two tokens", line_no + 1)))?;
+            let merged = [decode(first)?, decode(second)?].concat();
+            if !ranks.contains_key(&merged) {
+                return Err(bad(format!("vocab.bpe line {}: the merge {line:?} is not in encoder.json", line_no + 1)));
+            }
+        }
+        let split = Regex::new(SPLIT_PATTERN).expect("the split pattern is valid");
+        Ok(Tokenizer { ranks, tokens, special, split })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Token ids of `text`; special tokens such as `<|endoftext|>` are allowed.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        loop {
+            let next_special =
+                self.special.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min();
+            match next_special {
+                Some((at, len, id)) => {
+                    self.encode_ordinary(&rest[..at], &mut ids);
+                    ids.push(id);
+                    rest = &rest[at + len..];
+                }
+                None => {
+                    self.encode_ordinary(rest, &mut ids);
+                    return ids;
+                }
+            }
+        }
+    }
+
+    fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>) {
+        for piece in self.split.find_iter(text).filter_map(Result::ok) {
+            let bytes = piece.as_str().as_bytes();
+            match self.ranks.get(bytes) {
+                Some(&id) => ids.push(id),
+                None => self.merge(bytes, ids),
+            }
+        }
+    }
+
+    /// Byte-pair merging of one piece: repeatedly join the adjacent pair
+    /// whose concatenation has the lowest rank.
+    fn merge(&self, piece: &[u8], ids: &mut Vec<u32>) {
+        // Boundaries of the current parts.
+        let mut bounds: Vec<usize> = (0..=piece.len()).collect();
+        loop {
+            let best = (0..bounds.len().saturating_sub(2))
+                .filter_map(|i| self.ranks.get(&piece[bounds[i]..bounds[i + 2]]).map(|&rank| (rank, i)))
+                .min();
+            match best {
+                Some((_, i)) => {
+                    bounds.remove(i + 1);
+                }
+                None => break,
+            }
+        }
+        ids.extend(bounds.windows(2).map(|w| self.ranks[&piece[w[0]..w[1]]]));
+    }
+
+    /// The bytes of one token (empty for an unknown id).
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        if let Some((text, _)) = self.special.iter().find(|(_, s)| *s == id) {
+            return text.as_bytes();
+        }
+        self.tokens.get(id as usize).map_or(&[], Vec::as_slice)
+    }
+
+    /// The text of `ids` (invalid UTF-8 shown as U+FFFD).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}

@@ -1,0 +1,58 @@
+//! The tinypython-format tokenizer against the reference encodings (tiktoken
+//! with the release's split pattern) in tests/tokenizer, a copy of
+//! shared/tokenizer.
+
+use circuitscope::model::Tokenizer;
+
+fn tokenizer() -> Tokenizer {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    Tokenizer::from_files(&read("encoder.json"), &read("vocab.bpe")).unwrap()
+}
+
+#[derive(serde::Deserialize)]
+struct Case {
+    text: String,
+    ids: Vec<u32>,
+}
+
+#[test]
+fn encodes_every_reference_text_exactly_and_decodes_back() {
+    let tok = tokenizer();
+    assert_eq!(tok.vocab_size(), 2048);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    assert!(cases.len() >= 40);
+    for (i, case) in cases.iter().enumerate() {
+        let ids = tok.encode(&case.text);
+        if ids != case.ids {
+            let first = ids.iter().zip(&case.ids).position(|(a, b)| a != b).unwrap_or(ids.len().min(case.ids.len()));
+            panic!(
+                "case {i}: first difference at token {first}: ours {:?}, reference {:?} (text near {:?})",
+                &ids[first..(first + 5).min(ids.len())],
+                &case.ids[first..(first + 5).min(case.ids.len())],
+                tok.decode(&case.ids[first.saturating_sub(3)..(first + 3).min(case.ids.len())])
+            );
+        }
+        assert_eq!(tok.decode(&ids), case.text, "case {i}: round trip");
+    }
+}
+
+#[test]
+fn special_tokens_and_unicode() {
+    let tok = tokenizer();
+    let ids = tok.encode("x = 1<|endoftext|>y = 'é'\n");
+    assert!(ids.contains(&2047));
+    assert_eq!(tok.decode(&ids), "x = 1<|endoftext|>y = 'é'\n");
+    assert_eq!(tok.encode(""), Vec::<u32>::new());
+}
+
+#[test]
+fn inconsistent_files_are_named() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let encoder = std::fs::read_to_string(dir.join("encoder.json")).unwrap();
+    let e = Tokenizer::from_files("[1, 2]", "#version: 0.2\n").err().unwrap().to_string();
+    assert!(e.contains("encoder.json"), "{e}");
+    let e = Tokenizer::from_files(&encoder, "#version: 0.2\nzz qq\n").err().unwrap().to_string();
+    assert!(e.contains("vocab.bpe line 2"), "{e}");
+}
