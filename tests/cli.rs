@@ -209,3 +209,33 @@ fn gpu_and_cpu_backends_write_the_same_activations() {
         }
     }
 }
+
+/// A model folder with the tokenizer files takes `--prompt` and shows the
+/// predicted tokens' text; without them `--prompt` is a clear error.
+#[test]
+fn prompt_uses_the_folders_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    // A model over the tokenizer's 2048 ids, from the golden case's config.
+    let config = r#"{"block_size": 16, "vocab_size": 2048, "n_layer": 1, "n_head": 2, "d_model": 8, "d_mlp": 16}"#;
+    std::fs::write(dir.path().join("config.json"), config).unwrap();
+    let model = circuitscope::model::Model::synthetic(circuitscope::model::Config::from_json(config).unwrap(), 0.5, 3);
+    std::fs::write(dir.path().join("model.safetensors"), model.to_safetensors()).unwrap();
+    let result = circuitscope(&["forward", "--model", dir.path().to_str().unwrap(), "--prompt", "x = 1"]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("no tokenizer") && stderr.contains("--tokens"), "{stderr}");
+
+    let tokenizer = common::golden_dir().join("../tokenizer");
+    for name in ["encoder.json", "vocab.bpe"] {
+        std::fs::copy(tokenizer.join(name), dir.path().join(name)).unwrap();
+    }
+    let result = circuitscope(&["forward", "--model", dir.path().to_str().unwrap(), "--prompt", "x = 1", "--json"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert!(json["predictions"][0]["text"].is_string(), "{json}");
+    // The same as giving the ids the tokenizer makes.
+    let read = |name: &str| std::fs::read_to_string(tokenizer.join(name)).unwrap();
+    let ids = circuitscope::model::Tokenizer::from_files(&read("encoder.json"), &read("vocab.bpe")).unwrap().encode("x = 1");
+    let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+    let by_ids = circuitscope(&["forward", "--model", dir.path().to_str().unwrap(), "--tokens", &ids.join(","), "--json"]);
+    assert_eq!(by_ids.stdout, result.stdout);
+}

@@ -30,3 +30,15 @@ fn every_golden_case_matches_at_every_site() {
         }
     }
 }
+
+/// Writing a model out in the release's format and reading it back gives
+/// the same model.
+#[test]
+fn models_round_trip_through_safetensors() {
+    for dir in golden_cases() {
+        let model = Model::load_dir(&dir).unwrap();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let again = Model::from_bytes(&config, &model.to_safetensors()).unwrap();
+        assert!(again == model, "{}", dir.display());
+    }
+}

@@ -5,7 +5,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use super::Backend;
-use crate::model::{forward, parse_token_list, top_predictions, Model, Recording, Tensor};
+use crate::model::{forward, parse_token_list, top_predictions, Model, Recording, Tensor, Tokenizer};
 
 #[derive(Args)]
 pub struct ForwardArgs {
@@ -13,8 +13,11 @@ pub struct ForwardArgs {
     #[arg(long)]
     model: PathBuf,
     /// Token ids, e.g. 3,1,4.
+    #[arg(long, required_unless_present = "prompt", conflicts_with = "prompt")]
+    tokens: Option<String>,
+    /// Text, encoded with the model folder's tokenizer (encoder.json + vocab.bpe).
     #[arg(long)]
-    tokens: String,
+    prompt: Option<String>,
     /// Write f32 `logits` [T, vocab] and every site [T, width] here (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -30,7 +33,15 @@ pub struct ForwardArgs {
 
 pub fn run(args: &ForwardArgs) -> Result<(), String> {
     let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
-    let tokens = parse_token_list(&args.tokens).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let tokens = match (&args.tokens, &args.prompt) {
+        (Some(ids), _) => parse_token_list(ids).map_err(|e| e.to_string())?,
+        (None, Some(prompt)) => match &tokenizer {
+            Some(tokenizer) => tokenizer.encode(prompt),
+            None => return Err(format!("{} has no tokenizer (encoder.json + vocab.bpe): use --tokens", args.model.display())),
+        },
+        (None, None) => unreachable!("clap requires --tokens or --prompt"),
+    };
     let (logits, recording) = match args.backend {
         Backend::Cpu => {
             let mut recording = Recording::new();
@@ -48,13 +59,18 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
     if args.json {
         let rows: Vec<String> = predictions
             .iter()
-            .map(|p| format!("{{\"token\": {}, \"logit\": {}, \"prob\": {}}}", p.token, p.logit, p.prob))
+            .map(|p| {
+                let text = tokenizer.as_ref().map(|t| t.decode(&[p.token]));
+                let text = serde_json::to_string(&text).expect("a string serializes");
+                format!("{{\"token\": {}, \"text\": {text}, \"logit\": {}, \"prob\": {}}}", p.token, p.logit, p.prob)
+            })
             .collect();
         println!("{{\"predictions\": [{}]}}", rows.join(", "));
     } else {
         println!("next token after position {} (top {}):", tokens.len() - 1, predictions.len());
         for p in &predictions {
-            println!("  token {:>6}  logit {:>10.4}  p {:.4}", p.token, p.logit, p.prob);
+            let text = tokenizer.as_ref().map(|t| format!("  {:?}", t.decode(&[p.token]))).unwrap_or_default();
+            println!("  token {:>6}  logit {:>10.4}  p {:.4}{text}", p.token, p.logit, p.prob);
         }
     }
     Ok(())

@@ -52,6 +52,18 @@ impl SparseMatrix {
         (&self.col_idx[span.clone()], &self.values[span])
     }
 
+    /// The dense row-major `[rows, cols]` values.
+    pub fn to_dense(&self) -> Vec<f32> {
+        let mut dense = vec![0.0; self.rows * self.cols];
+        for r in 0..self.rows {
+            let (cols, values) = self.row(r);
+            for (&c, &v) in cols.iter().zip(values) {
+                dense[r * self.cols + c as usize] = v;
+            }
+        }
+        dense
+    }
+
     /// `x @ W^T`: x is `[T, cols]`, the result `[T, rows]`. Work is T * nnz.
     pub fn matmul_transposed(&self, x: &Tensor) -> Tensor {
         assert_eq!(x.cols, self.cols, "input width does not match the weight");

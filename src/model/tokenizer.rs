@@ -30,10 +30,8 @@ pub struct Tokenizer {
 fn byte_of_char() -> HashMap<char, u8> {
     let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
     let mut map: HashMap<char, u8> = (0..=255u8).filter(|&b| printable(b)).map(|b| (char::from(b), b)).collect();
-    let mut shifted = 0u32;
-    for b in (0..=255u8).filter(|&b| !printable(b)) {
-        map.insert(char::from_u32(256 + shifted).expect("valid char"), b);
-        shifted += 1;
+    for (shifted, b) in (0..=255u8).filter(|&b| !printable(b)).enumerate() {
+        map.insert(char::from_u32(256 + shifted as u32).expect("valid char"), b);
     }
     map
 }
@@ -83,6 +81,20 @@ impl Tokenizer {
         }
         let split = Regex::new(SPLIT_PATTERN).expect("the split pattern is valid");
         Ok(Tokenizer { ranks, tokens, special, split })
+    }
+
+    /// The tokenizer of a model folder, if it has `encoder.json` and `vocab.bpe`.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_dir(dir: &std::path::Path) -> Result<Option<Tokenizer>, ModelError> {
+        let (encoder, vocab) = (dir.join("encoder.json"), dir.join("vocab.bpe"));
+        if !encoder.exists() && !vocab.exists() {
+            return Ok(None);
+        }
+        let read = |path: std::path::PathBuf| {
+            std::fs::read_to_string(&path)
+                .map_err(|e| ModelError::Io { path: path.display().to_string(), message: e.to_string() })
+        };
+        Tokenizer::from_files(&read(encoder)?, &read(vocab)?).map(Some)
     }
 
     pub fn vocab_size(&self) -> usize {

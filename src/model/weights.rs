@@ -152,57 +152,92 @@ impl Model {
 
     /// Every stored tensor with its shape, nonzeros and bytes in memory.
     pub fn weight_stats(&self) -> Vec<WeightStats> {
-        let mut stats = Vec::new();
-        let mut sparse = |name: String, m: &SparseMatrix| {
-            stats.push(WeightStats { name, shape: vec![m.rows, m.cols], nnz: m.nnz(), bytes: m.bytes() })
-        };
-        sparse("transformer.wte.weight".into(), &self.wte);
-        sparse("transformer.wpe.weight".into(), &self.wpe);
-        for (l, layer) in self.layers.iter().enumerate() {
-            sparse(format!("transformer.h.{l}.attn.c_attn.weight"), &layer.c_attn.weight);
-            sparse(format!("transformer.h.{l}.attn.c_proj.weight"), &layer.attn_proj.weight);
-            sparse(format!("transformer.h.{l}.mlp.c_fc.weight"), &layer.c_fc.weight);
-            sparse(format!("transformer.h.{l}.mlp.c_proj.weight"), &layer.mlp_proj.weight);
-        }
+        self.parameters()
+            .into_iter()
+            .map(|(name, param)| match param {
+                Param::Sparse(m) => WeightStats { name, shape: vec![m.rows, m.cols], nnz: m.nnz(), bytes: m.bytes() },
+                Param::Dense(shape, values) => {
+                    let nnz = values.iter().filter(|v| **v != 0.0).count();
+                    WeightStats { name, shape, nnz, bytes: 4 * values.len() }
+                }
+            })
+            .collect()
+    }
+
+    /// Every parameter under its PyTorch name, as stored.
+    fn parameters(&self) -> Vec<(String, Param<'_>)> {
+        let mut out: Vec<(String, Param<'_>)> = vec![
+            ("transformer.wte.weight".into(), Param::Sparse(&self.wte)),
+            ("transformer.wpe.weight".into(), Param::Sparse(&self.wpe)),
+        ];
         if let Some(lm_head) = &self.lm_head {
-            sparse("lm_head.weight".into(), lm_head);
+            out.push(("lm_head.weight".into(), Param::Sparse(lm_head)));
         }
-        let mut dense = |name: String, values: &[f32], shape: Vec<usize>| {
-            let nnz = values.iter().filter(|v| **v != 0.0).count();
-            stats.push(WeightStats { name, shape, nnz, bytes: 4 * values.len() })
-        };
-        let mut vector = |name: String, values: &[f32]| dense(name, values, vec![values.len()]);
         for (l, layer) in self.layers.iter().enumerate() {
             let p = format!("transformer.h.{l}");
             let norms = [("ln_1", Some(&layer.ln_1)), ("ln_2", Some(&layer.ln_2)), ("ln_p1", layer.ln_p1.as_ref()), ("ln_p2", layer.ln_p2.as_ref())];
-            for (name, norm) in norms {
-                if let Some(norm) = norm {
-                    vector(format!("{p}.{name}.weight"), &norm.weight);
-                    if let Some(bias) = &norm.bias {
-                        vector(format!("{p}.{name}.bias"), bias);
-                    }
+            for (name, norm) in norms.into_iter().filter_map(|(n, norm)| norm.map(|norm| (n, norm))) {
+                out.push((format!("{p}.{name}.weight"), vector(&norm.weight)));
+                if let Some(bias) = &norm.bias {
+                    out.push((format!("{p}.{name}.bias"), vector(bias)));
                 }
             }
-            let linears = [("attn.c_attn", &layer.c_attn), ("attn.c_proj", &layer.attn_proj), ("mlp.c_fc", &layer.c_fc), ("mlp.c_proj", &layer.mlp_proj)];
+            let linears = [
+                ("attn.c_attn", &layer.c_attn),
+                ("attn.c_proj", &layer.attn_proj),
+                ("mlp.c_fc", &layer.c_fc),
+                ("mlp.c_proj", &layer.mlp_proj),
+            ];
             for (name, linear) in linears {
+                out.push((format!("{p}.{name}.weight"), Param::Sparse(&linear.weight)));
                 if let Some(bias) = &linear.bias {
-                    vector(format!("{p}.{name}.bias"), bias);
+                    out.push((format!("{p}.{name}.bias"), vector(bias)));
                 }
             }
             if let Some(sink) = &layer.sink_logit {
-                vector(format!("{p}.attn.attn_imp.sink_logit"), sink);
+                out.push((format!("{p}.attn.attn_imp.sink_logit"), vector(sink)));
             }
         }
-        vector("transformer.ln_f.weight".into(), &self.ln_f.weight);
+        out.push(("transformer.ln_f.weight".into(), vector(&self.ln_f.weight)));
         if let Some(bias) = &self.ln_f.bias {
-            vector("transformer.ln_f.bias".into(), bias);
+            out.push(("transformer.ln_f.bias".into(), vector(bias)));
         }
-        vector("final_logits_bias".into(), &self.final_logits_bias);
+        out.push(("final_logits_bias".into(), vector(&self.final_logits_bias)));
         if let Some(table) = &self.bigram_table {
-            dense("bigram_table".into(), &table.data, vec![table.rows, table.cols]);
+            out.push(("bigram_table".into(), Param::Dense(vec![table.rows, table.cols], &table.data)));
         }
-        stats
+        out
     }
+
+    /// The model as `model.safetensors` in the release's format: dense f32
+    /// under the PyTorch names.
+    pub fn to_safetensors(&self) -> Vec<u8> {
+        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
+            .parameters()
+            .into_iter()
+            .map(|(name, param)| match param {
+                Param::Sparse(m) => (name, vec![m.rows, m.cols], m.to_dense()),
+                Param::Dense(shape, values) => (name, shape, values.to_vec()),
+            })
+            .collect();
+        let views = tensors.iter().map(|(name, shape, values)| {
+            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values))
+                .expect("shape and data agree");
+            (name.clone(), view)
+        });
+        safetensors::serialize(views, None).expect("f32 tensors serialize")
+    }
+}
+
+/// One stored parameter: a sparse matrix, or dense values with their shape.
+enum Param<'a> {
+    Sparse(&'a SparseMatrix),
+    Dense(Vec<usize>, &'a [f32]),
+}
+
+/// A dense vector parameter.
+fn vector(values: &[f32]) -> Param<'_> {
+    Param::Dense(vec![values.len()], values)
 }
 
 /// A parsed safetensors file, with checks that name the tensor at fault.
