@@ -4,9 +4,11 @@
 //! Layers, each depending only on those above it:
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
 //! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
+//! - [`circuits`]: nodes (channels at sites) and edges (nonzero weights).
 //! - `web`: the Leptos page (wasm32 only).
 //! - `cli`: the native command line.
 
+pub mod circuits;
 pub mod model;
 
 #[cfg(feature = "gpu")]

@@ -1,0 +1,193 @@
+use std::collections::HashMap;
+
+use crate::model::{Config, Model, Site, SiteKind};
+
+/// One channel at one site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    pub site: Site,
+    pub channel: usize,
+}
+
+impl Node {
+    pub fn new(layer: usize, kind: SiteKind, channel: usize) -> Node {
+        Node { site: Site::Layer(layer, kind), channel }
+    }
+
+    /// Whether `site` holds circuit nodes (resid_in, resid_mid, attn.y and
+    /// final_resid are recorded but are not nodes).
+    pub fn is_node_site(site: Site) -> bool {
+        matches!(
+            site,
+            Site::Layer(
+                _,
+                SiteKind::AttnActIn
+                    | SiteKind::AttnQ
+                    | SiteKind::AttnK
+                    | SiteKind::AttnV
+                    | SiteKind::AttnResidDelta
+                    | SiteKind::MlpActIn
+                    | SiteKind::MlpPostAct
+                    | SiteKind::MlpResidDelta
+            )
+        )
+    }
+
+    /// A readable name, e.g. `2.attn.q[37] (head 2)`.
+    pub fn label(&self, config: &Config) -> String {
+        match self.site {
+            Site::Layer(_, SiteKind::AttnQ | SiteKind::AttnK | SiteKind::AttnV) => {
+                format!("{}[{}] (head {})", self.site, self.channel, self.channel / config.d_head.max(1))
+            }
+            Site::Layer(_, SiteKind::AttnActIn | SiteKind::MlpActIn) if self.channel >= config.d_model => {
+                format!("{}[{}] (position)", self.site, self.channel)
+            }
+            _ => format!("{}[{}]", self.site, self.channel),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EdgeKind {
+    /// A nonzero weight of c_attn, attn c_proj, c_fc or mlp c_proj.
+    Weight,
+    /// A residual write carried by the residual stream to a later read of
+    /// the same channel.
+    Residual,
+}
+
+/// An edge from `nodes[from]` to `nodes[to]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Edge {
+    pub from: usize,
+    pub to: usize,
+    /// The weight (1 for residual edges).
+    pub weight: f32,
+    pub kind: EdgeKind,
+}
+
+/// Every edge among `nodes`: one per nonzero weight whose input and output
+/// channels are both among them (act_in -> q/k/v, v -> attn.resid_delta
+/// through its head, act_in -> post_act, post_act -> mlp.resid_delta), plus
+/// residual edges from each write to every later read of the same channel.
+/// Work is proportional to the nonzeros of the target nodes' weight rows.
+pub fn edges_between(model: &Model, nodes: &[Node]) -> Vec<Edge> {
+    let c = &model.config;
+    let index: HashMap<Node, usize> = nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let mut edges = Vec::new();
+    for (to, node) in nodes.iter().enumerate() {
+        let Site::Layer(l, kind) = node.site else { continue };
+        let Some(layer) = model.layers.get(l) else { continue };
+        // The weight row computing this node, its input site, and the offset
+        // of the row in its matrix (q, k and v share c_attn).
+        let (matrix, input, row) = match kind {
+            SiteKind::AttnQ => (&layer.c_attn.weight, SiteKind::AttnActIn, node.channel),
+            SiteKind::AttnK => (&layer.c_attn.weight, SiteKind::AttnActIn, c.d_attn() + node.channel),
+            SiteKind::AttnV => (&layer.c_attn.weight, SiteKind::AttnActIn, 2 * c.d_attn() + node.channel),
+            SiteKind::AttnResidDelta => (&layer.attn_proj.weight, SiteKind::AttnV, node.channel),
+            SiteKind::MlpPostAct => (&layer.c_fc.weight, SiteKind::MlpActIn, node.channel),
+            SiteKind::MlpResidDelta => (&layer.mlp_proj.weight, SiteKind::MlpPostAct, node.channel),
+            SiteKind::AttnActIn | SiteKind::MlpActIn => {
+                residual_edges_into(c, &index, l, kind, node.channel, to, &mut edges);
+                continue;
+            }
+            _ => continue,
+        };
+        if row >= matrix.rows {
+            continue;
+        }
+        let (cols, values) = matrix.row(row);
+        for (&col, &weight) in cols.iter().zip(values) {
+            if let Some(&from) = index.get(&Node::new(l, input, col as usize)) {
+                edges.push(Edge { from, to, weight, kind: EdgeKind::Weight });
+            }
+        }
+    }
+    edges
+}
+
+/// Residual edges into the read node `to` (channel `channel` of `kind` in
+/// layer `l`) from every earlier write of that channel.
+fn residual_edges_into(
+    c: &Config,
+    index: &HashMap<Node, usize>,
+    l: usize,
+    kind: SiteKind,
+    channel: usize,
+    to: usize,
+    edges: &mut Vec<Edge>,
+) {
+    if channel >= c.d_model {
+        return; // a concatenated position channel: nothing writes it
+    }
+    for earlier in 0..=l {
+        let writes: &[SiteKind] = match (earlier == l, kind) {
+            (false, _) => &[SiteKind::AttnResidDelta, SiteKind::MlpResidDelta],
+            // Within a layer, only the attention write comes before the MLP read.
+            (true, SiteKind::MlpActIn) => &[SiteKind::AttnResidDelta],
+            (true, _) => &[],
+        };
+        for &write in writes {
+            if let Some(&from) = index.get(&Node::new(earlier, write, channel)) {
+                edges.push(Edge { from, to, weight: 1.0, kind: EdgeKind::Residual });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Config;
+
+    fn model() -> Model {
+        let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#)
+            .unwrap();
+        Model::synthetic(config, 0.3, 5)
+    }
+
+    /// Every node of every site.
+    fn all_nodes(model: &Model) -> Vec<Node> {
+        let c = &model.config;
+        (0..c.n_layer)
+            .flat_map(|l| SiteKind::ALL.into_iter().map(move |k| Site::Layer(l, k)))
+            .filter(|&site| Node::is_node_site(site))
+            .flat_map(|site| (0..c.site_width(site)).map(move |channel| Node { site, channel }))
+            .collect()
+    }
+
+    #[test]
+    fn with_every_node_there_is_one_weight_edge_per_nonzero() {
+        let m = model();
+        let nodes = all_nodes(&m);
+        let edges = edges_between(&m, &nodes);
+        let weight_edges = edges.iter().filter(|e| e.kind == EdgeKind::Weight).count();
+        // c_attn, c_fc and mlp c_proj fully; attn c_proj from v channels, all of them.
+        let expected: usize = m
+            .layers
+            .iter()
+            .map(|l| l.c_attn.weight.nnz() + l.attn_proj.weight.nnz() + l.c_fc.weight.nnz() + l.mlp_proj.weight.nnz())
+            .sum();
+        assert_eq!(weight_edges, expected);
+        for e in &edges {
+            assert!(e.weight != 0.0);
+            let (from, to) = (nodes[e.from], nodes[e.to]);
+            assert!(from.site < to.site || e.kind == EdgeKind::Residual, "{from:?} -> {to:?}");
+        }
+        // Residual: layer 0's attention write reaches layer 0's MLP read and
+        // both of layer 1's reads; layer 1's MLP write reaches nothing.
+        let d = m.config.d_model;
+        let residual = edges.iter().filter(|e| e.kind == EdgeKind::Residual).count();
+        assert_eq!(residual, d * (3 + 2 + 1));
+    }
+
+    #[test]
+    fn only_edges_between_the_given_nodes() {
+        let m = model();
+        let (cols, values) = m.layers[1].c_fc.weight.row(5);
+        let nodes = vec![Node::new(1, SiteKind::MlpActIn, cols[0] as usize), Node::new(1, SiteKind::MlpPostAct, 5)];
+        let edges = edges_between(&m, &nodes);
+        assert_eq!(edges, vec![Edge { from: 0, to: 1, weight: values[0], kind: EdgeKind::Weight }]);
+        assert_eq!(Node::new(1, SiteKind::AttnK, 5).label(&m.config), "1.attn.k[5] (head 1)");
+    }
+}

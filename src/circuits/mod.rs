@@ -1,0 +1,12 @@
+//! Circuits: the nodes and edges the viewer draws and the circuit search
+//! works on (REFERENCE.md, "Circuits"). Built on the model core only.
+//!
+//! A node is one channel at one site: a residual read (`L.attn.act_in`,
+//! `L.mlp.act_in`), an attention channel (`L.attn.q/k/v`), an MLP neuron
+//! (`L.mlp.post_act`) or a residual write (`L.attn.resid_delta`,
+//! `L.mlp.resid_delta`). An edge is one nonzero weight between two nodes, or
+//! the residual stream carrying a write to a later read of the same channel.
+
+mod graph;
+
+pub use graph::{edges_between, Edge, EdgeKind, Node};
