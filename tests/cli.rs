@@ -239,3 +239,28 @@ fn prompt_uses_the_folders_tokenizer() {
     let by_ids = circuitscope(&["forward", "--model", dir.path().to_str().unwrap(), "--tokens", &ids.join(","), "--json"]);
     assert_eq!(by_ids.stdout, result.stdout);
 }
+
+#[test]
+fn graph_lists_the_most_active_channels_and_their_edges() {
+    let dir = case_dir();
+    let result = circuitscope(&["graph", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--per-site", "4", "--json"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let nodes = json["nodes"].as_array().unwrap();
+    // 3 layers x 8 node sites x at most 4 channels each.
+    assert!(!nodes.is_empty() && nodes.len() <= 3 * 8 * 4, "{}", nodes.len());
+    assert!(nodes.iter().all(|n| n["row"].as_u64().unwrap() < 4 && n["activation"].as_f64().unwrap() != 0.0));
+    for edge in json["edges"].as_array().unwrap() {
+        assert!(edge["from"].as_u64().unwrap() < nodes.len() as u64 && edge["to"].as_u64().unwrap() < nodes.len() as u64);
+    }
+    let e = expect_failure_with(&["graph", "--model", dir.to_str().unwrap(), "--tokens", "1,2", "--position", "5"]);
+    assert!(e.contains("position 5"), "{e}");
+}
+
+fn expect_failure_with(args: &[&str]) -> String {
+    let result = circuitscope(args);
+    assert!(!result.status.success());
+    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
+    assert!(!stderr.contains("panicked") && stderr.starts_with("error: "), "{stderr}");
+    stderr
+}

@@ -8,5 +8,7 @@
 //! the residual stream carrying a write to a later read of the same channel.
 
 mod graph;
+mod view;
 
 pub use graph::{edges_between, Edge, EdgeKind, Node};
+pub use view::{GraphView, PlacedNode};

@@ -1,8 +1,9 @@
-//! The native command line: `circuitscope info | forward | bench`.
+//! The native command line: `circuitscope info | forward | graph | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
 mod forward;
+mod graph;
 mod info;
 
 use std::path::PathBuf;
@@ -27,6 +28,8 @@ enum Command {
     },
     /// Run the model on token ids; write the logits and every recorded site.
     Forward(forward::ForwardArgs),
+    /// The circuit graph of a run at one token: the most active channels per site and the nonzero weights between them.
+    Graph(graph::GraphArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
     #[cfg(feature = "gpu")]
     Bench(bench::BenchArgs),
@@ -45,6 +48,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { model } => info::run(&model),
         Command::Forward(args) => forward::run(&args),
+        Command::Graph(args) => graph::run(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

@@ -3,6 +3,7 @@
 //! CPU when there is no WebGPU.
 
 mod components;
+mod graph_canvas;
 mod load;
 mod summary;
 
@@ -13,13 +14,18 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use crate::circuits::GraphView;
 use crate::gpu::{Engine, GpuContext, Record};
-use crate::model::{Model, Prediction};
+use crate::model::{Model, Prediction, Recording};
 use components::{BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm};
+use graph_canvas::{CircuitCanvas, NodeInspector};
 use summary::{layer_summary, parse_tokens, predictions, run_on_cpu, LayerSummary};
 
 /// Where Trunk copies `www/models/default`.
 const DEFAULT_MODEL_URL: &str = "models/default";
+
+/// Channels shown per site in the circuit graph.
+const NODES_PER_SITE: usize = 8;
 
 pub fn start() {
     console_error_panic_hook::set_once();
@@ -48,6 +54,8 @@ fn App() -> impl IntoView {
     let layers = RwSignal::new(Vec::<LayerSummary>::new());
     let top = RwSignal::new(Vec::<Prediction>::new());
     let running = RwSignal::new(false);
+    let graph = RwSignal::new(None::<GraphView>);
+    let selected = RwSignal::new(None::<usize>);
     let engine = StoredValue::new_local(SharedEngine::default());
 
     spawn_local(async move {
@@ -79,6 +87,8 @@ fn App() -> impl IntoView {
         error.set(None);
         layers.set(Vec::new());
         top.set(Vec::new());
+        graph.set(None);
+        selected.set(None);
         running.set(true);
         spawn_local(async move {
             let shared = engine.get_value();
@@ -86,17 +96,19 @@ fn App() -> impl IntoView {
             let gpu = shared.borrow_mut().take();
             let outcome = match gpu {
                 Some(mut gpu) => {
+                    let mut recording = Recording::new();
                     let result = gpu
-                        .run(&tokens, &[], &Record::All, &mut |stage| {
+                        .run(&tokens, &[], &Record::All, &mut |mut stage| {
                             if let Some(layer) = stage.layer {
                                 layers.update(|rows| rows.push(layer_summary(layer, &stage.sites[0])));
                             }
+                            recording.append(&mut stage.sites[0]);
                         })
                         .await;
                     match result {
                         Ok(mut logits) => {
                             *shared.borrow_mut() = Some(gpu);
-                            Ok(predictions(&logits.remove(0)))
+                            Ok((predictions(&logits.remove(0)), recording))
                         }
                         // Bad input is the input's fault; anything else is the GPU's.
                         Err(crate::gpu::GpuError::Model(e)) => {
@@ -113,7 +125,10 @@ fn App() -> impl IntoView {
                 None => cpu_run(&model, &tokens, layers),
             };
             match outcome {
-                Ok(predictions) => top.set(predictions),
+                Ok((predictions, recording)) => {
+                    top.set(predictions);
+                    graph.set(Some(GraphView::top_activations(&model, &recording, tokens.len() - 1, NODES_PER_SITE)));
+                }
                 Err(message) => error.set(Some(message)),
             }
             running.set(false);
@@ -137,12 +152,18 @@ fn App() -> impl IntoView {
             />
             <Predictions predictions=top />
             <LayerTable layers=layers />
+            <CircuitCanvas graph=graph selected=selected />
+            <NodeInspector graph=graph selected=selected />
         </main>
     }
 }
 
-fn cpu_run(model: &Model, tokens: &[u32], layers: RwSignal<Vec<LayerSummary>>) -> Result<Vec<Prediction>, String> {
-    let (rows, predictions) = run_on_cpu(model, tokens)?;
+fn cpu_run(
+    model: &Model,
+    tokens: &[u32],
+    layers: RwSignal<Vec<LayerSummary>>,
+) -> Result<(Vec<Prediction>, Recording), String> {
+    let (rows, predictions, recording) = run_on_cpu(model, tokens)?;
     layers.set(rows);
-    Ok(predictions)
+    Ok((predictions, recording))
 }

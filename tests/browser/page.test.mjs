@@ -94,6 +94,36 @@ test('on WebGPU the layers stream in one by one and the predictions are the CLI\
   await page.close();
 });
 
+test('the circuit graph is the CLI\'s, and clicking a node opens the inspector', async () => {
+  const expected = JSON.parse(
+    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
+  );
+  const { page, errors } = await openPage();
+  await runGolden(page);
+  const canvas = page.getByTestId('circuit-canvas');
+  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
+  assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
+  assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
+
+  // Click the strongest edge's target node, placed as the page lays nodes out.
+  const strongest = expected.edges.reduce((a, b) => (b.strength > a.strength ? b : a));
+  const node = expected.nodes[strongest.to];
+  await canvas.scrollIntoViewIfNeeded();
+  const box = await canvas.boundingBox();
+  const scale = box.width / (await canvas.evaluate((c) => c.width));
+  const x = (30 + 44 * (node.column + 0.5)) * scale;
+  const y = (64 + 30 * (node.row + 0.5)) * scale;
+  await page.mouse.move(box.x + x, box.y + y);
+  await assert.doesNotReject(page.getByTestId('node-tooltip').filter({ hasText: node.label }).waitFor({ timeout: 5_000 }));
+  await page.mouse.click(box.x + x, box.y + y);
+  const inspector = page.getByTestId('node-inspector');
+  await inspector.waitFor();
+  assert.equal(await inspector.locator('h2').textContent(), node.label);
+  assert.match(await inspector.textContent(), new RegExp(expected.nodes[strongest.from].label.replace(/[[\]().]/g, '\\$&')));
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('without WebGPU the page says so and runs on the CPU', async () => {
   const { page, errors } = await openPage(cpuBrowser);
   const backend = page.getByTestId('backend');

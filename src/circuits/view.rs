@@ -1,0 +1,88 @@
+//! Which nodes to show and where: the circuit graph of one run at one token.
+
+use super::{edges_between, Edge, Node};
+use crate::model::{Model, Recording, Site};
+
+/// A node placed in the graph: column by site (layers left to right), row by rank.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlacedNode {
+    pub node: Node,
+    pub label: String,
+    /// Activation at the selected token.
+    pub activation: f32,
+    pub column: usize,
+    pub row: usize,
+}
+
+/// The graph the viewer draws: plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphView {
+    /// The node sites, one column each, in forward order.
+    pub columns: Vec<Site>,
+    pub nodes: Vec<PlacedNode>,
+    pub edges: Vec<Edge>,
+    pub position: usize,
+}
+
+impl GraphView {
+    /// The `per_site` channels of largest |activation| at token `position` of
+    /// every node site in `recording` (zeros are never shown), and every edge
+    /// among them.
+    pub fn top_activations(model: &Model, recording: &Recording, position: usize, per_site: usize) -> GraphView {
+        let mut columns = Vec::new();
+        let mut nodes = Vec::new();
+        for (site, acts) in recording.iter().filter(|(site, _)| Node::is_node_site(*site)) {
+            if position >= acts.rows {
+                continue;
+            }
+            let row = acts.row(position);
+            let mut channels: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+            channels.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
+            channels.truncate(per_site);
+            let column = columns.len();
+            columns.push(*site);
+            nodes.extend(channels.into_iter().enumerate().map(|(rank, channel)| {
+                let node = Node { site: *site, channel };
+                PlacedNode { label: node.label(&model.config), node, activation: row[channel], column, row: rank }
+            }));
+        }
+        let bare: Vec<Node> = nodes.iter().map(|n| n.node).collect();
+        let edges = edges_between(model, &bare);
+        GraphView { columns, nodes, edges, position }
+    }
+
+    /// How strongly an edge carries this run: |weight x source activation|.
+    pub fn edge_strength(&self, edge: &Edge) -> f32 {
+        (edge.weight * self.nodes[edge.from].activation).abs()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{forward, Config};
+
+    #[test]
+    fn shows_the_largest_nonzero_activations_and_their_edges() {
+        let config = Config::from_json(
+            r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 20, "block_size": 8, "afrac": 0.25}"#,
+        )
+        .unwrap();
+        let model = Model::synthetic(config, 0.3, 9);
+        let mut recording = Recording::new();
+        forward(&model, &[1, 5, 7], &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        let view = GraphView::top_activations(&model, &recording, 2, 3);
+        assert_eq!(view.columns.len(), 2 * 8, "8 node sites per layer");
+        for placed in &view.nodes {
+            assert!(placed.row < 3 && placed.activation != 0.0);
+            let acts = &recording.iter().find(|(s, _)| *s == placed.node.site).unwrap().1;
+            let row = acts.row(2);
+            // No unshown channel of this site is larger.
+            let shown = view.nodes.iter().filter(|n| n.node.site == placed.node.site).count();
+            let larger = row.iter().filter(|v| v.abs() > placed.activation.abs()).count();
+            assert!(larger < shown, "{}", placed.label);
+        }
+        assert_eq!(view.edges, edges_between(&model, &view.nodes.iter().map(|n| n.node).collect::<Vec<_>>()));
+        assert!(!view.edges.is_empty());
+    }
+}

@@ -1,0 +1,224 @@
+//! The circuit graph on a canvas (not one DOM element per node): layers left
+//! to right, one column per node site, nodes coloured by activation, edges
+//! by the sign of weight x activation with width by its size.
+
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent};
+
+use crate::circuits::{EdgeKind, GraphView};
+use crate::model::{Site, SiteKind};
+
+const COLUMN_WIDTH: f64 = 44.0;
+const ROW_HEIGHT: f64 = 30.0;
+const MARGIN_LEFT: f64 = 30.0;
+const MARGIN_TOP: f64 = 64.0;
+const NODE_RADIUS: f64 = 7.0;
+
+/// Canvas pixel size for a graph.
+fn canvas_size(view: &GraphView) -> (u32, u32) {
+    let rows = view.nodes.iter().map(|n| n.row + 1).max().unwrap_or(1);
+    let width = MARGIN_LEFT * 2.0 + COLUMN_WIDTH * view.columns.len().max(1) as f64;
+    let height = MARGIN_TOP + ROW_HEIGHT * rows as f64 + 10.0;
+    (width as u32, height as u32)
+}
+
+fn node_xy(view: &GraphView, i: usize) -> (f64, f64) {
+    let n = &view.nodes[i];
+    (MARGIN_LEFT + COLUMN_WIDTH * (n.column as f64 + 0.5), MARGIN_TOP + ROW_HEIGHT * (n.row as f64 + 0.5))
+}
+
+fn short_name(site: Site) -> &'static str {
+    match site {
+        Site::Layer(_, kind) => match kind {
+            SiteKind::AttnActIn => "a.in",
+            SiteKind::AttnQ => "q",
+            SiteKind::AttnK => "k",
+            SiteKind::AttnV => "v",
+            SiteKind::AttnResidDelta => "a.out",
+            SiteKind::MlpActIn => "m.in",
+            SiteKind::MlpPostAct => "mlp",
+            SiteKind::MlpResidDelta => "m.out",
+            _ => "",
+        },
+        Site::FinalResid => "",
+    }
+}
+
+/// `rgba` for a signed value scaled by `max`: blue positive, red negative.
+fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
+    let t = if max > 0.0 { (value.abs() / max).min(1.0) as f64 } else { 0.0 };
+    let alpha = base_alpha + (1.0 - base_alpha) * t;
+    if value >= 0.0 {
+        format!("rgba(45, 105, 200, {alpha:.3})")
+    } else {
+        format!("rgba(205, 60, 50, {alpha:.3})")
+    }
+}
+
+fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, hovered: Option<usize>) {
+    let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
+        return;
+    };
+    let (width, height) = canvas_size(view);
+    if canvas.width() != width || canvas.height() != height {
+        canvas.set_width(width);
+        canvas.set_height(height);
+    }
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+
+    // Column headers: the layer over each group of its sites.
+    ctx.set_font("11px system-ui, sans-serif");
+    ctx.set_text_align("center");
+    for (column, site) in view.columns.iter().enumerate() {
+        let x = MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5);
+        ctx.set_fill_style_str("#5a6570");
+        let _ = ctx.fill_text(short_name(*site), x, MARGIN_TOP - 10.0);
+        if let Site::Layer(layer, SiteKind::AttnActIn) = site {
+            ctx.set_fill_style_str("#1d232a");
+            let _ = ctx.fill_text(&format!("layer {layer}"), x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0);
+        }
+    }
+
+    // Edges, weakest first so the strong ones are on top.
+    let max_strength = view.edges.iter().map(|e| view.edge_strength(e)).fold(0.0f32, f32::max);
+    let mut order: Vec<usize> = (0..view.edges.len()).collect();
+    order.sort_by(|&a, &b| view.edge_strength(&view.edges[a]).total_cmp(&view.edge_strength(&view.edges[b])));
+    for i in order {
+        let edge = &view.edges[i];
+        let strength = view.edge_strength(edge);
+        let touches_selection = selected.is_some_and(|s| s == edge.from || s == edge.to);
+        let signed = edge.weight * view.nodes[edge.from].activation;
+        let colour = match edge.kind {
+            EdgeKind::Residual if !touches_selection => format!("rgba(120, 130, 140, {:.3})", 0.08 + 0.4 * (strength / max_strength.max(1e-12)) as f64),
+            _ => signed_colour(signed, max_strength, if touches_selection { 0.5 } else { 0.12 }),
+        };
+        let (x0, y0) = node_xy(view, edge.from);
+        let (x1, y1) = node_xy(view, edge.to);
+        ctx.set_stroke_style_str(&colour);
+        ctx.set_line_width(0.5 + 3.5 * f64::from(strength / max_strength.max(1e-12)));
+        ctx.begin_path();
+        ctx.move_to(x0, y0);
+        let bend = (x1 - x0) / 2.0;
+        ctx.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
+        ctx.stroke();
+    }
+
+    // Nodes.
+    let max_activation = view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max);
+    for (i, node) in view.nodes.iter().enumerate() {
+        let (x, y) = node_xy(view, i);
+        ctx.begin_path();
+        let _ = ctx.arc(x, y, NODE_RADIUS, 0.0, std::f64::consts::TAU);
+        ctx.set_fill_style_str(&signed_colour(node.activation, max_activation, 0.15));
+        ctx.fill();
+        let ring = if Some(i) == selected {
+            ("#111111", 2.5)
+        } else if Some(i) == hovered {
+            ("#555555", 2.0)
+        } else {
+            ("#8a949e", 0.8)
+        };
+        ctx.set_stroke_style_str(ring.0);
+        ctx.set_line_width(ring.1);
+        ctx.stroke();
+    }
+}
+
+/// The node under the mouse, if any.
+fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent) -> Option<usize> {
+    // The canvas may be scaled by CSS: map client pixels to canvas pixels.
+    let scale = f64::from(canvas.width()) / f64::from(canvas.client_width().max(1));
+    let (x, y) = (f64::from(ev.offset_x()) * scale, f64::from(ev.offset_y()) * scale);
+    (0..view.nodes.len())
+        .map(|i| {
+            let (nx, ny) = node_xy(view, i);
+            (i, (nx - x).powi(2) + (ny - y).powi(2))
+        })
+        .filter(|&(_, d2)| d2 <= (NODE_RADIUS + 3.0).powi(2))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(i, _)| i)
+}
+
+#[component]
+pub fn CircuitCanvas(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Option<usize>>) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    let hovered = RwSignal::new(None::<usize>);
+    Effect::new(move |_| {
+        let (selected, hovered) = (selected.get(), hovered.get());
+        graph.with(|view| {
+            if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
+                draw(&canvas, view, selected, hovered);
+            }
+        });
+    });
+    let pick = move |ev: &MouseEvent| {
+        let canvas = canvas.get()?;
+        graph.with(|view| view.as_ref().and_then(|view| node_at(&canvas, view, ev)))
+    };
+    let counts = move |f: fn(&GraphView) -> usize| graph.with(|v| v.as_ref().map_or(0, f));
+    let tooltip = move || {
+        let i = hovered.get()?;
+        graph.with(|view| {
+            let node = view.as_ref()?.nodes.get(i)?;
+            Some(format!("{}: activation {:.4}", node.label, node.activation))
+        })
+    };
+    view! {
+        <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
+            <h2>"Circuit at the last token"</h2>
+            <p class="hint">
+                "Nodes: the " {super::NODES_PER_SITE} " channels of largest |activation| per site (ranked by activation, "
+                "not yet by effect). Edges: the nonzero weights between them (grey: the residual stream), width by "
+                "|weight x activation|; blue positive, red negative. Click a node to inspect it."
+            </p>
+            <canvas
+                node_ref=canvas
+                data-testid="circuit-canvas"
+                data-nodes=move || counts(|v| v.nodes.len())
+                data-edges=move || counts(|v| v.edges.len())
+                on:mousemove=move |ev| hovered.set(pick(&ev))
+                on:mouseleave=move |_| hovered.set(None)
+                on:click=move |ev| selected.set(pick(&ev))
+            ></canvas>
+            <p class="tooltip" data-testid="node-tooltip">{tooltip}</p>
+        </section>
+    }
+}
+
+/// The clicked node: its activation and its strongest incoming and outgoing edges.
+#[component]
+pub fn NodeInspector(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Option<usize>>) -> impl IntoView {
+    move || {
+        let i = selected.get()?;
+        graph.with(|view| {
+            let view = view.as_ref()?;
+            let node = view.nodes.get(i)?;
+            let edge_rows = |incoming: bool| {
+                let mut edges: Vec<_> = view.edges.iter().filter(|e| if incoming { e.to == i } else { e.from == i }).collect();
+                edges.sort_by(|a, b| view.edge_strength(b).total_cmp(&view.edge_strength(a)));
+                edges
+                    .into_iter()
+                    .take(12)
+                    .map(|e| {
+                        let other = &view.nodes[if incoming { e.from } else { e.to }].label;
+                        let kind = if e.kind == EdgeKind::Residual { " (residual)" } else { "" };
+                        view! { <li>{format!("{other}{kind}: weight {:.4}, |w x a| {:.4}", e.weight, view.edge_strength(e))}</li> }
+                    })
+                    .collect_view()
+            };
+            Some(view! {
+                <section class="inspector" data-testid="node-inspector">
+                    <h2>{node.label.clone()}</h2>
+                    <p>{format!("activation {:.4} at position {}", node.activation, view.position)}</p>
+                    <h3>"Incoming"</h3>
+                    <ul>{edge_rows(true)}</ul>
+                    <h3>"Outgoing"</h3>
+                    <ul>{edge_rows(false)}</ul>
+                </section>
+            })
+        })
+    }
+}
