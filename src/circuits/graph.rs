@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use crate::model::{Config, Model, Site, SiteKind};
+use crate::model::{Ablation, Config, Intervention, Model, Site, SiteKind};
 
 /// One channel at one site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,6 +31,20 @@ impl Node {
                     | SiteKind::MlpResidDelta
             )
         )
+    }
+
+    /// Parses `site[channel]`, e.g. `1.mlp.post_act[17]` (what [`Node::label`]
+    /// starts with).
+    pub fn parse(text: &str) -> Option<Node> {
+        let (site, rest) = text.trim().split_once('[')?;
+        let channel = rest.strip_suffix(']')?.parse().ok()?;
+        let site = Site::parse(site)?;
+        Node::is_node_site(site).then_some(Node { site, channel })
+    }
+
+    /// Zero-ablation of this node at every position.
+    pub fn zero_ablation(&self) -> Intervention {
+        Intervention { site: self.site, positions: vec![], channels: vec![self.channel], ablation: Ablation::Zero }
     }
 
     /// A readable name, e.g. `2.attn.q[37] (head 2)`.
@@ -189,5 +203,8 @@ mod tests {
         let edges = edges_between(&m, &nodes);
         assert_eq!(edges, vec![Edge { from: 0, to: 1, weight: values[0], kind: EdgeKind::Weight }]);
         assert_eq!(Node::new(1, SiteKind::AttnK, 5).label(&m.config), "1.attn.k[5] (head 1)");
+        assert_eq!(Node::parse("1.attn.k[5]"), Some(Node::new(1, SiteKind::AttnK, 5)));
+        assert_eq!(Node::parse("1.resid_mid[5]"), None, "not a node site");
+        assert_eq!(Node::parse("1.attn.k[x]"), None);
     }
 }

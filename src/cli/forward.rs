@@ -5,7 +5,10 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use super::Backend;
-use crate::model::{forward, parse_token_list, top_predictions, Model, Recording, Tensor, Tokenizer};
+use crate::circuits::Node;
+use crate::model::{
+    forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
+};
 
 #[derive(Args)]
 pub struct ForwardArgs {
@@ -26,6 +29,9 @@ pub struct ForwardArgs {
     /// How many next-token predictions to print for the last position.
     #[arg(long, default_value_t = 5)]
     top: usize,
+    /// Zero-ablate a node at every position, e.g. `--zero "1.mlp.post_act[17]"` (repeatable).
+    #[arg(long)]
+    zero: Vec<String>,
     /// Print the predictions as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -42,14 +48,25 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
         },
         (None, None) => unreachable!("clap requires --tokens or --prompt"),
     };
+    let interventions = args
+        .zero
+        .iter()
+        .map(|text| {
+            Node::parse(text)
+                .map(|node| node.zero_ablation())
+                .ok_or_else(|| format!("--zero {text:?} is not a node such as \"1.mlp.post_act[17]\""))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let (logits, recording) = match args.backend {
         Backend::Cpu => {
             let mut recording = Recording::new();
-            let logits = forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone())))
-                .map_err(|e| e.to_string())?;
+            let logits = forward_with_interventions(&model, &tokens, &interventions, &mut |site, acts| {
+                recording.push((site, acts.clone()))
+            })
+            .map_err(|e| e.to_string())?;
             (logits, recording)
         }
-        Backend::Gpu => gpu_forward(&model, &tokens)?,
+        Backend::Gpu => gpu_forward(&model, &tokens, &interventions)?,
     };
     if let Some(out) = &args.out {
         write_activations(out, &logits, &recording)?;
@@ -77,18 +94,24 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
 }
 
 #[cfg(feature = "gpu")]
-fn gpu_forward(model: &Model, tokens: &[u32]) -> Result<(Tensor, Recording), String> {
+fn gpu_forward(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> Result<(Tensor, Recording), String> {
     use crate::gpu::{Engine, GpuContext, Record};
     pollster::block_on(async {
         let ctx = GpuContext::new().await?;
         let mut engine = Engine::new(ctx, model)?;
-        engine.forward(tokens, &Record::All).await
+        let mut recording = Recording::new();
+        let mut logits = engine
+            .run(tokens, &[interventions.to_vec()], &Record::All, &mut |stage| {
+                recording.extend(stage.sites.into_iter().flatten())
+            })
+            .await?;
+        Ok((logits.remove(0), recording))
     })
-    .map_err(|e| e.to_string())
+    .map_err(|e: crate::gpu::GpuError| e.to_string())
 }
 
 #[cfg(not(feature = "gpu"))]
-fn gpu_forward(_: &Model, _: &[u32]) -> Result<(Tensor, Recording), String> {
+fn gpu_forward(_: &Model, _: &[u32], _: &[Intervention]) -> Result<(Tensor, Recording), String> {
     Err("this build has no GPU backend (built without the `gpu` feature); use --backend cpu".into())
 }
 

@@ -4,6 +4,7 @@ use leptos::prelude::*;
 
 use super::summary::LayerSummary;
 use super::Backend;
+use crate::circuits::Node;
 use crate::model::{Model, Prediction};
 
 #[component]
@@ -68,27 +69,67 @@ pub fn TokenForm(ready: Signal<bool>, on_run: impl Fn(String) + Copy + 'static) 
     }
 }
 
+/// The next-token predictions; with ablations, each next to its clean probability.
 #[component]
-pub fn Predictions(predictions: RwSignal<Vec<Prediction>>) -> impl IntoView {
+pub fn Predictions(
+    predictions: RwSignal<Vec<Prediction>>,
+    clean: RwSignal<Vec<Prediction>>,
+    ablations: RwSignal<usize>,
+) -> impl IntoView {
     move || {
         let rows = predictions.get();
+        let n_ablated = ablations.get();
         (!rows.is_empty()).then(|| {
             let items = rows
                 .into_iter()
                 .map(|p| {
+                    let before = (n_ablated > 0)
+                        .then(|| clean.with(|c| c.iter().find(|q| q.token == p.token).map(|q| q.prob)))
+                        .map(|prob| match prob {
+                            Some(prob) => format!("clean {:.1}%", 100.0 * prob),
+                            None => "clean: not in the top 5".to_string(),
+                        });
                     view! {
                         <li data-testid="prediction" data-token=p.token>
                             <span class="token">{format!("token {}", p.token)}</span>
                             <span class="bar" style=format!("width: {:.1}%", 100.0 * p.prob)></span>
                             <span class="prob">{format!("{:.1}%", 100.0 * p.prob)}</span>
+                            <span class="clean">{before}</span>
                         </li>
                     }
                 })
                 .collect_view();
+            let title = match n_ablated {
+                0 => "Next token".to_string(),
+                n => format!("Next token with {n} node(s) ablated"),
+            };
             view! {
                 <section>
-                    <h2>"Next token"</h2>
+                    <h2>{title}</h2>
                     <ol class="predictions">{items}</ol>
+                </section>
+            }
+        })
+    }
+}
+
+/// The ablated nodes, with one button to clear them all.
+#[component]
+pub fn AblationList(
+    ablated: RwSignal<Vec<Node>>,
+    model: RwSignal<Option<Arc<Model>>>,
+    on_clear: impl Fn() + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    move || {
+        let nodes = ablated.get();
+        let config = model.with(|m| m.as_ref().map(|m| m.config.clone()))?;
+        (!nodes.is_empty()).then(|| {
+            let items = nodes.iter().map(|n| view! { <li>{n.label(&config)}</li> }).collect_view();
+            view! {
+                <section class="ablations" data-testid="ablation-list">
+                    <h3>"Zero-ablated at every position"</h3>
+                    <ul>{items}</ul>
+                    <button data-testid="clear-ablations" on:click=move |_| on_clear()>"Clear all"</button>
                 </section>
             }
         })

@@ -7,7 +7,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent};
 
-use crate::circuits::{EdgeKind, GraphView};
+use crate::circuits::{EdgeKind, GraphView, Node};
 use crate::model::{Site, SiteKind};
 
 const COLUMN_WIDTH: f64 = 44.0;
@@ -57,7 +57,7 @@ fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
     }
 }
 
-fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, hovered: Option<usize>) {
+fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, hovered: Option<usize>, ablated: &[Node]) {
     let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
         return;
     };
@@ -124,6 +124,18 @@ fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, h
         ctx.set_stroke_style_str(ring.0);
         ctx.set_line_width(ring.1);
         ctx.stroke();
+        if ablated.contains(&node.node) {
+            // A cross: this node is zeroed in the ablated run.
+            let r = NODE_RADIUS + 2.0;
+            ctx.set_stroke_style_str("#111111");
+            ctx.set_line_width(2.0);
+            ctx.begin_path();
+            ctx.move_to(x - r, y - r);
+            ctx.line_to(x + r, y + r);
+            ctx.move_to(x + r, y - r);
+            ctx.line_to(x - r, y + r);
+            ctx.stroke();
+        }
     }
 }
 
@@ -143,14 +155,18 @@ fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent) -> Opt
 }
 
 #[component]
-pub fn CircuitCanvas(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Option<usize>>) -> impl IntoView {
+pub fn CircuitCanvas(
+    graph: RwSignal<Option<GraphView>>,
+    selected: RwSignal<Option<usize>>,
+    ablated: RwSignal<Vec<Node>>,
+) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
     Effect::new(move |_| {
-        let (selected, hovered) = (selected.get(), hovered.get());
+        let (selected, hovered, ablated) = (selected.get(), hovered.get(), ablated.get());
         graph.with(|view| {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
-                draw(&canvas, view, selected, hovered);
+                draw(&canvas, view, selected, hovered, &ablated);
             }
         });
     });
@@ -190,7 +206,11 @@ pub fn CircuitCanvas(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Opti
 
 /// The clicked node: its activation and its strongest incoming and outgoing edges.
 #[component]
-pub fn NodeInspector(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Option<usize>>) -> impl IntoView {
+pub fn NodeInspector(
+    graph: RwSignal<Option<GraphView>>,
+    selected: RwSignal<Option<usize>>,
+    on_ablate: impl Fn(Node) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
     move || {
         let i = selected.get()?;
         graph.with(|view| {
@@ -209,10 +229,14 @@ pub fn NodeInspector(graph: RwSignal<Option<GraphView>>, selected: RwSignal<Opti
                     })
                     .collect_view()
             };
+            let target = node.node;
             Some(view! {
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
                     <p>{format!("activation {:.4} at position {}", node.activation, view.position)}</p>
+                    <button data-testid="ablate-button" on:click=move |_| on_ablate(target)>
+                        "Zero-ablate this node"
+                    </button>
                     <h3>"Incoming"</h3>
                     <ul>{edge_rows(true)}</ul>
                     <h3>"Outgoing"</h3>

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::GraphView;
+use crate::circuits::{GraphView, Node};
 use crate::gpu::{Engine, GpuContext, Record};
-use crate::model::{Model, Prediction, Recording};
-use components::{BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm};
+use crate::model::{forward_with_interventions, Intervention, Model, Prediction, Recording};
+use components::{AblationList, BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm};
 use graph_canvas::{CircuitCanvas, NodeInspector};
 use summary::{layer_summary, parse_tokens, predictions, run_on_cpu, LayerSummary};
 
@@ -56,6 +56,12 @@ fn App() -> impl IntoView {
     let running = RwSignal::new(false);
     let graph = RwSignal::new(None::<GraphView>);
     let selected = RwSignal::new(None::<usize>);
+    // The last run's tokens and clean predictions, and the nodes ablated on top of it.
+    let run_tokens = RwSignal::new(Vec::<u32>::new());
+    let clean_top = RwSignal::new(Vec::<Prediction>::new());
+    let ablated = RwSignal::new(Vec::<Node>::new());
+    // How many ablations the predictions shown reflect (they arrive later).
+    let shown_ablations = RwSignal::new(0usize);
     let engine = StoredValue::new_local(SharedEngine::default());
 
     spawn_local(async move {
@@ -89,6 +95,8 @@ fn App() -> impl IntoView {
         top.set(Vec::new());
         graph.set(None);
         selected.set(None);
+        ablated.set(Vec::new());
+        clean_top.set(Vec::new());
         running.set(true);
         spawn_local(async move {
             let shared = engine.get_value();
@@ -126,13 +134,62 @@ fn App() -> impl IntoView {
             };
             match outcome {
                 Ok((predictions, recording)) => {
+                    run_tokens.set(tokens.clone());
+                    clean_top.set(predictions.clone());
                     top.set(predictions);
+                    shown_ablations.set(0);
                     graph.set(Some(GraphView::top_activations(&model, &recording, tokens.len() - 1, NODES_PER_SITE)));
                 }
                 Err(message) => error.set(Some(message)),
             }
             running.set(false);
         });
+    };
+
+    // Re-runs the last prompt with every ablated node zeroed at every position.
+    let rerun_ablated = move || {
+        let Some(model) = model.get_untracked() else { return };
+        let interventions: Vec<Intervention> = ablated.get_untracked().iter().map(Node::zero_ablation).collect();
+        if interventions.is_empty() {
+            top.set(clean_top.get_untracked());
+            shown_ablations.set(0);
+            return;
+        }
+        let count = interventions.len();
+        let tokens = run_tokens.get_untracked();
+        running.set(true);
+        spawn_local(async move {
+            let shared = engine.get_value();
+            let gpu = shared.borrow_mut().take();
+            let result = match gpu {
+                Some(mut gpu) => {
+                    let result = gpu.run(&tokens, &[interventions], &Record::LogitsOnly, &mut |_| {}).await;
+                    *shared.borrow_mut() = Some(gpu);
+                    result.map(|mut logits| predictions(&logits.remove(0))).map_err(|e| e.to_string())
+                }
+                None => forward_with_interventions(&model, &tokens, &interventions, &mut |_, _| {})
+                    .map(|logits| predictions(&logits))
+                    .map_err(|e| e.to_string()),
+            };
+            match result {
+                Ok(predictions) => {
+                    top.set(predictions);
+                    shown_ablations.set(count);
+                }
+                Err(message) => error.set(Some(message)),
+            }
+            running.set(false);
+        });
+    };
+    let ablate = move |node: Node| {
+        if !ablated.with_untracked(|list| list.contains(&node)) {
+            ablated.update(|list| list.push(node));
+            rerun_ablated();
+        }
+    };
+    let clear_ablations = move || {
+        ablated.set(Vec::new());
+        rerun_ablated();
     };
 
     view! {
@@ -150,10 +207,11 @@ fn App() -> impl IntoView {
                 })
                 on_run=run
             />
-            <Predictions predictions=top />
+            <Predictions predictions=top clean=clean_top ablations=shown_ablations />
+            <AblationList ablated=ablated model=model on_clear=clear_ablations />
             <LayerTable layers=layers />
-            <CircuitCanvas graph=graph selected=selected />
-            <NodeInspector graph=graph selected=selected />
+            <CircuitCanvas graph=graph selected=selected ablated=ablated />
+            <NodeInspector graph=graph selected=selected on_ablate=ablate />
         </main>
     }
 }

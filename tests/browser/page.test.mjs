@@ -94,7 +94,7 @@ test('on WebGPU the layers stream in one by one and the predictions are the CLI\
   await page.close();
 });
 
-test('the circuit graph is the CLI\'s, and clicking a node opens the inspector', async () => {
+test('the circuit graph is the CLI\'s; clicking a node opens the inspector; ablating it changes the predictions as the CLI\'s --zero does', async () => {
   const expected = JSON.parse(
     execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
   );
@@ -120,6 +120,24 @@ test('the circuit graph is the CLI\'s, and clicking a node opens the inspector',
   await inspector.waitFor();
   assert.equal(await inspector.locator('h2').textContent(), node.label);
   assert.match(await inspector.textContent(), new RegExp(expected.nodes[strongest.from].label.replace(/[[\]().]/g, '\\$&')));
+
+  // Ablate it: the predictions become the CLI's with the same node zeroed.
+  const name = node.label.split(' ')[0];
+  const ablatedExpected = JSON.parse(
+    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--zero', name, '--json']),
+  ).predictions.map((p) => String(p.token));
+  assert.notDeepEqual(ablatedExpected, cliPredictions(), 'the ablation must change the top 5');
+  await page.getByTestId('ablate-button').click();
+  await page.getByTestId('ablation-list').filter({ hasText: name }).waitFor();
+  await page.getByRole('heading', { name: /with 1 node\(s\) ablated/ }).waitFor();
+  const shown = async () => page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
+  assert.deepEqual(await shown(), ablatedExpected);
+
+  // One click clears all ablations and brings the clean predictions back.
+  await page.getByTestId('clear-ablations').click();
+  await page.getByRole('heading', { name: 'Next token', exact: true }).waitFor();
+  assert.equal(await page.getByTestId('ablation-list').count(), 0);
+  assert.deepEqual(await shown(), cliPredictions());
   assert.deepEqual(errors, []);
   await page.close();
 });
