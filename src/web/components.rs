@@ -72,8 +72,8 @@ pub fn TokenForm(ready: Signal<bool>, on_run: impl Fn(String) + Copy + 'static) 
 /// The next-token predictions; with ablations, each next to its clean probability.
 #[component]
 pub fn Predictions(
-    predictions: RwSignal<Vec<Prediction>>,
-    clean: RwSignal<Vec<Prediction>>,
+    predictions: Signal<Vec<Prediction>>,
+    clean: Signal<Vec<Prediction>>,
     ablations: RwSignal<usize>,
 ) -> impl IntoView {
     move || {
@@ -107,6 +107,47 @@ pub fn Predictions(
                 <section>
                     <h2>{title}</h2>
                     <ol class="predictions">{items}</ol>
+                </section>
+            }
+        })
+    }
+}
+
+/// The run's tokens; clicking one shows the predictions and circuit there.
+#[component]
+pub fn TokenStrip(
+    tokens: RwSignal<Vec<u32>>,
+    position: RwSignal<usize>,
+    on_select: impl Fn(usize) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    move || {
+        let tokens = tokens.get();
+        (!tokens.is_empty()).then(|| {
+            let chips = tokens
+                .into_iter()
+                .enumerate()
+                .map(|(i, id)| {
+                    view! {
+                        <button
+                            class="token-chip"
+                            class:selected=move || position.get() == i
+                            data-testid="token"
+                            data-position=i
+                            title=format!("position {i}")
+                            on:click=move |_| {
+                                position.set(i);
+                                on_select(i);
+                            }
+                        >
+                            {id}
+                        </button>
+                    }
+                })
+                .collect_view();
+            view! {
+                <section class="token-strip">
+                    <h3>{move || format!("Tokens (showing position {})", position.get())}</h3>
+                    <div>{chips}</div>
                 </section>
             }
         })

@@ -156,7 +156,7 @@ fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent) -> Opt
 
 #[component]
 pub fn CircuitCanvas(
-    graph: RwSignal<Option<GraphView>>,
+    graph: Signal<Option<GraphView>>,
     selected: RwSignal<Option<usize>>,
     ablated: RwSignal<Vec<Node>>,
 ) -> impl IntoView {
@@ -184,7 +184,7 @@ pub fn CircuitCanvas(
     };
     view! {
         <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
-            <h2>"Circuit at the last token"</h2>
+            <h2>{move || graph.with(|v| v.as_ref().map(|v| format!("Circuit at position {}", v.position)))}</h2>
             <p class="hint">
                 "Nodes: the " {super::NODES_PER_SITE} " channels of largest |activation| per site (ranked by activation, "
                 "not yet by effect). Edges: the nonzero weights between them (grey: the residual stream), width by "
@@ -207,7 +207,7 @@ pub fn CircuitCanvas(
 /// The clicked node: its activation and its strongest incoming and outgoing edges.
 #[component]
 pub fn NodeInspector(
-    graph: RwSignal<Option<GraphView>>,
+    graph: Signal<Option<GraphView>>,
     selected: RwSignal<Option<usize>>,
     on_ablate: impl Fn(Node) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {

@@ -16,10 +16,10 @@ use leptos::task::spawn_local;
 
 use crate::circuits::{GraphView, Node};
 use crate::gpu::{Engine, GpuContext, Record};
-use crate::model::{forward_with_interventions, Intervention, Model, Prediction, Recording};
-use components::{AblationList, BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm};
+use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor};
+use components::{AblationList, BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm, TokenStrip};
 use graph_canvas::{CircuitCanvas, NodeInspector};
-use summary::{layer_summary, parse_tokens, predictions, run_on_cpu, LayerSummary};
+use summary::{layer_summary, parse_tokens, predictions_at, run_on_cpu, LayerSummary};
 
 /// Where Trunk copies `www/models/default`.
 const DEFAULT_MODEL_URL: &str = "models/default";
@@ -52,16 +52,31 @@ fn App() -> impl IntoView {
     let backend = RwSignal::new(Backend::Probing);
     let error = RwSignal::new(None::<String>);
     let layers = RwSignal::new(Vec::<LayerSummary>::new());
-    let top = RwSignal::new(Vec::<Prediction>::new());
     let running = RwSignal::new(false);
-    let graph = RwSignal::new(None::<GraphView>);
-    let selected = RwSignal::new(None::<usize>);
-    // The last run's tokens and clean predictions, and the nodes ablated on top of it.
+    // The last run: its tokens, logits `[T, vocab]` and recorded sites; the
+    // nodes ablated on top of it and the logits with them zeroed.
     let run_tokens = RwSignal::new(Vec::<u32>::new());
-    let clean_top = RwSignal::new(Vec::<Prediction>::new());
+    let clean_logits = RwSignal::new(None::<Arc<Tensor>>);
+    let recording = RwSignal::new(None::<Arc<Recording>>);
     let ablated = RwSignal::new(Vec::<Node>::new());
+    let ablated_logits = RwSignal::new(None::<Arc<Tensor>>);
     // How many ablations the predictions shown reflect (they arrive later).
     let shown_ablations = RwSignal::new(0usize);
+    // The token position whose predictions and circuit are shown, and the clicked node.
+    let position = RwSignal::new(0usize);
+    let selected = RwSignal::new(None::<usize>);
+
+    let predictions_from = move |logits: RwSignal<Option<Arc<Tensor>>>| {
+        Memo::new(move |_| logits.get().map(|l| predictions_at(&l, position.get())).unwrap_or_default())
+    };
+    let clean_top = predictions_from(clean_logits);
+    let ablated_top = predictions_from(ablated_logits);
+    let top = Memo::new(move |_| if shown_ablations.get() > 0 { ablated_top.get() } else { clean_top.get() });
+    let graph = Memo::new(move |_| {
+        let model = model.get()?;
+        let at = position.get();
+        recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, NODES_PER_SITE)))
+    });
     let engine = StoredValue::new_local(SharedEngine::default());
 
     spawn_local(async move {
@@ -80,23 +95,26 @@ fn App() -> impl IntoView {
         }
     });
 
-    let run = move |text: String| {
-        let Some(model) = model.get_untracked() else { return };
-        let tokens = match parse_tokens(&model, &text) {
-            Ok(tokens) => tokens,
-            Err(message) => {
-                layers.set(Vec::new());
-                top.set(Vec::new());
-                return error.set(Some(message));
-            }
-        };
-        error.set(None);
+    // Forgets the last run (before a new one, or after bad input).
+    let clear_run = move || {
         layers.set(Vec::new());
-        top.set(Vec::new());
-        graph.set(None);
+        run_tokens.set(Vec::new());
+        clean_logits.set(None);
+        recording.set(None);
         selected.set(None);
         ablated.set(Vec::new());
-        clean_top.set(Vec::new());
+        ablated_logits.set(None);
+        shown_ablations.set(0);
+    };
+
+    let run = move |text: String| {
+        let Some(model) = model.get_untracked() else { return };
+        clear_run();
+        let tokens = match parse_tokens(&model, &text) {
+            Ok(tokens) => tokens,
+            Err(message) => return error.set(Some(message)),
+        };
+        error.set(None);
         running.set(true);
         spawn_local(async move {
             let shared = engine.get_value();
@@ -104,19 +122,19 @@ fn App() -> impl IntoView {
             let gpu = shared.borrow_mut().take();
             let outcome = match gpu {
                 Some(mut gpu) => {
-                    let mut recording = Recording::new();
+                    let mut sites = Recording::new();
                     let result = gpu
                         .run(&tokens, &[], &Record::All, &mut |mut stage| {
                             if let Some(layer) = stage.layer {
                                 layers.update(|rows| rows.push(layer_summary(layer, &stage.sites[0])));
                             }
-                            recording.append(&mut stage.sites[0]);
+                            sites.append(&mut stage.sites[0]);
                         })
                         .await;
                     match result {
                         Ok(mut logits) => {
                             *shared.borrow_mut() = Some(gpu);
-                            Ok((predictions(&logits.remove(0)), recording))
+                            Ok((logits.remove(0), sites))
                         }
                         // Bad input is the input's fault; anything else is the GPU's.
                         Err(crate::gpu::GpuError::Model(e)) => {
@@ -133,12 +151,11 @@ fn App() -> impl IntoView {
                 None => cpu_run(&model, &tokens, layers),
             };
             match outcome {
-                Ok((predictions, recording)) => {
+                Ok((logits, sites)) => {
+                    position.set(tokens.len() - 1);
                     run_tokens.set(tokens.clone());
-                    clean_top.set(predictions.clone());
-                    top.set(predictions);
-                    shown_ablations.set(0);
-                    graph.set(Some(GraphView::top_activations(&model, &recording, tokens.len() - 1, NODES_PER_SITE)));
+                    clean_logits.set(Some(Arc::new(logits)));
+                    recording.set(Some(Arc::new(sites)));
                 }
                 Err(message) => error.set(Some(message)),
             }
@@ -151,7 +168,6 @@ fn App() -> impl IntoView {
         let Some(model) = model.get_untracked() else { return };
         let interventions: Vec<Intervention> = ablated.get_untracked().iter().map(Node::zero_ablation).collect();
         if interventions.is_empty() {
-            top.set(clean_top.get_untracked());
             shown_ablations.set(0);
             return;
         }
@@ -165,15 +181,14 @@ fn App() -> impl IntoView {
                 Some(mut gpu) => {
                     let result = gpu.run(&tokens, &[interventions], &Record::LogitsOnly, &mut |_| {}).await;
                     *shared.borrow_mut() = Some(gpu);
-                    result.map(|mut logits| predictions(&logits.remove(0))).map_err(|e| e.to_string())
+                    result.map(|mut logits| logits.remove(0)).map_err(|e| e.to_string())
                 }
                 None => forward_with_interventions(&model, &tokens, &interventions, &mut |_, _| {})
-                    .map(|logits| predictions(&logits))
                     .map_err(|e| e.to_string()),
             };
             match result {
-                Ok(predictions) => {
-                    top.set(predictions);
+                Ok(logits) => {
+                    ablated_logits.set(Some(Arc::new(logits)));
                     shown_ablations.set(count);
                 }
                 Err(message) => error.set(Some(message)),
@@ -207,21 +222,18 @@ fn App() -> impl IntoView {
                 })
                 on_run=run
             />
-            <Predictions predictions=top clean=clean_top ablations=shown_ablations />
+            <TokenStrip tokens=run_tokens position=position on_select=move |_| selected.set(None) />
+            <Predictions predictions=top.into() clean=clean_top.into() ablations=shown_ablations />
             <AblationList ablated=ablated model=model on_clear=clear_ablations />
             <LayerTable layers=layers />
-            <CircuitCanvas graph=graph selected=selected ablated=ablated />
-            <NodeInspector graph=graph selected=selected on_ablate=ablate />
+            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated />
+            <NodeInspector graph=graph.into() selected=selected on_ablate=ablate />
         </main>
     }
 }
 
-fn cpu_run(
-    model: &Model,
-    tokens: &[u32],
-    layers: RwSignal<Vec<LayerSummary>>,
-) -> Result<(Vec<Prediction>, Recording), String> {
-    let (rows, predictions, recording) = run_on_cpu(model, tokens)?;
+fn cpu_run(model: &Model, tokens: &[u32], layers: RwSignal<Vec<LayerSummary>>) -> Result<(Tensor, Recording), String> {
+    let (rows, logits, recording) = run_on_cpu(model, tokens)?;
     layers.set(rows);
-    Ok((predictions, recording))
+    Ok((logits, recording))
 }

@@ -29,16 +29,20 @@ pub fn layer_summary<'a>(layer: usize, sites: impl IntoIterator<Item = &'a (Site
     LayerSummary { layer, site_norms }
 }
 
-/// The next-token candidates after the last position of `logits` (`[T, vocab]`).
-pub fn predictions(logits: &Tensor) -> Vec<Prediction> {
-    top_predictions(logits.row(logits.rows - 1), TOP_PREDICTIONS)
+/// The next-token candidates after `position` of `logits` (`[T, vocab]`),
+/// or after the last position if `position` is beyond it.
+pub fn predictions_at(logits: &Tensor, position: usize) -> Vec<Prediction> {
+    if logits.rows == 0 {
+        return Vec::new();
+    }
+    top_predictions(logits.row(position.min(logits.rows - 1)), TOP_PREDICTIONS)
 }
 
-/// The CPU reference forward pass: every layer's summary, the predictions
-/// and every recorded site.
-pub fn run_on_cpu(model: &Model, tokens: &[u32]) -> Result<(Vec<LayerSummary>, Vec<Prediction>, Recording), String> {
+/// The CPU reference forward pass: every layer's summary, the logits and
+/// every recorded site.
+pub fn run_on_cpu(model: &Model, tokens: &[u32]) -> Result<(Vec<LayerSummary>, Tensor, Recording), String> {
     let mut recording = Recording::new();
     let logits = forward(model, tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
     let layers = (0..model.config.n_layer).map(|l| layer_summary(l, &recording)).collect();
-    Ok((layers, predictions(&logits), recording))
+    Ok((layers, logits, recording))
 }

@@ -142,6 +142,27 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   await page.close();
 });
 
+test('selecting a token shows the predictions and the circuit at that position', async () => {
+  const { page, errors } = await openPage();
+  await runGolden(page);
+  const at = 5;
+  const graphAt = JSON.parse(
+    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--position', String(at), '--json']),
+  );
+  const prefix = JSON.parse(
+    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.slice(0, at + 1).join(','), '--json']),
+  ).predictions.map((p) => String(p.token));
+  await page.locator(`[data-testid=token][data-position="${at}"]`).click();
+  await page.getByRole('heading', { name: `Circuit at position ${at}` }).waitFor();
+  const canvas = page.getByTestId('circuit-canvas');
+  assert.equal(Number(await canvas.getAttribute('data-nodes')), graphAt.nodes.length);
+  assert.equal(Number(await canvas.getAttribute('data-edges')), graphAt.edges.length);
+  const shown = await page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
+  assert.deepEqual(shown, prefix, 'a causal model predicts at position 5 what it predicts after the first 6 tokens');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('without WebGPU the page says so and runs on the CPU', async () => {
   const { page, errors } = await openPage(cpuBrowser);
   const backend = page.getByTestId('backend');
