@@ -15,11 +15,11 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use crate::circuits::{GraphView, Node};
-use crate::gpu::{Engine, GpuContext, Record};
+use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor};
 use components::{AblationList, BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm, TokenStrip};
 use graph_canvas::{CircuitCanvas, NodeInspector};
-use summary::{layer_summary, parse_tokens, predictions_at, run_on_cpu, LayerSummary};
+use summary::{layer_summary, parse_tokens, predictions_at, LayerSummary};
 
 /// Where Trunk copies `www/models/default`.
 const DEFAULT_MODEL_URL: &str = "models/default";
@@ -117,39 +117,13 @@ fn App() -> impl IntoView {
         error.set(None);
         running.set(true);
         spawn_local(async move {
-            let shared = engine.get_value();
-            // Taken out for the run, so no borrow is held across an await.
-            let gpu = shared.borrow_mut().take();
-            let outcome = match gpu {
-                Some(mut gpu) => {
-                    let mut sites = Recording::new();
-                    let result = gpu
-                        .run(&tokens, &[], &Record::All, &mut |mut stage| {
-                            if let Some(layer) = stage.layer {
-                                layers.update(|rows| rows.push(layer_summary(layer, &stage.sites[0])));
-                            }
-                            sites.append(&mut stage.sites[0]);
-                        })
-                        .await;
-                    match result {
-                        Ok(mut logits) => {
-                            *shared.borrow_mut() = Some(gpu);
-                            Ok((logits.remove(0), sites))
-                        }
-                        // Bad input is the input's fault; anything else is the GPU's.
-                        Err(crate::gpu::GpuError::Model(e)) => {
-                            *shared.borrow_mut() = Some(gpu);
-                            Err(e.to_string())
-                        }
-                        Err(e) => {
-                            backend.set(Backend::Cpu(format!("the GPU failed ({e})")));
-                            layers.set(Vec::new());
-                            cpu_run(&model, &tokens, layers)
-                        }
-                    }
-                }
-                None => cpu_run(&model, &tokens, layers),
+            let on_layer = &mut |layer: usize, sites: &Recording| {
+                layers.update(|rows| {
+                    rows.retain(|row| row.layer < layer);
+                    rows.push(layer_summary(layer, sites));
+                })
             };
+            let outcome = forward_anywhere(engine.get_value(), backend, &model, &tokens, Vec::new(), Record::All, on_layer).await;
             match outcome {
                 Ok((logits, sites)) => {
                     position.set(tokens.len() - 1);
@@ -175,17 +149,10 @@ fn App() -> impl IntoView {
         let tokens = run_tokens.get_untracked();
         running.set(true);
         spawn_local(async move {
-            let shared = engine.get_value();
-            let gpu = shared.borrow_mut().take();
-            let result = match gpu {
-                Some(mut gpu) => {
-                    let result = gpu.run(&tokens, &[interventions], &Record::LogitsOnly, &mut |_| {}).await;
-                    *shared.borrow_mut() = Some(gpu);
-                    result.map(|mut logits| logits.remove(0)).map_err(|e| e.to_string())
-                }
-                None => forward_with_interventions(&model, &tokens, &interventions, &mut |_, _| {})
-                    .map_err(|e| e.to_string()),
-            };
+            let result =
+                forward_anywhere(engine.get_value(), backend, &model, &tokens, interventions, Record::LogitsOnly, &mut |_, _| {})
+                    .await
+                    .map(|(logits, _)| logits);
             match result {
                 Ok(logits) => {
                     ablated_logits.set(Some(Arc::new(logits)));
@@ -232,8 +199,55 @@ fn App() -> impl IntoView {
     }
 }
 
-fn cpu_run(model: &Model, tokens: &[u32], layers: RwSignal<Vec<LayerSummary>>) -> Result<(Tensor, Recording), String> {
-    let (rows, logits, recording) = run_on_cpu(model, tokens)?;
-    layers.set(rows);
-    Ok((logits, recording))
+/// A forward pass with `interventions`: on the GPU when there is one, handing
+/// each layer's recorded sites to `on_layer` as it arrives; on the CPU when
+/// there is none, or (saying so) when the GPU fails.
+async fn forward_anywhere(
+    shared: SharedEngine,
+    backend: RwSignal<Backend>,
+    model: &Model,
+    tokens: &[u32],
+    interventions: Vec<Intervention>,
+    record: Record,
+    on_layer: &mut dyn FnMut(usize, &Recording),
+) -> Result<(Tensor, Recording), String> {
+    // Taken out for the run, so no borrow is held across an await.
+    let gpu = shared.borrow_mut().take();
+    if let Some(mut gpu) = gpu {
+        let mut sites = Recording::new();
+        let result = gpu
+            .run(tokens, std::slice::from_ref(&interventions), &record, &mut |mut stage| {
+                if let Some(layer) = stage.layer {
+                    on_layer(layer, &stage.sites[0]);
+                }
+                sites.append(&mut stage.sites[0]);
+            })
+            .await;
+        match result {
+            Ok(mut logits) => {
+                *shared.borrow_mut() = Some(gpu);
+                return Ok((logits.remove(0), sites));
+            }
+            // Bad input is the input's fault; anything else is the GPU's.
+            Err(GpuError::Model(e)) => {
+                *shared.borrow_mut() = Some(gpu);
+                return Err(e.to_string());
+            }
+            Err(e) => backend.set(Backend::Cpu(format!("the GPU failed ({e})"))),
+        }
+    }
+    let mut sites = Recording::new();
+    let keep = record != Record::LogitsOnly;
+    let logits = forward_with_interventions(model, tokens, &interventions, &mut |site, acts| {
+        if keep {
+            sites.push((site, acts.clone()));
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    if keep {
+        for layer in 0..model.config.n_layer {
+            on_layer(layer, &sites);
+        }
+    }
+    Ok((logits, sites))
 }

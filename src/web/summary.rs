@@ -1,4 +1,4 @@
-use crate::model::{check_tokens, forward, parse_token_list, top_predictions, Model, Prediction, Recording, Site, Tensor};
+use crate::model::{check_tokens, parse_token_list, top_predictions, Model, Prediction, Site, Tensor};
 
 /// One layer's row in the page: plain data, cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,13 +36,4 @@ pub fn predictions_at(logits: &Tensor, position: usize) -> Vec<Prediction> {
         return Vec::new();
     }
     top_predictions(logits.row(position.min(logits.rows - 1)), TOP_PREDICTIONS)
-}
-
-/// The CPU reference forward pass: every layer's summary, the logits and
-/// every recorded site.
-pub fn run_on_cpu(model: &Model, tokens: &[u32]) -> Result<(Vec<LayerSummary>, Tensor, Recording), String> {
-    let mut recording = Recording::new();
-    let logits = forward(model, tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
-    let layers = (0..model.config.n_layer).map(|l| layer_summary(l, &recording)).collect();
-    Ok((layers, logits, recording))
 }
