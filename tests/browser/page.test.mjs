@@ -171,6 +171,12 @@ test('without WebGPU the page says so and runs on the CPU', async () => {
   const { shown } = await runGolden(page);
   assert.deepEqual(shown, cliPredictions());
   assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
+  const expected = JSON.parse(
+    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
+  );
+  const canvas = page.getByTestId('circuit-canvas');
+  assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
+  assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
   assert.deepEqual(errors, []);
   await page.close();
 });
