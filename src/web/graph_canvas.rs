@@ -5,7 +5,7 @@
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
-use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent};
+use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
 use crate::circuits::{EdgeKind, GraphView, Node};
 use crate::model::{Site, SiteKind};
@@ -57,7 +57,43 @@ fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
     }
 }
 
-fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, hovered: Option<usize>, ablated: &[Node]) {
+/// Pan and zoom: canvas pixel = content pixel * scale + offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Transform {
+    scale: f64,
+    dx: f64,
+    dy: f64,
+}
+
+impl Transform {
+    const IDENTITY: Transform = Transform { scale: 1.0, dx: 0.0, dy: 0.0 };
+
+    fn to_content(self, x: f64, y: f64) -> (f64, f64) {
+        ((x - self.dx) / self.scale, (y - self.dy) / self.scale)
+    }
+
+    /// Zoomed by `factor` about canvas point (x, y), which stays put.
+    fn zoomed(self, factor: f64, x: f64, y: f64) -> Transform {
+        let scale = (self.scale * factor).clamp(0.25, 8.0);
+        let f = scale / self.scale;
+        Transform { scale, dx: x - (x - self.dx) * f, dy: y - (y - self.dy) * f }
+    }
+}
+
+/// Canvas pixels of a mouse event (the canvas may be scaled by CSS).
+fn canvas_point(canvas: &HtmlCanvasElement, ev: &MouseEvent) -> (f64, f64) {
+    let scale = f64::from(canvas.width()) / f64::from(canvas.client_width().max(1));
+    (f64::from(ev.offset_x()) * scale, f64::from(ev.offset_y()) * scale)
+}
+
+fn draw(
+    canvas: &HtmlCanvasElement,
+    view: &GraphView,
+    selected: Option<usize>,
+    hovered: Option<usize>,
+    ablated: &[Node],
+    transform: Transform,
+) {
     let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
         return;
     };
@@ -66,8 +102,11 @@ fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, h
         canvas.set_width(width);
         canvas.set_height(height);
     }
+    let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, 0.0);
     ctx.set_fill_style_str("#ffffff");
     ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+    let Transform { scale, dx, dy } = transform;
+    let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
 
     // Column headers: the layer over each group of its sites.
     ctx.set_font("11px system-ui, sans-serif");
@@ -140,10 +179,9 @@ fn draw(canvas: &HtmlCanvasElement, view: &GraphView, selected: Option<usize>, h
 }
 
 /// The node under the mouse, if any.
-fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent) -> Option<usize> {
-    // The canvas may be scaled by CSS: map client pixels to canvas pixels.
-    let scale = f64::from(canvas.width()) / f64::from(canvas.client_width().max(1));
-    let (x, y) = (f64::from(ev.offset_x()) * scale, f64::from(ev.offset_y()) * scale);
+fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transform: Transform) -> Option<usize> {
+    let (cx, cy) = canvas_point(canvas, ev);
+    let (x, y) = transform.to_content(cx, cy);
     (0..view.nodes.len())
         .map(|i| {
             let (nx, ny) = node_xy(view, i);
@@ -162,17 +200,40 @@ pub fn CircuitCanvas(
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
+    let transform = RwSignal::new(Transform::IDENTITY);
+    // A drag in progress: where it started (canvas pixels) and the offset then;
+    // `dragged` suppresses the click that ends a drag.
+    let drag = RwSignal::new(None::<(f64, f64, Transform)>);
+    let dragged = RwSignal::new(false);
     Effect::new(move |_| {
-        let (selected, hovered, ablated) = (selected.get(), hovered.get(), ablated.get());
+        let (selected, hovered, ablated, transform) = (selected.get(), hovered.get(), ablated.get(), transform.get());
         graph.with(|view| {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
-                draw(&canvas, view, selected, hovered, &ablated);
+                draw(&canvas, view, selected, hovered, &ablated, transform);
             }
         });
     });
     let pick = move |ev: &MouseEvent| {
         let canvas = canvas.get()?;
-        graph.with(|view| view.as_ref().and_then(|view| node_at(&canvas, view, ev)))
+        let t = transform.get_untracked();
+        graph.with(|view| view.as_ref().and_then(|view| node_at(&canvas, view, ev, t)))
+    };
+    let on_move = move |ev: MouseEvent| {
+        if let (Some((x0, y0, start)), Some(c)) = (drag.get_untracked(), canvas.get()) {
+            let (x, y) = canvas_point(&c, &ev);
+            if (x - x0).abs() + (y - y0).abs() > 3.0 {
+                dragged.set(true);
+            }
+            transform.set(Transform { dx: start.dx + x - x0, dy: start.dy + y - y0, ..start });
+        }
+        hovered.set(pick(&ev));
+    };
+    let on_wheel = move |ev: WheelEvent| {
+        ev.prevent_default();
+        if let Some(c) = canvas.get() {
+            let (x, y) = canvas_point(&c, &ev);
+            transform.update(|t| *t = t.zoomed((-ev.delta_y() * 0.0015).exp(), x, y));
+        }
     };
     let counts = move |f: fn(&GraphView) -> usize| graph.with(|v| v.as_ref().map_or(0, f));
     let tooltip = move || {
@@ -188,17 +249,34 @@ pub fn CircuitCanvas(
             <p class="hint">
                 "Nodes: the " {super::NODES_PER_SITE} " channels of largest |activation| per site (ranked by activation, "
                 "not yet by effect). Edges: the nonzero weights between them (grey: the residual stream), width by "
-                "|weight x activation|; blue positive, red negative. Click a node to inspect it."
+                "|weight x activation|; blue positive, red negative. Scroll to zoom, drag to pan, click a node to inspect it."
             </p>
             <canvas
                 node_ref=canvas
                 data-testid="circuit-canvas"
                 data-nodes=move || counts(|v| v.nodes.len())
                 data-edges=move || counts(|v| v.edges.len())
-                on:mousemove=move |ev| hovered.set(pick(&ev))
-                on:mouseleave=move |_| hovered.set(None)
-                on:click=move |ev| selected.set(pick(&ev))
+                on:mousemove=on_move
+                on:mouseleave=move |_| {
+                    hovered.set(None);
+                    drag.set(None);
+                }
+                on:mousedown=move |ev| {
+                    if let Some(c) = canvas.get() {
+                        let (x, y) = canvas_point(&c, &ev);
+                        dragged.set(false);
+                        drag.set(Some((x, y, transform.get_untracked())));
+                    }
+                }
+                on:mouseup=move |_| drag.set(None)
+                on:wheel=on_wheel
+                on:click=move |ev| {
+                    if !dragged.get_untracked() {
+                        selected.set(pick(&ev));
+                    }
+                }
             ></canvas>
+            <button data-testid="reset-view" on:click=move |_| transform.set(Transform::IDENTITY)>"Reset view"</button>
             <p class="tooltip" data-testid="node-tooltip">{tooltip}</p>
         </section>
     }

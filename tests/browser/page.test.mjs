@@ -142,6 +142,42 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   await page.close();
 });
 
+test('the circuit zooms about the cursor and pans by dragging', async () => {
+  const expected = JSON.parse(
+    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
+  );
+  const { page, errors } = await openPage();
+  await runGolden(page);
+  const canvas = page.getByTestId('circuit-canvas');
+  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
+  await canvas.scrollIntoViewIfNeeded();
+  const box = await canvas.boundingBox();
+  const scale = box.width / (await canvas.evaluate((c) => c.width));
+  const at = (n) => [box.x + (30 + 44 * (n.column + 0.5)) * scale, box.y + (64 + 30 * (n.row + 0.5)) * scale];
+  const tooltip = page.getByTestId('node-tooltip');
+  const [a, b] = [expected.nodes[0], expected.nodes.find((n) => n.column === expected.nodes[0].column + 2)];
+
+  // Zoom in over node a: it stays under the cursor; node b moves away from its old place.
+  await page.mouse.move(...at(a));
+  await page.mouse.wheel(0, -600);
+  await page.mouse.move(at(a)[0] + 1, at(a)[1]);
+  await tooltip.filter({ hasText: a.label }).waitFor({ timeout: 5_000 });
+  await page.mouse.move(...at(b));
+  await page.waitForTimeout(100);
+  assert.ok(!(await tooltip.textContent()).includes(b.label), 'b is no longer where it was');
+
+  // Reset, then drag the graph 2 columns left: b comes to a's old place.
+  await page.getByTestId('reset-view').click();
+  await page.mouse.move(...at(b));
+  await page.mouse.down();
+  await page.mouse.move(at(a)[0], at(b)[1], { steps: 5 });
+  await page.mouse.up();
+  await page.mouse.move(at(a)[0] + 1, at(b)[1]);
+  await tooltip.filter({ hasText: b.label }).waitFor({ timeout: 5_000 });
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('selecting a token shows the predictions and the circuit at that position', async () => {
   const { page, errors } = await openPage();
   await runGolden(page);
