@@ -197,6 +197,7 @@ pub fn CircuitCanvas(
     graph: Signal<Option<GraphView>>,
     selected: RwSignal<Option<usize>>,
     ablated: RwSignal<Vec<Node>>,
+    per_site: RwSignal<usize>,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
@@ -247,7 +248,7 @@ pub fn CircuitCanvas(
         <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
             <h2>{move || graph.with(|v| v.as_ref().map(|v| format!("Circuit at position {}", v.position)))}</h2>
             <p class="hint">
-                "Nodes: the " {super::NODES_PER_SITE} " channels of largest |activation| per site (ranked by activation, "
+                "Nodes: the " {move || per_site.get()} " channels of largest |activation| per site (ranked by activation, "
                 "not yet by effect). Edges: the nonzero weights between them (grey: the residual stream), width by "
                 "|weight x activation|; blue positive, red negative. Scroll to zoom, drag to pan, click a node to inspect it."
             </p>
@@ -276,7 +277,26 @@ pub fn CircuitCanvas(
                     }
                 }
             ></canvas>
-            <button data-testid="reset-view" on:click=move |_| transform.set(Transform::IDENTITY)>"Reset view"</button>
+            <div class="graph-controls">
+                <label>
+                    "Nodes per site "
+                    <input
+                        type="range"
+                        min="1"
+                        max="64"
+                        data-testid="nodes-per-site"
+                        prop:value=move || per_site.get().to_string()
+                        on:input=move |ev| {
+                            if let Ok(n) = event_target_value(&ev).parse::<usize>() {
+                                selected.set(None);
+                                per_site.set(n.clamp(1, 64));
+                            }
+                        }
+                    />
+                    {move || per_site.get()}
+                </label>
+                <button data-testid="reset-view" on:click=move |_| transform.set(Transform::IDENTITY)>"Reset view"</button>
+            </div>
             <p class="tooltip" data-testid="node-tooltip">{tooltip}</p>
         </section>
     }

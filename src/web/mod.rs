@@ -24,7 +24,7 @@ use summary::{layer_summary, parse_tokens, predictions_at, LayerSummary};
 /// Where Trunk copies `www/models/default`.
 const DEFAULT_MODEL_URL: &str = "models/default";
 
-/// Channels shown per site in the circuit graph.
+/// Channels shown per site in the circuit graph, at first.
 const NODES_PER_SITE: usize = 8;
 
 pub fn start() {
@@ -65,6 +65,7 @@ fn App() -> impl IntoView {
     // The token position whose predictions and circuit are shown, and the clicked node.
     let position = RwSignal::new(0usize);
     let selected = RwSignal::new(None::<usize>);
+    let per_site = RwSignal::new(NODES_PER_SITE);
 
     let predictions_from = move |logits: RwSignal<Option<Arc<Tensor>>>| {
         Memo::new(move |_| logits.get().map(|l| predictions_at(&l, position.get())).unwrap_or_default())
@@ -75,7 +76,8 @@ fn App() -> impl IntoView {
     let graph = Memo::new(move |_| {
         let model = model.get()?;
         let at = position.get();
-        recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, NODES_PER_SITE)))
+        let per_site = per_site.get();
+        recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, per_site)))
     });
     let engine = StoredValue::new_local(SharedEngine::default());
 
@@ -193,7 +195,7 @@ fn App() -> impl IntoView {
             <Predictions predictions=top.into() clean=clean_top.into() ablations=shown_ablations />
             <AblationList ablated=ablated model=model on_clear=clear_ablations />
             <LayerTable layers=layers />
-            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated />
+            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site />
             <NodeInspector graph=graph.into() selected=selected on_ablate=ablate />
         </main>
     }

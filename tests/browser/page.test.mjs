@@ -105,6 +105,16 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
 
+  // More nodes per site: the same graph as the CLI's with --per-site 20.
+  const wide = JSON.parse(
+    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--per-site', '20', '--json']),
+  );
+  await page.getByTestId('nodes-per-site').fill('20');
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${wide.nodes.length}"]`).waitFor();
+  assert.equal(Number(await canvas.getAttribute('data-edges')), wide.edges.length);
+  await page.getByTestId('nodes-per-site').fill('8');
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${expected.nodes.length}"]`).waitFor();
+
   // Click the strongest edge's target node, placed as the page lays nodes out.
   const strongest = expected.edges.reduce((a, b) => (b.strength > a.strength ? b : a));
   const node = expected.nodes[strongest.to];
