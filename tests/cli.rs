@@ -29,11 +29,7 @@ fn case_dir() -> PathBuf {
 fn expect_failure(model: &Path, tokens: &str) -> String {
     let out_dir = tempfile::tempdir().unwrap();
     let out = out_dir.path().join("acts.safetensors");
-    let result = circuitscope(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap()]);
-    let stderr = String::from_utf8_lossy(&result.stderr).to_string();
-    assert!(!result.status.success(), "expected failure, got success; stderr: {stderr}");
-    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
-    assert!(stderr.starts_with("error: "), "no clear error: {stderr}");
+    let stderr = expect_failure_with(&["forward", "--model", model.to_str().unwrap(), "--tokens", tokens, "--out", out.to_str().unwrap()]);
     assert_eq!(std::fs::read_dir(out_dir.path()).unwrap().count(), 0, "left a file behind");
     stderr
 }
@@ -257,10 +253,13 @@ fn graph_lists_the_most_active_channels_and_their_edges() {
     assert!(e.contains("position 5"), "{e}");
 }
 
+/// Runs `circuitscope args` expecting a clear failure: non-zero exit, no
+/// panic, a message that starts with `error: `. Returns stderr.
 fn expect_failure_with(args: &[&str]) -> String {
     let result = circuitscope(args);
-    assert!(!result.status.success());
     let stderr = String::from_utf8_lossy(&result.stderr).to_string();
-    assert!(!stderr.contains("panicked") && stderr.starts_with("error: "), "{stderr}");
+    assert!(!result.status.success(), "expected failure, got success; stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "panicked: {stderr}");
+    assert!(stderr.starts_with("error: "), "no clear error: {stderr}");
     stderr
 }

@@ -43,10 +43,27 @@ after(async () => {
 const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
 const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
 
-function cliPredictions() {
-  return JSON.parse(
-    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
-  ).predictions.map((p) => String(p.token));
+/// The CLI's JSON output for `command` on the bundled model with `ids`.
+function cliJson(command, extra = [], ids = tokens) {
+  const args = [command, '--model', path.join(root, 'www/models/default'), '--tokens', ids.join(','), ...extra, '--json'];
+  return JSON.parse(execFileSync(cli, args));
+}
+
+function cliPredictions(extra = [], ids = tokens) {
+  return cliJson('forward', extra, ids).predictions.map((p) => String(p.token));
+}
+
+/// The drawn circuit canvas, scrolled into view, and where on the screen a
+/// node of `circuitscope graph --json` sits (the page's layout: 44 px columns
+/// from x = 30, 30 px rows from y = 64, before any zoom or pan).
+async function circuitCanvas(page) {
+  const canvas = page.getByTestId('circuit-canvas');
+  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
+  await canvas.scrollIntoViewIfNeeded();
+  const box = await canvas.boundingBox();
+  const scale = box.width / (await canvas.evaluate((c) => c.width));
+  const at = (n) => [box.x + (30 + 44 * (n.column + 0.5)) * scale, box.y + (64 + 30 * (n.row + 0.5)) * scale];
+  return { canvas, at };
 }
 
 /// A fresh page with the model loaded and the backend chosen; collects
@@ -95,20 +112,15 @@ test('on WebGPU the layers stream in one by one and the predictions are the CLI\
 });
 
 test('the circuit graph is the CLI\'s; clicking a node opens the inspector; ablating it changes the predictions as the CLI\'s --zero does', async () => {
-  const expected = JSON.parse(
-    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
-  );
+  const expected = cliJson('graph');
   const { page, errors } = await openPage();
   await runGolden(page);
-  const canvas = page.getByTestId('circuit-canvas');
-  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
+  const { canvas, at } = await circuitCanvas(page);
   assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
 
   // More nodes per site: the same graph as the CLI's with --per-site 20.
-  const wide = JSON.parse(
-    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--per-site', '20', '--json']),
-  );
+  const wide = cliJson('graph', ['--per-site', '20']);
   await page.getByTestId('nodes-per-site').fill('20');
   await page.locator(`[data-testid=circuit-canvas][data-nodes="${wide.nodes.length}"]`).waitFor();
   assert.equal(Number(await canvas.getAttribute('data-edges')), wide.edges.length);
@@ -118,14 +130,9 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   // Click the strongest edge's target node, placed as the page lays nodes out.
   const strongest = expected.edges.reduce((a, b) => (b.strength > a.strength ? b : a));
   const node = expected.nodes[strongest.to];
-  await canvas.scrollIntoViewIfNeeded();
-  const box = await canvas.boundingBox();
-  const scale = box.width / (await canvas.evaluate((c) => c.width));
-  const x = (30 + 44 * (node.column + 0.5)) * scale;
-  const y = (64 + 30 * (node.row + 0.5)) * scale;
-  await page.mouse.move(box.x + x, box.y + y);
+  await page.mouse.move(...at(node));
   await assert.doesNotReject(page.getByTestId('node-tooltip').filter({ hasText: node.label }).waitFor({ timeout: 5_000 }));
-  await page.mouse.click(box.x + x, box.y + y);
+  await page.mouse.click(...at(node));
   const inspector = page.getByTestId('node-inspector');
   await inspector.waitFor();
   assert.equal(await inspector.locator('h2').textContent(), node.label);
@@ -133,9 +140,7 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
 
   // Ablate it: the predictions become the CLI's with the same node zeroed.
   const name = node.label.split(' ')[0];
-  const ablatedExpected = JSON.parse(
-    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--zero', name, '--json']),
-  ).predictions.map((p) => String(p.token));
+  const ablatedExpected = cliPredictions(['--zero', name]);
   assert.notDeepEqual(ablatedExpected, cliPredictions(), 'the ablation must change the top 5');
   await page.getByTestId('ablate-button').click();
   await page.getByTestId('ablation-list').filter({ hasText: name }).waitFor();
@@ -153,17 +158,10 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
 });
 
 test('the circuit zooms about the cursor and pans by dragging', async () => {
-  const expected = JSON.parse(
-    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
-  );
+  const expected = cliJson('graph');
   const { page, errors } = await openPage();
   await runGolden(page);
-  const canvas = page.getByTestId('circuit-canvas');
-  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
-  await canvas.scrollIntoViewIfNeeded();
-  const box = await canvas.boundingBox();
-  const scale = box.width / (await canvas.evaluate((c) => c.width));
-  const at = (n) => [box.x + (30 + 44 * (n.column + 0.5)) * scale, box.y + (64 + 30 * (n.row + 0.5)) * scale];
+  const { at } = await circuitCanvas(page);
   const tooltip = page.getByTestId('node-tooltip');
   const [a, b] = [expected.nodes[0], expected.nodes.find((n) => n.column === expected.nodes[0].column + 2)];
 
@@ -192,12 +190,8 @@ test('selecting a token shows the predictions and the circuit at that position',
   const { page, errors } = await openPage();
   await runGolden(page);
   const at = 5;
-  const graphAt = JSON.parse(
-    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--position', String(at), '--json']),
-  );
-  const prefix = JSON.parse(
-    execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.slice(0, at + 1).join(','), '--json']),
-  ).predictions.map((p) => String(p.token));
+  const graphAt = cliJson('graph', ['--position', String(at)]);
+  const prefix = cliPredictions([], tokens.slice(0, at + 1));
   await page.locator(`[data-testid=token][data-position="${at}"]`).click();
   await page.getByRole('heading', { name: `Circuit at position ${at}` }).waitFor();
   const canvas = page.getByTestId('circuit-canvas');
@@ -217,9 +211,7 @@ test('without WebGPU the page says so and runs on the CPU', async () => {
   const { shown } = await runGolden(page);
   assert.deepEqual(shown, cliPredictions());
   assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
-  const expected = JSON.parse(
-    execFileSync(cli, ['graph', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--json']),
-  );
+  const expected = cliJson('graph');
   const canvas = page.getByTestId('circuit-canvas');
   assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
