@@ -263,3 +263,23 @@ fn expect_failure_with(args: &[&str]) -> String {
     assert!(stderr.starts_with("error: "), "no clear error: {stderr}");
     stderr
 }
+
+#[test]
+fn synthetic_writes_a_loadable_model_with_its_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = dir.path().join("shape.json");
+    std::fs::write(&shape, r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 2048, "block_size": 16}"#).unwrap();
+    let out = dir.path().join("model");
+    let tokenizer = common::golden_dir().join("../tokenizer");
+    let (shape, out_s, tokenizer) = (shape.to_str().unwrap(), out.to_str().unwrap(), tokenizer.to_str().unwrap());
+    let args = ["synthetic", "--config", shape, "--density", "0.1", "--tokenizer", tokenizer, "--out", out_s];
+    assert!(circuitscope(&args).status.success());
+    let run = circuitscope(&["forward", "--model", out_s, "--prompt", "x = 'a'", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+
+    assert!(expect_failure_with(&["synthetic", "--config", shape, "--density", "0", "--out", out_s]).contains("--density"));
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 100, "block_size": 16}"#).unwrap();
+    let args = ["synthetic", "--config", small.to_str().unwrap(), "--tokenizer", tokenizer, "--out", out_s];
+    assert!(expect_failure_with(&args).contains("the tokenizer has 2048 ids but the config's vocab_size is 100"));
+}

@@ -225,6 +225,29 @@ fn a_tensor_beyond_a_binding_limit_is_refused_by_name() {
     assert!(e.contains("activations") && e.contains("max_storage_buffer_binding_size"), "{e}");
 }
 
+/// Switching models on one engine: a model over the adapter's limits is
+/// refused and the engine keeps running the one it had; a model that fits
+/// replaces it.
+#[test]
+fn loading_another_model_replaces_it_or_keeps_the_old_one() {
+    let small = Model::load_dir(&common::golden_dir().join("gpt2_ln_gelu")).unwrap();
+    let big = Model::load_dir(&common::golden_dir().join("paper_rms_topk_sink")).unwrap();
+    let other = Model::load_dir(&common::golden_dir().join("cat_pos_emb")).unwrap();
+    let tokens = [3, 1, 4, 1, 5, 9, 2, 6];
+    let cpu = |model: &Model| circuitscope::model::forward(model, &tokens, &mut |_, _| {}).unwrap();
+    pollster::block_on(async {
+        let ctx = GpuContext::with_limits(|l| l.max_storage_buffer_binding_size = 32 * 1024).await.unwrap();
+        let mut gpu = Engine::new(ctx, &small).unwrap();
+        let e = gpu.load(&big).expect_err("the bigram table is over the limit").to_string();
+        assert!(e.contains("bigram_table"), "{e}");
+        let (logits, _) = gpu.forward(&tokens, &Record::LogitsOnly).await.unwrap();
+        assert_close("the old model after a refused load", &logits, &cpu(&small));
+        gpu.load(&other).unwrap();
+        let (logits, _) = gpu.forward(&tokens, &Record::LogitsOnly).await.unwrap();
+        assert_close("the new model", &logits, &cpu(&other));
+    });
+}
+
 #[test]
 fn a_lost_device_is_an_error_not_a_panic() {
     let dir = common::golden_dir().join("gpt2_ln_gelu");

@@ -74,15 +74,14 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
     let last = logits.row(logits.rows - 1);
     let predictions = top_predictions(last, args.top);
     if args.json {
-        let rows: Vec<String> = predictions
+        let rows: Vec<_> = predictions
             .iter()
             .map(|p| {
                 let text = tokenizer.as_ref().map(|t| t.decode(&[p.token]));
-                let text = serde_json::to_string(&text).expect("a string serializes");
-                format!("{{\"token\": {}, \"text\": {text}, \"logit\": {}, \"prob\": {}}}", p.token, p.logit, p.prob)
+                serde_json::json!({ "token": p.token, "text": text, "logit": p.logit, "prob": p.prob })
             })
             .collect();
-        println!("{{\"predictions\": [{}]}}", rows.join(", "));
+        println!("{}", serde_json::json!({ "tokens": tokens, "predictions": rows }));
     } else {
         println!("next token after position {} (top {}):", tokens.len() - 1, predictions.len());
         for p in &predictions {

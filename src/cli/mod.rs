@@ -1,10 +1,11 @@
-//! The native command line: `circuitscope info | forward | graph | bench`.
+//! The native command line: `circuitscope info | forward | graph | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
 mod forward;
 mod graph;
 mod info;
+mod synthetic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +31,8 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// The circuit graph of a run at one token: the most active channels per site and the nonzero weights between them.
     Graph(graph::GraphArgs),
+    /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
+    Synthetic(synthetic::SyntheticArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
     #[cfg(feature = "gpu")]
     Bench(bench::BenchArgs),
@@ -49,6 +52,7 @@ pub fn main() -> ExitCode {
         Command::Info { model } => info::run(&model),
         Command::Forward(args) => forward::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Synthetic(args) => synthetic::run(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

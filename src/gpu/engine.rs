@@ -171,6 +171,19 @@ impl Engine {
         Ok(Engine { ctx, config: model.config.clone(), weights, workspace: None })
     }
 
+    /// Replaces the weights with `model`'s. On failure (say, a tensor over
+    /// the adapter's limits) the engine keeps the model it had.
+    pub fn load(&mut self, model: &crate::model::Model) -> Result<(), GpuError> {
+        let weights = GpuWeights::upload(&self.ctx, model)?;
+        if let Some(fault) = self.ctx.take_fault() {
+            return Err(fault);
+        }
+        self.weights = weights;
+        self.config = model.config.clone();
+        self.workspace = None;
+        Ok(())
+    }
+
     pub fn context(&self) -> &GpuContext {
         &self.ctx
     }

@@ -7,6 +7,7 @@ mod error;
 mod forward;
 mod intervene;
 mod predict;
+mod pretokenize;
 mod sites;
 mod sparse;
 mod synthetic;

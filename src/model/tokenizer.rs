@@ -1,17 +1,12 @@
 //! The release's tokenizer format: GPT-2 style byte-level BPE from
 //! `encoder.json` + `vocab.bpe` (tinypython_2k: 2048 ids, `<|endoftext|>` =
-//! 2047), encoded like tiktoken: split by the release's pattern, then merge
+//! 2047), encoded like tiktoken: split by the release's pattern (`pretokenize`), then merge
 //! each piece's bytes by lowest rank.
 
 use std::collections::HashMap;
 
-use fancy_regex::Regex;
-
+use super::pretokenize::pieces;
 use super::ModelError;
-
-/// The release's split pattern (REFERENCE.md).
-const SPLIT_PATTERN: &str =
-    r"[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Special tokens, encoded whole wherever they appear in the text.
 const SPECIAL: [&str; 1] = ["<|endoftext|>"];
@@ -22,7 +17,6 @@ pub struct Tokenizer {
     /// id -> byte sequence.
     tokens: Vec<Vec<u8>>,
     special: Vec<(String, u32)>,
-    split: Regex,
 }
 
 /// GPT-2's printable stand-ins for bytes in `encoder.json` and `vocab.bpe`:
@@ -79,8 +73,7 @@ impl Tokenizer {
                 return Err(bad(format!("vocab.bpe line {}: the merge {line:?} is not in encoder.json", line_no + 1)));
             }
         }
-        let split = Regex::new(SPLIT_PATTERN).expect("the split pattern is valid");
-        Ok(Tokenizer { ranks, tokens, special, split })
+        Ok(Tokenizer { ranks, tokens, special })
     }
 
     /// The tokenizer of a model folder, if it has `encoder.json` and `vocab.bpe`.
@@ -123,8 +116,8 @@ impl Tokenizer {
     }
 
     fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>) {
-        for piece in self.split.find_iter(text).filter_map(Result::ok) {
-            let bytes = piece.as_str().as_bytes();
+        for piece in pieces(text) {
+            let bytes = piece.as_bytes();
             match self.ranks.get(bytes) {
                 Some(&id) => ids.push(id),
                 None => self.merge(bytes, ids),

@@ -2,25 +2,122 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
-use super::summary::LayerSummary;
+use super::load::{BundledModel, LoadProgress};
+use super::summary::{token_text, LayerSummary, ModelFacts};
 use super::Backend;
 use crate::circuits::Node;
-use crate::model::{Model, Prediction};
+use crate::model::{Model, Prediction, Tokenizer};
 
+/// The loaded model: where from, its shape, size and density; the load in progress.
 #[component]
-pub fn ModelStatus(model: RwSignal<Option<Arc<Model>>>) -> impl IntoView {
-    move || match model.get() {
-        None => view! { <p class="status" data-testid="model-status">"Loading the model..."</p> }.into_any(),
-        Some(m) => {
-            let c = &m.config;
-            let nnz: usize = m.weight_stats().iter().map(|s| s.nnz).sum();
-            let text = format!(
-                "Model: {} layers, d_model {}, {} heads, vocab {}; {} nonzero weights.",
-                c.n_layer, c.d_model, c.n_head, c.vocab_size, nnz
-            );
-            view! { <p class="status" data-testid="model-status" data-ready="true">{text}</p> }.into_any()
-        }
+pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadProgress>) -> impl IntoView {
+    let progress = move || {
+        let text = match loading.get() {
+            LoadProgress::Idle => return None,
+            LoadProgress::Reading { file, done, total: Some(total) } => {
+                format!("Reading {file}: {} of {} KB", done / 1024, total / 1024)
+            }
+            LoadProgress::Reading { file, done, total: None } => format!("Reading {file}: {} KB", done / 1024),
+            LoadProgress::Uploading => "Uploading the weights to the GPU...".to_string(),
+        };
+        Some(view! { <p class="status loading" data-testid="load-progress">{text}</p> })
+    };
+    view! {
+        {move || match facts.get() {
+            None => view! { <p class="status" data-testid="model-status">"Loading the model..."</p> }.into_any(),
+            Some(f) => view! {
+                <p class="status" data-testid="model-status" data-ready="true" data-source=f.source.clone()>
+                    <strong>{f.source.clone()}</strong>": "{f.summary.clone()}
+                </p>
+            }
+            .into_any(),
+        }}
+        {progress}
     }
+}
+
+/// Choose a model: a bundled one, one at a URL, or files picked or dropped
+/// anywhere on the page (config .json, .safetensors, and optionally
+/// encoder.json and vocab.bpe).
+#[component]
+pub fn ModelPicker(
+    bundled: RwSignal<Vec<BundledModel>>,
+    current: RwSignal<String>,
+    busy: Signal<bool>,
+    on_bundled: impl Fn(BundledModel) + Copy + 'static,
+    on_url: impl Fn(String) + Copy + 'static,
+    on_files: impl Fn(Vec<web_sys::File>) + Copy + 'static,
+) -> impl IntoView {
+    let url = RwSignal::new(String::new());
+    let options = move || {
+        bundled
+            .get()
+            .into_iter()
+            .map(|m| {
+                let selected = current.get() == m.id;
+                view! { <option value=m.id.clone() selected=selected title=m.about.clone()>{m.name.clone()}</option> }
+            })
+            .collect_view()
+    };
+    let about = move || {
+        let id = current.get();
+        bundled.with(|list| list.iter().find(|m| m.id == id).map(|m| m.about.clone()))
+    };
+    view! {
+        <section class="model-picker">
+            <label>
+                "Model "
+                <select
+                    data-testid="model-picker"
+                    disabled=move || busy.get()
+                    on:change=move |ev| {
+                        let id = event_target_value(&ev);
+                        if let Some(m) = bundled.with_untracked(|list| list.iter().find(|m| m.id == id).cloned()) {
+                            on_bundled(m);
+                        }
+                    }
+                >
+                    {options}
+                    <option value="" disabled=true selected=move || !bundled.with(|l| l.iter().any(|m| m.id == current.get()))>
+                        "(from a URL or files)"
+                    </option>
+                </select>
+            </label>
+            <form class="model-url" on:submit=move |ev| {
+                ev.prevent_default();
+                on_url(url.get_untracked().trim().to_string());
+            }>
+                <input
+                    data-testid="model-url"
+                    placeholder="or a model folder's URL"
+                    autocomplete="off"
+                    prop:value=url
+                    on:input=move |ev| url.set(event_target_value(&ev))
+                />
+                <button type="submit" data-testid="load-url" disabled=move || busy.get()>"Load"</button>
+            </form>
+            <label class="model-files">
+                "or files: "
+                <input
+                    type="file"
+                    multiple=true
+                    data-testid="model-files"
+                    disabled=move || busy.get()
+                    on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        on_files(files_of(input.files()));
+                        input.set_value("");
+                    }
+                />
+            </label>
+            <p class="hint">{about}</p>
+        </section>
+    }
+}
+
+/// The files of a picker or a drop, as a list.
+pub fn files_of(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
+    list.map(|l| (0..l.length()).filter_map(|i| l.get(i)).collect()).unwrap_or_default()
 }
 
 #[component]
@@ -44,24 +141,44 @@ pub fn ErrorBanner(error: RwSignal<Option<String>>) -> impl IntoView {
     }
 }
 
-/// Token ids in, a run out. Enter in the field runs too.
+/// The prompt in, a run out: text when the model has a tokenizer, token ids
+/// otherwise.
 #[component]
-pub fn TokenForm(ready: Signal<bool>, on_run: impl Fn(String) + Copy + 'static) -> impl IntoView {
-    let text = RwSignal::new(String::new());
+pub fn PromptForm(
+    text: RwSignal<String>,
+    has_tokenizer: Signal<bool>,
+    ready: Signal<bool>,
+    on_run: impl Fn(String) + Copy + 'static,
+) -> impl IntoView {
     view! {
         <form class="token-form" on:submit=move |ev| {
             ev.prevent_default();
             on_run(text.get_untracked());
         }>
-            <label for="tokens">"Token ids"</label>
-            <input
-                id="tokens"
-                data-testid="token-input"
-                placeholder="e.g. 88, 58, 30, 80"
+            <label for="prompt">{move || if has_tokenizer.get() { "Prompt" } else { "Token ids" }}</label>
+            // A text area: Python prompts have newlines. Enter runs token
+            // ids; text runs with Ctrl+Enter (Enter is a newline there).
+            <textarea
+                id="prompt"
+                data-testid="prompt-input"
+                data-mode=move || if has_tokenizer.get() { "text" } else { "ids" }
+                rows=move || if has_tokenizer.get() { "4" } else { "1" }
+                placeholder=move || if has_tokenizer.get() { "e.g. x = 'hello" } else { "e.g. 88, 58, 30, 80" }
                 autocomplete="off"
+                spellcheck="false"
                 prop:value=text
                 on:input=move |ev| text.set(event_target_value(&ev))
-            />
+                on:keydown=move |ev: web_sys::KeyboardEvent| {
+                    let submit = ev.key() == "Enter" && (ev.ctrl_key() || ev.meta_key() || !has_tokenizer.get_untracked());
+                    if submit {
+                        ev.prevent_default();
+                        if !ready.get_untracked() {
+                            return;
+                        }
+                        on_run(text.get_untracked());
+                    }
+                }
+            ></textarea>
             <button type="submit" data-testid="run-button" disabled=move || !ready.get()>
                 "Run"
             </button>
@@ -75,10 +192,12 @@ pub fn Predictions(
     predictions: Signal<Vec<Prediction>>,
     clean: Signal<Vec<Prediction>>,
     ablations: RwSignal<usize>,
+    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
 ) -> impl IntoView {
     move || {
         let rows = predictions.get();
         let n_ablated = ablations.get();
+        let tokenizer = tokenizer.get();
         (!rows.is_empty()).then(|| {
             let items = rows
                 .into_iter()
@@ -91,7 +210,7 @@ pub fn Predictions(
                         });
                     view! {
                         <li data-testid="prediction" data-token=p.token>
-                            <span class="token">{format!("token {}", p.token)}</span>
+                            <span class="token" title=format!("id {}", p.token)>{token_text(tokenizer.as_deref(), p.token)}</span>
                             <span class="bar" style=format!("width: {:.1}%", 100.0 * p.prob)></span>
                             <span class="prob">{format!("{:.1}%", 100.0 * p.prob)}</span>
                             <span class="clean">{before}</span>
@@ -117,11 +236,13 @@ pub fn Predictions(
 #[component]
 pub fn TokenStrip(
     tokens: RwSignal<Vec<u32>>,
+    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
     position: RwSignal<usize>,
     on_select: impl Fn(usize) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     move || {
         let tokens = tokens.get();
+        let tokenizer = tokenizer.get();
         (!tokens.is_empty()).then(|| {
             let chips = tokens
                 .into_iter()
@@ -133,13 +254,14 @@ pub fn TokenStrip(
                             class:selected=move || position.get() == i
                             data-testid="token"
                             data-position=i
-                            title=format!("position {i}")
+                            data-token=id
+                            title=format!("position {i}, id {id}")
                             on:click=move |_| {
                                 position.set(i);
                                 on_select(i);
                             }
                         >
-                            {id}
+                            {token_text(tokenizer.as_deref(), id)}
                         </button>
                     }
                 })

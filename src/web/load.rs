@@ -1,20 +1,187 @@
+//! Getting a model into the page: a bundled folder or any URL over fetch
+//! (with byte progress), or files the user picks or drops. Every failure is
+//! a message naming the file; nothing here touches the model already shown.
+
 use gloo_net::http::Request;
+use js_sys::{Reflect, Uint8Array};
+use serde::Deserialize;
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
 
-use crate::model::Model;
+use crate::model::{Model, Tokenizer};
 
-/// Fetches `{base}/config.json` and `{base}/model.safetensors` and builds the
-/// model; every failure is a message naming the file.
-pub async fn fetch_model(base: &str) -> Result<Model, String> {
-    let config = fetch_bytes(&format!("{base}/config.json")).await?;
-    let config = String::from_utf8(config).map_err(|_| "config.json is not UTF-8 text".to_string())?;
-    let weights = fetch_bytes(&format!("{base}/model.safetensors")).await?;
-    Model::from_bytes(&config, &weights).map_err(|e| e.to_string())
+/// Where Trunk copies `www/models`.
+pub const MODELS_URL: &str = "models";
+
+/// Larger downloads are refused before they exhaust the tab's memory.
+const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// One entry of `www/models/index.json`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct BundledModel {
+    /// Folder under `models/`.
+    pub id: String,
+    pub name: String,
+    pub about: String,
+    /// Run when the model opens: text with a tokenizer, token ids without.
+    pub prompt: String,
+    /// Whether the folder has `encoder.json` and `vocab.bpe`.
+    #[serde(default)]
+    pub tokenizer: bool,
 }
 
-async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let response = Request::get(url).send().await.map_err(|e| format!("cannot fetch {url}: {e}"))?;
+#[derive(Deserialize)]
+struct Index {
+    models: Vec<BundledModel>,
+}
+
+/// A model ready to run, with what the page says about it.
+pub struct LoadedModel {
+    pub model: Model,
+    pub tokenizer: Option<Tokenizer>,
+    /// Where it came from, for the page (a name, URL or file names).
+    pub source: String,
+    /// Bytes read: config, weights and tokenizer files.
+    pub bytes: u64,
+}
+
+/// What a load is doing, for the progress line.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LoadProgress {
+    Idle,
+    Reading { file: String, done: u64, total: Option<u64> },
+    Uploading,
+}
+
+pub async fn fetch_index() -> Result<Vec<BundledModel>, String> {
+    let url = format!("{MODELS_URL}/index.json");
+    let bytes = fetch_bytes(&url, &|_, _| {}).await?;
+    let index: Index = serde_json::from_slice(&bytes).map_err(|e| format!("{url} is not a model list: {e}"))?;
+    Ok(index.models)
+}
+
+/// Fetches `{base}/config.json`, `{base}/model.safetensors` and, when
+/// `tokenizer` is `Some(true)`, the tokenizer files (`None`: if they exist).
+pub async fn fetch_model(base: &str, tokenizer: Option<bool>, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
+    let base = base.trim_end_matches('/');
+    let mut bytes = 0u64;
+    let mut fetch = async |name: &str| {
+        let url = format!("{base}/{name}");
+        let on_chunk = |done, total| progress(LoadProgress::Reading { file: name.to_string(), done, total });
+        let body = fetch_bytes(&url, &on_chunk).await?;
+        bytes += body.len() as u64;
+        Ok::<_, String>(body)
+    };
+    let config = text(&fetch("config.json").await?, "config.json")?;
+    let weights = fetch("model.safetensors").await?;
+    let tokenizer_files = match tokenizer {
+        Some(false) => None,
+        Some(true) => Some((fetch("encoder.json").await?, fetch("vocab.bpe").await?)),
+        // A folder without a tokenizer answers 404: that is not an error.
+        None => match fetch("encoder.json").await {
+            Ok(encoder) => Some((encoder, fetch("vocab.bpe").await?)),
+            Err(e) if e.contains("HTTP 404") => None,
+            Err(e) => return Err(e),
+        },
+    };
+    build(&config, &weights, tokenizer_files, base.to_string(), bytes)
+}
+
+/// Builds a model from picked or dropped files: a `.json` config, one
+/// `.safetensors` file, and optionally `encoder.json` with `vocab.bpe`.
+pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
+    let named = |want: &dyn Fn(&str) -> bool| files.iter().find(|f| want(&f.name()));
+    let weights = named(&|n| n.ends_with(".safetensors")).ok_or("no .safetensors file among the files")?;
+    let encoder = named(&|n| n == "encoder.json");
+    let vocab = named(&|n| n == "vocab.bpe");
+    let config = named(&|n| n == "config.json")
+        .or_else(|| named(&|n| n.ends_with(".json") && n != "encoder.json"))
+        .ok_or("no config .json file among the files")?;
+    let mut bytes = 0u64;
+    let mut read = async |file: &web_sys::File| {
+        progress(LoadProgress::Reading { file: file.name(), done: 0, total: Some(file.size() as u64) });
+        if file.size() as u64 > MAX_FILE_BYTES {
+            return Err(format!("{} is {} bytes, more than the page accepts ({MAX_FILE_BYTES})", file.name(), file.size()));
+        }
+        let buffer = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("cannot read {}: {}", file.name(), js_message(&e)))?;
+        let body = Uint8Array::new(&buffer).to_vec();
+        bytes += body.len() as u64;
+        Ok::<_, String>(body)
+    };
+    let config_text = text(&read(config).await?, &config.name())?;
+    let weights_bytes = read(weights).await?;
+    let tokenizer_files = match (encoder, vocab) {
+        (Some(e), Some(v)) => Some((read(e).await?, read(v).await?)),
+        (None, None) => None,
+        _ => return Err("a tokenizer needs both encoder.json and vocab.bpe".to_string()),
+    };
+    let names: Vec<String> = files.iter().map(|f| f.name()).collect();
+    build(&config_text, &weights_bytes, tokenizer_files, names.join(", "), bytes)
+}
+
+fn build(config: &str, weights: &[u8], tokenizer: Option<(Vec<u8>, Vec<u8>)>, source: String, bytes: u64) -> Result<LoadedModel, String> {
+    let model = Model::from_bytes(config, weights).map_err(|e| e.to_string())?;
+    let tokenizer = match tokenizer {
+        Some((encoder, vocab)) => {
+            let tokenizer = Tokenizer::from_files(&text(&encoder, "encoder.json")?, &text(&vocab, "vocab.bpe")?)
+                .map_err(|e| e.to_string())?;
+            if tokenizer.vocab_size() > model.config.vocab_size {
+                return Err(format!(
+                    "the tokenizer has {} ids but the model's vocab_size is {}",
+                    tokenizer.vocab_size(),
+                    model.config.vocab_size
+                ));
+            }
+            Some(tokenizer)
+        }
+        None => None,
+    };
+    Ok(LoadedModel { model, tokenizer, source, bytes })
+}
+
+fn text(bytes: &[u8], name: &str) -> Result<String, String> {
+    String::from_utf8(bytes.to_vec()).map_err(|_| format!("{name} is not UTF-8 text"))
+}
+
+/// The body of `url`, read chunk by chunk so `on_chunk(bytes so far, total)`
+/// can show progress.
+async fn fetch_bytes(url: &str, on_chunk: &dyn Fn(u64, Option<u64>)) -> Result<Vec<u8>, String> {
+    let response = Request::get(url).send().await.map_err(|e| {
+        // The browser hides why a fetch failed; a refused cross-origin request is the usual cause.
+        format!("cannot fetch {url}: {e} (the server is unreachable or does not allow this page to read it)")
+    })?;
     if !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {} {}", response.status(), response.status_text()));
     }
-    response.binary().await.map_err(|e| format!("cannot read {url}: {e}"))
+    let total = response.headers().get("content-length").and_then(|v| v.parse::<u64>().ok());
+    if let Some(total) = total.filter(|&t| t > MAX_FILE_BYTES) {
+        return Err(format!("{url} is {total} bytes, more than the page accepts ({MAX_FILE_BYTES})"));
+    }
+    let Some(body) = response.body() else { return Ok(Vec::new()) };
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::with_capacity(total.unwrap_or(0) as usize);
+    on_chunk(0, total);
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("cannot read {url}: {}", js_message(&e)))?;
+        if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            break;
+        }
+        let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|_| format!("cannot read {url}"))?.unchecked_into();
+        let start = bytes.len();
+        if (start + value.length() as usize) as u64 > MAX_FILE_BYTES {
+            return Err(format!("{url} is more than the page accepts ({MAX_FILE_BYTES} bytes)"));
+        }
+        bytes.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut bytes[start..]);
+        on_chunk(bytes.len() as u64, total);
+    }
+    Ok(bytes)
+}
+
+fn js_message(value: &JsValue) -> String {
+    value
+        .dyn_ref::<js_sys::Error>()
+        .map(|e| String::from(e.message()))
+        .or_else(|| value.as_string())
+        .unwrap_or_else(|| format!("{value:?}"))
 }

@@ -16,13 +16,14 @@ use leptos::task::spawn_local;
 
 use crate::circuits::{GraphView, Node};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
-use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor};
-use components::{AblationList, BackendStatus, ErrorBanner, LayerTable, ModelStatus, Predictions, TokenForm, TokenStrip};
+use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
+use components::{
+    files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
+    TokenStrip,
+};
 use graph_canvas::{CircuitCanvas, NodeInspector};
-use summary::{layer_summary, parse_tokens, predictions_at, LayerSummary};
-
-/// Where Trunk copies `www/models/default`.
-const DEFAULT_MODEL_URL: &str = "models/default";
+use load::{BundledModel, LoadProgress, LoadedModel, MODELS_URL};
+use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
 /// Channels shown per site in the circuit graph, at first.
 const NODES_PER_SITE: usize = 8;
@@ -46,9 +47,25 @@ pub enum Backend {
 /// GPU objects live here, outside the signals (they are not Send).
 type SharedEngine = Rc<RefCell<Option<Engine>>>;
 
+/// Where a model comes from.
+enum Source {
+    Bundled(BundledModel),
+    Url(String),
+    Files(Vec<web_sys::File>),
+}
+
 #[component]
 fn App() -> impl IntoView {
     let model = RwSignal::new(None::<Arc<Model>>);
+    let tokenizer = RwSignal::new(None::<Arc<Tokenizer>>);
+    let facts = RwSignal::new(None::<ModelFacts>);
+    let bundled = RwSignal::new(Vec::<BundledModel>::new());
+    // The bundled model's id, or "" for one from a URL or files.
+    let current = RwSignal::new(String::new());
+    let loading = RwSignal::new(LoadProgress::Idle);
+    let prompt = RwSignal::new(String::new());
+    // Finished runs, for tests and screen readers to wait on.
+    let runs = RwSignal::new(0usize);
     let backend = RwSignal::new(Backend::Probing);
     let error = RwSignal::new(None::<String>);
     let layers = RwSignal::new(Vec::<LayerSummary>::new());
@@ -81,22 +98,6 @@ fn App() -> impl IntoView {
     });
     let engine = StoredValue::new_local(SharedEngine::default());
 
-    spawn_local(async move {
-        let loaded = match load::fetch_model(DEFAULT_MODEL_URL).await {
-            Ok(loaded) => Arc::new(loaded),
-            Err(message) => return error.set(Some(message)),
-        };
-        model.set(Some(loaded.clone()));
-        let gpu = async { Engine::new(GpuContext::new().await?, &loaded) };
-        match gpu.await {
-            Ok(ready) => {
-                backend.set(Backend::Gpu(ready.context().describe()));
-                *engine.get_value().borrow_mut() = Some(ready);
-            }
-            Err(e) => backend.set(Backend::Cpu(format!("WebGPU is not available ({e})"))),
-        }
-    });
-
     // Forgets the last run (before a new one, or after bad input).
     let clear_run = move || {
         layers.set(Vec::new());
@@ -111,8 +112,11 @@ fn App() -> impl IntoView {
 
     let run = move |text: String| {
         let Some(model) = model.get_untracked() else { return };
+        if running.get_untracked() {
+            return;
+        }
         clear_run();
-        let tokens = match parse_tokens(&model, &text) {
+        let tokens = match encode_prompt(&model, tokenizer.get_untracked().as_deref(), &text) {
             Ok(tokens) => tokens,
             Err(message) => return error.set(Some(message)),
         };
@@ -136,8 +140,67 @@ fn App() -> impl IntoView {
                 Err(message) => error.set(Some(message)),
             }
             running.set(false);
+            runs.update(|n| *n += 1);
         });
     };
+
+    // Loads a model; only when it is ready (parsed, and uploaded to the GPU
+    // if there is one) does it replace the one shown. A bundled model opens
+    // with its sample prompt run.
+    let open = move |source: Source| {
+        // One thing at a time: the controls are disabled meanwhile too.
+        if running.get_untracked() || loading.get_untracked() != LoadProgress::Idle {
+            return;
+        }
+        let (label, sample) = match &source {
+            Source::Bundled(entry) => (entry.id.clone(), Some(entry.prompt.clone())),
+            _ => (String::new(), None),
+        };
+        loading.set(LoadProgress::Reading { file: String::new(), done: 0, total: None });
+        spawn_local(async move {
+            let progress = move |p: LoadProgress| loading.set(p);
+            let loaded = match source {
+                Source::Bundled(entry) => {
+                    load::fetch_model(&format!("{MODELS_URL}/{}", entry.id), Some(entry.tokenizer), &progress).await
+                }
+                Source::Url(url) if url.is_empty() => Err("enter the URL of a model folder first".to_string()),
+                Source::Url(url) => load::fetch_model(&url, None, &progress).await,
+                Source::Files(files) => load::read_files(files, &progress).await,
+            };
+            let result = match loaded {
+                Ok(loaded) => install(loaded, engine.get_value(), backend, loading).await,
+                Err(message) => Err(message),
+            };
+            loading.set(LoadProgress::Idle);
+            let (loaded, new_facts) = match result {
+                Ok(ready) => ready,
+                // The model shown so far stays, and keeps working.
+                Err(message) => return error.set(Some(message)),
+            };
+            error.set(None);
+            clear_run();
+            facts.set(Some(new_facts));
+            tokenizer.set(loaded.tokenizer.map(Arc::new));
+            model.set(Some(Arc::new(loaded.model)));
+            current.set(label);
+            if let Some(sample) = sample {
+                prompt.set(sample.clone());
+                run(sample);
+            }
+        });
+    };
+    spawn_local(async move {
+        match load::fetch_index().await {
+            Ok(list) => {
+                let first = list.first().cloned();
+                bundled.set(list);
+                if let Some(first) = first {
+                    open(Source::Bundled(first));
+                }
+            }
+            Err(message) => error.set(Some(message)),
+        }
+    });
 
     // Re-runs the last prompt with every ablated node zeroed at every position.
     let rerun_ablated = move || {
@@ -176,29 +239,89 @@ fn App() -> impl IntoView {
         rerun_ablated();
     };
 
+    let busy = Signal::derive(move || loading.get() != LoadProgress::Idle || running.get());
     view! {
         <header>
             <h1>"circuitscope"</h1>
             <p class="subtitle">"Inside a weight-sparse transformer, in your browser."</p>
         </header>
-        <main>
-            <ModelStatus model=model />
+        <main
+            data-runs=move || runs.get()
+            on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
+            on:drop=move |ev: web_sys::DragEvent| {
+                ev.prevent_default();
+                let files = files_of(ev.data_transfer().and_then(|d| d.files()));
+                if !files.is_empty() && !busy.get_untracked() {
+                    open(Source::Files(files));
+                }
+            }
+        >
+            <ModelPicker
+                bundled=bundled
+                current=current
+                busy=busy
+                on_bundled=move |m| open(Source::Bundled(m))
+                on_url=move |url| open(Source::Url(url))
+                on_files=move |files| open(Source::Files(files))
+            />
+            <ModelStatus facts=facts loading=loading />
             <BackendStatus backend=backend />
             <ErrorBanner error=error />
-            <TokenForm
+            <PromptForm
+                text=prompt
+                has_tokenizer=Signal::derive(move || tokenizer.with(Option::is_some))
                 ready=Signal::derive(move || {
-                    model.with(Option::is_some) && backend.get() != Backend::Probing && !running.get()
+                    model.with(Option::is_some) && backend.get() != Backend::Probing && !busy.get()
                 })
                 on_run=run
             />
-            <TokenStrip tokens=run_tokens position=position on_select=move |_| selected.set(None) />
-            <Predictions predictions=top.into() clean=clean_top.into() ablations=shown_ablations />
+            <TokenStrip tokens=run_tokens tokenizer=tokenizer position=position on_select=move |_| selected.set(None) />
+            <Predictions predictions=top.into() clean=clean_top.into() ablations=shown_ablations tokenizer=tokenizer />
             <AblationList ablated=ablated model=model on_clear=clear_ablations />
             <LayerTable layers=layers />
             <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site />
             <NodeInspector graph=graph.into() selected=selected on_ablate=ablate />
         </main>
     }
+}
+
+/// Makes a loaded model runnable: on the first model, looks for WebGPU and
+/// uploads it there (or settles for the CPU); later, uploads it to the same
+/// device. A model the GPU refuses (say, over the adapter's limits) is an
+/// error and the engine keeps the model it had.
+async fn install(
+    loaded: LoadedModel,
+    shared: SharedEngine,
+    backend: RwSignal<Backend>,
+    loading: RwSignal<LoadProgress>,
+) -> Result<(LoadedModel, ModelFacts), String> {
+    let facts = ModelFacts::new(&loaded.model, loaded.tokenizer.as_ref(), loaded.source.clone(), loaded.bytes);
+    loading.set(LoadProgress::Uploading);
+    if backend.get_untracked() == Backend::Probing {
+        match GpuContext::new().await.and_then(|ctx| Engine::new(ctx, &loaded.model)) {
+            Ok(ready) => {
+                backend.set(Backend::Gpu(ready.context().describe()));
+                *shared.borrow_mut() = Some(ready);
+            }
+            Err(e) => backend.set(Backend::Cpu(format!("WebGPU is not available ({e})"))),
+        }
+        return Ok((loaded, facts));
+    }
+    next_frame().await; // let the page show the upload step
+    if let Some(gpu) = shared.borrow_mut().as_mut() {
+        gpu.load(&loaded.model).map_err(|e| format!("{} cannot run on this GPU: {e}", loaded.source))?;
+    }
+    Ok((loaded, facts))
+}
+
+/// Resolves after the browser has had a chance to paint.
+async fn next_frame() {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
 }
 
 /// A forward pass with `interventions`: on the GPU when there is one, handing

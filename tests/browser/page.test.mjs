@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -25,6 +26,7 @@ const FLAGS = [
 ];
 
 let server;
+let extraServers = []; // model folders served by single tests
 let browser; // with WebGPU
 let cpuBrowser; // without: requestAdapter() gives null
 
@@ -38,7 +40,15 @@ after(async () => {
   await browser?.close();
   await cpuBrowser?.close();
   server?.close();
+  extraServers.forEach((s) => s.close());
 });
+
+/// Serves a model folder for one test; closed after all tests even if that test fails.
+async function serveModel(dir, options) {
+  const served = await serveStatic(dir, options);
+  extraServers.push(served);
+  return served;
+}
 
 const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
 const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
@@ -66,8 +76,9 @@ async function circuitCanvas(page) {
   return { canvas, at };
 }
 
-/// A fresh page with the model loaded and the backend chosen; collects
-/// uncaught errors (a Rust panic in wasm shows up here).
+/// A fresh page with the default model loaded, the backend chosen and the
+/// sample prompt run; collects uncaught errors (a Rust panic in wasm shows up
+/// here).
 async function openPage(on = browser) {
   const page = await on.newPage();
   const errors = [];
@@ -76,8 +87,20 @@ async function openPage(on = browser) {
   await page.goto(server.url);
   await page.locator('[data-testid=model-status][data-ready=true]').waitFor({ timeout: 60_000 });
   await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 60_000 });
+  await page.locator('main[data-runs="1"]').waitFor({ timeout: 60_000 });
   return { page, errors };
 }
+
+/// Types `prompt` and presses run; resolves when the run has finished.
+async function runPrompt(page, prompt) {
+  await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 60_000 });
+  const runs = Number(await page.locator('main').getAttribute('data-runs'));
+  await page.getByTestId('prompt-input').fill(prompt);
+  await page.getByTestId('run-button').click();
+  await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
+}
+
+const shownPredictions = (page) => page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
 
 /// Runs the golden tokens; returns the predictions shown and the layer-row
 /// counts the page went through while the run streamed in.
@@ -89,16 +112,17 @@ async function runGolden(page) {
       if (n !== window.rowCounts.at(-1)) window.rowCounts.push(n);
     }).observe(document.body, { childList: true, subtree: true });
   });
-  await page.getByTestId('token-input').fill(tokens.join(', '));
-  await page.getByTestId('run-button').click();
-  await page.getByTestId('prediction').first().waitFor();
-  const shown = await page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
-  return { shown, rowCounts: await page.evaluate(() => window.rowCounts) };
+  await runPrompt(page, tokens.join(', '));
+  return { shown: await shownPredictions(page), rowCounts: await page.evaluate(() => window.rowCounts) };
 }
 
 test('on WebGPU the layers stream in one by one and the predictions are the CLI\'s', async () => {
   const { page, errors } = await openPage();
   assert.equal(await page.getByTestId('backend').getAttribute('data-backend'), 'gpu');
+  // The page opens with the default model's sample prompt (the golden tokens) already run.
+  assert.equal(await page.getByTestId('prompt-input').inputValue(), tokens.join(', '));
+  assert.deepEqual(await shownPredictions(page), cliPredictions());
+  assert.match(await page.getByTestId('model-status').textContent(), /\d+ of \d+ weights nonzero \(\d+\.\d+%\)/);
   const { shown, rowCounts } = await runGolden(page);
   assert.deepEqual(shown, cliPredictions());
   assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
@@ -145,7 +169,7 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   await page.getByTestId('ablate-button').click();
   await page.getByTestId('ablation-list').filter({ hasText: name }).waitFor();
   await page.getByRole('heading', { name: /with 1 node\(s\) ablated/ }).waitFor();
-  const shown = async () => page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
+  const shown = () => shownPredictions(page);
   assert.deepEqual(await shown(), ablatedExpected);
 
   // One click clears all ablations and brings the clean predictions back.
@@ -197,8 +221,7 @@ test('selecting a token shows the predictions and the circuit at that position',
   const canvas = page.getByTestId('circuit-canvas');
   assert.equal(Number(await canvas.getAttribute('data-nodes')), graphAt.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), graphAt.edges.length);
-  const shown = await page.getByTestId('prediction').evaluateAll((items) => items.map((li) => li.dataset.token));
-  assert.deepEqual(shown, prefix, 'a causal model predicts at position 5 what it predicts after the first 6 tokens');
+  assert.deepEqual(await shownPredictions(page), prefix, 'a causal model predicts at position 5 what it predicts after the first 6 tokens');
   assert.deepEqual(errors, []);
   await page.close();
 });
@@ -227,16 +250,106 @@ test('bad token input shows a clear error, not a crash', async () => {
     [Array(40).fill(1).join(','), '40 tokens are more than'],
     ['', 'no tokens'],
   ]) {
-    await page.getByTestId('token-input').fill(input);
+    await page.getByTestId('prompt-input').fill(input);
     await page.getByTestId('run-button').click();
     await assert.doesNotReject(page.getByTestId('error-banner').filter({ hasText: message }).waitFor({ timeout: 10_000 }), input);
     assert.equal(await page.getByTestId('prediction').count(), 0);
   }
   // The page still works after errors.
-  await page.getByTestId('token-input').fill('1, 2, 3');
-  await page.getByTestId('run-button').click();
-  await page.getByTestId('prediction').first().waitFor();
+  await runPrompt(page, '1, 2, 3');
+  assert.deepEqual(await shownPredictions(page), cliPredictions([], [1, 2, 3]));
   assert.equal(await page.getByTestId('error-banner').count(), 0);
   assert.deepEqual(errors, []);
+  await page.close();
+});
+
+/// The CLI's top-5 for `ids` on the model in folder `dir`.
+function cliPredictionsOf(dir, ids) {
+  const out = execFileSync(cli, ['forward', '--model', dir, '--tokens', ids.join(','), '--json']);
+  return JSON.parse(out).predictions.map((p) => String(p.token));
+}
+
+/// Failed fetches are logged by the browser itself; those are expected here.
+const unexpected = (errors) => errors.filter((e) => !/Failed to load resource|Access-Control|CORS|net::ERR/.test(e));
+
+test('the model picker switches models; bad files, URLs and refused origins keep the old model running', async () => {
+  const { page, errors } = await openPage();
+  const status = page.getByTestId('model-status');
+  const other = path.join(root, 'tests/golden/gpt2_ln_gelu');
+  const otherTokens = JSON.parse(fs.readFileSync(path.join(other, 'tokens.json'), 'utf8'));
+
+  // A bundled model: loaded, its sample prompt run, the CLI's predictions.
+  const runs = Number(await page.locator('main').getAttribute('data-runs'));
+  await page.getByTestId('model-picker').selectOption('gpt2_ln_gelu');
+  await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
+  assert.deepEqual(await shownPredictions(page), cliPredictionsOf(other, otherTokens));
+
+  // Bad files: each one a message naming the problem, and the model stays.
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bad-'));
+  const weights = fs.readFileSync(path.join(root, 'www/models/default/model.safetensors'));
+  fs.writeFileSync(path.join(tmp, 'truncated.safetensors'), weights.subarray(0, 1000));
+  fs.writeFileSync(path.join(tmp, 'model.safetensors'), weights);
+  fs.writeFileSync(path.join(tmp, 'config.json'), '{"n_layer": "three"}');
+  const defaultConfig = path.join(root, 'www/models/default/config.json');
+  for (const [files, message] of [
+    [[defaultConfig, path.join(tmp, 'truncated.safetensors')], 'safetensors'],
+    [[path.join(tmp, 'config.json'), path.join(tmp, 'model.safetensors')], 'config.json: not a valid config'],
+    [[defaultConfig], 'no .safetensors file'],
+  ]) {
+    await page.getByTestId('model-files').setInputFiles(files);
+    await assert.doesNotReject(page.getByTestId('error-banner').filter({ hasText: message }).waitFor({ timeout: 20_000 }), message);
+    assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
+  }
+  // An unreachable URL, and a server that does not let this page read it.
+  const closed = await serveModel(path.join(root, 'www/models/default'));
+  for (const url of ['http://127.0.0.1:9/nothing', closed.url]) {
+    await page.getByTestId('model-url').fill(url);
+    await page.getByTestId('load-url').click();
+    await assert.doesNotReject(page.getByTestId('error-banner').filter({ hasText: 'cannot fetch' }).waitFor({ timeout: 20_000 }), url);
+    assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
+  }
+  await runPrompt(page, otherTokens.slice(0, 6).join(', '));
+  assert.deepEqual(await shownPredictions(page), cliPredictionsOf(other, otherTokens.slice(0, 6)));
+  assert.equal(await page.getByTestId('error-banner').count(), 0);
+  assert.deepEqual(unexpected(errors), []);
+  await page.close();
+});
+
+test('a model with a tokenizer, from a URL or from files, takes a text prompt', async () => {
+  // A random model over the tokenizer's 2048 ids, written by the CLI.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-tok-'));
+  const shape = { n_layer: 2, d_model: 64, n_head: 4, d_head: 16, d_mlp: 128, vocab_size: 2048, block_size: 64, afrac: 0.25, rms_norm: true, sink: true, enable_bigram_table: false };
+  fs.writeFileSync(path.join(dir, 'shape.json'), JSON.stringify(shape));
+  const model = path.join(dir, 'model');
+  execFileSync(cli, ['synthetic', '--config', path.join(dir, 'shape.json'), '--density', '0.05', '--seed', '7', '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', model]);
+  const prompt = "def greet(name):\n    return 'hello ' + name";
+  const expected = JSON.parse(execFileSync(cli, ['forward', '--model', model, '--prompt', prompt, '--json']));
+  const expectedTop = expected.predictions.map((p) => String(p.token));
+
+  const { page, errors } = await openPage();
+  const check = async () => {
+    await page.locator('[data-testid=prompt-input][data-mode=text]').waitFor();
+    await runPrompt(page, prompt);
+    assert.deepEqual(await shownPredictions(page), expectedTop);
+    const chips = await page.getByTestId('token').evaluateAll((els) => els.map((e) => Number(e.dataset.token)));
+    assert.deepEqual(chips, expected.tokens);
+    assert.equal(await page.getByTestId('error-banner').count(), 0);
+  };
+
+  const shared = await serveModel(model, { cors: true });
+  await page.getByTestId('model-url').fill(shared.url);
+  await page.getByTestId('load-url').click();
+  await page.locator(`[data-testid=model-status][data-source="${shared.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 60_000 });
+  assert.match(await page.getByTestId('model-status').textContent(), /2048-token BPE tokenizer/);
+  await check();
+
+  const runs = Number(await page.locator('main').getAttribute('data-runs'));
+  await page.getByTestId('model-picker').selectOption('default');
+  await page.locator(`main[data-runs="${runs + 1}"] [data-testid=prompt-input][data-mode=ids]`).waitFor({ timeout: 60_000 });
+  await page.getByTestId('model-files').setInputFiles(['config.json', 'model.safetensors', 'encoder.json', 'vocab.bpe'].map((f) => path.join(model, f)));
+  await page.locator('[data-testid=model-status][data-source*="encoder.json"]').waitFor({ timeout: 60_000 });
+  await check();
+  assert.deepEqual(unexpected(errors), []);
   await page.close();
 });

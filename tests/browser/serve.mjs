@@ -1,5 +1,6 @@
-// A minimal static file server for the built page (dist/), on a free
-// loopback port, for the browser tests.
+// A minimal static file server for the built page (dist/) and for model
+// folders, on a free loopback port, for the browser tests. With `cors` other
+// origins may read it; without, a page elsewhere is refused as browsers do.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -12,7 +13,7 @@ const TYPES = {
   '.json': 'application/json',
 };
 
-export function serveStatic(dir) {
+export function serveStatic(dir, { cors = false } = {}) {
   const server = http.createServer((req, res) => {
     const urlPath = decodeURIComponent(new URL(req.url, 'http://localhost').pathname);
     const file = path.join(dir, urlPath.endsWith('/') ? urlPath + 'index.html' : urlPath);
@@ -20,7 +21,12 @@ export function serveStatic(dir) {
       res.writeHead(404).end('not found');
       return;
     }
-    res.writeHead(200, { 'content-type': TYPES[path.extname(file)] || 'application/octet-stream' });
+    const headers = {
+      'content-type': TYPES[path.extname(file)] || 'application/octet-stream',
+      'content-length': fs.statSync(file).size,
+    };
+    if (cors) headers['access-control-allow-origin'] = '*';
+    res.writeHead(200, headers);
     fs.createReadStream(file).pipe(res);
   });
   return new Promise((resolve) => {

@@ -1,0 +1,68 @@
+//! `circuitscope synthetic`: a random weight-sparse model of any shape, written
+//! as a model folder the app and the CLI load (for benchmarks and tests at
+//! shapes no checkpoint here has).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::model::{Config, Model, Tokenizer};
+
+#[derive(Args)]
+pub struct SyntheticArgs {
+    /// The shape: a config.json (copied into the folder as it is).
+    #[arg(long)]
+    config: PathBuf,
+    /// Fraction of every weight matrix's entries that are nonzero.
+    #[arg(long, default_value_t = 0.01)]
+    density: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A folder with encoder.json and vocab.bpe, copied in beside the weights.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// The model folder to write (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: &SyntheticArgs) -> Result<(), String> {
+    if !(args.density > 0.0 && args.density <= 1.0) {
+        return Err(format!("--density must be in (0, 1], got {}", args.density));
+    }
+    let config_text =
+        std::fs::read_to_string(&args.config).map_err(|e| format!("cannot read {}: {e}", args.config.display()))?;
+    let config = Config::from_json(&config_text).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.tokenizer {
+        let tokenizer = Tokenizer::load_dir(dir)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} has no encoder.json and vocab.bpe", dir.display()))?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(format!(
+                "the tokenizer has {} ids but the config's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            ));
+        }
+    }
+    let model = Model::synthetic(config, args.density, args.seed);
+    let write = |name: &str, bytes: &[u8]| {
+        let path = args.out.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    write("config.json", config_text.as_bytes())?;
+    write("model.safetensors", &model.to_safetensors())?;
+    if let Some(dir) = &args.tokenizer {
+        for name in ["encoder.json", "vocab.bpe"] {
+            copy(&dir.join(name), &args.out.join(name))?;
+        }
+    }
+    let nnz: usize = model.weight_stats().iter().map(|s| s.nnz).sum();
+    println!("wrote {} ({nnz} nonzero weights)", args.out.display());
+    Ok(())
+}
+
+fn copy(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
+}
