@@ -239,7 +239,8 @@ fn prompt_uses_the_folders_tokenizer() {
 #[test]
 fn graph_lists_the_most_active_channels_and_their_edges() {
     let dir = case_dir();
-    let result = circuitscope(&["graph", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--per-site", "4", "--json"]);
+    let args = ["graph", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--per-site", "4", "--json"];
+    let result = circuitscope(&[&args[..], &["--rank", "activation"]].concat());
     assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
     let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     let nodes = json["nodes"].as_array().unwrap();
@@ -251,6 +252,49 @@ fn graph_lists_the_most_active_channels_and_their_edges() {
     }
     let e = expect_failure_with(&["graph", "--model", dir.to_str().unwrap(), "--tokens", "1,2", "--position", "5"]);
     assert!(e.contains("position 5"), "{e}");
+}
+
+/// By default nodes are ranked by the measured effect of ablating them on
+/// the top prediction: each shown node's effect is the drop of that logit
+/// under `forward --zero`, and no unshown node of its site has a larger one.
+#[test]
+fn graph_ranks_by_measured_effect() {
+    let dir = case_dir();
+    let tokens = tokens_arg(&dir);
+    let model = dir.to_str().unwrap();
+    let result = circuitscope(&["graph", "--model", model, "--tokens", &tokens, "--per-site", "2", "--contrast", "3", "--json"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let target = json["objective"]["target"].as_u64().unwrap() as usize;
+    let effects = json["effects"].as_array().unwrap();
+    let nodes = json["nodes"].as_array().unwrap();
+    assert!(!nodes.is_empty());
+    let difference = |extra: &[&str]| {
+        let out = circuitscope(&[&["forward", "--model", model, "--tokens", &tokens, "--out"][..], extra].concat());
+        assert!(out.status.success());
+        let logits = &read_safetensors(Path::new(extra[0]))["logits"];
+        let row = logits.row(logits.rows - 1);
+        row[target] - row[3]
+    };
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = out_dir.path().join("acts.safetensors");
+    let clean = difference(&[out.to_str().unwrap()]);
+    for node in nodes.iter().take(6) {
+        let label = node["label"].as_str().unwrap();
+        let name = label.split(' ').next().unwrap();
+        let ablated = difference(&[out.to_str().unwrap(), "--zero", name]);
+        let effect = node["effect"].as_f64().unwrap() as f32;
+        assert!((clean - ablated - effect).abs() < 1e-4, "{label}: {clean} - {ablated} vs {effect}");
+        let site = name.split('[').next().unwrap();
+        let larger = effects
+            .iter()
+            .filter(|e| e["label"].as_str().unwrap().starts_with(&format!("{site}[")))
+            .filter(|e| e["effect"].as_f64().unwrap().abs() > f64::from(effect.abs()))
+            .count();
+        assert!(larger < 2, "{label}: {larger} nodes of its site have a larger effect");
+    }
+    let e = expect_failure_with(&["graph", "--model", model, "--tokens", "1,2", "--target", "500"]);
+    assert!(e.contains("token 500"), "{e}");
 }
 
 /// Runs `circuitscope args` expecting a clear failure: non-zero exit, no

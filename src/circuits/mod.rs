@@ -7,8 +7,12 @@
 //! `L.mlp.resid_delta`). An edge is one nonzero weight between two nodes, or
 //! the residual stream carrying a write to a later read of the same channel.
 
+mod effect;
 mod graph;
 mod view;
 
+pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
+#[cfg(feature = "gpu")]
+pub use effect::ablated_objectives_gpu;
 pub use graph::{edges_between, Edge, EdgeKind, Node};
 pub use view::{GraphView, PlacedNode};

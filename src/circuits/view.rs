@@ -10,6 +10,8 @@ pub struct PlacedNode {
     pub label: String,
     /// Activation at the selected token.
     pub activation: f32,
+    /// Measured effect on the chosen output, when nodes are ranked by it.
+    pub effect: Option<f32>,
     pub column: usize,
     pub row: usize,
 }
@@ -29,6 +31,35 @@ impl GraphView {
     /// every node site in `recording` (zeros are never shown), and every edge
     /// among them.
     pub fn top_activations(model: &Model, recording: &Recording, position: usize, per_site: usize) -> GraphView {
+        GraphView::build(model, recording, position, |_, row| {
+            let mut channels: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
+            channels.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
+            channels.truncate(per_site);
+            channels.into_iter().map(|c| (c, None)).collect()
+        })
+    }
+
+    /// The `per_site` nodes of largest |effect| of every node site (nodes
+    /// without effect are never shown), coloured by their activation at
+    /// `position`, and every edge among them.
+    pub fn top_effects(model: &Model, recording: &Recording, position: usize, per_site: usize, effects: &[(Node, f32)]) -> GraphView {
+        GraphView::build(model, recording, position, |site, _| {
+            let mut ranked: Vec<(usize, f32)> =
+                effects.iter().filter(|(n, e)| n.site == site && *e != 0.0).map(|(n, e)| (n.channel, *e)).collect();
+            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
+            ranked.truncate(per_site);
+            ranked.into_iter().map(|(c, e)| (c, Some(e))).collect()
+        })
+    }
+
+    /// One column per node site; `choose(site, activations at position)`
+    /// gives the channels shown there, in rank order, with their effects.
+    fn build(
+        model: &Model,
+        recording: &Recording,
+        position: usize,
+        choose: impl Fn(Site, &[f32]) -> Vec<(usize, Option<f32>)>,
+    ) -> GraphView {
         let mut columns = Vec::new();
         let mut nodes = Vec::new();
         for (site, acts) in recording.iter().filter(|(site, _)| Node::is_node_site(*site)) {
@@ -36,14 +67,11 @@ impl GraphView {
                 continue;
             }
             let row = acts.row(position);
-            let mut channels: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
-            channels.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
-            channels.truncate(per_site);
             let column = columns.len();
             columns.push(*site);
-            nodes.extend(channels.into_iter().enumerate().map(|(rank, channel)| {
+            nodes.extend(choose(*site, row).into_iter().enumerate().map(|(rank, (channel, effect))| {
                 let node = Node { site: *site, channel };
-                PlacedNode { label: node.label(&model.config), node, activation: row[channel], column, row: rank }
+                PlacedNode { label: node.label(&model.config), node, activation: row[channel], effect, column, row: rank }
             }));
         }
         let bare: Vec<Node> = nodes.iter().map(|n| n.node).collect();

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
+use super::effects::Ranking;
 use crate::circuits::{EdgeKind, GraphView, Node};
 use crate::model::{Site, SiteKind};
 
@@ -198,6 +199,7 @@ pub fn CircuitCanvas(
     selected: RwSignal<Option<usize>>,
     ablated: RwSignal<Vec<Node>>,
     per_site: RwSignal<usize>,
+    ranking: RwSignal<Ranking>,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
@@ -241,16 +243,26 @@ pub fn CircuitCanvas(
         let i = hovered.get()?;
         graph.with(|view| {
             let node = view.as_ref()?.nodes.get(i)?;
-            Some(format!("{}: activation {:.4}", node.label, node.activation))
+            Some(format!("{}: activation {:.4}{}", node.label, node.activation, effect_text(node.effect)))
         })
     };
     view! {
         <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
             <h2>{move || graph.with(|v| v.as_ref().map(|v| format!("Circuit at position {}", v.position)))}</h2>
             <p class="hint">
-                "Nodes: the " {move || per_site.get()} " channels of largest |activation| per site (ranked by activation, "
-                "not yet by effect). Edges: the nonzero weights between them (grey: the residual stream), width by "
-                "|weight x activation|; blue positive, red negative. Scroll to zoom, drag to pan, click a node to inspect it."
+                {move || match ranking.get() {
+                    Ranking::Effect => format!(
+                        "Nodes: per site, the {} with the largest measured effect on the chosen output (how much it \
+                         drops when the node is zero-ablated at every position).",
+                        per_site.get()
+                    ),
+                    Ranking::Activation => {
+                        format!("Nodes: per site, the {} channels of largest |activation| at this token.", per_site.get())
+                    }
+                }}
+                " Colour: activation at this token. Edges: the nonzero weights between shown nodes (grey: the residual "
+                "stream), width by |weight x activation|; blue positive, red negative. Scroll to zoom, drag to pan, "
+                "click a node to inspect it."
             </p>
             <canvas
                 node_ref=canvas
@@ -331,7 +343,7 @@ pub fn NodeInspector(
             Some(view! {
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
-                    <p>{format!("activation {:.4} at position {}", node.activation, view.position)}</p>
+                    <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
                     <button data-testid="ablate-button" on:click=move |_| on_ablate(target)>
                         "Zero-ablate this node"
                     </button>
@@ -340,6 +352,44 @@ pub fn NodeInspector(
                     <h3>"Outgoing"</h3>
                     <ul>{edge_rows(false)}</ul>
                 </section>
+            })
+        })
+    }
+}
+
+fn effect_text(effect: Option<f32>) -> String {
+    effect.map(|e| format!(", effect {e:+.4}")).unwrap_or_default()
+}
+
+/// The shown nodes as a table: what the canvas draws, readable as text (and
+/// by screen readers).
+#[component]
+pub fn NodeTable(graph: Signal<Option<GraphView>>) -> impl IntoView {
+    move || {
+        graph.with(|view| {
+            let view = view.as_ref()?;
+            let rows = view
+                .nodes
+                .iter()
+                .map(|n| {
+                    let effect = n.effect.map(|e| format!("{e:+.4}")).unwrap_or_default();
+                    view! {
+                        <tr data-label=n.label.clone() data-effect=n.effect data-activation=n.activation>
+                            <td>{n.label.clone()}</td>
+                            <td>{format!("{:.4}", n.activation)}</td>
+                            <td>{effect}</td>
+                        </tr>
+                    }
+                })
+                .collect_view();
+            Some(view! {
+                <details class="node-table">
+                    <summary>{format!("The {} nodes as a table", view.nodes.len())}</summary>
+                    <table data-testid="node-table">
+                        <thead><tr><th>"node"</th><th>"activation"</th><th>"effect"</th></tr></thead>
+                        <tbody>{rows}</tbody>
+                    </table>
+                </details>
             })
         })
     }

@@ -3,6 +3,7 @@
 //! CPU when there is no WebGPU.
 
 mod components;
+mod effects;
 mod graph_canvas;
 mod load;
 mod summary;
@@ -14,14 +15,15 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::{GraphView, Node};
+use crate::circuits::{GraphView, Node, Objective};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
 use components::{
     files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
     TokenStrip,
 };
-use graph_canvas::{CircuitCanvas, NodeInspector};
+use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
+use graph_canvas::{CircuitCanvas, NodeInspector, NodeTable};
 use load::{BundledModel, LoadProgress, LoadedModel, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
@@ -45,7 +47,7 @@ pub enum Backend {
 }
 
 /// GPU objects live here, outside the signals (they are not Send).
-type SharedEngine = Rc<RefCell<Option<Engine>>>;
+pub(crate) type SharedEngine = Rc<RefCell<Option<Engine>>>;
 
 /// Where a model comes from.
 enum Source {
@@ -90,13 +92,70 @@ fn App() -> impl IntoView {
     let clean_top = predictions_from(clean_logits);
     let ablated_top = predictions_from(ablated_logits);
     let top = Memo::new(move |_| if shown_ablations.get() > 0 { ablated_top.get() } else { clean_top.get() });
+    // Nodes ranked by their measured effect on the chosen output (by default
+    // the top prediction's logit), or by activation.
+    let ranking = RwSignal::new(Ranking::Effect);
+    let target = RwSignal::new(None::<u32>);
+    let contrast = RwSignal::new(None::<u32>);
+    let effects = RwSignal::new(None::<Arc<Effects>>);
+    let measuring = RwSignal::new(None::<(usize, usize)>);
+    let objective = Memo::new(move |_| {
+        let rows = clean_logits.with(|l| l.as_ref().map(|l| l.rows))?;
+        let target = target.get().or_else(|| clean_top.with(|p| p.first().map(|p| p.token)))?;
+        Some(Objective { position: position.get().min(rows - 1), target, contrast: contrast.get() })
+    });
     let graph = Memo::new(move |_| {
         let model = model.get()?;
         let at = position.get();
         let per_site = per_site.get();
-        recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, per_site)))
+        match ranking.get() {
+            Ranking::Activation => recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, per_site))),
+            Ranking::Effect => {
+                let measured = effects.get().filter(|e| objective.get() == Some(e.objective))?;
+                recording.with(|r| r.as_ref().map(|r| GraphView::top_effects(&model, r, at, per_site, &measured.values)))
+            }
+        }
     });
     let engine = StoredValue::new_local(SharedEngine::default());
+
+    // (Re)measures effects whenever the run, position or output changes; a
+    // newer request makes an older measurement give up.
+    let generation = StoredValue::new(0u64);
+    Effect::new(move |_| {
+        let wanted = objective.get().filter(|_| ranking.get() == Ranking::Effect);
+        generation.update_value(|g| *g += 1);
+        let mine = generation.get_value();
+        let Some(wanted) = wanted else { return measuring.set(None) };
+        if effects.with_untracked(|e| e.as_ref().is_some_and(|e| e.objective == wanted)) {
+            return;
+        }
+        let (Some(model), Some(clean), Some(sites)) =
+            (model.get_untracked(), clean_logits.get_untracked(), recording.get_untracked())
+        else {
+            return;
+        };
+        let tokens = run_tokens.get_untracked();
+        spawn_local(async move {
+            let still_wanted = move || generation.get_value() == mine;
+            let progress = move |done, total| {
+                if still_wanted() {
+                    measuring.set(Some((done, total)));
+                }
+            };
+            let result =
+                effects::measure(engine.get_value(), backend, &model, &tokens, &clean, &sites, wanted, &progress, &still_wanted)
+                    .await;
+            if !still_wanted() {
+                return;
+            }
+            measuring.set(None);
+            match result {
+                Ok(Some(measured)) => effects.set(Some(Arc::new(measured))),
+                Ok(None) => {}
+                Err(message) => error.set(Some(message)),
+            }
+        });
+    });
 
     // Forgets the last run (before a new one, or after bad input).
     let clear_run = move || {
@@ -108,6 +167,9 @@ fn App() -> impl IntoView {
         ablated.set(Vec::new());
         ablated_logits.set(None);
         shown_ablations.set(0);
+        effects.set(None);
+        target.set(None);
+        contrast.set(None);
     };
 
     let run = move |text: String| {
@@ -132,10 +194,11 @@ fn App() -> impl IntoView {
             let outcome = forward_anywhere(engine.get_value(), backend, &model, &tokens, Vec::new(), Record::All, on_layer).await;
             match outcome {
                 Ok((logits, sites)) => {
+                    // The recording before the logits: effects are measured once the logits are in.
                     position.set(tokens.len() - 1);
                     run_tokens.set(tokens.clone());
-                    clean_logits.set(Some(Arc::new(logits)));
                     recording.set(Some(Arc::new(sites)));
+                    clean_logits.set(Some(Arc::new(logits)));
                 }
                 Err(message) => error.set(Some(message)),
             }
@@ -275,12 +338,38 @@ fn App() -> impl IntoView {
                 })
                 on_run=run
             />
-            <TokenStrip tokens=run_tokens tokenizer=tokenizer position=position on_select=move |_| selected.set(None) />
+            <TokenStrip
+                tokens=run_tokens
+                tokenizer=tokenizer
+                position=position
+                on_select=move |_| {
+                    selected.set(None);
+                    target.set(None);
+                    contrast.set(None);
+                }
+            />
             <Predictions predictions=top.into() clean=clean_top.into() ablations=shown_ablations tokenizer=tokenizer />
+            <ObjectiveChange
+                objective=objective.into()
+                clean=clean_logits
+                ablated=ablated_logits
+                ablations=shown_ablations
+                tokenizer=tokenizer
+            />
             <AblationList ablated=ablated model=model on_clear=clear_ablations />
             <LayerTable layers=layers />
-            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site />
+            <RankingControls
+                ranking=ranking
+                target=target
+                contrast=contrast
+                predictions=clean_top.into()
+                tokenizer=tokenizer
+                progress=measuring
+                effects=effects
+            />
+            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site ranking=ranking />
             <NodeInspector graph=graph.into() selected=selected on_ablate=ablate />
+            <NodeTable graph=graph.into() />
         </main>
     }
 }
@@ -308,14 +397,31 @@ async fn install(
         return Ok((loaded, facts));
     }
     next_frame().await; // let the page show the upload step
-    if let Some(gpu) = shared.borrow_mut().as_mut() {
-        gpu.load(&loaded.model).map_err(|e| format!("{} cannot run on this GPU: {e}", loaded.source))?;
+    if let Some(mut gpu) = take_engine(&shared, backend).await {
+        let result = gpu.load(&loaded.model);
+        *shared.borrow_mut() = Some(gpu);
+        result.map_err(|e| format!("{} cannot run on this GPU: {e}", loaded.source))?;
     }
     Ok((loaded, facts))
 }
 
+/// The GPU engine, taken out for one run so no borrow is held across an
+/// await; put it back after. While another task has it, waits for it.
+/// `None` when there is no (working) GPU.
+pub(crate) async fn take_engine(shared: &SharedEngine, backend: RwSignal<Backend>) -> Option<Engine> {
+    loop {
+        if let Some(gpu) = shared.borrow_mut().take() {
+            return Some(gpu);
+        }
+        if !matches!(backend.get_untracked(), Backend::Gpu(_)) {
+            return None;
+        }
+        next_frame().await;
+    }
+}
+
 /// Resolves after the browser has had a chance to paint.
-async fn next_frame() {
+pub(crate) async fn next_frame() {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(window) = web_sys::window() {
             let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
@@ -336,9 +442,7 @@ async fn forward_anywhere(
     record: Record,
     on_layer: &mut dyn FnMut(usize, &Recording),
 ) -> Result<(Tensor, Recording), String> {
-    // Taken out for the run, so no borrow is held across an await.
-    let gpu = shared.borrow_mut().take();
-    if let Some(mut gpu) = gpu {
+    if let Some(mut gpu) = take_engine(&shared, backend).await {
         let mut sites = Recording::new();
         let result = gpu
             .run(tokens, std::slice::from_ref(&interventions), &record, &mut |mut stage| {

@@ -91,6 +91,11 @@ async function openPage(on = browser) {
   return { page, errors };
 }
 
+/// Ranks the graph's nodes by |activation|, as `graph --rank activation` does.
+async function rankByActivation(page) {
+  await page.getByTestId('rank-by').selectOption('activation');
+}
+
 /// Types `prompt` and presses run; resolves when the run has finished.
 async function runPrompt(page, prompt) {
   await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 60_000 });
@@ -136,15 +141,16 @@ test('on WebGPU the layers stream in one by one and the predictions are the CLI\
 });
 
 test('the circuit graph is the CLI\'s; clicking a node opens the inspector; ablating it changes the predictions as the CLI\'s --zero does', async () => {
-  const expected = cliJson('graph');
+  const expected = cliJson('graph', ['--rank', 'activation']);
   const { page, errors } = await openPage();
   await runGolden(page);
+  await rankByActivation(page);
   const { canvas, at } = await circuitCanvas(page);
   assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
 
   // More nodes per site: the same graph as the CLI's with --per-site 20.
-  const wide = cliJson('graph', ['--per-site', '20']);
+  const wide = cliJson('graph', ['--rank', 'activation', '--per-site', '20']);
   await page.getByTestId('nodes-per-site').fill('20');
   await page.locator(`[data-testid=circuit-canvas][data-nodes="${wide.nodes.length}"]`).waitFor();
   assert.equal(Number(await canvas.getAttribute('data-edges')), wide.edges.length);
@@ -182,9 +188,10 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
 });
 
 test('the circuit zooms about the cursor and pans by dragging', async () => {
-  const expected = cliJson('graph');
+  const expected = cliJson('graph', ['--rank', 'activation']);
   const { page, errors } = await openPage();
   await runGolden(page);
+  await rankByActivation(page);
   const { at } = await circuitCanvas(page);
   const tooltip = page.getByTestId('node-tooltip');
   const [a, b] = [expected.nodes[0], expected.nodes.find((n) => n.column === expected.nodes[0].column + 2)];
@@ -213,8 +220,9 @@ test('the circuit zooms about the cursor and pans by dragging', async () => {
 test('selecting a token shows the predictions and the circuit at that position', async () => {
   const { page, errors } = await openPage();
   await runGolden(page);
+  await rankByActivation(page);
   const at = 5;
-  const graphAt = cliJson('graph', ['--position', String(at)]);
+  const graphAt = cliJson('graph', ['--rank', 'activation', '--position', String(at)]);
   const prefix = cliPredictions([], tokens.slice(0, at + 1));
   await page.locator(`[data-testid=token][data-position="${at}"]`).click();
   await page.getByRole('heading', { name: `Circuit at position ${at}` }).waitFor();
@@ -232,9 +240,10 @@ test('without WebGPU the page says so and runs on the CPU', async () => {
   assert.equal(await backend.getAttribute('data-backend'), 'cpu');
   assert.match(await backend.textContent(), /CPU.*WebGPU is not available/);
   const { shown } = await runGolden(page);
+  await rankByActivation(page);
   assert.deepEqual(shown, cliPredictions());
   assert.equal(await page.getByTestId('layer-row').count(), config.n_layer);
-  const expected = cliJson('graph');
+  const expected = cliJson('graph', ['--rank', 'activation']);
   const canvas = page.getByTestId('circuit-canvas');
   assert.equal(Number(await canvas.getAttribute('data-nodes')), expected.nodes.length);
   assert.equal(Number(await canvas.getAttribute('data-edges')), expected.edges.length);
@@ -351,5 +360,60 @@ test('a model with a tokenizer, from a URL or from files, takes a text prompt', 
   await page.locator('[data-testid=model-status][data-source*="encoder.json"]').waitFor({ timeout: 60_000 });
   await check();
   assert.deepEqual(unexpected(errors), []);
+  await page.close();
+});
+
+/// The graph's nodes as the page lists them: label -> effect.
+async function shownEffects(page) {
+  await page.locator('[data-testid=node-table]').waitFor({ state: 'attached', timeout: 120_000 });
+  return page.locator('[data-testid=node-table] tbody tr').evaluateAll((rows) =>
+    rows.map((r) => ({ label: r.dataset.label, effect: Number(r.dataset.effect) })));
+}
+
+/// Checks that `shown` are the top `perSite` nodes per site by |effect| of
+/// the CLI's `graph --json` output, with the CLI's effects, up to float
+/// differences between the GPU and the CPU.
+function assertTopEffects(shown, expected, perSite = 8) {
+  const close = (a, b) => Math.abs(a - b) <= 2e-3 + 1e-3 * Math.abs(b);
+  const cli = new Map(expected.effects.map((e) => [e.label, e.effect]));
+  assert.equal(shown.length, expected.nodes.length);
+  const site = (label) => label.split('[')[0];
+  for (const node of shown) {
+    assert.ok(close(node.effect, cli.get(node.label)), `${node.label}: page ${node.effect}, CLI ${cli.get(node.label)}`);
+    const sameSite = expected.effects.filter((e) => site(e.label) === site(node.label)).map((e) => Math.abs(e.effect));
+    const cutoff = sameSite.sort((a, b) => b - a)[perSite - 1] ?? 0;
+    assert.ok(Math.abs(cli.get(node.label)) >= cutoff - 2e-3, `${node.label} is not among its site's top ${perSite}`);
+  }
+}
+
+test('nodes are ranked by their measured effect on the chosen output, as the CLI measures it; ablating one moves the output by its effect', async () => {
+  const { page, errors } = await openPage();
+  // By default: the effect on the top prediction's logit at the last position.
+  const expected = cliJson('graph');
+  await page.locator(`[data-testid=ranking][data-measured="${expected.objective.target}@${tokens.length - 1}"]`).waitFor({ state: 'attached', timeout: 120_000 });
+  assertTopEffects(await shownEffects(page), expected);
+  assert.match(await page.locator('.circuit .hint').textContent(), /measured effect/);
+
+  // On a logit difference: the top prediction minus the second.
+  const [first, second] = cliJson('forward').predictions;
+  const contrast = cliJson('graph', ['--contrast', String(second.token)]);
+  await page.getByTestId('contrast-token').selectOption(String(second.token));
+  await page.locator(`[data-testid=ranking][data-measured="${first.token}-${second.token}@${tokens.length - 1}"]`).waitFor({ state: 'attached', timeout: 120_000 });
+  const shown = await shownEffects(page);
+  assertTopEffects(shown, contrast);
+  const change = page.getByTestId('objective-change');
+  const clean = Number(await change.getAttribute('data-clean'));
+  assert.ok(Math.abs(clean - (first.logit - second.logit)) < 1e-3, `clean difference ${clean}`);
+
+  // Ablate the node of largest effect: the difference drops by that effect.
+  const top = contrast.nodes.reduce((a, b) => (Math.abs(b.effect) > Math.abs(a.effect) ? b : a));
+  const { at } = await circuitCanvas(page);
+  await page.mouse.click(...at(top));
+  await page.getByTestId('node-inspector').locator('h2').filter({ hasText: top.label }).waitFor();
+  await page.getByTestId('ablate-button').click();
+  await page.locator('[data-testid=objective-change][data-ablated]').waitFor();
+  const ablated = Number(await change.getAttribute('data-ablated'));
+  assert.ok(Math.abs(clean - ablated - top.effect) < 2e-3 + 1e-3 * Math.abs(top.effect), `ablated ${ablated}, effect ${top.effect}`);
+  assert.deepEqual(errors, []);
   await page.close();
 });
