@@ -327,3 +327,18 @@ fn synthetic_writes_a_loadable_model_with_its_tokenizer() {
     let args = ["synthetic", "--config", small.to_str().unwrap(), "--tokenizer", tokenizer, "--out", out_s];
     assert!(expect_failure_with(&args).contains("the tokenizer has 2048 ids but the config's vocab_size is 100"));
 }
+
+#[test]
+fn inspect_names_a_bad_node() {
+    let dir = case_dir();
+    let (model, tokens) = (dir.to_str().unwrap(), tokens_arg(&dir));
+    let ok = circuitscope(&["inspect", "--model", model, "--tokens", &tokens, "--node", "1.mlp.post_act[3]", "--json"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(json["activations"].as_array().unwrap().len(), read_tokens(&dir).len());
+    assert!(json["attention"].is_null() && !json["incoming"].as_array().unwrap().is_empty());
+    for (node, message) in [("1.mlp.post_act[999]", "channel 999 is beyond"), ("1.attn.y[0]", "is not a node"), ("9.mlp.act_in[0]", "the model has 3 layers")] {
+        let e = expect_failure_with(&["inspect", "--model", model, "--tokens", &tokens, "--node", node]);
+        assert!(e.contains(message), "{node}: {e}");
+    }
+}

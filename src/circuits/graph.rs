@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 
-use crate::model::{Ablation, Config, Intervention, Model, Site, SiteKind};
+use crate::model::{Ablation, Config, Intervention, Layer, Model, Site, SiteKind, SparseMatrix};
 
 /// One channel at one site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,32 +92,74 @@ pub fn edges_between(model: &Model, nodes: &[Node]) -> Vec<Edge> {
     for (to, node) in nodes.iter().enumerate() {
         let Site::Layer(l, kind) = node.site else { continue };
         let Some(layer) = model.layers.get(l) else { continue };
-        // The weight row computing this node, its input site, and the offset
-        // of the row in its matrix (q, k and v share c_attn).
-        let (matrix, input, row) = match kind {
-            SiteKind::AttnQ => (&layer.c_attn.weight, SiteKind::AttnActIn, node.channel),
-            SiteKind::AttnK => (&layer.c_attn.weight, SiteKind::AttnActIn, c.d_attn() + node.channel),
-            SiteKind::AttnV => (&layer.c_attn.weight, SiteKind::AttnActIn, 2 * c.d_attn() + node.channel),
-            SiteKind::AttnResidDelta => (&layer.attn_proj.weight, SiteKind::AttnV, node.channel),
-            SiteKind::MlpPostAct => (&layer.c_fc.weight, SiteKind::MlpActIn, node.channel),
-            SiteKind::MlpResidDelta => (&layer.mlp_proj.weight, SiteKind::MlpPostAct, node.channel),
-            SiteKind::AttnActIn | SiteKind::MlpActIn => {
-                residual_edges_into(c, &index, l, kind, node.channel, to, &mut edges);
-                continue;
-            }
-            _ => continue,
-        };
-        if row >= matrix.rows {
+        if matches!(kind, SiteKind::AttnActIn | SiteKind::MlpActIn) {
+            residual_edges_into(c, &index, l, kind, node.channel, to, &mut edges);
             continue;
         }
-        let (cols, values) = matrix.row(row);
-        for (&col, &weight) in cols.iter().zip(values) {
-            if let Some(&from) = index.get(&Node::new(l, input, col as usize)) {
+        for (input, weight) in weights_into(c, layer, l, kind, node.channel) {
+            if let Some(&from) = index.get(&input) {
                 edges.push(Edge { from, to, weight, kind: EdgeKind::Weight });
             }
         }
     }
     edges
+}
+
+/// The weight row computing channel `channel` of `kind` in layer `l`, its
+/// input site and the row's offset in its matrix (q, k and v share c_attn).
+fn weight_row<'a>(c: &Config, layer: &'a Layer, kind: SiteKind, channel: usize) -> Option<(&'a SparseMatrix, SiteKind, usize)> {
+    let (matrix, input, row) = match kind {
+        SiteKind::AttnQ => (&layer.c_attn.weight, SiteKind::AttnActIn, channel),
+        SiteKind::AttnK => (&layer.c_attn.weight, SiteKind::AttnActIn, c.d_attn() + channel),
+        SiteKind::AttnV => (&layer.c_attn.weight, SiteKind::AttnActIn, 2 * c.d_attn() + channel),
+        SiteKind::AttnResidDelta => (&layer.attn_proj.weight, SiteKind::AttnV, channel),
+        SiteKind::MlpPostAct => (&layer.c_fc.weight, SiteKind::MlpActIn, channel),
+        SiteKind::MlpResidDelta => (&layer.mlp_proj.weight, SiteKind::MlpPostAct, channel),
+        _ => return None,
+    };
+    (row < matrix.rows).then_some((matrix, input, row))
+}
+
+/// Every nonzero weight into a node (input node, weight).
+fn weights_into(c: &Config, layer: &Layer, l: usize, kind: SiteKind, channel: usize) -> NodeWeights {
+    let Some((matrix, input, row)) = weight_row(c, layer, kind, channel) else { return Vec::new() };
+    let (cols, values) = matrix.row(row);
+    cols.iter().zip(values).map(|(&col, &w)| (Node::new(l, input, col as usize), w)).collect()
+}
+
+/// Nonzero weights to or from a node: (other node, weight).
+pub type NodeWeights = Vec<(Node, f32)>;
+
+/// Every nonzero weight into `node` and out of it, as (other node, weight),
+/// largest |weight| first. Work is proportional to the nonzeros of the
+/// matrices involved.
+pub fn weights_of(model: &Model, node: Node) -> (NodeWeights, NodeWeights) {
+    let c = &model.config;
+    let Site::Layer(l, kind) = node.site else { return (Vec::new(), Vec::new()) };
+    let Some(layer) = model.layers.get(l) else { return (Vec::new(), Vec::new()) };
+    let mut incoming = weights_into(c, layer, l, kind, node.channel);
+    // Outgoing: the rows of the matrix that reads this site with an entry in its column.
+    let readers: &[SiteKind] = match kind {
+        SiteKind::AttnActIn => &[SiteKind::AttnQ, SiteKind::AttnK, SiteKind::AttnV],
+        SiteKind::AttnV => &[SiteKind::AttnResidDelta],
+        SiteKind::MlpActIn => &[SiteKind::MlpPostAct],
+        SiteKind::MlpPostAct => &[SiteKind::MlpResidDelta],
+        _ => &[],
+    };
+    let mut outgoing = Vec::new();
+    for &reader in readers {
+        for channel in 0..c.site_width(Site::Layer(l, reader)) {
+            let Some((matrix, _, row)) = weight_row(c, layer, reader, channel) else { continue };
+            let (cols, values) = matrix.row(row);
+            if let Some(i) = cols.iter().position(|&col| col as usize == node.channel) {
+                outgoing.push((Node::new(l, reader, channel), values[i]));
+            }
+        }
+    }
+    for list in [&mut incoming, &mut outgoing] {
+        list.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()));
+    }
+    (incoming, outgoing)
 }
 
 /// Residual edges into the read node `to` (channel `channel` of `kind` in

@@ -9,10 +9,12 @@
 
 mod effect;
 mod graph;
+mod inspect;
 mod view;
 
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 #[cfg(feature = "gpu")]
 pub use effect::ablated_objectives_gpu;
-pub use graph::{edges_between, Edge, EdgeKind, Node};
+pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
+pub use inspect::{inspect, NodeDetails};
 pub use view::{GraphView, PlacedNode};

@@ -1,10 +1,11 @@
-//! The native command line: `circuitscope info | forward | graph | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
 mod forward;
 mod graph;
 mod info;
+mod inspect;
 mod synthetic;
 
 use std::path::PathBuf;
@@ -31,6 +32,8 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// The circuit graph of a run at one token: the most active channels per site and the nonzero weights between them.
     Graph(graph::GraphArgs),
+    /// One node of a run: activation per position, attention pattern, embedding, weights in and out.
+    Inspect(inspect::InspectArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
     Synthetic(synthetic::SyntheticArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         Command::Info { model } => info::run(&model),
         Command::Forward(args) => forward::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
         Command::Synthetic(args) => synthetic::run(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),

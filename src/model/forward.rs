@@ -149,32 +149,49 @@ fn topk(c: &Config, site: TopkSite, x: &mut Tensor) {
 /// so it only adds `exp(sink[h])` to the softmax denominator.
 fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_head: usize, d_head: usize, sink: Option<&[f32]>) -> Tensor {
     let t = q.rows;
-    let scale = 1.0 / (d_head as f32).sqrt();
     let mut y = Tensor::zeros(t, n_head * d_head);
-    let mut scores = vec![0.0f32; t];
+    let mut weights = vec![0.0f32; t];
     for h in 0..n_head {
         let cols = h * d_head..(h + 1) * d_head;
         for i in 0..t {
-            let qi = &q.row(i)[cols.clone()];
-            for (j, score) in scores[..=i].iter_mut().enumerate() {
-                let kj = &k.row(j)[cols.clone()];
-                *score = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            let sink_logit = sink.map(|s| s[h]);
-            let max = scores[..=i].iter().copied().chain(sink_logit).fold(f32::NEG_INFINITY, f32::max);
-            let mut denom = sink_logit.map_or(0.0, |s| (s - max).exp());
-            for score in &mut scores[..=i] {
-                *score = (*score - max).exp();
-                denom += *score;
-            }
+            attention_weights(q, k, h, d_head, sink.map(|s| s[h]), i, &mut weights);
             let yi = &mut y.row_mut(i)[cols.clone()];
-            for (j, &weight) in scores[..=i].iter().enumerate() {
+            for (j, &weight) in weights[..=i].iter().enumerate() {
                 let vj = &v.row(j)[cols.clone()];
-                yi.iter_mut().zip(vj).for_each(|(out, &val)| *out += weight / denom * val);
+                yi.iter_mut().zip(vj).for_each(|(out, &val)| *out += weight * val);
             }
         }
     }
     y
+}
+
+/// The attention pattern of head `h`: `[T, T]`, row i the weights of query
+/// i over keys 0..=i (with a sink, a row sums to less than 1).
+pub fn attention_pattern(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_logit: Option<f32>) -> Tensor {
+    let mut pattern = Tensor::zeros(q.rows, q.rows);
+    for i in 0..q.rows {
+        attention_weights(q, k, h, d_head, sink_logit, i, pattern.row_mut(i));
+    }
+    pattern
+}
+
+/// Softmax over `q_i . k_j / sqrt(d_head)` for j <= i (and the sink's logit,
+/// whose weight is dropped) of head `h`, into `weights[..=i]`.
+fn attention_weights(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_logit: Option<f32>, i: usize, weights: &mut [f32]) {
+    let cols = h * d_head..(h + 1) * d_head;
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let qi = &q.row(i)[cols.clone()];
+    for (j, score) in weights[..=i].iter_mut().enumerate() {
+        let kj = &k.row(j)[cols.clone()];
+        *score = qi.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() * scale;
+    }
+    let max = weights[..=i].iter().copied().chain(sink_logit).fold(f32::NEG_INFINITY, f32::max);
+    let mut denom = sink_logit.map_or(0.0, |s| (s - max).exp());
+    for w in &mut weights[..=i] {
+        *w = (*w - max).exp();
+        denom += *w;
+    }
+    weights[..=i].iter_mut().for_each(|w| *w /= denom);
 }
 
 fn gelu(x: f32) -> f32 {

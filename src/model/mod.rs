@@ -18,7 +18,7 @@ mod weights;
 
 pub use config::{Activation, Config, TopkSite};
 pub use error::ModelError;
-pub use forward::{forward, forward_with_interventions, Recording};
+pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};
 pub use intervene::{resolve, Ablation, Assignment, Intervention};
 pub use predict::{top_predictions, Prediction};
 pub use sites::{Site, SiteKind};

@@ -48,7 +48,7 @@ fn short_name(site: Site) -> &'static str {
 }
 
 /// `rgba` for a signed value scaled by `max`: blue positive, red negative.
-fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
+pub(super) fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
     let t = if max > 0.0 { (value.abs() / max).min(1.0) as f64 } else { 0.0 };
     let alpha = base_alpha + (1.0 - base_alpha) * t;
     if value >= 0.0 {
@@ -314,50 +314,7 @@ pub fn CircuitCanvas(
     }
 }
 
-/// The clicked node: its activation and its strongest incoming and outgoing edges.
-#[component]
-pub fn NodeInspector(
-    graph: Signal<Option<GraphView>>,
-    selected: RwSignal<Option<usize>>,
-    on_ablate: impl Fn(Node) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
-    move || {
-        let i = selected.get()?;
-        graph.with(|view| {
-            let view = view.as_ref()?;
-            let node = view.nodes.get(i)?;
-            let edge_rows = |incoming: bool| {
-                let mut edges: Vec<_> = view.edges.iter().filter(|e| if incoming { e.to == i } else { e.from == i }).collect();
-                edges.sort_by(|a, b| view.edge_strength(b).total_cmp(&view.edge_strength(a)));
-                edges
-                    .into_iter()
-                    .take(12)
-                    .map(|e| {
-                        let other = &view.nodes[if incoming { e.from } else { e.to }].label;
-                        let kind = if e.kind == EdgeKind::Residual { " (residual)" } else { "" };
-                        view! { <li>{format!("{other}{kind}: weight {:.4}, |w x a| {:.4}", e.weight, view.edge_strength(e))}</li> }
-                    })
-                    .collect_view()
-            };
-            let target = node.node;
-            Some(view! {
-                <section class="inspector" data-testid="node-inspector">
-                    <h2>{node.label.clone()}</h2>
-                    <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
-                    <button data-testid="ablate-button" on:click=move |_| on_ablate(target)>
-                        "Zero-ablate this node"
-                    </button>
-                    <h3>"Incoming"</h3>
-                    <ul>{edge_rows(true)}</ul>
-                    <h3>"Outgoing"</h3>
-                    <ul>{edge_rows(false)}</ul>
-                </section>
-            })
-        })
-    }
-}
-
-fn effect_text(effect: Option<f32>) -> String {
+pub(super) fn effect_text(effect: Option<f32>) -> String {
     effect.map(|e| format!(", effect {e:+.4}")).unwrap_or_default()
 }
 

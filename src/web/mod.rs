@@ -5,6 +5,7 @@
 mod components;
 mod effects;
 mod graph_canvas;
+mod inspector;
 mod load;
 mod summary;
 
@@ -23,7 +24,8 @@ use components::{
     TokenStrip,
 };
 use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
-use graph_canvas::{CircuitCanvas, NodeInspector, NodeTable};
+use graph_canvas::{CircuitCanvas, NodeTable};
+use inspector::NodeInspector;
 use load::{BundledModel, LoadProgress, LoadedModel, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
@@ -368,7 +370,16 @@ fn App() -> impl IntoView {
                 effects=effects
             />
             <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site ranking=ranking />
-            <NodeInspector graph=graph.into() selected=selected on_ablate=ablate />
+            <NodeInspector
+                graph=graph.into()
+                selected=selected
+                model=model
+                recording=recording
+                tokens=run_tokens
+                tokenizer=tokenizer
+                position=position
+                on_ablate=ablate
+            />
             <NodeTable graph=graph.into() />
         </main>
     }

@@ -417,3 +417,39 @@ test('nodes are ranked by their measured effect on the chosen output, as the CLI
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('the inspector shows a node\'s activation at every token, its head\'s attention and its embedding, as the CLI\'s inspect', async () => {
+  const { page, errors } = await openPage();
+  await rankByActivation(page);
+  const graph = cliJson('graph', ['--rank', 'activation']);
+  const { at } = await circuitCanvas(page);
+  const inspector = page.getByTestId('node-inspector');
+  const close = (a, b) => Math.abs(a - b) <= 1e-3 + 1e-3 * Math.abs(b);
+  const open = async (predicate) => {
+    const node = graph.nodes.find(predicate);
+    await page.mouse.click(...at(node));
+    await inspector.locator('h2').filter({ hasText: node.label }).waitFor();
+    const args = ['inspect', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--node', node.label.split(' ')[0], '--json'];
+    return JSON.parse(execFileSync(cli, args));
+  };
+
+  // A query channel: the heatmap is its activation per token; the head's pattern as the CLI computes it.
+  const q = await open((n) => n.label.includes('.attn.q['));
+  const heat = await page.getByTestId('node-heatmap').locator('span').evaluateAll((s) => s.map((e) => Number(e.dataset.value)));
+  assert.equal(heat.length, tokens.length);
+  heat.forEach((v, p) => assert.ok(close(v, q.activations[p]), `position ${p}: ${v} vs ${q.activations[p]}`));
+  const last = q.attention.pattern[tokens.length - 1];
+  const expectedTop = last.map((w, j) => [w, j]).filter(([w]) => w > 0).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 3).map(([, j]) => j);
+  assert.equal(await page.getByTestId('attention-top').getAttribute('data-positions'), expectedTop.join(','));
+  await page.getByTestId('attention-pattern').waitFor();
+  assert.equal(Number(await page.getByTestId('all-weights').getAttribute('data-incoming')), q.incoming.length);
+
+  // A residual read: the tokens whose embedding writes to its channel most.
+  const read = await open((n) => n.label.includes('.attn.act_in[') && !n.label.includes('position'));
+  const shown = await page.getByTestId('embedding-tokens').locator('li').evaluateAll((l) => l.map((e) => Number(e.dataset.token)));
+  assert.deepEqual(shown, read.embedding.map((e) => e.token));
+  assert.equal(Number(await page.getByTestId('all-weights').getAttribute('data-outgoing')), read.outgoing.length);
+  assert.equal(await page.getByTestId('attention-pattern').count(), 0);
+  assert.deepEqual(errors, []);
+  await page.close();
+});

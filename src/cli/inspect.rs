@@ -1,0 +1,81 @@
+//! `circuitscope inspect`: what the page's node inspector shows for one node.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::circuits::{inspect, Node};
+use crate::model::{forward, parse_token_list, Model, Recording};
+
+#[derive(Args)]
+pub struct InspectArgs {
+    /// Model folder with config.json and model.safetensors.
+    #[arg(long)]
+    model: PathBuf,
+    /// Token ids, e.g. 3,1,4.
+    #[arg(long)]
+    tokens: String,
+    /// The node, e.g. `0.attn.q[28]` or `1.mlp.post_act[17]`.
+    #[arg(long)]
+    node: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &InspectArgs) -> Result<(), String> {
+    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let tokens = parse_token_list(&args.tokens).map_err(|e| e.to_string())?;
+    let node = Node::parse(&args.node)
+        .ok_or_else(|| format!("`{}` is not a node: expected a node site and channel such as 0.attn.q[3]", args.node))?;
+    if let crate::model::Site::Layer(l, _) = node.site {
+        if l >= model.config.n_layer {
+            return Err(format!("{}: the model has {} layers", args.node, model.config.n_layer));
+        }
+    }
+    let width = model.config.site_width(node.site);
+    if node.channel >= width {
+        return Err(format!("channel {} is beyond the width {width} of {}", node.channel, node.site));
+    }
+    let mut recording = Recording::new();
+    forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
+    let details = inspect(&model, &recording, node).ok_or_else(|| format!("{} was not recorded", node.site))?;
+    let label = |n: &Node| n.label(&model.config);
+    let weights = |list: &[(Node, f32)]| -> Vec<serde_json::Value> {
+        list.iter().map(|(n, w)| serde_json::json!({ "label": label(n), "weight": w })).collect()
+    };
+    if args.json {
+        let attention = details.attention.as_ref().map(|(head, pattern)| {
+            let rows: Vec<&[f32]> = pattern.rows_iter().collect();
+            serde_json::json!({ "head": head, "pattern": rows })
+        });
+        let embedding: Vec<_> = details.embedding.iter().map(|(t, v)| serde_json::json!({ "token": t, "value": v })).collect();
+        let out = serde_json::json!({
+            "label": label(&node), "activations": details.activations, "attention": attention, "embedding": embedding,
+            "incoming": weights(&details.incoming), "outgoing": weights(&details.outgoing),
+        });
+        println!("{out}");
+        return Ok(());
+    }
+    println!("{}", label(&node));
+    let acts: Vec<String> = details.activations.iter().map(|a| format!("{a:.3}")).collect();
+    println!("activation per position: {}", acts.join(" "));
+    if let Some((head, pattern)) = &details.attention {
+        let last = pattern.row(pattern.rows - 1);
+        let mut order: Vec<usize> = (0..last.len()).collect();
+        order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+        let top: Vec<String> = order.iter().take(5).map(|&j| format!("{j} ({:.3})", last[j])).collect();
+        println!("head {head}: the last position attends most to positions {}", top.join(", "));
+    }
+    if !details.embedding.is_empty() {
+        let top: Vec<String> = details.embedding.iter().map(|(t, v)| format!("{t} ({v:+.3})")).collect();
+        println!("tokens whose embedding writes to it most: {}", top.join(", "));
+    }
+    for (name, list) in [("incoming", &details.incoming), ("outgoing", &details.outgoing)] {
+        println!("{} {name} weights:", list.len());
+        for (n, w) in list.iter().take(10) {
+            println!("  {:<32} {w:>9.4}", label(n));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,230 @@
+//! The node inspector: for the clicked node, its activation at every token as
+//! a heatmap over the prompt, its edges in the graph and all its weights, the
+//! attention pattern of its head (q, k, v channels) and the tokens whose
+//! embedding writes to it (residual channels).
+
+use std::sync::Arc;
+
+use leptos::html::Canvas;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::CanvasRenderingContext2d;
+
+use super::graph_canvas::{effect_text, signed_colour};
+use super::summary::token_text;
+use crate::circuits::{inspect, EdgeKind, GraphView, Node, NodeDetails};
+use crate::model::{Config, Model, Recording, Tensor, Tokenizer};
+
+/// Weights listed per direction before "and N more".
+const WEIGHTS_LISTED: usize = 12;
+/// Largest attention pattern cell, in canvas pixels.
+const CELL: f64 = 12.0;
+
+#[component]
+pub fn NodeInspector(
+    graph: Signal<Option<GraphView>>,
+    selected: RwSignal<Option<usize>>,
+    model: RwSignal<Option<Arc<Model>>>,
+    recording: RwSignal<Option<Arc<Recording>>>,
+    tokens: RwSignal<Vec<u32>>,
+    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
+    position: RwSignal<usize>,
+    on_ablate: impl Fn(Node) + Copy + Send + Sync + 'static,
+) -> impl IntoView {
+    let details = Memo::new(move |_| {
+        let i = selected.get()?;
+        let node = graph.with(|v| v.as_ref()?.nodes.get(i).map(|n| n.node))?;
+        let model = model.get()?;
+        recording.with(|r| inspect(&model, r.as_ref()?, node))
+    });
+    move || {
+        let i = selected.get()?;
+        let details = details.get()?;
+        let config = model.with(|m| m.as_ref().map(|m| m.config.clone()))?;
+        graph.with(|view| {
+            let view = view.as_ref()?;
+            let node = view.nodes.get(i)?;
+            let edge_rows = |incoming: bool| {
+                let mut edges: Vec<_> = view.edges.iter().filter(|e| if incoming { e.to == i } else { e.from == i }).collect();
+                edges.sort_by(|a, b| view.edge_strength(b).total_cmp(&view.edge_strength(a)));
+                edges
+                    .into_iter()
+                    .take(WEIGHTS_LISTED)
+                    .map(|e| {
+                        let other = &view.nodes[if incoming { e.from } else { e.to }].label;
+                        let kind = if e.kind == EdgeKind::Residual { " (residual)" } else { "" };
+                        view! { <li>{format!("{other}{kind}: weight {:.4}, |w x a| {:.4}", e.weight, view.edge_strength(e))}</li> }
+                    })
+                    .collect_view()
+            };
+            let target = node.node;
+            Some(view! {
+                <section class="inspector" data-testid="node-inspector">
+                    <h2>{node.label.clone()}</h2>
+                    <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
+                    <button data-testid="ablate-button" on:click=move |_| on_ablate(target)>
+                        "Zero-ablate this node"
+                    </button>
+                    <h3>"Activation at every token"</h3>
+                    <Heatmap details=details.clone() tokens=tokens tokenizer=tokenizer position=position />
+                    {details.attention.clone().map(|(head, pattern)| {
+                        view! { <AttentionPattern head=head pattern=pattern tokens=tokens tokenizer=tokenizer position=position /> }
+                    })}
+                    {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() tokenizer=tokenizer /> })}
+                    <h3>"Edges in the graph: incoming"</h3>
+                    <ul>{edge_rows(true)}</ul>
+                    <h3>"Edges in the graph: outgoing"</h3>
+                    <ul>{edge_rows(false)}</ul>
+                    <AllWeights details=details config=config />
+                </section>
+            })
+        })
+    }
+}
+
+/// The prompt's tokens, each shaded by the node's activation there; a click
+/// selects the position.
+#[component]
+fn Heatmap(
+    details: NodeDetails,
+    tokens: RwSignal<Vec<u32>>,
+    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
+    position: RwSignal<usize>,
+) -> impl IntoView {
+    let max = details.activations.iter().fold(0.0f32, |m, a| m.max(a.abs()));
+    let tokenizer = tokenizer.get_untracked();
+    let cells = tokens
+        .get_untracked()
+        .into_iter()
+        .zip(details.activations)
+        .enumerate()
+        .map(|(p, (id, value))| {
+            view! {
+                <span
+                    class="heat"
+                    class:selected=move || position.get() == p
+                    data-value=value
+                    style=format!("background: {}", signed_colour(value, max, 0.0))
+                    title=format!("position {p}: {value:.4}")
+                    on:click=move |_| position.set(p)
+                >
+                    {token_text(tokenizer.as_deref(), id)}
+                </span>
+            }
+        })
+        .collect_view();
+    view! { <div class="heatmap" data-testid="node-heatmap">{cells}</div> }
+}
+
+/// The head's attention pattern (rows: queries, columns: keys), and where the
+/// selected position looks most.
+#[component]
+fn AttentionPattern(
+    head: usize,
+    pattern: Tensor,
+    tokens: RwSignal<Vec<u32>>,
+    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
+    position: RwSignal<usize>,
+) -> impl IntoView {
+    let canvas = NodeRef::<Canvas>::new();
+    let pattern = Arc::new(pattern);
+    let drawn = pattern.clone();
+    Effect::new(move |_| {
+        let at = position.get();
+        if let Some(canvas) = canvas.get() {
+            draw_pattern(&canvas, &drawn, at);
+        }
+    });
+    let top = move || {
+        let at = position.get().min(pattern.rows.saturating_sub(1));
+        let row = pattern.row(at);
+        let mut order: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0.0).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        order.truncate(3);
+        let tokenizer = tokenizer.get();
+        let ids = tokens.get();
+        let text: Vec<String> = order
+            .iter()
+            .map(|&j| {
+                let token = ids.get(j).map(|&id| token_text(tokenizer.as_deref(), id)).unwrap_or_default();
+                format!("{token} at {j} ({:.1}%)", 100.0 * row[j])
+            })
+            .collect();
+        let positions: Vec<String> = order.iter().map(usize::to_string).collect();
+        view! {
+            <p data-testid="attention-top" data-positions=positions.join(",")>
+                {format!("At position {at}, head {head} attends most to: {}", text.join(", "))}
+            </p>
+        }
+    };
+    view! {
+        <h3>{format!("Attention pattern of head {head}")}</h3>
+        <canvas node_ref=canvas class="attention" data-testid="attention-pattern"></canvas>
+        {top}
+    }
+}
+
+fn draw_pattern(canvas: &web_sys::HtmlCanvasElement, pattern: &Tensor, at: usize) {
+    let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
+        return;
+    };
+    let t = pattern.rows;
+    let cell = (240.0 / t.max(1) as f64).clamp(1.0, CELL);
+    let side = (cell * t as f64).ceil() as u32;
+    canvas.set_width(side);
+    canvas.set_height(side);
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, f64::from(side), f64::from(side));
+    for i in 0..t {
+        for (j, &w) in pattern.row(i).iter().enumerate().take(i + 1) {
+            ctx.set_fill_style_str(&format!("rgba(45, 105, 200, {:.3})", w.clamp(0.0, 1.0)));
+            ctx.fill_rect(j as f64 * cell, i as f64 * cell, cell, cell);
+        }
+    }
+    ctx.set_stroke_style_str("#111111");
+    ctx.set_line_width(1.0);
+    ctx.stroke_rect(0.5, at as f64 * cell + 0.5, f64::from(side) - 1.0, cell - 1.0);
+}
+
+/// The tokens whose embedding writes to this residual channel most.
+#[component]
+fn EmbeddingTokens(details: NodeDetails, tokenizer: RwSignal<Option<Arc<Tokenizer>>>) -> impl IntoView {
+    let tokenizer = tokenizer.get_untracked();
+    let items = details
+        .embedding
+        .iter()
+        .map(|&(id, value)| {
+            view! { <li data-token=id>{format!("{}: {value:+.4}", token_text(tokenizer.as_deref(), id))}</li> }
+        })
+        .collect_view();
+    view! {
+        <h3>"Tokens whose embedding writes to this channel most"</h3>
+        <ol class="embedding" data-testid="embedding-tokens">{items}</ol>
+    }
+}
+
+/// Every nonzero weight into and out of the node, strongest first.
+#[component]
+fn AllWeights(details: NodeDetails, config: Config) -> impl IntoView {
+    let list = |weights: &[(Node, f32)]| {
+        let more = weights.len().saturating_sub(WEIGHTS_LISTED);
+        let items = weights
+            .iter()
+            .take(WEIGHTS_LISTED)
+            .map(|(n, w)| view! { <li>{format!("{}: {w:+.4}", n.label(&config))}</li> })
+            .collect_view();
+        view! {
+            <ul>{items}</ul>
+            {(more > 0).then(|| view! { <p class="hint">{format!("and {more} more")}</p> })}
+        }
+    };
+    view! {
+        <details class="all-weights" data-testid="all-weights" data-incoming=details.incoming.len() data-outgoing=details.outgoing.len()>
+            <summary>{format!("All nonzero weights: {} in, {} out", details.incoming.len(), details.outgoing.len())}</summary>
+            <h4>"In"</h4>
+            {list(&details.incoming)}
+            <h4>"Out"</h4>
+            {list(&details.outgoing)}
+        </details>
+    }
+}
