@@ -342,3 +342,24 @@ fn inspect_names_a_bad_node() {
         assert!(e.contains(message), "{node}: {e}");
     }
 }
+
+/// `--mean` sets a node to its mean over the folder's samples.json; without
+/// one it says what is missing.
+#[test]
+fn mean_ablation_uses_the_sample_prompts() {
+    let case = case_dir();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["config.json", "model.safetensors"] {
+        std::fs::copy(case.join(name), dir.path().join(name)).unwrap();
+    }
+    let model = dir.path().to_str().unwrap();
+    let tokens = tokens_arg(&case);
+    let e = expect_failure_with(&["forward", "--model", model, "--tokens", &tokens, "--mean", "0.mlp.post_act[3]"]);
+    assert!(e.contains("samples.json"), "{e}");
+    std::fs::write(dir.path().join("samples.json"), r#"["1, 2, 3", "4, 5"]"#).unwrap();
+    let out = circuitscope(&["forward", "--model", model, "--tokens", &tokens, "--mean", "0.mlp.post_act[3]", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(dir.path().join("samples.json"), r#"["1, 2, 999"]"#).unwrap();
+    let e = expect_failure_with(&["forward", "--model", model, "--tokens", &tokens, "--mean", "0.mlp.post_act[3]"]);
+    assert!(e.contains("samples.json, prompt 0") && e.contains("999"), "{e}");
+}

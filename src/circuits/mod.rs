@@ -10,6 +10,7 @@
 mod effect;
 mod graph;
 mod inspect;
+mod means;
 mod view;
 
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
@@ -17,4 +18,5 @@ pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 pub use effect::ablated_objectives_gpu;
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
 pub use inspect::{inspect, NodeDetails};
+pub use means::{parse_samples, SiteMeans};
 pub use view::{GraphView, PlacedNode};

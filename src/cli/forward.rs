@@ -5,9 +5,9 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
 use super::Backend;
-use crate::circuits::Node;
+use crate::circuits::{parse_samples, Node, SiteMeans};
 use crate::model::{
-    forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
+    forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
 };
 
 #[derive(Args)]
@@ -32,6 +32,10 @@ pub struct ForwardArgs {
     /// Zero-ablate a node at every position, e.g. `--zero "1.mlp.post_act[17]"` (repeatable).
     #[arg(long)]
     zero: Vec<String>,
+    /// Mean-ablate a node at every position (repeatable): set it to its mean
+    /// over the prompts of the model folder's samples.json.
+    #[arg(long)]
+    mean: Vec<String>,
     /// Print the predictions as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -48,15 +52,18 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
         },
         (None, None) => unreachable!("clap requires --tokens or --prompt"),
     };
-    let interventions = args
-        .zero
-        .iter()
-        .map(|text| {
-            Node::parse(text)
-                .map(|node| node.zero_ablation())
-                .ok_or_else(|| format!("--zero {text:?} is not a node such as \"1.mlp.post_act[17]\""))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let node = |flag: &str, text: &String| {
+        Node::parse(text).ok_or_else(|| format!("--{flag} {text:?} is not a node such as \"1.mlp.post_act[17]\""))
+    };
+    let mut interventions =
+        args.zero.iter().map(|text| node("zero", text).map(|n| n.zero_ablation())).collect::<Result<Vec<_>, _>>()?;
+    if !args.mean.is_empty() {
+        let means = sample_means(&model, tokenizer.as_ref(), &args.model.join("samples.json"))?;
+        for text in &args.mean {
+            let n = node("mean", text)?;
+            interventions.push(means.ablation(n).ok_or_else(|| format!("--mean {text:?}: the model has no such site"))?);
+        }
+    }
     let (logits, recording) = match args.backend {
         Backend::Cpu => {
             let mut recording = Recording::new();
@@ -90,6 +97,18 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Mean activations over the prompts of `samples` (a samples.json).
+fn sample_means(model: &Model, tokenizer: Option<&Tokenizer>, samples: &Path) -> Result<SiteMeans, String> {
+    let json = std::fs::read_to_string(samples).map_err(|e| format!("mean ablation needs {}: {e}", samples.display()))?;
+    let mut means = SiteMeans::default();
+    for tokens in parse_samples(&json, &model.config, tokenizer)? {
+        let mut recording = Recording::new();
+        forward(model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
+        means.add(&recording);
+    }
+    Ok(means)
 }
 
 #[cfg(feature = "gpu")]

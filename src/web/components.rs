@@ -4,7 +4,7 @@ use leptos::prelude::*;
 
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{token_text, LayerSummary, ModelFacts};
-use super::Backend;
+use super::{AblationKind, Backend};
 use crate::circuits::Node;
 use crate::model::{Model, Prediction, Tokenizer};
 
@@ -209,7 +209,7 @@ pub fn Predictions(
                             None => "clean: not in the top 5".to_string(),
                         });
                     view! {
-                        <li data-testid="prediction" data-token=p.token>
+                        <li data-testid="prediction" data-token=p.token data-prob=p.prob>
                             <span class="token" title=format!("id {}", p.token)>{token_text(tokenizer.as_deref(), p.token)}</span>
                             <span class="bar" style=format!("width: {:.1}%", 100.0 * p.prob)></span>
                             <span class="prob">{format!("{:.1}%", 100.0 * p.prob)}</span>
@@ -279,7 +279,7 @@ pub fn TokenStrip(
 /// The ablated nodes, with one button to clear them all.
 #[component]
 pub fn AblationList(
-    ablated: RwSignal<Vec<Node>>,
+    ablated: RwSignal<Vec<(Node, AblationKind)>>,
     model: RwSignal<Option<Arc<Model>>>,
     on_clear: impl Fn() + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
@@ -287,10 +287,19 @@ pub fn AblationList(
         let nodes = ablated.get();
         let config = model.with(|m| m.as_ref().map(|m| m.config.clone()))?;
         (!nodes.is_empty()).then(|| {
-            let items = nodes.iter().map(|n| view! { <li>{n.label(&config)}</li> }).collect_view();
+            let items = nodes
+                .iter()
+                .map(|(n, kind)| {
+                    let how = match kind {
+                        AblationKind::Zero => "zero",
+                        AblationKind::Mean => "mean",
+                    };
+                    view! { <li data-kind=how>{format!("{} ({how})", n.label(&config))}</li> }
+                })
+                .collect_view();
             view! {
                 <section class="ablations" data-testid="ablation-list">
-                    <h3>"Zero-ablated at every position"</h3>
+                    <h3>"Ablated at every position"</h3>
                     <ul>{items}</ul>
                     <button data-testid="clear-ablations" on:click=move |_| on_clear()>"Clear all"</button>
                 </section>

@@ -165,7 +165,7 @@ fn draw(
         ctx.set_line_width(ring.1);
         ctx.stroke();
         if ablated.contains(&node.node) {
-            // A cross: this node is zeroed in the ablated run.
+            // A cross: this node is ablated in the ablated run.
             let r = NODE_RADIUS + 2.0;
             ctx.set_stroke_style_str("#111111");
             ctx.set_line_width(2.0);
@@ -197,7 +197,7 @@ fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transf
 pub fn CircuitCanvas(
     graph: Signal<Option<GraphView>>,
     selected: RwSignal<Option<usize>>,
-    ablated: RwSignal<Vec<Node>>,
+    ablated: Signal<Vec<Node>>,
     per_site: RwSignal<usize>,
     ranking: RwSignal<Ranking>,
 ) -> impl IntoView {

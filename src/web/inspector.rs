@@ -12,6 +12,7 @@ use web_sys::CanvasRenderingContext2d;
 
 use super::graph_canvas::{effect_text, signed_colour};
 use super::summary::token_text;
+use super::AblationKind;
 use crate::circuits::{inspect, EdgeKind, GraphView, Node, NodeDetails};
 use crate::model::{Config, Model, Recording, Tensor, Tokenizer};
 
@@ -29,7 +30,8 @@ pub fn NodeInspector(
     tokens: RwSignal<Vec<u32>>,
     tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
     position: RwSignal<usize>,
-    on_ablate: impl Fn(Node) + Copy + Send + Sync + 'static,
+    mean_ready: Signal<bool>,
+    on_ablate: impl Fn(Node, AblationKind) + Copy + Send + Sync + 'static,
 ) -> impl IntoView {
     let details = Memo::new(move |_| {
         let i = selected.get()?;
@@ -62,9 +64,23 @@ pub fn NodeInspector(
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
                     <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
-                    <button data-testid="ablate-button" on:click=move |_| on_ablate(target)>
-                        "Zero-ablate this node"
-                    </button>
+                    <div class="ablate-buttons">
+                        <button data-testid="ablate-button" on:click=move |_| on_ablate(target, AblationKind::Zero)>
+                            "Zero-ablate"
+                        </button>
+                        <button
+                            data-testid="mean-ablate-button"
+                            disabled=move || !mean_ready.get()
+                            title=move || if mean_ready.get() {
+                                "Set it to its mean over the model's sample prompts"
+                            } else {
+                                "This model has no sample prompts (samples.json) for means"
+                            }
+                            on:click=move |_| on_ablate(target, AblationKind::Mean)
+                        >
+                            "Mean-ablate"
+                        </button>
+                    </div>
                     <h3>"Activation at every token"</h3>
                     <Heatmap details=details.clone() tokens=tokens tokenizer=tokenizer position=position />
                     {details.attention.clone().map(|(head, pattern)| {

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use crate::circuits::parse_samples;
 use crate::model::{Model, Tokenizer};
 
 /// Where Trunk copies `www/models`.
@@ -28,6 +29,9 @@ pub struct BundledModel {
     /// Whether the folder has `encoder.json` and `vocab.bpe`.
     #[serde(default)]
     pub tokenizer: bool,
+    /// Whether the folder has `samples.json` (prompts for mean ablation).
+    #[serde(default)]
+    pub samples: bool,
 }
 
 #[derive(Deserialize)]
@@ -39,6 +43,8 @@ struct Index {
 pub struct LoadedModel {
     pub model: Model,
     pub tokenizer: Option<Tokenizer>,
+    /// Sample prompts as token ids, for mean ablation (may be empty).
+    pub samples: Vec<Vec<u32>>,
     /// Where it came from, for the page (a name, URL or file names).
     pub source: String,
     /// Bytes read: config, weights and tokenizer files.
@@ -61,8 +67,14 @@ pub async fn fetch_index() -> Result<Vec<BundledModel>, String> {
 }
 
 /// Fetches `{base}/config.json`, `{base}/model.safetensors` and, when
-/// `tokenizer` is `Some(true)`, the tokenizer files (`None`: if they exist).
-pub async fn fetch_model(base: &str, tokenizer: Option<bool>, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
+/// `tokenizer` is `Some(true)`, the tokenizer files (`None`: if they exist);
+/// likewise `samples.json` for `samples`.
+pub async fn fetch_model(
+    base: &str,
+    tokenizer: Option<bool>,
+    samples: Option<bool>,
+    progress: &dyn Fn(LoadProgress),
+) -> Result<LoadedModel, String> {
     let base = base.trim_end_matches('/');
     let mut bytes = 0u64;
     let mut fetch = async |name: &str| {
@@ -84,7 +96,16 @@ pub async fn fetch_model(base: &str, tokenizer: Option<bool>, progress: &dyn Fn(
             Err(e) => return Err(e),
         },
     };
-    build(&config, &weights, tokenizer_files, base.to_string(), bytes)
+    let samples = match samples {
+        Some(false) => None,
+        Some(true) => Some(fetch("samples.json").await?),
+        None => match fetch("samples.json").await {
+            Ok(samples) => Some(samples),
+            Err(e) if e.contains("HTTP 404") => None,
+            Err(e) => return Err(e),
+        },
+    };
+    build(&config, &weights, tokenizer_files, samples, base.to_string(), bytes)
 }
 
 /// Builds a model from picked or dropped files: a `.json` config, one
@@ -94,8 +115,9 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
     let weights = named(&|n| n.ends_with(".safetensors")).ok_or("no .safetensors file among the files")?;
     let encoder = named(&|n| n == "encoder.json");
     let vocab = named(&|n| n == "vocab.bpe");
+    let samples = named(&|n| n == "samples.json");
     let config = named(&|n| n == "config.json")
-        .or_else(|| named(&|n| n.ends_with(".json") && n != "encoder.json"))
+        .or_else(|| named(&|n| n.ends_with(".json") && n != "encoder.json" && n != "samples.json"))
         .ok_or("no config .json file among the files")?;
     let mut bytes = 0u64;
     let mut read = async |file: &web_sys::File| {
@@ -115,11 +137,22 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         (None, None) => None,
         _ => return Err("a tokenizer needs both encoder.json and vocab.bpe".to_string()),
     };
+    let samples = match samples {
+        Some(file) => Some(read(file).await?),
+        None => None,
+    };
     let names: Vec<String> = files.iter().map(|f| f.name()).collect();
-    build(&config_text, &weights_bytes, tokenizer_files, names.join(", "), bytes)
+    build(&config_text, &weights_bytes, tokenizer_files, samples, names.join(", "), bytes)
 }
 
-fn build(config: &str, weights: &[u8], tokenizer: Option<(Vec<u8>, Vec<u8>)>, source: String, bytes: u64) -> Result<LoadedModel, String> {
+fn build(
+    config: &str,
+    weights: &[u8],
+    tokenizer: Option<(Vec<u8>, Vec<u8>)>,
+    samples: Option<Vec<u8>>,
+    source: String,
+    bytes: u64,
+) -> Result<LoadedModel, String> {
     let model = Model::from_bytes(config, weights).map_err(|e| e.to_string())?;
     let tokenizer = match tokenizer {
         Some((encoder, vocab)) => {
@@ -136,7 +169,11 @@ fn build(config: &str, weights: &[u8], tokenizer: Option<(Vec<u8>, Vec<u8>)>, so
         }
         None => None,
     };
-    Ok(LoadedModel { model, tokenizer, source, bytes })
+    let samples = match samples {
+        Some(json) => parse_samples(&text(&json, "samples.json")?, &model.config, tokenizer.as_ref())?,
+        None => Vec::new(),
+    };
+    Ok(LoadedModel { model, tokenizer, samples, source, bytes })
 }
 
 fn text(bytes: &[u8], name: &str) -> Result<String, String> {

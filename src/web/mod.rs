@@ -16,7 +16,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::{GraphView, Node, Objective};
+use crate::circuits::{GraphView, Node, Objective, SiteMeans};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
 use components::{
@@ -51,6 +51,14 @@ pub enum Backend {
 /// GPU objects live here, outside the signals (they are not Send).
 pub(crate) type SharedEngine = Rc<RefCell<Option<Engine>>>;
 
+/// How an ablated node is knocked out, at every position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AblationKind {
+    Zero,
+    /// Set to its mean over the model's sample prompts.
+    Mean,
+}
+
 /// Where a model comes from.
 enum Source {
     Bundled(BundledModel),
@@ -79,7 +87,9 @@ fn App() -> impl IntoView {
     let run_tokens = RwSignal::new(Vec::<u32>::new());
     let clean_logits = RwSignal::new(None::<Arc<Tensor>>);
     let recording = RwSignal::new(None::<Arc<Recording>>);
-    let ablated = RwSignal::new(Vec::<Node>::new());
+    let ablated = RwSignal::new(Vec::<(Node, AblationKind)>::new());
+    // Mean activations over the model's sample prompts, for mean ablation.
+    let means = RwSignal::new(None::<Arc<SiteMeans>>);
     let ablated_logits = RwSignal::new(None::<Arc<Tensor>>);
     // How many ablations the predictions shown reflect (they arrive later).
     let shown_ablations = RwSignal::new(0usize);
@@ -226,10 +236,11 @@ fn App() -> impl IntoView {
             let progress = move |p: LoadProgress| loading.set(p);
             let loaded = match source {
                 Source::Bundled(entry) => {
-                    load::fetch_model(&format!("{MODELS_URL}/{}", entry.id), Some(entry.tokenizer), &progress).await
+                    let url = format!("{MODELS_URL}/{}", entry.id);
+                    load::fetch_model(&url, Some(entry.tokenizer), Some(entry.samples), &progress).await
                 }
                 Source::Url(url) if url.is_empty() => Err("enter the URL of a model folder first".to_string()),
-                Source::Url(url) => load::fetch_model(&url, None, &progress).await,
+                Source::Url(url) => load::fetch_model(&url, None, None, &progress).await,
                 Source::Files(files) => load::read_files(files, &progress).await,
             };
             let result = match loaded {
@@ -246,11 +257,26 @@ fn App() -> impl IntoView {
             clear_run();
             facts.set(Some(new_facts));
             tokenizer.set(loaded.tokenizer.map(Arc::new));
-            model.set(Some(Arc::new(loaded.model)));
+            let new_model = Arc::new(loaded.model);
+            model.set(Some(new_model.clone()));
+            means.set(None);
             current.set(label);
             if let Some(sample) = sample {
                 prompt.set(sample.clone());
                 run(sample);
+            }
+            // Then the means for mean ablation, in the background.
+            let mut sums = SiteMeans::default();
+            for tokens in &loaded.samples {
+                let shared = engine.get_value();
+                match forward_anywhere(shared, backend, &new_model, tokens, Vec::new(), Record::All, &mut |_, _| {}).await {
+                    Ok((_, sites)) => sums.add(&sites),
+                    Err(message) => return error.set(Some(format!("the sample prompts: {message}"))),
+                }
+            }
+            let still_current = model.with_untracked(|m| m.as_ref().is_some_and(|m| Arc::ptr_eq(m, &new_model)));
+            if sums.positions() > 0 && still_current {
+                means.set(Some(Arc::new(sums)));
             }
         });
     };
@@ -267,10 +293,19 @@ fn App() -> impl IntoView {
         }
     });
 
-    // Re-runs the last prompt with every ablated node zeroed at every position.
+    // Re-runs the last prompt with every ablated node zeroed, or set to its
+    // mean, at every position.
     let rerun_ablated = move || {
         let Some(model) = model.get_untracked() else { return };
-        let interventions: Vec<Intervention> = ablated.get_untracked().iter().map(Node::zero_ablation).collect();
+        let means = means.get_untracked();
+        let interventions: Vec<Intervention> = ablated
+            .get_untracked()
+            .iter()
+            .filter_map(|&(node, kind)| match kind {
+                AblationKind::Zero => Some(node.zero_ablation()),
+                AblationKind::Mean => means.as_ref()?.ablation(node),
+            })
+            .collect();
         if interventions.is_empty() {
             shown_ablations.set(0);
             return;
@@ -293,12 +328,13 @@ fn App() -> impl IntoView {
             running.set(false);
         });
     };
-    let ablate = move |node: Node| {
-        if !ablated.with_untracked(|list| list.contains(&node)) {
-            ablated.update(|list| list.push(node));
+    let ablate = move |node: Node, kind: AblationKind| {
+        if !ablated.with_untracked(|list| list.iter().any(|(n, _)| *n == node)) {
+            ablated.update(|list| list.push((node, kind)));
             rerun_ablated();
         }
     };
+    let ablated_nodes = Signal::derive(move || ablated.with(|list| list.iter().map(|(n, _)| *n).collect::<Vec<_>>()));
     let clear_ablations = move || {
         ablated.set(Vec::new());
         rerun_ablated();
@@ -369,7 +405,7 @@ fn App() -> impl IntoView {
                 progress=measuring
                 effects=effects
             />
-            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated per_site=per_site ranking=ranking />
+            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated_nodes per_site=per_site ranking=ranking />
             <NodeInspector
                 graph=graph.into()
                 selected=selected
@@ -378,6 +414,7 @@ fn App() -> impl IntoView {
                 tokens=run_tokens
                 tokenizer=tokenizer
                 position=position
+                mean_ready=Signal::derive(move || means.with(Option::is_some))
                 on_ablate=ablate
             />
             <NodeTable graph=graph.into() />

@@ -183,6 +183,17 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   await page.getByRole('heading', { name: 'Next token', exact: true }).waitFor();
   assert.equal(await page.getByTestId('ablation-list').count(), 0);
   assert.deepEqual(await shown(), cliPredictions());
+
+  // Mean-ablate it: set to its mean over the bundled sample prompts, as the CLI's --mean does.
+  const meanExpected = cliJson('forward', ['--mean', name]).predictions;
+  const zeroProbs = cliJson('forward', ['--zero', name]).predictions.map((p) => p.prob);
+  assert.ok(meanExpected.some((p, i) => Math.abs(p.prob - zeroProbs[i]) > 1e-3), 'mean and zero ablation differ here');
+  await page.locator('[data-testid=mean-ablate-button]:enabled').click();
+  await page.getByTestId('ablation-list').locator('li[data-kind=mean]').waitFor();
+  await page.getByRole('heading', { name: /with 1 node\(s\) ablated/ }).waitFor();
+  assert.deepEqual(await shown(), meanExpected.map((p) => String(p.token)));
+  const probs = await page.getByTestId('prediction').evaluateAll((items) => items.map((li) => Number(li.dataset.prob)));
+  probs.forEach((p, i) => assert.ok(Math.abs(p - meanExpected[i].prob) < 1e-4, `${p} vs ${meanExpected[i].prob}`));
   assert.deepEqual(errors, []);
   await page.close();
 });

@@ -18,7 +18,7 @@ export function serveStatic(dir, { cors = false } = {}) {
     const urlPath = decodeURIComponent(new URL(req.url, 'http://localhost').pathname);
     const file = path.join(dir, urlPath.endsWith('/') ? urlPath + 'index.html' : urlPath);
     if (!file.startsWith(dir) || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
-      res.writeHead(404).end('not found');
+      res.writeHead(404, cors ? { 'access-control-allow-origin': '*' } : {}).end('not found');
       return;
     }
     const headers = {
