@@ -5,7 +5,7 @@ SHELL := bash
 # Every recipe line runs with the toolchain chosen by setup on PATH.
 ENV := source scripts/env.sh &&
 
-.PHONY: setup serve test test-native test-wasm test-browser web
+.PHONY: setup serve test test-native test-wasm test-browser web bench-page
 
 setup:
 	@bash scripts/setup.sh
@@ -37,3 +37,9 @@ test-browser: web
 		CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 		cargo test --locked --target wasm32-unknown-unknown --test browser_gpu
 	$(ENV) node --test tests/browser/page.test.mjs
+
+# Page timings in headless Chromium (BENCHMARKS.md): run to first and last
+# layer, effect ranking, and the circuit canvas with 10,000+ edges.
+bench-page: setup web
+	$(ENV) cargo build --locked
+	$(ENV) node tests/browser/bench.mjs

@@ -2,12 +2,15 @@
 //! to right, one column per node site, nodes coloured by activation, edges
 //! by the sign of weight x activation with width by its size.
 
+use std::collections::BTreeMap;
+
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
 use super::effects::Ranking;
+use super::sleep;
 use crate::circuits::{EdgeKind, GraphView, Node};
 use crate::model::{Site, SiteKind};
 
@@ -16,6 +19,26 @@ const ROW_HEIGHT: f64 = 30.0;
 const MARGIN_LEFT: f64 = 30.0;
 const MARGIN_TOP: f64 = 64.0;
 const NODE_RADIUS: f64 = 7.0;
+
+/// Edge strengths are drawn in this many steps of width and opacity.
+const EDGE_LEVELS: u8 = 8;
+
+/// Wheel stillness after which a zoomed view is redrawn sharp.
+const ZOOM_SETTLE_MS: i32 = 150;
+
+/// Edges stroked as one path. One stroke per edge costs a call each; one
+/// path for thousands makes the rasteriser resolve all their overlaps at
+/// once, which is far slower (measured: BENCHMARKS.md).
+const EDGES_PER_STROKE: usize = 32;
+
+/// How an edge is coloured: the residual stream in grey, weights by the sign
+/// of weight x source activation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum EdgeLook {
+    Residual,
+    Positive,
+    Negative,
+}
 
 /// Canvas pixel size for a graph.
 fn canvas_size(view: &GraphView) -> (u32, u32) {
@@ -87,22 +110,16 @@ fn canvas_point(canvas: &HtmlCanvasElement, ev: &MouseEvent) -> (f64, f64) {
     (f64::from(ev.offset_x()) * scale, f64::from(ev.offset_y()) * scale)
 }
 
-fn draw(
-    canvas: &HtmlCanvasElement,
-    view: &GraphView,
-    selected: Option<usize>,
-    hovered: Option<usize>,
-    ablated: &[Node],
-    transform: Transform,
-) {
-    let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
-        return;
-    };
-    let (width, height) = canvas_size(view);
-    if canvas.width() != width || canvas.height() != height {
-        canvas.set_width(width);
-        canvas.set_height(height);
-    }
+/// The 2D context of a canvas.
+fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
+}
+
+/// Everything that changes only with the graph and the view transform:
+/// headers, all edges and all nodes. Expensive with many edges, so it is
+/// drawn once into an offscreen canvas and reused while only the hover,
+/// selection or ablations change (and, during a drag, shifted).
+fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Transform, width: u32, height: u32) {
     let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, 0.0);
     ctx.set_fill_style_str("#ffffff");
     ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
@@ -121,62 +138,167 @@ fn draw(
             let _ = ctx.fill_text(&format!("layer {layer}"), x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0);
         }
     }
+    stroke_edges(ctx, view, 0..view.edges.len(), false);
+    for i in 0..view.nodes.len() {
+        draw_node(ctx, view, i, ("#8a949e", 0.8));
+    }
+}
 
-    // Edges, weakest first so the strong ones are on top.
-    let max_strength = view.edges.iter().map(|e| view.edge_strength(e)).fold(0.0f32, f32::max);
-    let mut order: Vec<usize> = (0..view.edges.len()).collect();
-    order.sort_by(|&a, &b| view.edge_strength(&view.edges[a]).total_cmp(&view.edge_strength(&view.edges[b])));
-    for i in order {
-        let edge = &view.edges[i];
-        let strength = view.edge_strength(edge);
-        let touches_selection = selected.is_some_and(|s| s == edge.from || s == edge.to);
-        let signed = edge.weight * view.nodes[edge.from].activation;
-        let colour = match edge.kind {
-            EdgeKind::Residual if !touches_selection => format!("rgba(120, 130, 140, {:.3})", 0.08 + 0.4 * (strength / max_strength.max(1e-12)) as f64),
-            _ => signed_colour(signed, max_strength, if touches_selection { 0.5 } else { 0.12 }),
-        };
-        let (x0, y0) = node_xy(view, edge.from);
-        let (x1, y1) = node_xy(view, edge.to);
-        ctx.set_stroke_style_str(&colour);
-        ctx.set_line_width(0.5 + 3.5 * f64::from(strength / max_strength.max(1e-12)));
+/// On top of the scene: the selected node's edges highlighted, the rings of
+/// the selected and hovered nodes, and a cross on every ablated node.
+fn draw_overlay(
+    ctx: &CanvasRenderingContext2d,
+    view: &GraphView,
+    selected: Option<usize>,
+    hovered: Option<usize>,
+    ablated: &[Node],
+    transform: Transform,
+) {
+    let Transform { scale, dx, dy } = transform;
+    let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
+    if let Some(s) = selected {
+        let touching = (0..view.edges.len()).filter(|&e| view.edges[e].from == s || view.edges[e].to == s);
+        stroke_edges(ctx, view, touching, true);
+        let ends = view.edges.iter().filter(|e| e.from == s || e.to == s).flat_map(|e| [e.from, e.to]);
+        for i in ends.filter(|&i| i != s) {
+            draw_node(ctx, view, i, ("#8a949e", 0.8));
+        }
+    }
+    if let Some(h) = hovered.filter(|&h| Some(h) != selected) {
+        draw_node(ctx, view, h, ("#555555", 2.0));
+    }
+    if let Some(s) = selected {
+        draw_node(ctx, view, s, ("#111111", 2.5));
+    }
+    for i in (0..view.nodes.len()).filter(|&i| ablated.contains(&view.nodes[i].node)) {
+        // A cross: this node is ablated in the ablated run.
+        let (x, y) = node_xy(view, i);
+        let r = NODE_RADIUS + 2.0;
+        ctx.set_stroke_style_str("#111111");
+        ctx.set_line_width(2.0);
         ctx.begin_path();
-        ctx.move_to(x0, y0);
-        let bend = (x1 - x0) / 2.0;
-        ctx.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
+        ctx.move_to(x - r, y - r);
+        ctx.line_to(x + r, y + r);
+        ctx.move_to(x + r, y - r);
+        ctx.line_to(x - r, y + r);
         ctx.stroke();
     }
+}
 
-    // Nodes.
-    let max_activation = view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max);
-    for (i, node) in view.nodes.iter().enumerate() {
-        let (x, y) = node_xy(view, i);
-        ctx.begin_path();
-        let _ = ctx.arc(x, y, NODE_RADIUS, 0.0, std::f64::consts::TAU);
-        ctx.set_fill_style_str(&signed_colour(node.activation, max_activation, 0.15));
-        ctx.fill();
-        let ring = if Some(i) == selected {
-            ("#111111", 2.5)
-        } else if Some(i) == hovered {
-            ("#555555", 2.0)
-        } else {
-            ("#8a949e", 0.8)
+/// Edges `which` of the graph, batched into one path per look (strength
+/// level, colour) so thousands of edges are a few dozen calls; weakest
+/// first, so the strong ones are on top.
+fn stroke_edges(ctx: &CanvasRenderingContext2d, view: &GraphView, which: impl Iterator<Item = usize>, highlight: bool) {
+    let max_strength = view.edges.iter().map(|e| view.edge_strength(e)).fold(0.0f32, f32::max).max(1e-12);
+    let mut batches: BTreeMap<(u8, EdgeLook), Vec<usize>> = BTreeMap::new();
+    for i in which {
+        let edge = &view.edges[i];
+        let level = ((view.edge_strength(edge) / max_strength) * f32::from(EDGE_LEVELS)).round() as u8;
+        let look = match edge.kind {
+            EdgeKind::Residual if !highlight => EdgeLook::Residual,
+            _ if edge.weight * view.nodes[edge.from].activation >= 0.0 => EdgeLook::Positive,
+            _ => EdgeLook::Negative,
         };
-        ctx.set_stroke_style_str(ring.0);
-        ctx.set_line_width(ring.1);
-        ctx.stroke();
-        if ablated.contains(&node.node) {
-            // A cross: this node is ablated in the ablated run.
-            let r = NODE_RADIUS + 2.0;
-            ctx.set_stroke_style_str("#111111");
-            ctx.set_line_width(2.0);
+        batches.entry((level, look)).or_default().push(i);
+    }
+    let base = if highlight { 0.5 } else { 0.12 };
+    for ((level, look), edges) in batches {
+        let t = f32::from(level) / f32::from(EDGE_LEVELS);
+        let colour = match look {
+            EdgeLook::Residual => format!("rgba(120, 130, 140, {:.3})", 0.08 + 0.4 * t),
+            EdgeLook::Positive => signed_colour(t, 1.0, base),
+            EdgeLook::Negative => signed_colour(-t, 1.0, base),
+        };
+        ctx.set_stroke_style_str(&colour);
+        ctx.set_line_width(0.5 + 3.5 * f64::from(t));
+        for chunk in edges.chunks(EDGES_PER_STROKE) {
             ctx.begin_path();
-            ctx.move_to(x - r, y - r);
-            ctx.line_to(x + r, y + r);
-            ctx.move_to(x + r, y - r);
-            ctx.line_to(x - r, y + r);
+            for &i in chunk {
+                let edge = &view.edges[i];
+                let (x0, y0) = node_xy(view, edge.from);
+                let (x1, y1) = node_xy(view, edge.to);
+                let bend = (x1 - x0) / 2.0;
+                ctx.move_to(x0, y0);
+                ctx.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
+            }
             ctx.stroke();
         }
     }
+}
+
+/// Node `i`: filled by its activation, with a ring (colour, width).
+fn draw_node(ctx: &CanvasRenderingContext2d, view: &GraphView, i: usize, ring: (&str, f64)) {
+    let max_activation = view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max);
+    let (x, y) = node_xy(view, i);
+    ctx.begin_path();
+    let _ = ctx.arc(x, y, NODE_RADIUS, 0.0, std::f64::consts::TAU);
+    // Opaque white under the translucent fill, so edges do not show through.
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill();
+    ctx.set_fill_style_str(&signed_colour(view.nodes[i].activation, max_activation, 0.15));
+    ctx.fill();
+    ctx.set_stroke_style_str(ring.0);
+    ctx.set_line_width(ring.1);
+    ctx.stroke();
+}
+
+/// The scene drawn offscreen: the canvas, the graph version and transform
+/// it shows.
+type Scene = (HtmlCanvasElement, u64, Transform);
+
+/// Draws the frame: the scene from the cache when the graph and transform
+/// are unchanged, or shifted and scaled while the view is `moving` (a drag,
+/// or wheel zooming that has not settled yet), else redrawn; then the overlay.
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    canvas: &HtmlCanvasElement,
+    scene: &mut Option<Scene>,
+    version: u64,
+    view: &GraphView,
+    selected: Option<usize>,
+    hovered: Option<usize>,
+    ablated: &[Node],
+    transform: Transform,
+    moving: bool,
+) {
+    let Some(ctx) = context_2d(canvas) else { return };
+    let (width, height) = canvas_size(view);
+    if canvas.width() != width || canvas.height() != height {
+        canvas.set_width(width);
+        canvas.set_height(height);
+    }
+    let reusable = scene.as_ref().filter(|(image, v, t)| {
+        *v == version
+            && image.width() == width
+            && image.height() == height
+            && (*t == transform || moving)
+    });
+    if reusable.is_none() {
+        let image = scene.take().map(|(image, ..)| image).or_else(|| {
+            web_sys::window()?.document()?.create_element("canvas").ok()?.dyn_into::<HtmlCanvasElement>().ok()
+        });
+        let Some(image) = image else { return };
+        image.set_width(width);
+        image.set_height(height);
+        let Some(scene_ctx) = context_2d(&image) else { return };
+        draw_scene(&scene_ctx, view, transform, width, height);
+        *scene = Some((image, version, transform));
+    }
+    let Some((image, _, drawn_at)) = scene.as_ref() else { return };
+    let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, 0.0);
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
+    // The scene was drawn at `drawn_at`: a content point p is at s0 p + d0
+    // there and belongs at s1 p + d1 now (while a drag or zoom is under way).
+    let f = transform.scale / drawn_at.scale;
+    let _ = ctx.draw_image_with_html_canvas_element_and_dw_and_dh(
+        image,
+        transform.dx - drawn_at.dx * f,
+        transform.dy - drawn_at.dy * f,
+        f64::from(width) * f,
+        f64::from(height) * f,
+    );
+    draw_overlay(&ctx, view, selected, hovered, ablated, transform);
 }
 
 /// The node under the mouse, if any.
@@ -208,11 +330,29 @@ pub fn CircuitCanvas(
     // `dragged` suppresses the click that ends a drag.
     let drag = RwSignal::new(None::<(f64, f64, Transform)>);
     let dragged = RwSignal::new(false);
+    // Milliseconds the last draw took (issuing the canvas commands), for benchmarks.
+    let draw_ms = RwSignal::new(0.0f64);
+    // Bumped whenever the graph changes: the cached scene is stale then.
+    let version = Memo::new(move |v: Option<&u64>| {
+        graph.track();
+        v.map_or(0, |v| v + 1)
+    });
+    let scene = StoredValue::new_local(None::<Scene>);
+    // Wheel zooming in progress: the scene is scaled, and redrawn sharp once
+    // the wheel has been still for ZOOM_SETTLE_MS.
+    let zooming = RwSignal::new(false);
+    let wheel_events = StoredValue::new(0u64);
     Effect::new(move |_| {
         let (selected, hovered, ablated, transform) = (selected.get(), hovered.get(), ablated.get(), transform.get());
+        let (version, moving) = (version.get(), drag.with(Option::is_some) || zooming.get());
         graph.with(|view| {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
-                draw(&canvas, view, selected, hovered, &ablated, transform);
+                let clock = web_sys::window().and_then(|w| w.performance());
+                let started = clock.as_ref().map_or(0.0, |c| c.now());
+                scene.update_value(|scene| {
+                    draw(&canvas, scene, version, view, selected, hovered, &ablated, transform, moving);
+                });
+                draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);
             }
         });
     });
@@ -235,7 +375,16 @@ pub fn CircuitCanvas(
         ev.prevent_default();
         if let Some(c) = canvas.get() {
             let (x, y) = canvas_point(&c, &ev);
+            zooming.set(true);
+            wheel_events.update_value(|n| *n += 1);
+            let mine = wheel_events.get_value();
             transform.update(|t| *t = t.zoomed((-ev.delta_y() * 0.0015).exp(), x, y));
+            leptos::task::spawn_local(async move {
+                sleep(ZOOM_SETTLE_MS).await;
+                if wheel_events.get_value() == mine {
+                    zooming.set(false);
+                }
+            });
         }
     };
     let counts = move |f: fn(&GraphView) -> usize| graph.with(|v| v.as_ref().map_or(0, f));
@@ -269,6 +418,7 @@ pub fn CircuitCanvas(
                 data-testid="circuit-canvas"
                 data-nodes=move || counts(|v| v.nodes.len())
                 data-edges=move || counts(|v| v.edges.len())
+                data-draw-ms=move || format!("{:.3}", draw_ms.get())
                 on:mousemove=on_move
                 on:mouseleave=move |_| {
                     hovered.set(None);

@@ -470,9 +470,14 @@ pub(crate) async fn take_engine(shared: &SharedEngine, backend: RwSignal<Backend
 
 /// Resolves after the browser has had a chance to paint.
 pub(crate) async fn next_frame() {
+    sleep(0).await;
+}
+
+/// Resolves after `ms` milliseconds (a browser timer).
+pub(crate) async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
         if let Some(window) = web_sys::window() {
-            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+            let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
