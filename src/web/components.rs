@@ -162,7 +162,7 @@ pub fn PromptForm(
                 id="prompt"
                 data-testid="prompt-input"
                 data-mode=move || if has_tokenizer.get() { "text" } else { "ids" }
-                rows=move || if has_tokenizer.get() { "4" } else { "1" }
+                rows=move || if has_tokenizer.get() { "4" } else { "2" }
                 placeholder=move || if has_tokenizer.get() { "e.g. x = 'hello" } else { "e.g. 88, 58, 30, 80" }
                 autocomplete="off"
                 spellcheck="false"
