@@ -80,18 +80,13 @@ pub async fn ablated_objectives_gpu(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Config, Intervention};
+    use crate::circuits::test_run;
+    use crate::model::Intervention;
 
     #[test]
     fn effects_are_the_drop_in_the_objective_under_ablation() {
-        let config = Config::from_json(
-            r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 20, "block_size": 8, "afrac": 0.25}"#,
-        )
-        .unwrap();
-        let model = Model::synthetic(config, 0.3, 4);
         let tokens = [1, 5, 7, 2];
-        let mut recording = Recording::new();
-        let logits = forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        let (model, recording, logits) = test_run(r#""n_layer": 2, "afrac": 0.25"#, 0.3, 4, &tokens);
         let objective = Objective { position: 2, target: 3, contrast: Some(9) };
         let nodes = candidates(&recording, 2);
         // Only channels active at positions 0..=2, and all of them.

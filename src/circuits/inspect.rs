@@ -67,17 +67,11 @@ fn top_embedding_tokens(model: &Model, channel: usize) -> Vec<(u32, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{forward, Config};
+    use crate::circuits::test_run;
 
     #[test]
     fn details_agree_with_the_run_and_the_weights() {
-        let config = Config::from_json(
-            r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 20, "block_size": 8, "sink": true}"#,
-        )
-        .unwrap();
-        let model = Model::synthetic(config, 0.5, 3);
-        let mut recording = Recording::new();
-        forward(&model, &[1, 5, 7, 2], &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        let (model, recording, _) = test_run(r#""n_layer": 1, "sink": true"#, 0.5, 3, &[1, 5, 7, 2]);
 
         let q = inspect(&model, &recording, Node::new(0, SiteKind::AttnQ, 11)).unwrap();
         let (head, pattern) = q.attention.unwrap();

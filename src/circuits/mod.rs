@@ -20,3 +20,15 @@ pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
 pub use inspect::{inspect, NodeDetails};
 pub use means::{parse_samples, SiteMeans};
 pub use view::{GraphView, PlacedNode};
+
+/// A small random model for the unit tests (`extra` adds config fields, e.g.
+/// `"sink": true`), and its run on `tokens`: logits `[T, vocab]` and every site.
+#[cfg(test)]
+fn test_run(extra: &str, density: f64, seed: u64, tokens: &[u32]) -> (crate::model::Model, crate::model::Recording, crate::model::Tensor) {
+    use crate::model::{forward, Config, Model, Recording};
+    let json = format!(r#"{{"d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 20, "block_size": 8, {extra}}}"#);
+    let model = Model::synthetic(Config::from_json(&json).unwrap(), density, seed);
+    let mut recording = Recording::new();
+    let logits = forward(&model, tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+    (model, recording, logits)
+}

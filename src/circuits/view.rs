@@ -1,9 +1,10 @@
 //! Which nodes to show and where: the circuit graph of one run at one token.
 
 use super::{edges_between, Edge, Node};
-use crate::model::{Model, Recording, Site};
+use crate::model::{Model, Recording, Site, SiteKind};
 
-/// A node placed in the graph: column by site (layers left to right), row by rank.
+/// A node placed in the graph: column by site (layers left to right), row by
+/// rank (for q, k and v: by head, then rank).
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlacedNode {
     pub node: Node,
@@ -69,7 +70,12 @@ impl GraphView {
             let row = acts.row(position);
             let column = columns.len();
             columns.push(*site);
-            nodes.extend(choose(*site, row).into_iter().enumerate().map(|(rank, (channel, effect))| {
+            let mut chosen = choose(*site, row);
+            // q, k and v channels grouped by head, by rank within a head.
+            if let Site::Layer(_, SiteKind::AttnQ | SiteKind::AttnK | SiteKind::AttnV) = site {
+                chosen.sort_by_key(|&(channel, _)| channel / model.config.d_head.max(1));
+            }
+            nodes.extend(chosen.into_iter().enumerate().map(|(rank, (channel, effect))| {
                 let node = Node { site: *site, channel };
                 PlacedNode { label: node.label(&model.config), node, activation: row[channel], effect, column, row: rank }
             }));
@@ -88,17 +94,11 @@ impl GraphView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{forward, Config};
+    use crate::circuits::test_run;
 
     #[test]
     fn shows_the_largest_nonzero_activations_and_their_edges() {
-        let config = Config::from_json(
-            r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 20, "block_size": 8, "afrac": 0.25}"#,
-        )
-        .unwrap();
-        let model = Model::synthetic(config, 0.3, 9);
-        let mut recording = Recording::new();
-        forward(&model, &[1, 5, 7], &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        let (model, recording, _) = test_run(r#""n_layer": 2, "afrac": 0.25"#, 0.3, 9, &[1, 5, 7]);
         let view = GraphView::top_activations(&model, &recording, 2, 3);
         assert_eq!(view.columns.len(), 2 * 8, "8 node sites per layer");
         for placed in &view.nodes {
