@@ -5,11 +5,14 @@
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
 //! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
 //! - [`circuits`]: nodes (channels at sites) and edges (nonzero weights).
+//! - [`tasks`]: the paper's kind of binary next-token tasks and a generated pretraining corpus.
 //! - `web`: the Leptos page (wasm32 only).
 //! - `cli`: the native command line.
 
 pub mod circuits;
 pub mod model;
+pub mod rng;
+pub mod tasks;
 
 #[cfg(feature = "gpu")]
 pub mod gpu;

@@ -13,6 +13,7 @@ mod sparse;
 mod synthetic;
 mod tensor;
 mod tokenizer;
+mod tokenizer_train;
 mod tokens;
 mod weights;
 
@@ -25,5 +26,6 @@ pub use sites::{Site, SiteKind};
 pub use sparse::SparseMatrix;
 pub use tensor::Tensor;
 pub use tokenizer::Tokenizer;
+pub use tokenizer_train::TokenizerFiles;
 pub use tokens::{check_tokens, parse_token_list};
 pub use weights::{Layer, Linear, Model, Norm, WeightStats};

@@ -9,7 +9,7 @@ use super::pretokenize::pieces;
 use super::ModelError;
 
 /// Special tokens, encoded whole wherever they appear in the text.
-const SPECIAL: [&str; 1] = ["<|endoftext|>"];
+pub(super) const SPECIAL: [&str; 1] = ["<|endoftext|>"];
 
 pub struct Tokenizer {
     /// Byte sequence -> id (its merge rank).
@@ -17,6 +17,22 @@ pub struct Tokenizer {
     /// id -> byte sequence.
     tokens: Vec<Vec<u8>>,
     special: Vec<(String, u32)>,
+}
+
+/// The bytes in the order of their ids (0 to 255) in GPT-2 style files:
+/// printable Latin-1 bytes first, then the rest.
+pub(super) fn byte_order() -> Vec<u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    (0..=255u8).filter(|&b| printable(b)).chain((0..=255u8).filter(|&b| !printable(b))).collect()
+}
+
+/// The character standing for each byte in `encoder.json` and `vocab.bpe`.
+pub(super) fn char_of_byte() -> [char; 256] {
+    let mut chars = ['\0'; 256];
+    for (c, b) in byte_of_char() {
+        chars[b as usize] = c;
+    }
+    chars
 }
 
 /// GPT-2's printable stand-ins for bytes in `encoder.json` and `vocab.bpe`:
