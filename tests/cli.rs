@@ -363,3 +363,31 @@ fn mean_ablation_uses_the_sample_prompts() {
     let e = expect_failure_with(&["forward", "--model", model, "--tokens", &tokens, "--mean", "0.mlp.post_act[3]"]);
     assert!(e.contains("samples.json, prompt 0") && e.contains("999"), "{e}");
 }
+
+/// `tokenizer` trains a tokenizer the CLI then uses; `eval` scores every task
+/// on a model with it (a random model: about chance) and names what is wrong.
+#[test]
+fn tokenizer_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok");
+    let out = circuitscope(&["tokenizer", "--vocab", "400", "--corpus-bytes", "200000", "--out", tok.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shape = dir.path().join("shape.json");
+    std::fs::write(&shape, r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 400, "block_size": 128}"#).unwrap();
+    let model = dir.path().join("model");
+    let (model_s, tok_s) = (model.to_str().unwrap(), tok.to_str().unwrap());
+    let made = circuitscope(&["synthetic", "--config", shape.to_str().unwrap(), "--tokenizer", tok_s, "--out", model_s]);
+    assert!(made.status.success());
+    let eval = circuitscope(&["eval", "--model", model_s, "--examples", "30", "--json"]);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let scores: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let names: Vec<&str> = scores.as_array().unwrap().iter().map(|s| s["task"].as_str().unwrap()).collect();
+    assert_eq!(names, ["single_double_quote", "bracket_counting", "set_or_string", "bracket_type", "self_or_cls"]);
+    for s in scores.as_array().unwrap() {
+        let accuracy = s["accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&accuracy) && s["examples"] == 30);
+    }
+    assert!(expect_failure_with(&["eval", "--model", model_s, "--task", "nope"]).contains("unknown task"));
+    let bare = case_dir();
+    assert!(expect_failure_with(&["eval", "--model", bare.to_str().unwrap()]).contains("no tokenizer"));
+}

@@ -1,12 +1,14 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | eval | tokenizer | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
+mod eval;
 mod forward;
 mod graph;
 mod info;
 mod inspect;
 mod synthetic;
+mod tokenizer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +36,10 @@ enum Command {
     Graph(graph::GraphArgs),
     /// One node of a run: activation per position, attention pattern, embedding, weights in and out.
     Inspect(inspect::InspectArgs),
+    /// Accuracy and mean logit difference of a model on the tasks (held-out examples).
+    Eval(eval::EvalArgs),
+    /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
+    Tokenizer(tokenizer::TokenizerArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
     Synthetic(synthetic::SyntheticArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
@@ -57,6 +63,8 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Synthetic(args) => synthetic::run(&args),
+        Command::Eval(args) => eval::run(&args),
+        Command::Tokenizer(args) => tokenizer::run(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

@@ -4,9 +4,11 @@
 //! these patterns occur among many others. Deterministic from a seed.
 
 mod corpus;
+mod eval;
 mod vocab;
 
 pub use corpus::corpus;
+pub use eval::{choice, evaluate, Score};
 
 use crate::rng::SplitMix;
 use vocab::{CLASSES, FUNCTIONS, METHODS, NAMES, WORDS};

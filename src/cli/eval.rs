@@ -1,0 +1,62 @@
+//! `circuitscope eval`: accuracy and mean logit difference per task, on
+//! held-out examples (a seed the corpus and training do not use).
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::model::{Model, Tokenizer};
+use crate::tasks::{evaluate, Task};
+
+#[derive(Args)]
+pub struct EvalArgs {
+    /// Model folder with config.json, model.safetensors, encoder.json and vocab.bpe.
+    #[arg(long)]
+    model: PathBuf,
+    /// A task name, or `all`.
+    #[arg(long, default_value = "all")]
+    task: String,
+    /// Examples per task.
+    #[arg(long, default_value_t = 200)]
+    examples: usize,
+    /// Seed of the examples.
+    #[arg(long, default_value_t = 1_000_003)]
+    seed: u64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &EvalArgs) -> Result<(), String> {
+    let tasks: Vec<Task> = match args.task.as_str() {
+        "all" => Task::ALL.to_vec(),
+        name => vec![Task::parse(name).ok_or_else(|| {
+            let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+            format!("unknown task {name:?}: the tasks are {}, or all", names.join(", "))
+        })?],
+    };
+    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::load_dir(&args.model)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", args.model.display()))?;
+    let mut rows = Vec::new();
+    for task in tasks {
+        let score = evaluate(&model, &tokenizer, &task.examples(args.seed, args.examples)).map_err(|e| format!("{}: {e}", task.name()))?;
+        rows.push((task, score));
+    }
+    if args.json {
+        let out: Vec<_> = rows
+            .iter()
+            .map(|(t, s)| {
+                serde_json::json!({ "task": t.name(), "examples": s.examples, "accuracy": s.accuracy, "mean_logit_diff": s.mean_logit_diff })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        println!("{:<22} {:>8} {:>9} {:>16}", "task", "examples", "accuracy", "mean logit diff");
+        for (task, s) in &rows {
+            println!("{:<22} {:>8} {:>8.1}% {:>16.3}", task.name(), s.examples, 100.0 * s.accuracy, s.mean_logit_diff);
+        }
+    }
+    Ok(())
+}

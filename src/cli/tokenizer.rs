@@ -1,0 +1,48 @@
+//! `circuitscope tokenizer`: train a byte-level BPE tokenizer in the
+//! release's format on the generated corpus.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+
+use crate::model::Tokenizer;
+use crate::tasks::corpus;
+
+#[derive(Args)]
+pub struct TokenizerArgs {
+    /// Ids in all: the 256 bytes, the merges, and <|endoftext|>.
+    #[arg(long, default_value_t = 512)]
+    vocab: usize,
+    /// Bytes of generated corpus to train on.
+    #[arg(long, default_value_t = 2_000_000)]
+    corpus_bytes: usize,
+    /// Seed of the corpus.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Folder to write encoder.json and vocab.bpe to (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: &TokenizerArgs) -> Result<(), String> {
+    let started = Instant::now();
+    let text = corpus(args.seed, args.corpus_bytes);
+    let files = Tokenizer::train(&text, args.vocab).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    for (name, content) in [("encoder.json", &files.encoder_json), ("vocab.bpe", &files.vocab_bpe)] {
+        let path = args.out.join(name);
+        std::fs::write(&path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    let tokens = tokenizer.encode(&text).len();
+    println!(
+        "{} ids trained on {} bytes in {:.1} s: {:.2} bytes per token; wrote {}",
+        tokenizer.vocab_size(),
+        text.len(),
+        started.elapsed().as_secs_f64(),
+        text.len() as f64 / tokens as f64,
+        args.out.display()
+    );
+    Ok(())
+}
