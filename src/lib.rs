@@ -20,5 +20,8 @@ pub mod gpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod cli;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
+
 #[cfg(all(feature = "web", target_arch = "wasm32"))]
 pub mod web;

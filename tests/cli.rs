@@ -391,3 +391,35 @@ fn tokenizer_and_eval() {
     let bare = case_dir();
     assert!(expect_failure_with(&["eval", "--model", bare.to_str().unwrap()]).contains("no tokenizer"));
 }
+
+/// `train` writes a model folder the other commands load: a few steps of a
+/// tiny model, with progress on stderr.
+#[test]
+fn train_writes_a_loadable_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = dir.path().join("shape.json");
+    std::fs::write(
+        &shape,
+        r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 400, "block_size": 128,
+            "bias": false, "rms_norm": true, "afrac": 0.25, "sink": true}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("model");
+    let args = [
+        "train", "--out", out.to_str().unwrap(), "--config", shape.to_str().unwrap(), "--vocab", "400", "--corpus-bytes",
+        "200000", "--steps", "4", "--batch", "2", "--seq-len", "16", "--density", "0.2", "--log-every", "2",
+    ];
+    let run = circuitscope(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("step      2/4") && stderr.contains("density 0.2000") && stderr.contains("self_or_cls"), "{stderr}");
+    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe", "samples.json"] {
+        assert!(out.join(name).exists(), "{name}");
+    }
+    let eval = circuitscope(&["eval", "--model", out.to_str().unwrap(), "--examples", "5"]);
+    assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    let info = circuitscope(&["info", "--model", out.to_str().unwrap()]);
+    assert!(info.status.success());
+    let bad = expect_failure_with(&[&args[..3], &["--config", shape.to_str().unwrap(), "--vocab", "400", "--seq-len", "500"]].concat());
+    assert!(bad.contains("seq_len 500"), "{bad}");
+}

@@ -1,4 +1,4 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | eval | tokenizer | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | eval | tokenizer | train | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
@@ -9,6 +9,7 @@ mod info;
 mod inspect;
 mod synthetic;
 mod tokenizer;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Accuracy and mean logit difference of a model on the tasks (held-out examples).
     Eval(eval::EvalArgs),
+    /// Train a weight-sparse model on the generated corpus (and its tokenizer), showing progress.
+    Train(train::TrainArgs),
     /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
     Tokenizer(tokenizer::TokenizerArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
@@ -65,6 +68,7 @@ pub fn main() -> ExitCode {
         Command::Synthetic(args) => synthetic::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Tokenizer(args) => tokenizer::run(&args),
+        Command::Train(args) => train::run(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

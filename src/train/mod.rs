@@ -1,0 +1,357 @@
+//! The trainer: the reference architecture in candle (autodiff on the CPU),
+//! AdamW, and after every step only the largest-magnitude entries of every
+//! weight matrix, bias and embedding kept, the kept fraction annealed from
+//! dense to the target over the first part of training (as in the paper).
+//! Deterministic from a seed: initial weights and batches come from
+//! [`SplitMix`], not from candle.
+
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+
+use crate::model::{Config, Model, TopkSite};
+use crate::rng::SplitMix;
+
+/// How to train.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Tokens per sequence (at most the config's block size).
+    pub seq_len: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    /// Fraction of every pruned tensor's entries kept at the end.
+    pub density: f64,
+    /// Fraction of the steps over which the kept fraction goes from 1 to `density`.
+    pub anneal: f64,
+    pub seed: u64,
+}
+
+/// What one step did.
+#[derive(Clone, Debug)]
+pub struct StepReport {
+    pub step: usize,
+    pub loss: f32,
+    /// Kept fraction of the pruned tensors after this step.
+    pub density: f64,
+}
+
+/// One trained tensor under its PyTorch name.
+struct Param {
+    name: String,
+    shape: Vec<usize>,
+    var: Var,
+    /// Weight matrices, biases and embeddings are pruned; norms, sink logits
+    /// and the bigram table are not.
+    pruned: bool,
+}
+
+/// The parameters, trained in place.
+pub struct Trainer {
+    config: Config,
+    config_json: String,
+    params: Vec<Param>,
+    optimizer: AdamW,
+    settings: Settings,
+    rng: SplitMix,
+    step: usize,
+}
+
+fn err(e: candle_core::Error) -> String {
+    format!("training: {e}")
+}
+
+impl Trainer {
+    /// A model of `config_json`'s shape with small random weights.
+    pub fn new(config_json: &str, settings: Settings) -> Result<Trainer, String> {
+        let config = Config::from_json(config_json).map_err(|e| e.to_string())?;
+        if config.d_pos_emb.is_some() || config.bias || config.residual_relu || !config.rms_norm {
+            return Err("the trainer builds the paper's architecture: rms_norm, no linear biases, no concatenated \
+                        position embedding, identity residual"
+                .to_string());
+        }
+        if settings.seq_len > config.block_size || settings.seq_len < 2 {
+            return Err(format!("seq_len {} must be in 2..={}", settings.seq_len, config.block_size));
+        }
+        if !(settings.density > 0.0 && settings.density <= 1.0) {
+            return Err(format!("density {} must be in (0, 1]", settings.density));
+        }
+        let mut rng = SplitMix(settings.seed);
+        let (d, v) = (config.d_model, config.vocab_size);
+        let mut params = Vec::new();
+        let mut add = |name: String, shape: Vec<usize>, scale: f32, fill: Option<f32>, pruned: bool| -> Result<(), String> {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = (0..n).map(|_| fill.unwrap_or_else(|| scale * rng.signed())).collect();
+            let tensor = Tensor::from_vec(values, shape.clone(), &Device::Cpu).map_err(err)?;
+            params.push(Param { name, shape, var: Var::from_tensor(&tensor).map_err(err)?, pruned });
+            Ok(())
+        };
+        let init = |fan_in: usize| (3.0 / fan_in as f32).sqrt() * 0.5;
+        add("transformer.wte.weight".into(), vec![v, d], 0.5, None, true)?;
+        add("transformer.wpe.weight".into(), vec![config.block_size, d], 0.1, None, true)?;
+        let d_attn = config.d_attn();
+        for l in 0..config.n_layer {
+            let p = format!("transformer.h.{l}");
+            add(format!("{p}.ln_1.weight"), vec![d], 0.0, Some(1.0), false)?;
+            add(format!("{p}.attn.c_attn.weight"), vec![3 * d_attn, d], init(d), None, true)?;
+            add(format!("{p}.attn.c_proj.weight"), vec![d, d_attn], init(d_attn), None, true)?;
+            if config.sink {
+                add(format!("{p}.attn.attn_imp.sink_logit"), vec![config.n_head], 0.0, Some(0.0), false)?;
+            }
+            add(format!("{p}.ln_2.weight"), vec![d], 0.0, Some(1.0), false)?;
+            add(format!("{p}.mlp.c_fc.weight"), vec![config.d_mlp, d], init(d), None, true)?;
+            add(format!("{p}.mlp.c_proj.weight"), vec![d, config.d_mlp], init(config.d_mlp), None, true)?;
+        }
+        add("transformer.ln_f.weight".into(), vec![d], 0.0, Some(1.0), false)?;
+        add("final_logits_bias".into(), vec![v], 0.0, Some(0.0), true)?;
+        if config.enable_bigram_table {
+            add("bigram_table".into(), vec![v, v], 0.0, Some(0.0), false)?;
+        }
+        if !config.tied_unembed {
+            add("lm_head.weight".into(), vec![v, d], 0.5, None, true)?;
+        }
+        let optimizer = AdamW::new(
+            params.iter().map(|p| p.var.clone()).collect(),
+            ParamsAdamW { lr: settings.learning_rate, weight_decay: settings.weight_decay, ..Default::default() },
+        )
+        .map_err(err)?;
+        Ok(Trainer { config, config_json: config_json.to_string(), params, optimizer, settings, rng, step: 0 })
+    }
+
+    /// The kept fraction after step `step` (0-based): linear from 1 to the
+    /// target over the annealing steps, then the target.
+    pub fn kept_fraction(&self, step: usize) -> f64 {
+        let anneal_steps = (self.settings.anneal * self.settings.steps as f64).max(1.0);
+        let t = (step + 1) as f64 / anneal_steps;
+        if t >= 1.0 {
+            return self.settings.density;
+        }
+        1.0 - t * (1.0 - self.settings.density)
+    }
+
+    /// One AdamW step on a batch of windows of `tokens`, then pruning.
+    pub fn step(&mut self, tokens: &[u32]) -> Result<StepReport, String> {
+        let (b, t) = (self.settings.batch, self.settings.seq_len);
+        if tokens.len() <= t + 1 {
+            return Err(format!("the corpus has {} tokens, fewer than a sequence of {t}", tokens.len()));
+        }
+        let mut inputs = Vec::with_capacity(b * t);
+        let mut targets = Vec::with_capacity(b * t);
+        for _ in 0..b {
+            let start = self.rng.below((tokens.len() - t - 1) as u64) as usize;
+            inputs.extend_from_slice(&tokens[start..start + t]);
+            targets.extend_from_slice(&tokens[start + 1..start + t + 1]);
+        }
+        let inputs = Tensor::from_vec(inputs, (b, t), &Device::Cpu).map_err(err)?;
+        let targets = Tensor::from_vec(targets, b * t, &Device::Cpu).map_err(err)?;
+        let logits = self.logits(&inputs).map_err(err)?; // [B, T, vocab]
+        let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * t, self.config.vocab_size)).map_err(err)?, &targets)
+            .map_err(err)?;
+        self.optimizer.backward_step(&loss).map_err(err)?;
+        let density = self.kept_fraction(self.step);
+        self.prune(density)?;
+        self.step += 1;
+        Ok(StepReport { step: self.step, loss: loss.to_scalar::<f32>().map_err(err)?, density })
+    }
+
+    /// Keeps the `fraction` of largest-magnitude entries of every pruned
+    /// tensor (exactly `round(fraction * size)`, ties to the lower index).
+    fn prune(&mut self, fraction: f64) -> Result<(), String> {
+        for p in self.params.iter().filter(|p| p.pruned) {
+            let mut values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+            let keep = ((fraction * values.len() as f64).round() as usize).clamp(1, values.len());
+            if keep == values.len() {
+                continue;
+            }
+            let mut order: Vec<usize> = (0..values.len()).collect();
+            order.select_nth_unstable_by(keep - 1, |&a, &b| values[b].abs().total_cmp(&values[a].abs()).then(a.cmp(&b)));
+            let mut kept = vec![false; values.len()];
+            order[..keep].iter().for_each(|&i| kept[i] = true);
+            values.iter_mut().zip(&kept).filter(|(_, k)| !**k).for_each(|(v, _)| *v = 0.0);
+            let tensor = Tensor::from_vec(values, p.shape.clone(), &Device::Cpu).map_err(err)?;
+            p.var.set(&tensor).map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn param(&self, name: &str) -> &Tensor {
+        self.params.iter().find(|p| p.name == name).map(|p| p.var.as_tensor()).expect("every parameter is created in new")
+    }
+
+    /// The forward pass of `model/forward.rs`, batched and differentiable:
+    /// `tokens` [B, T] -> logits [B, T, vocab].
+    fn logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
+        let c = &self.config;
+        let (b, t) = tokens.dims2()?;
+        let (h, dh) = (c.n_head, c.d_head);
+        let flat = tokens.flatten_all()?;
+        let wte = self.param("transformer.wte.weight");
+        let mut x = wte.index_select(&flat, 0)?.reshape((b, t, c.d_model))?; // [B, T, d]
+        x = x.broadcast_add(&self.param("transformer.wpe.weight").narrow(0, 0, t)?)?;
+        // Causal mask with the sink's always-visible extra key last: [T, T + 1].
+        let mask: Vec<f32> =
+            (0..t).flat_map(|i| (0..=t).map(move |j| if j <= i || j == t { 0.0 } else { f32::NEG_INFINITY })).collect();
+        let mask = Tensor::from_vec(mask, (t, t + 1), &Device::Cpu)?;
+        for l in 0..c.n_layer {
+            let p = format!("transformer.h.{l}");
+            let a = topk(c, TopkSite::AttnIn, &rms_norm(&x, self.param(&format!("{p}.ln_1.weight")))?)?;
+            let qkv = a.broadcast_matmul(&self.param(&format!("{p}.attn.c_attn.weight")).t()?)?; // [B, T, 3 d_attn]
+            let d_attn = c.d_attn();
+            let k = topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?;
+            let q = topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?;
+            let v = topk(c, TopkSite::AttnV, &qkv.narrow(2, 2 * d_attn, d_attn)?)?;
+            let heads = |m: &Tensor| m.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous(); // [B, H, T, dh]
+            let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
+            let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
+            let sink = match c.sink {
+                true => self.param(&format!("{p}.attn.attn_imp.sink_logit")).reshape((1, h, 1, 1))?.broadcast_as((b, h, t, 1))?,
+                false => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
+            };
+            let scores = Tensor::cat(&[&scores, &sink.contiguous()?], 3)?.broadcast_add(&mask)?;
+            let weights = candle_nn::ops::softmax_last_dim(&scores)?.narrow(3, 0, t)?; // the sink's value is zero
+            let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d_attn))?;
+            let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&self.param(&format!("{p}.attn.c_proj.weight")).t()?)?)?;
+            x = topk(c, TopkSite::ResidPostAttn, &(x + o)?)?;
+            let m = topk(c, TopkSite::MlpIn, &rms_norm(&x, self.param(&format!("{p}.ln_2.weight")))?)?;
+            let pre = m.broadcast_matmul(&self.param(&format!("{p}.mlp.c_fc.weight")).t()?)?;
+            let act = match c.activation {
+                crate::model::Activation::Gelu => pre.gelu_erf()?,
+                crate::model::Activation::Relu => pre.relu()?,
+            };
+            let hidden = topk(c, TopkSite::MlpNeuron, &act)?;
+            let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&self.param(&format!("{p}.mlp.c_proj.weight")).t()?)?)?;
+            x = topk(c, TopkSite::ResidPostMlp, &(x + o)?)?;
+        }
+        let unembed = if c.tied_unembed { wte } else { self.param("lm_head.weight") };
+        let mut logits = rms_norm(&x, self.param("transformer.ln_f.weight"))?.broadcast_matmul(&unembed.t()?)?;
+        logits = logits.broadcast_add(self.param("final_logits_bias"))?;
+        if c.enable_bigram_table {
+            let rows = self.param("bigram_table").index_select(&flat, 0)?.reshape((b, t, c.vocab_size))?;
+            logits = (logits + rows)?;
+        }
+        Ok(logits)
+    }
+
+    /// The model as trained so far, in the format the app and the CLI load.
+    pub fn model(&self) -> Result<Model, String> {
+        Model::from_bytes(&self.config_json, &self.safetensors()?).map_err(|e| e.to_string())
+    }
+
+    /// `model.safetensors`: dense f32 under the PyTorch names.
+    pub fn safetensors(&self) -> Result<Vec<u8>, String> {
+        let mut data = Vec::new();
+        for p in &self.params {
+            let values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+            data.push((p.name.clone(), p.shape.clone(), values));
+        }
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
+            .iter()
+            .map(|(name, shape, values)| {
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytemuck::cast_slice(values))
+                    .expect("the shape matches the values");
+                (name.clone(), view)
+            })
+            .collect();
+        safetensors::serialize(views, None).map_err(|e| e.to_string())
+    }
+
+    /// Nonzero entries and sizes of the pruned tensors.
+    pub fn pruned_counts(&self) -> Result<Vec<(String, usize, usize)>, String> {
+        self.params
+            .iter()
+            .filter(|p| p.pruned)
+            .map(|p| {
+                let values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+                Ok((p.name.clone(), values.iter().filter(|v| **v != 0.0).count(), values.len()))
+            })
+            .collect()
+    }
+}
+
+/// RMSNorm over the last dimension with eps = f32 epsilon, as the reference.
+fn rms_norm(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(mean_square + f64::from(f32::EPSILON))?.sqrt()?)?.broadcast_mul(weight)
+}
+
+/// AbsTopK: per token, the entries of largest |x| kept (the k-th largest
+/// and above; exact ties are measure-zero in training), if `site` is sparsified.
+fn topk(c: &Config, site: TopkSite, x: &Tensor) -> candle_core::Result<Tensor> {
+    let width = x.dim(D::Minus1)?;
+    let Some(k) = c.topk_k(site, width) else { return Ok(x.clone()) };
+    if k >= width {
+        return Ok(x.clone());
+    }
+    let magnitude = x.abs()?.detach();
+    let (sorted, _) = magnitude.sort_last_dim(false)?;
+    let threshold = sorted.narrow(D::Minus1, k - 1, 1)?;
+    let keep = magnitude.broadcast_ge(&threshold)?.to_dtype(DType::F32)?;
+    x * keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{forward, Tokenizer};
+    use crate::tasks::corpus;
+
+    const SHAPE: &str = r#"{"n_layer": 2, "d_model": 32, "n_head": 2, "d_head": 16, "d_mlp": 64, "vocab_size": 300,
+        "block_size": 32, "afrac": 0.25, "rms_norm": true, "sink": true, "enable_bigram_table": true, "bias": false}"#;
+
+    fn settings() -> Settings {
+        Settings { steps: 16, batch: 4, seq_len: 24, learning_rate: 3e-3, weight_decay: 0.0, density: 0.1, anneal: 0.5, seed: 5 }
+    }
+
+    fn tokens() -> Vec<u32> {
+        let text = corpus(1, 60_000);
+        let files = Tokenizer::train(&text, 300).unwrap();
+        Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).unwrap().encode(&text)
+    }
+
+    #[test]
+    fn every_step_keeps_exactly_the_scheduled_fraction_and_training_is_deterministic() {
+        let tokens = tokens();
+        let mut trainer = Trainer::new(SHAPE, settings()).unwrap();
+        let mut losses = Vec::new();
+        for step in 0..16 {
+            let report = trainer.step(&tokens).unwrap();
+            losses.push(report.loss);
+            let fraction = trainer.kept_fraction(step);
+            assert_eq!(report.density, fraction);
+            for (name, nnz, size) in trainer.pruned_counts().unwrap() {
+                let expected = ((fraction * size as f64).round() as usize).clamp(1, size);
+                assert_eq!(nnz, expected, "step {step}: {name}");
+            }
+        }
+        assert_eq!(trainer.kept_fraction(7), 0.1, "annealed over the first half");
+        assert!(trainer.kept_fraction(0) > 0.8);
+        assert!(losses[15] < losses[0], "the loss falls: {losses:?}");
+
+        let mut again = Trainer::new(SHAPE, settings()).unwrap();
+        for _ in 0..16 {
+            again.step(&tokens).unwrap();
+        }
+        assert_eq!(again.safetensors().unwrap(), trainer.safetensors().unwrap(), "same seed, same weights");
+    }
+
+    /// The trainer's differentiable forward pass is the reference's: the saved
+    /// model run by `model::forward` gives the same logits.
+    #[test]
+    fn the_trained_model_runs_the_same_in_the_reference_forward_pass() {
+        let tokens = tokens();
+        let mut trainer = Trainer::new(SHAPE, settings()).unwrap();
+        for _ in 0..4 {
+            trainer.step(&tokens).unwrap();
+        }
+        let window = &tokens[100..124];
+        let input = Tensor::from_vec(window.to_vec(), (1, 24), &Device::Cpu).unwrap();
+        let ours: Vec<Vec<f32>> = trainer.logits(&input).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let reference = forward(&trainer.model().unwrap(), window, &mut |_, _| {}).unwrap();
+        for (p, row) in ours.iter().enumerate() {
+            for (v, (&a, &b)) in row.iter().zip(reference.row(p)).enumerate() {
+                assert!((a - b).abs() <= 1e-3 * (1.0 + b.abs()), "position {p}, token {v}: {a} vs {b}");
+            }
+        }
+    }
+}
