@@ -1,13 +1,11 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 
 use super::Backend;
 use crate::circuits::{parse_samples, Node, SiteMeans};
 use crate::model::{
-    forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
+    f32_safetensors, forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
 };
 
 #[derive(Args)]
@@ -139,15 +137,7 @@ fn write_activations(path: &Path, logits: &Tensor, recording: &Recording) -> Res
     let named: Vec<(String, &Tensor)> = std::iter::once(("logits".to_string(), logits))
         .chain(recording.iter().map(|(site, acts)| (site.to_string(), acts)))
         .collect();
-    let views = named
-        .iter()
-        .map(|(name, t)| {
-            TensorView::new(Dtype::F32, vec![t.rows, t.cols], bytemuck::cast_slice(&t.data))
-                .map(|view| (name.clone(), view))
-                .map_err(|e| format!("cannot write `{name}`: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| format!("cannot serialize activations: {e}"))?;
+    let bytes = f32_safetensors(named.iter().map(|(name, t)| (name.clone(), vec![t.rows, t.cols], t.data.as_slice())));
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))

@@ -2,10 +2,11 @@
 //! as a model folder the app and the CLI load (for benchmarks and tests at
 //! shapes no checkpoint here has).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
+use super::write_folder;
 use crate::model::{Config, Model, Tokenizer};
 
 #[derive(Args)]
@@ -46,23 +47,16 @@ pub fn run(args: &SyntheticArgs) -> Result<(), String> {
         }
     }
     let model = Model::synthetic(config, args.density, args.seed);
-    let write = |name: &str, bytes: &[u8]| {
-        let path = args.out.join(name);
-        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    write("config.json", config_text.as_bytes())?;
-    write("model.safetensors", &model.to_safetensors())?;
+    let mut files = vec![("config.json", config_text.into_bytes()), ("model.safetensors", model.to_safetensors())];
     if let Some(dir) = &args.tokenizer {
         for name in ["encoder.json", "vocab.bpe"] {
-            copy(&dir.join(name), &args.out.join(name))?;
+            let path = dir.join(name);
+            files.push((name, std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?));
         }
     }
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (*name, bytes.as_slice())).collect();
+    write_folder(&args.out, &files)?;
     let nnz: usize = model.weight_stats().iter().map(|s| s.nnz).sum();
     println!("wrote {} ({nnz} nonzero weights)", args.out.display());
     Ok(())
-}
-
-fn copy(from: &Path, to: &Path) -> Result<(), String> {
-    std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("cannot copy {} to {}: {e}", from.display(), to.display()))
 }

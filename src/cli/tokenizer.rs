@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::write_folder;
 use crate::model::Tokenizer;
 use crate::tasks::corpus;
 
@@ -30,11 +31,7 @@ pub fn run(args: &TokenizerArgs) -> Result<(), String> {
     let text = corpus(args.seed, args.corpus_bytes);
     let files = Tokenizer::train(&text, args.vocab).map_err(|e| e.to_string())?;
     let tokenizer = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
-    for (name, content) in [("encoder.json", &files.encoder_json), ("vocab.bpe", &files.vocab_bpe)] {
-        let path = args.out.join(name);
-        std::fs::write(&path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    write_folder(&args.out, &[("encoder.json", files.encoder_json.as_bytes()), ("vocab.bpe", files.vocab_bpe.as_bytes())])?;
     let tokens = tokenizer.encode(&text).len();
     println!(
         "{} ids trained on {} bytes in {:.1} s: {:.2} bytes per token; wrote {}",

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::write_folder;
 use crate::model::Tokenizer;
 use crate::tasks::{corpus, evaluate, Task};
 use crate::train::{Settings, Trainer};
@@ -114,19 +115,18 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             );
         }
     }
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let samples: Vec<String> = Task::ALL.iter().flat_map(|t| t.examples(args.seed + 29, 2)).map(|e| e.prompt).collect();
-    let outputs = [
-        ("config.json", config_json.into_bytes()),
-        ("model.safetensors", trainer.safetensors()?),
-        ("encoder.json", files.encoder_json.into_bytes()),
-        ("vocab.bpe", files.vocab_bpe.into_bytes()),
-        ("samples.json", serde_json::to_vec_pretty(&samples).expect("strings serialize")),
-    ];
-    for (name, bytes) in outputs {
-        let path = args.out.join(name);
-        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    let samples = serde_json::to_vec_pretty(&samples).expect("strings serialize");
+    write_folder(
+        &args.out,
+        &[
+            ("config.json", config_json.as_bytes()),
+            ("model.safetensors", &trainer.safetensors()?),
+            ("encoder.json", files.encoder_json.as_bytes()),
+            ("vocab.bpe", files.vocab_bpe.as_bytes()),
+            ("samples.json", &samples),
+        ],
+    )?;
     eprintln!("wrote {} in {:.0} s", args.out.display(), started.elapsed().as_secs_f64());
     Ok(())
 }

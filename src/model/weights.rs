@@ -220,12 +220,7 @@ impl Model {
                 Param::Dense(shape, values) => (name, shape, values.to_vec()),
             })
             .collect();
-        let views = tensors.iter().map(|(name, shape, values)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(values))
-                .expect("shape and data agree");
-            (name.clone(), view)
-        });
-        safetensors::serialize(views, None).expect("f32 tensors serialize")
+        f32_safetensors(tensors.iter().map(|(name, shape, values)| (name.clone(), shape.clone(), values.as_slice())))
     }
 }
 
@@ -301,4 +296,15 @@ impl<'a> TensorFile<'a> {
         SparseMatrix::from_dense(rows, cols, self.values(name, &[rows, cols])?)
             .ok_or_else(|| ModelError::File(format!("tensor `{name}` has too many nonzeros to index")))
     }
+}
+
+/// `(name, shape, values)` f32 tensors as safetensors bytes (every shape
+/// must hold exactly its values).
+pub fn f32_safetensors<'a>(tensors: impl IntoIterator<Item = (String, Vec<usize>, &'a [f32])>) -> Vec<u8> {
+    let views = tensors.into_iter().map(|(name, shape, values)| {
+        let view = safetensors::tensor::TensorView::new(Dtype::F32, shape, bytemuck::cast_slice(values))
+            .expect("shape and data agree");
+        (name, view)
+    });
+    safetensors::serialize(views, None).expect("f32 tensors serialize")
 }

@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
-use crate::model::{Config, Model, TopkSite};
+use crate::model::{f32_safetensors, Config, Model, TopkSite};
 use crate::rng::SplitMix;
 
 /// How to train.
@@ -45,6 +45,13 @@ struct Param {
     /// Weight matrices, biases and embeddings are pruned; norms, sink logits
     /// and the bigram table are not.
     pruned: bool,
+}
+
+impl Param {
+    /// Its entries, flattened.
+    fn values(&self) -> Result<Vec<f32>, String> {
+        self.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)
+    }
 }
 
 /// The parameters, trained in place.
@@ -159,7 +166,7 @@ impl Trainer {
     /// tensor (exactly `round(fraction * size)`, ties to the lower index).
     fn prune(&mut self, fraction: f64) -> Result<(), String> {
         for p in self.params.iter().filter(|p| p.pruned) {
-            let mut values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+            let mut values: Vec<f32> = p.values()?;
             let keep = ((fraction * values.len() as f64).round() as usize).clamp(1, values.len());
             if keep == values.len() {
                 continue;
@@ -242,18 +249,10 @@ impl Trainer {
     pub fn safetensors(&self) -> Result<Vec<u8>, String> {
         let mut data = Vec::new();
         for p in &self.params {
-            let values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+            let values: Vec<f32> = p.values()?;
             data.push((p.name.clone(), p.shape.clone(), values));
         }
-        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = data
-            .iter()
-            .map(|(name, shape, values)| {
-                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytemuck::cast_slice(values))
-                    .expect("the shape matches the values");
-                (name.clone(), view)
-            })
-            .collect();
-        safetensors::serialize(views, None).map_err(|e| e.to_string())
+        Ok(f32_safetensors(data.iter().map(|(name, shape, values)| (name.clone(), shape.clone(), values.as_slice()))))
     }
 
     /// Nonzero entries and sizes of the pruned tensors.
@@ -262,7 +261,7 @@ impl Trainer {
             .iter()
             .filter(|p| p.pruned)
             .map(|p| {
-                let values: Vec<f32> = p.var.as_tensor().flatten_all().and_then(|t| t.to_vec1()).map_err(err)?;
+                let values: Vec<f32> = p.values()?;
                 Ok((p.name.clone(), values.iter().filter(|v| **v != 0.0).count(), values.len()))
             })
             .collect()

@@ -139,8 +139,9 @@ fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Trans
         }
     }
     stroke_edges(ctx, view, 0..view.edges.len(), false);
+    let max_activation = max_activation(view);
     for i in 0..view.nodes.len() {
-        draw_node(ctx, view, i, ("#8a949e", 0.8));
+        draw_node(ctx, view, i, max_activation, ("#8a949e", 0.8));
     }
 }
 
@@ -156,19 +157,20 @@ fn draw_overlay(
 ) {
     let Transform { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
+    let max_activation = max_activation(view);
     if let Some(s) = selected {
         let touching = (0..view.edges.len()).filter(|&e| view.edges[e].from == s || view.edges[e].to == s);
         stroke_edges(ctx, view, touching, true);
         let ends = view.edges.iter().filter(|e| e.from == s || e.to == s).flat_map(|e| [e.from, e.to]);
         for i in ends.filter(|&i| i != s) {
-            draw_node(ctx, view, i, ("#8a949e", 0.8));
+            draw_node(ctx, view, i, max_activation, ("#8a949e", 0.8));
         }
     }
     if let Some(h) = hovered.filter(|&h| Some(h) != selected) {
-        draw_node(ctx, view, h, ("#555555", 2.0));
+        draw_node(ctx, view, h, max_activation, ("#555555", 2.0));
     }
     if let Some(s) = selected {
-        draw_node(ctx, view, s, ("#111111", 2.5));
+        draw_node(ctx, view, s, max_activation, ("#111111", 2.5));
     }
     for i in (0..view.nodes.len()).filter(|&i| ablated.contains(&view.nodes[i].node)) {
         // A cross: this node is ablated in the ablated run.
@@ -226,9 +228,13 @@ fn stroke_edges(ctx: &CanvasRenderingContext2d, view: &GraphView, which: impl It
     }
 }
 
-/// Node `i`: filled by its activation, with a ring (colour, width).
-fn draw_node(ctx: &CanvasRenderingContext2d, view: &GraphView, i: usize, ring: (&str, f64)) {
-    let max_activation = view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max);
+/// The largest |activation| among the nodes, which sets the colour scale.
+fn max_activation(view: &GraphView) -> f32 {
+    view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max)
+}
+
+/// Node `i`: filled by its activation on the scale `max_activation`, with a ring (colour, width).
+fn draw_node(ctx: &CanvasRenderingContext2d, view: &GraphView, i: usize, max_activation: f32, ring: (&str, f64)) {
     let (x, y) = node_xy(view, i);
     ctx.begin_path();
     let _ = ctx.arc(x, y, NODE_RADIUS, 0.0, std::f64::consts::TAU);

@@ -75,37 +75,46 @@ pub async fn fetch_model(
     samples: Option<bool>,
     progress: &dyn Fn(LoadProgress),
 ) -> Result<LoadedModel, String> {
-    let base = base.trim_end_matches('/');
-    let mut bytes = 0u64;
-    let mut fetch = async |name: &str| {
-        let url = format!("{base}/{name}");
-        let on_chunk = |done, total| progress(LoadProgress::Reading { file: name.to_string(), done, total });
-        let body = fetch_bytes(&url, &on_chunk).await?;
-        bytes += body.len() as u64;
-        Ok::<_, String>(body)
+    let mut folder = Folder { base: base.trim_end_matches('/'), progress, bytes: 0 };
+    let config = text(&folder.get("config.json").await?, "config.json")?;
+    let weights = folder.get("model.safetensors").await?;
+    let tokenizer_files = match folder.get_optional("encoder.json", tokenizer).await? {
+        Some(encoder) => Some((encoder, folder.get("vocab.bpe").await?)),
+        None => None,
     };
-    let config = text(&fetch("config.json").await?, "config.json")?;
-    let weights = fetch("model.safetensors").await?;
-    let tokenizer_files = match tokenizer {
-        Some(false) => None,
-        Some(true) => Some((fetch("encoder.json").await?, fetch("vocab.bpe").await?)),
-        // A folder without a tokenizer answers 404: that is not an error.
-        None => match fetch("encoder.json").await {
-            Ok(encoder) => Some((encoder, fetch("vocab.bpe").await?)),
-            Err(e) if e.contains("HTTP 404") => None,
-            Err(e) => return Err(e),
-        },
-    };
-    let samples = match samples {
-        Some(false) => None,
-        Some(true) => Some(fetch("samples.json").await?),
-        None => match fetch("samples.json").await {
-            Ok(samples) => Some(samples),
-            Err(e) if e.contains("HTTP 404") => None,
-            Err(e) => return Err(e),
-        },
-    };
-    build(&config, &weights, tokenizer_files, samples, base.to_string(), bytes)
+    let samples = folder.get_optional("samples.json", samples).await?;
+    build(&config, &weights, tokenizer_files, samples, folder.base.to_string(), folder.bytes)
+}
+
+/// A model folder at a URL, its files fetched one by one with progress.
+struct Folder<'a> {
+    base: &'a str,
+    progress: &'a dyn Fn(LoadProgress),
+    /// Bytes fetched so far.
+    bytes: u64,
+}
+
+impl Folder<'_> {
+    async fn get(&mut self, name: &str) -> Result<Vec<u8>, String> {
+        let on_chunk = |done, total| (self.progress)(LoadProgress::Reading { file: name.to_string(), done, total });
+        let body = fetch_bytes(&format!("{}/{name}", self.base), &on_chunk).await?;
+        self.bytes += body.len() as u64;
+        Ok(body)
+    }
+
+    /// A file the folder may lack: `present` says whether it has it, or
+    /// (`None`) to ask; a 404 answer then means it has not.
+    async fn get_optional(&mut self, name: &str, present: Option<bool>) -> Result<Option<Vec<u8>>, String> {
+        match present {
+            Some(false) => Ok(None),
+            Some(true) => self.get(name).await.map(Some),
+            None => match self.get(name).await {
+                Ok(body) => Ok(Some(body)),
+                Err(e) if e.contains("HTTP 404") => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
 }
 
 /// Builds a model from picked or dropped files: a `.json` config, one

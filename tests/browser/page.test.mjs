@@ -53,14 +53,15 @@ async function serveModel(dir, options) {
 const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
 const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
 
-/// The CLI's JSON output for `command` on the bundled model with `ids`.
-function cliJson(command, extra = [], ids = tokens) {
-  const args = [command, '--model', path.join(root, 'www/models/default'), '--tokens', ids.join(','), ...extra, '--json'];
+/// The CLI's JSON output for `command` on the model in `dir` (the bundled
+/// default unless given) with `ids`.
+function cliJson(command, extra = [], ids = tokens, dir = path.join(root, 'www/models/default')) {
+  const args = [command, '--model', dir, '--tokens', ids.join(','), ...extra, '--json'];
   return JSON.parse(execFileSync(cli, args));
 }
 
-function cliPredictions(extra = [], ids = tokens) {
-  return cliJson('forward', extra, ids).predictions.map((p) => String(p.token));
+function cliPredictions(extra = [], ids = tokens, dir = undefined) {
+  return cliJson('forward', extra, ids, dir).predictions.map((p) => String(p.token));
 }
 
 /// The drawn circuit canvas, scrolled into view, and where on the screen a
@@ -283,12 +284,6 @@ test('bad token input shows a clear error, not a crash', async () => {
   await page.close();
 });
 
-/// The CLI's top-5 for `ids` on the model in folder `dir`.
-function cliPredictionsOf(dir, ids) {
-  const out = execFileSync(cli, ['forward', '--model', dir, '--tokens', ids.join(','), '--json']);
-  return JSON.parse(out).predictions.map((p) => String(p.token));
-}
-
 /// Failed fetches are logged by the browser itself; those are expected here.
 const unexpected = (errors) => errors.filter((e) => !/Failed to load resource|Access-Control|CORS|net::ERR/.test(e));
 
@@ -303,7 +298,7 @@ test('the model picker switches models; bad files, URLs and refused origins keep
   await page.getByTestId('model-picker').selectOption('gpt2_ln_gelu');
   await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
   assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
-  assert.deepEqual(await shownPredictions(page), cliPredictionsOf(other, otherTokens));
+  assert.deepEqual(await shownPredictions(page), cliPredictions([], otherTokens, other));
 
   // Bad files: each one a message naming the problem, and the model stays.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bad-'));
@@ -330,7 +325,7 @@ test('the model picker switches models; bad files, URLs and refused origins keep
     assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
   }
   await runPrompt(page, otherTokens.slice(0, 6).join(', '));
-  assert.deepEqual(await shownPredictions(page), cliPredictionsOf(other, otherTokens.slice(0, 6)));
+  assert.deepEqual(await shownPredictions(page), cliPredictions([], otherTokens.slice(0, 6), other));
   assert.equal(await page.getByTestId('error-banner').count(), 0);
   assert.deepEqual(unexpected(errors), []);
   await page.close();
@@ -440,8 +435,7 @@ test('the inspector shows a node\'s activation at every token, its head\'s atten
     const node = graph.nodes.find(predicate);
     await page.mouse.click(...at(node));
     await inspector.locator('h2').filter({ hasText: node.label }).waitFor();
-    const args = ['inspect', '--model', path.join(root, 'www/models/default'), '--tokens', tokens.join(','), '--node', node.label.split(' ')[0], '--json'];
-    return JSON.parse(execFileSync(cli, args));
+    return cliJson('inspect', ['--node', node.label.split(' ')[0]]);
   };
 
   // A query channel: the heatmap is its activation per token; the head's pattern as the CLI computes it.
