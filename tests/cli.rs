@@ -412,12 +412,18 @@ fn train_writes_a_loadable_model_folder() {
     let run = circuitscope(&args);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
-    assert!(stderr.contains("step      2/4") && stderr.contains("density 0.2000") && stderr.contains("self_or_cls"), "{stderr}");
-    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe", "samples.json"] {
+    assert!(stderr.contains("step      2/4") && stderr.contains("nonzero (") && stderr.contains("self_or_cls"), "{stderr}");
+    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe", "samples.json", "tasks.json"] {
         assert!(out.join(name).exists(), "{name}");
     }
-    let eval = circuitscope(&["eval", "--model", out.to_str().unwrap(), "--examples", "5"]);
+    // The weights are written compact: nonzeros only.
+    let weights = std::fs::read(out.join("model.safetensors")).unwrap();
+    let names: Vec<String> = SafeTensors::deserialize(&weights).unwrap().names().into_iter().map(String::from).collect();
+    assert!(names.contains(&"transformer.h.0.mlp.c_fc.weight.nz_index".to_string()), "{names:?}");
+    let eval = circuitscope(&["eval", "--model", out.to_str().unwrap(), "--examples", "5", "--failures", "1"]);
     assert!(eval.status.success(), "{}", String::from_utf8_lossy(&eval.stderr));
+    // A 4-step model gets some of its 25 answers wrong (deterministically), and shows them.
+    assert!(String::from_utf8_lossy(&eval.stdout).contains(" wrong by "), "{}", String::from_utf8_lossy(&eval.stdout));
     let info = circuitscope(&["info", "--model", out.to_str().unwrap()]);
     assert!(info.status.success());
     let bad = expect_failure_with(&[&args[..3], &["--config", shape.to_str().unwrap(), "--vocab", "400", "--seq-len", "500"]].concat());

@@ -3,7 +3,11 @@
 
 mod common;
 
+use std::collections::{BTreeMap, HashMap};
+
 use circuitscope::model::{forward, Model, Recording};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use common::{assert_close, golden_cases, read_expected, read_tokens};
 
 #[test]
@@ -41,4 +45,71 @@ fn models_round_trip_through_safetensors() {
         let again = Model::from_bytes(&config, &model.to_safetensors()).unwrap();
         assert!(again == model, "{}", dir.display());
     }
+}
+
+/// The compact form (nonzeros only) reads back as the same model, and is
+/// smaller than the dense file.
+#[test]
+fn models_round_trip_through_the_compact_form() {
+    for dir in golden_cases() {
+        let model = Model::load_dir(&dir).unwrap();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let compact = model.to_compact_safetensors();
+        let again = Model::from_bytes(&config, &compact).unwrap();
+        assert!(again == model, "{}", dir.display());
+        assert!(compact.len() < model.to_safetensors().len(), "{}", dir.display());
+    }
+}
+
+/// A compact file edited by `edit` (tensors by name: dtype, shape, bytes;
+/// and the metadata), as bytes.
+fn edited_compact(model: &Model, edit: impl FnOnce(&mut BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)>, &mut HashMap<String, String>)) -> Vec<u8> {
+    let bytes = model.to_compact_safetensors();
+    let file = SafeTensors::deserialize(&bytes).unwrap();
+    let mut metadata = SafeTensors::read_metadata(&bytes).unwrap().1.metadata().clone().unwrap();
+    let mut tensors: BTreeMap<String, (Dtype, Vec<usize>, Vec<u8>)> =
+        file.tensors().into_iter().map(|(name, view)| (name, (view.dtype(), view.shape().to_vec(), view.data().to_vec()))).collect();
+    edit(&mut tensors, &mut metadata);
+    let views = tensors.iter().map(|(name, (dtype, shape, data))| (name.clone(), TensorView::new(*dtype, shape.clone(), data).unwrap()));
+    safetensors::serialize(views, Some(metadata)).unwrap()
+}
+
+#[test]
+fn bad_compact_tensors_are_errors_that_name_them() {
+    let dir = golden_cases().into_iter().next().unwrap();
+    let model = Model::load_dir(&dir).unwrap();
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let name = "transformer.h.0.mlp.c_fc.weight";
+    let index = format!("{name}.nz_index");
+    let error = |bytes: Vec<u8>| Model::from_bytes(&config, &bytes).unwrap_err().to_string();
+    let set_index = |positions: &[u32]| {
+        let positions = positions.to_vec();
+        edited_compact(&model, |t, _| {
+            let (_, shape, data) = t.get_mut(&index).unwrap();
+            assert!(shape[0] >= positions.len());
+            data[..4 * positions.len()].copy_from_slice(bytemuck::cast_slice(&positions));
+        })
+    };
+    let message = error(set_index(&[5, 3]));
+    assert!(message.contains(name) && message.contains("must ascend"), "{message}");
+    let message = error(set_index(&[u32::MAX - 1]));
+    assert!(message.contains(name), "{message}");
+    let message = error(edited_compact(&model, |_, m| {
+        m.remove(name);
+    }));
+    assert!(message.contains(name) && message.contains("metadata"), "{message}");
+    let message = error(edited_compact(&model, |_, m| {
+        m.insert(name.into(), "[3, 3]".into());
+    }));
+    assert!(message.contains(name) && message.contains("[3, 3]"), "{message}");
+    let message = error(edited_compact(&model, |t, _| {
+        let (_, shape, data) = t.get_mut(&format!("{name}.nz_value")).unwrap();
+        shape[0] -= 1;
+        data.truncate(data.len() - 4);
+    }));
+    assert!(message.contains(name) && message.contains("same length"), "{message}");
+    let message = error(edited_compact(&model, |t, _| {
+        t.get_mut(&index).unwrap().0 = Dtype::F32;
+    }));
+    assert!(message.contains(name) && message.contains("U32"), "{message}");
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::model::{Model, Tokenizer};
-use crate::tasks::{evaluate, Task};
+use crate::tasks::{evaluate, logit_diff, Task};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -25,6 +25,9 @@ pub struct EvalArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also print up to this many wrongly answered examples per task.
+    #[arg(long, default_value_t = 0)]
+    failures: usize,
 }
 
 pub fn run(args: &EvalArgs) -> Result<(), String> {
@@ -56,6 +59,16 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
         println!("{:<22} {:>8} {:>9} {:>16}", "task", "examples", "accuracy", "mean logit diff");
         for (task, s) in &rows {
             println!("{:<22} {:>8} {:>8.1}% {:>16.3}", task.name(), s.examples, 100.0 * s.accuracy, s.mean_logit_diff);
+        }
+    }
+    for (task, _) in rows.iter().filter(|_| args.failures > 0) {
+        let mut shown = 0;
+        for example in task.examples(args.seed, args.examples) {
+            let diff = logit_diff(&model, &tokenizer, &example)?;
+            if diff <= 0.0 && shown < args.failures {
+                println!("\n{} wrong by {:.3}: {:?} + {:?} (not {:?})", task.name(), -diff, example.prompt, example.correct, example.wrong);
+                shown += 1;
+            }
         }
     }
     Ok(())

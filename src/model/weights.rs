@@ -1,6 +1,15 @@
 //! Loading a model folder (`config.json` + `model.safetensors` with PyTorch
 //! names) into sparse storage: every weight matrix keeps only its nonzeros.
+//!
+//! `model.safetensors` holds each tensor dense, as the release does, or in
+//! the compact form that stores only nonzeros: tensor `NAME` of shape
+//! `[r, c]` as `NAME.nz_index` (U32 `[nnz]`, ascending row-major positions)
+//! and `NAME.nz_value` (F32 `[nnz]`), with `"NAME": "[r, c]"` in the file's
+//! metadata. Both are plain safetensors files; a file may mix the two forms.
 
+use std::collections::HashMap;
+
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
 
 use super::{Config, ModelError, SparseMatrix, Tensor};
@@ -164,6 +173,15 @@ impl Model {
             .collect()
     }
 
+    /// (nonzeros, entries) over the weights as the paper counts density:
+    /// every parameter except the dense bigram table.
+    pub fn weight_density(&self) -> (usize, usize) {
+        self.weight_stats()
+            .iter()
+            .filter(|s| s.name != "bigram_table")
+            .fold((0, 0), |(nnz, total), s| (nnz + s.nnz, total + s.numel()))
+    }
+
     /// Every parameter under its PyTorch name, as stored.
     fn parameters(&self) -> Vec<(String, Param<'_>)> {
         let mut out: Vec<(String, Param<'_>)> = vec![
@@ -209,6 +227,32 @@ impl Model {
         out
     }
 
+    /// The model as a compact `model.safetensors`: weight matrices and
+    /// embeddings by their nonzeros (8 bytes each), vectors and the bigram
+    /// table dense (see the module's documentation).
+    pub fn to_compact_safetensors(&self) -> Vec<u8> {
+        let mut metadata = HashMap::new();
+        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, param) in self.parameters() {
+            match param {
+                Param::Sparse(m) => {
+                    metadata.insert(name.clone(), format!("[{}, {}]", m.rows, m.cols));
+                    let index: Vec<u32> = (0..m.rows)
+                        .flat_map(|r| m.row(r).0.iter().map(move |&c| (r * m.cols) as u32 + c))
+                        .collect();
+                    let nnz = m.nnz();
+                    tensors.push((format!("{name}{NZ_INDEX}"), Dtype::U32, vec![nnz], bytemuck::cast_slice(&index).to_vec()));
+                    tensors.push((format!("{name}{NZ_VALUE}"), Dtype::F32, vec![nnz], bytemuck::cast_slice(&m.values).to_vec()));
+                }
+                Param::Dense(shape, values) => tensors.push((name, Dtype::F32, shape, bytemuck::cast_slice(values).to_vec())),
+            }
+        }
+        let views = tensors.iter().map(|(name, dtype, shape, data)| {
+            (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
+        });
+        safetensors::serialize(views, Some(metadata)).expect("tensors serialize")
+    }
+
     /// The model as `model.safetensors` in the release's format: dense f32
     /// under the PyTorch names.
     pub fn to_safetensors(&self) -> Vec<u8> {
@@ -235,9 +279,21 @@ fn vector(values: &[f32]) -> Param<'_> {
     Param::Dense(vec![values.len()], values)
 }
 
+/// Suffixes of a tensor stored in the compact form.
+const NZ_INDEX: &str = ".nz_index";
+const NZ_VALUE: &str = ".nz_value";
+
 /// A parsed safetensors file, with checks that name the tensor at fault.
 struct TensorFile<'a> {
     tensors: SafeTensors<'a>,
+    /// The header's metadata: shapes of the tensors stored by their nonzeros.
+    metadata: HashMap<String, String>,
+}
+
+/// The nonzeros of a compact tensor: ascending row-major positions and values.
+struct Nonzeros {
+    index: Vec<u32>,
+    values: Vec<f32>,
 }
 
 impl<'a> TensorFile<'a> {
@@ -264,24 +320,80 @@ impl<'a> TensorFile<'a> {
             }
             other => file_error(format!("not a valid safetensors file: {other}")),
         })?;
-        Ok(TensorFile { tensors })
+        let metadata = SafeTensors::read_metadata(bytes)
+            .map(|(_, m)| m.metadata().clone().unwrap_or_default())
+            .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
+        Ok(TensorFile { tensors, metadata })
     }
 
     fn has(&self, name: &str) -> bool {
-        self.tensors.tensor(name).is_ok()
+        self.tensors.tensor(name).is_ok() || self.tensors.tensor(&format!("{name}{NZ_INDEX}")).is_ok()
     }
 
-    /// The f32 values of `name`, after checking its dtype and shape.
-    fn values(&self, name: &str, shape: &[usize]) -> Result<impl Iterator<Item = f32> + 'a, ModelError> {
-        let view = self.tensors.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into() })?;
-        if view.dtype() != Dtype::F32 {
-            return Err(ModelError::Dtype { name: name.into(), dtype: format!("{:?}", view.dtype()) });
+    /// The f32 values of `name` in row-major order, after checking its dtype
+    /// and shape; stored dense or compact.
+    fn values(&self, name: &str, shape: &[usize]) -> Result<Box<dyn Iterator<Item = f32> + 'a>, ModelError> {
+        if let Some(nonzeros) = self.nonzeros(name, shape)? {
+            let mut dense = vec![0.0; shape.iter().product()];
+            for (&i, &v) in nonzeros.index.iter().zip(&nonzeros.values) {
+                dense[i as usize] = v;
+            }
+            return Ok(Box::new(dense.into_iter()));
         }
+        let view = self.view(name, Dtype::F32)?;
         if view.shape() != shape {
             return Err(ModelError::Shape { name: name.into(), found: view.shape().to_vec(), expected: shape.to_vec() });
         }
-        // Little-endian f32s; the data need not be 4-byte aligned.
-        Ok(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+        Ok(Box::new(little_endian_f32(view.data())))
+    }
+
+    /// Tensor `name`, after checking its dtype.
+    fn view(&self, name: &str, dtype: Dtype) -> Result<TensorView<'a>, ModelError> {
+        let view = self.tensors.tensor(name).map_err(|_| ModelError::MissingTensor { name: name.into() })?;
+        if view.dtype() != dtype {
+            return Err(ModelError::Dtype { name: name.into(), dtype: format!("{:?}", view.dtype()) });
+        }
+        Ok(view)
+    }
+
+    /// The nonzeros of `name` when it is stored in the compact form (None
+    /// when it is stored dense), checked: its recorded shape is `shape`, and
+    /// its positions are ascending and inside the tensor.
+    fn nonzeros(&self, name: &str, shape: &[usize]) -> Result<Option<Nonzeros>, ModelError> {
+        let index_name = format!("{name}{NZ_INDEX}");
+        if self.tensors.tensor(&index_name).is_err() {
+            return Ok(None);
+        }
+        let bad = |what: String| ModelError::File(format!("compact tensor `{name}`: {what}"));
+        let recorded = self.metadata.get(name).ok_or_else(|| bad("its shape is missing from the metadata".into()))?;
+        let found: Vec<usize> =
+            serde_json::from_str(recorded).map_err(|_| bad(format!("its shape {recorded:?} is not a list of sizes")))?;
+        if found != shape {
+            return Err(ModelError::Shape { name: name.into(), found, expected: shape.to_vec() });
+        }
+        let index_view = self.view(&index_name, Dtype::U32).map_err(|_| bad("its positions must be U32".into()))?;
+        let value_view = self.view(&format!("{name}{NZ_VALUE}"), Dtype::F32)?;
+        let nnz = index_view.shape().iter().product::<usize>();
+        if index_view.shape().len() != 1 || value_view.shape() != [nnz] {
+            return Err(bad(format!(
+                "positions {:?} and values {:?} must be two lists of the same length",
+                index_view.shape(),
+                value_view.shape()
+            )));
+        }
+        let index: Vec<u32> = index_view.data().chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let size = shape.iter().product::<usize>();
+        for (k, pair) in index.windows(2).enumerate() {
+            if pair[0] >= pair[1] {
+                return Err(bad(format!("positions must ascend, but entry {} is {} after {}", k + 1, pair[1], pair[0])));
+            }
+        }
+        if let Some(&last) = index.last() {
+            if last as usize >= size {
+                return Err(bad(format!("position {last} is outside its {size} entries")));
+            }
+        }
+        Ok(Some(Nonzeros { index, values: little_endian_f32(value_view.data()).collect() }))
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
@@ -293,9 +405,28 @@ impl<'a> TensorFile<'a> {
     }
 
     fn sparse(&self, name: &str, rows: usize, cols: usize) -> Result<SparseMatrix, ModelError> {
+        if let Some(nonzeros) = self.nonzeros(name, &[rows, cols])? {
+            // Straight to compressed rows: ascending positions are already in row order.
+            let mut m = SparseMatrix { rows, cols, row_ptr: vec![0; rows + 1], col_idx: Vec::new(), values: Vec::new() };
+            for (&i, &v) in nonzeros.index.iter().zip(&nonzeros.values).filter(|(_, v)| **v != 0.0) {
+                let (r, c) = (i as usize / cols, i as usize % cols);
+                m.row_ptr[r + 1] += 1;
+                m.col_idx.push(c as u32);
+                m.values.push(v);
+            }
+            for r in 0..rows {
+                m.row_ptr[r + 1] += m.row_ptr[r];
+            }
+            return Ok(m);
+        }
         SparseMatrix::from_dense(rows, cols, self.values(name, &[rows, cols])?)
             .ok_or_else(|| ModelError::File(format!("tensor `{name}` has too many nonzeros to index")))
     }
+}
+
+/// Little-endian f32s; the data need not be 4-byte aligned.
+fn little_endian_f32(data: &[u8]) -> impl Iterator<Item = f32> + '_ {
+    data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
 /// `(name, shape, values)` f32 tensors as safetensors bytes (every shape

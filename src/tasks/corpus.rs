@@ -22,13 +22,13 @@ pub fn corpus(seed: u64, bytes: usize) -> String {
 }
 
 fn block(rng: &mut SplitMix) -> String {
-    match rng.below(8) {
+    match rng.below(9) {
         0 | 1 => simple_statement(rng, ""),
         2 => function(rng),
         3 => class(rng),
-        4 => accumulate(rng, ""),
-        5 => branch(rng),
-        6 => format!("# {}\n", words(rng)),
+        4 | 5 => accumulate(rng, ""),
+        6 => branch(rng),
+        7 => format!("# {}\n", words(rng)),
         _ => format!("{}\n", rng.pick(&["", "import os", "import sys", "from typing import List", "import re"])),
     }
 }
@@ -38,8 +38,11 @@ fn quoted(rng: &mut SplitMix) -> String {
     format!("{q}{}{q}", words(rng))
 }
 
+/// A list of numbers, or of lists when `depth` is 2. Lists of numbers run
+/// to 5 items so that a list's length does not tell whether it is nested
+/// (a model trained with 1 to 3 took long flat lists for nested ones).
 fn list(rng: &mut SplitMix, depth: usize) -> String {
-    let n = rng.between(1, 3);
+    let n = if depth > 1 { rng.between(1, 3) } else { rng.between(1, 5) };
     let items: Vec<String> = (0..n)
         .map(|_| if depth > 1 { list(rng, depth - 1) } else { rng.between(0, 99).to_string() })
         .collect();
@@ -47,7 +50,10 @@ fn list(rng: &mut SplitMix, depth: usize) -> String {
 }
 
 fn expression(rng: &mut SplitMix) -> String {
-    match rng.below(9) {
+    match rng.below(12) {
+        11 => list(rng, 2),
+        9 => format!("[{}]", (0..rng.between(2, 4)).map(|_| quoted(rng)).collect::<Vec<_>>().join(", ")),
+        10 => format!("{} + {}", quoted(rng), quoted(rng)),
         0 => rng.between(0, 999).to_string(),
         1 => quoted(rng),
         2 => {
@@ -65,11 +71,12 @@ fn expression(rng: &mut SplitMix) -> String {
 
 /// One line of code at `indent`, ending with a newline.
 pub(crate) fn simple_statement(rng: &mut SplitMix, indent: &str) -> String {
-    let line = match rng.below(6) {
+    let line = match rng.below(7) {
         0 | 1 => format!("{} = {}", rng.pick(NAMES), expression(rng)),
         2 => format!("print({})", if rng.chance(0.6) { quoted(rng) } else { expression(rng) }),
         3 => format!("{}({}, {})", rng.pick(FUNCTIONS), rng.pick(NAMES), quoted(rng)),
         4 => format!("{}[{}] = {}", rng.pick(NAMES), rng.pick(NAMES), expression(rng)),
+        5 => format!("{}.append({})", rng.pick(NAMES), quoted(rng)),
         _ => format!("{} += {}", rng.pick(NAMES), rng.between(1, 9)),
     };
     format!("{indent}{line}\n")

@@ -33,14 +33,20 @@ pub fn choice(tokenizer: &Tokenizer, example: &Example) -> Result<(Vec<u32>, u32
     Ok((prompt, right, wrong))
 }
 
-/// Scores `model` on `examples` with the CPU reference forward pass.
+/// logit(right) - logit(wrong) after `example`'s prompt, by the CPU
+/// reference forward pass.
+pub fn logit_diff(model: &Model, tokenizer: &Tokenizer, example: &Example) -> Result<f64, String> {
+    let (prompt, right, wrong) = choice(tokenizer, example)?;
+    let logits = forward(model, &prompt, &mut |_, _| {}).map_err(|e| e.to_string())?;
+    let last = logits.row(prompt.len() - 1);
+    Ok(f64::from(last[right as usize] - last[wrong as usize]))
+}
+
+/// Scores `model` on `examples`.
 pub fn evaluate(model: &Model, tokenizer: &Tokenizer, examples: &[Example]) -> Result<Score, String> {
     let (mut right_count, mut diff_sum) = (0usize, 0.0f64);
     for example in examples {
-        let (prompt, right, wrong) = choice(tokenizer, example)?;
-        let logits = forward(model, &prompt, &mut |_, _| {}).map_err(|e| e.to_string())?;
-        let last = logits.row(prompt.len() - 1);
-        let diff = f64::from(last[right as usize] - last[wrong as usize]);
+        let diff = logit_diff(model, tokenizer, example)?;
         right_count += usize::from(diff > 0.0);
         diff_sum += diff;
     }

@@ -8,14 +8,17 @@ mod eval;
 mod vocab;
 
 pub use corpus::corpus;
-pub use eval::{choice, evaluate, Score};
+pub use eval::{choice, evaluate, logit_diff, Score};
 
+use serde::{Deserialize, Serialize};
+
+use crate::model::Tokenizer;
 use crate::rng::SplitMix;
 use vocab::{CLASSES, FUNCTIONS, METHODS, NAMES, WORDS};
 
 /// One example: after `prompt`, `correct` continues it and `wrong` does not.
 /// Only the first token of each continuation is compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Example {
     pub prompt: String,
     pub correct: String,
@@ -54,6 +57,17 @@ impl Task {
         Task::ALL.into_iter().find(|t| t.name() == name)
     }
 
+    /// The choice the model makes, in a few words.
+    pub fn question(self) -> &'static str {
+        match self {
+            Task::SingleDoubleQuote => "close the string with \" or '?",
+            Task::BracketCounting => "close the list with ] or ]]?",
+            Task::SetOrString => "grow the variable with .add( or +=?",
+            Task::BracketType => "close with ) or ]?",
+            Task::SelfOrCls => "first parameter self or cls?",
+        }
+    }
+
     /// `n` examples drawn from `seed`.
     pub fn examples(self, seed: u64, n: usize) -> Vec<Example> {
         // Each task draws from its own stream, so adding a task changes no other's data.
@@ -70,6 +84,41 @@ impl Task {
             Task::SelfOrCls => self_or_cls(rng),
         }
     }
+}
+
+/// A task's example as a model folder lists it for the page (`tasks.json`,
+/// a list of these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskPrompt {
+    pub task: String,
+    #[serde(flatten)]
+    pub example: Example,
+}
+
+/// A `TaskPrompt` ready to run: its prompt's token ids and the first tokens
+/// of the right and the wrong answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskChoice {
+    pub task: String,
+    pub prompt: String,
+    pub tokens: Vec<u32>,
+    pub right: u32,
+    pub wrong: u32,
+}
+
+/// `tasks.json` checked against the model's tokenizer: every prompt must
+/// split cleanly before both answers, and they must differ in their first token.
+pub fn parse_task_prompts(json: &str, tokenizer: &Tokenizer) -> Result<Vec<TaskChoice>, String> {
+    let prompts: Vec<TaskPrompt> =
+        serde_json::from_str(json).map_err(|e| format!("tasks.json is not a list of task prompts: {e}"))?;
+    prompts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let (tokens, right, wrong) = choice(tokenizer, &p.example).map_err(|e| format!("tasks.json, prompt {i}: {e}"))?;
+            Ok(TaskChoice { task: p.task, prompt: p.example.prompt, tokens, right, wrong })
+        })
+        .collect()
 }
 
 /// Some lines of unrelated code that come before a task's snippet, so the
@@ -207,5 +256,25 @@ mod tests {
             let decorated = e.prompt[..last_def].ends_with("@classmethod\n");
             assert_eq!(decorated, e.correct.starts_with("(cls"), "{e:?}");
         }
+    }
+
+    #[test]
+    fn task_prompts_round_trip_through_json_and_bad_ones_are_named() {
+        let files = Tokenizer::train(&corpus(4, 400_000), 512).unwrap();
+        let tokenizer = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).unwrap();
+        let prompts: Vec<TaskPrompt> = Task::ALL
+            .iter()
+            .flat_map(|t| t.examples(2, 2).into_iter().map(|example| TaskPrompt { task: t.name().into(), example }))
+            .collect();
+        let json = serde_json::to_string(&prompts).unwrap();
+        let parsed = parse_task_prompts(&json, &tokenizer).unwrap();
+        assert_eq!(parsed.len(), 10);
+        for (choice, prompt) in parsed.iter().zip(&prompts) {
+            assert_eq!(choice.task, prompt.task);
+            assert_eq!((choice.tokens.clone(), choice.right, choice.wrong), super::choice(&tokenizer, &prompt.example).unwrap());
+        }
+        assert!(parse_task_prompts("{\"task\": 1}", &tokenizer).unwrap_err().contains("not a list of task prompts"));
+        let same = r#"[{"task": "t", "prompt": "x = ", "correct": "1", "wrong": "1"}]"#;
+        assert!(parse_task_prompts(same, &tokenizer).unwrap_err().contains("tasks.json, prompt 0"));
     }
 }

@@ -110,15 +110,21 @@ pub fn RankingControls(
             })
         })
     };
+    // The top predictions, and the chosen token too when it is not among them
+    // (a task's answers need not be).
     let options = move |chosen: Option<u32>| {
         let tokenizer = tokenizer.get();
-        predictions
+        let mut items: Vec<(u32, String)> = predictions
             .get()
             .into_iter()
-            .map(|p| {
-                let label = format!("{} ({:.1}%)", token_text(tokenizer.as_deref(), p.token), 100.0 * p.prob);
-                view! { <option value=p.token selected=chosen == Some(p.token)>{label}</option> }
-            })
+            .map(|p| (p.token, format!("{} ({:.1}%)", token_text(tokenizer.as_deref(), p.token), 100.0 * p.prob)))
+            .collect();
+        if let Some(token) = chosen.filter(|t| !items.iter().any(|(i, _)| i == t)) {
+            items.push((token, token_text(tokenizer.as_deref(), token)));
+        }
+        items
+            .into_iter()
+            .map(|(token, label)| view! { <option value=token selected=chosen == Some(token)>{label}</option> })
             .collect_view()
     };
     let parse = |value: String| value.parse::<u32>().ok();

@@ -10,6 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::circuits::parse_samples;
 use crate::model::{Model, Tokenizer};
+use crate::tasks::{parse_task_prompts, TaskChoice};
 
 /// Where Trunk copies `www/models`.
 pub const MODELS_URL: &str = "models";
@@ -32,6 +33,9 @@ pub struct BundledModel {
     /// Whether the folder has `samples.json` (prompts for mean ablation).
     #[serde(default)]
     pub samples: bool,
+    /// Whether the folder has `tasks.json` (task prompts for the page).
+    #[serde(default)]
+    pub tasks: bool,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +49,8 @@ pub struct LoadedModel {
     pub tokenizer: Option<Tokenizer>,
     /// Sample prompts as token ids, for mean ablation (may be empty).
     pub samples: Vec<Vec<u32>>,
+    /// Task prompts with their answers' tokens (may be empty).
+    pub tasks: Vec<TaskChoice>,
     /// Where it came from, for the page (a name, URL or file names).
     pub source: String,
     /// Bytes read: config, weights and tokenizer files.
@@ -66,24 +72,33 @@ pub async fn fetch_index() -> Result<Vec<BundledModel>, String> {
     Ok(index.models)
 }
 
-/// Fetches `{base}/config.json`, `{base}/model.safetensors` and, when
-/// `tokenizer` is `Some(true)`, the tokenizer files (`None`: if they exist);
-/// likewise `samples.json` for `samples`.
-pub async fn fetch_model(
-    base: &str,
-    tokenizer: Option<bool>,
-    samples: Option<bool>,
-    progress: &dyn Fn(LoadProgress),
-) -> Result<LoadedModel, String> {
+/// Which optional files a model folder has; `None`: ask the server.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Optional {
+    pub tokenizer: Option<bool>,
+    pub samples: Option<bool>,
+    pub tasks: Option<bool>,
+}
+
+impl From<&BundledModel> for Optional {
+    fn from(entry: &BundledModel) -> Optional {
+        Optional { tokenizer: Some(entry.tokenizer), samples: Some(entry.samples), tasks: Some(entry.tasks) }
+    }
+}
+
+/// Fetches `{base}/config.json`, `{base}/model.safetensors` and those of the
+/// tokenizer files, `samples.json` and `tasks.json` it has.
+pub async fn fetch_model(base: &str, optional: Optional, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
     let mut folder = Folder { base: base.trim_end_matches('/'), progress, bytes: 0 };
     let config = text(&folder.get("config.json").await?, "config.json")?;
     let weights = folder.get("model.safetensors").await?;
-    let tokenizer_files = match folder.get_optional("encoder.json", tokenizer).await? {
+    let tokenizer_files = match folder.get_optional("encoder.json", optional.tokenizer).await? {
         Some(encoder) => Some((encoder, folder.get("vocab.bpe").await?)),
         None => None,
     };
-    let samples = folder.get_optional("samples.json", samples).await?;
-    build(&config, &weights, tokenizer_files, samples, folder.base.to_string(), folder.bytes)
+    let samples = folder.get_optional("samples.json", optional.samples).await?;
+    let tasks = folder.get_optional("tasks.json", optional.tasks).await?;
+    build(&config, &weights, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)
 }
 
 /// A model folder at a URL, its files fetched one by one with progress.
@@ -125,8 +140,9 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
     let encoder = named(&|n| n == "encoder.json");
     let vocab = named(&|n| n == "vocab.bpe");
     let samples = named(&|n| n == "samples.json");
+    let tasks = named(&|n| n == "tasks.json");
     let config = named(&|n| n == "config.json")
-        .or_else(|| named(&|n| n.ends_with(".json") && n != "encoder.json" && n != "samples.json"))
+        .or_else(|| named(&|n| n.ends_with(".json") && !["encoder.json", "samples.json", "tasks.json"].contains(&n)))
         .ok_or("no config .json file among the files")?;
     let mut bytes = 0u64;
     let mut read = async |file: &web_sys::File| {
@@ -150,8 +166,12 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         Some(file) => Some(read(file).await?),
         None => None,
     };
+    let tasks = match tasks {
+        Some(file) => Some(read(file).await?),
+        None => None,
+    };
     let names: Vec<String> = files.iter().map(|f| f.name()).collect();
-    build(&config_text, &weights_bytes, tokenizer_files, samples, names.join(", "), bytes)
+    build(&config_text, &weights_bytes, tokenizer_files, samples, tasks, names.join(", "), bytes)
 }
 
 fn build(
@@ -159,6 +179,7 @@ fn build(
     weights: &[u8],
     tokenizer: Option<(Vec<u8>, Vec<u8>)>,
     samples: Option<Vec<u8>>,
+    tasks: Option<Vec<u8>>,
     source: String,
     bytes: u64,
 ) -> Result<LoadedModel, String> {
@@ -182,7 +203,12 @@ fn build(
         Some(json) => parse_samples(&text(&json, "samples.json")?, &model.config, tokenizer.as_ref())?,
         None => Vec::new(),
     };
-    Ok(LoadedModel { model, tokenizer, samples, source, bytes })
+    let tasks = match (tasks, &tokenizer) {
+        (Some(json), Some(tokenizer)) => parse_task_prompts(&text(&json, "tasks.json")?, tokenizer)?,
+        (Some(_), None) => return Err("tasks.json needs the model's tokenizer (encoder.json and vocab.bpe)".to_string()),
+        (None, _) => Vec::new(),
+    };
+    Ok(LoadedModel { model, tokenizer, samples, tasks, source, bytes })
 }
 
 fn text(bytes: &[u8], name: &str) -> Result<String, String> {

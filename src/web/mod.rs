@@ -19,14 +19,15 @@ use leptos::task::spawn_local;
 use crate::circuits::{GraphView, Node, Objective, SiteMeans};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
+use crate::tasks::TaskChoice;
 use components::{
     files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
-    TokenStrip,
+    TaskPrompts, TokenStrip,
 };
 use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
-use load::{BundledModel, LoadProgress, LoadedModel, MODELS_URL};
+use load::{BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
 /// Channels shown per site in the circuit graph, at first.
@@ -71,6 +72,10 @@ fn App() -> impl IntoView {
     let model = RwSignal::new(None::<Arc<Model>>);
     let tokenizer = RwSignal::new(None::<Arc<Tokenizer>>);
     let facts = RwSignal::new(None::<ModelFacts>);
+    // A message for the error banner once the next model has loaded.
+    let notice = StoredValue::new(None::<String>);
+    // The model's task prompts, each a click away.
+    let tasks = RwSignal::new(Vec::<TaskChoice>::new());
     let bundled = RwSignal::new(Vec::<BundledModel>::new());
     // The bundled model's id, or "" for one from a URL or files.
     let current = RwSignal::new(String::new());
@@ -237,10 +242,10 @@ fn App() -> impl IntoView {
             let loaded = match source {
                 Source::Bundled(entry) => {
                     let url = format!("{MODELS_URL}/{}", entry.id);
-                    load::fetch_model(&url, Some(entry.tokenizer), Some(entry.samples), &progress).await
+                    load::fetch_model(&url, (&entry).into(), &progress).await
                 }
                 Source::Url(url) if url.is_empty() => Err("enter the URL of a model folder first".to_string()),
-                Source::Url(url) => load::fetch_model(&url, None, None, &progress).await,
+                Source::Url(url) => load::fetch_model(&url, Optional::default(), &progress).await,
                 Source::Files(files) => load::read_files(files, &progress).await,
             };
             let result = match loaded {
@@ -257,6 +262,7 @@ fn App() -> impl IntoView {
             clear_run();
             facts.set(Some(new_facts));
             tokenizer.set(loaded.tokenizer.map(Arc::new));
+            tasks.set(loaded.tasks);
             let new_model = Arc::new(loaded.model);
             model.set(Some(new_model.clone()));
             means.set(None);
@@ -264,6 +270,12 @@ fn App() -> impl IntoView {
             if let Some(sample) = sample {
                 prompt.set(sample.clone());
                 run(sample);
+            }
+            // After the run's reset: a message the load left to show.
+            let mut left = None;
+            notice.update_value(|n| left = n.take());
+            if left.is_some() {
+                error.set(left);
             }
             // Then the means for mean ablation, in the background.
             let mut sums = SiteMeans::default();
@@ -280,10 +292,19 @@ fn App() -> impl IntoView {
             }
         });
     };
+    // The first bundled model opens, or the one the page's `?model=ID` names.
     spawn_local(async move {
         match load::fetch_index().await {
             Ok(list) => {
-                let first = list.first().cloned();
+                let asked = query_parameter("model");
+                let chosen = match &asked {
+                    Some(id) => list.iter().find(|m| &m.id == id),
+                    None => None,
+                };
+                if let (Some(id), None) = (&asked, chosen) {
+                    notice.set_value(Some(format!("there is no bundled model {id:?}; showing the default instead")));
+                }
+                let first = chosen.or(list.first()).cloned();
                 bundled.set(list);
                 if let Some(first) = first {
                     open(Source::Bundled(first));
@@ -341,6 +362,7 @@ fn App() -> impl IntoView {
     };
 
     let busy = Signal::derive(move || loading.get() != LoadProgress::Idle || running.get());
+    let ready = Signal::derive(move || model.with(Option::is_some) && backend.get() != Backend::Probing && !busy.get());
     view! {
         <header>
             <h1>"circuitscope"</h1>
@@ -371,10 +393,20 @@ fn App() -> impl IntoView {
             <PromptForm
                 text=prompt
                 has_tokenizer=Signal::derive(move || tokenizer.with(Option::is_some))
-                ready=Signal::derive(move || {
-                    model.with(Option::is_some) && backend.get() != Backend::Probing && !busy.get()
-                })
+                ready=ready
                 on_run=run
+            />
+            <TaskPrompts
+                tasks=tasks
+                ready=ready
+                on_pick=move |task: TaskChoice| {
+                    prompt.set(task.prompt.clone());
+                    run(task.prompt);
+                    // After run's reset: rank by the right answer's logit over the wrong one's.
+                    ranking.set(Ranking::Effect);
+                    target.set(Some(task.right));
+                    contrast.set(Some(task.wrong));
+                }
             />
             <TokenStrip
                 tokens=run_tokens
@@ -466,6 +498,12 @@ pub(crate) async fn take_engine(shared: &SharedEngine, backend: RwSignal<Backend
         }
         next_frame().await;
     }
+}
+
+/// The value of `name` in the page's query string, if any.
+fn query_parameter(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
 }
 
 /// Resolves after the browser has had a chance to paint.

@@ -19,12 +19,7 @@ pub struct ModelFacts {
 impl ModelFacts {
     pub fn new(model: &Model, tokenizer: Option<&Tokenizer>, source: String, bytes: u64) -> ModelFacts {
         let c = &model.config;
-        // Density as the paper counts it: over the weights, not the dense bigram table.
-        let (nnz, total) = model
-            .weight_stats()
-            .iter()
-            .filter(|s| s.name != "bigram_table")
-            .fold((0usize, 0usize), |(nnz, total), s| (nnz + s.nnz, total + s.shape.iter().product::<usize>()));
+        let (nnz, total) = model.weight_density();
         let vocab = match tokenizer {
             Some(t) => format!("a {}-token BPE tokenizer", t.vocab_size()),
             None => format!("token ids 0 to {}", c.vocab_size - 1),

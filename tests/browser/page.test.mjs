@@ -51,11 +51,11 @@ async function serveModel(dir, options) {
 }
 
 const tokens = JSON.parse(fs.readFileSync(path.join(golden, 'tokens.json'), 'utf8'));
-const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/default/config.json'), 'utf8'));
+const config = JSON.parse(fs.readFileSync(path.join(root, 'www/models/paper_rms_topk_sink/config.json'), 'utf8'));
 
 /// The CLI's JSON output for `command` on the model in `dir` (the bundled
 /// default unless given) with `ids`.
-function cliJson(command, extra = [], ids = tokens, dir = path.join(root, 'www/models/default')) {
+function cliJson(command, extra = [], ids = tokens, dir = path.join(root, 'www/models/paper_rms_topk_sink')) {
   const args = [command, '--model', dir, '--tokens', ids.join(','), ...extra, '--json'];
   return JSON.parse(execFileSync(cli, args));
 }
@@ -77,15 +77,16 @@ async function circuitCanvas(page) {
   return { canvas, at };
 }
 
-/// A fresh page with the default model loaded, the backend chosen and the
+/// A fresh page with a bundled model loaded (by default the golden test
+/// model, through the page's `?model=` parameter), the backend chosen and the
 /// sample prompt run; collects uncaught errors (a Rust panic in wasm shows up
 /// here).
-async function openPage(on = browser) {
+async function openPage(on = browser, query = '?model=paper_rms_topk_sink') {
   const page = await on.newPage();
   const errors = [];
   page.on('pageerror', (e) => errors.push(e.message));
   page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
-  await page.goto(server.url);
+  await page.goto(server.url + query);
   await page.locator('[data-testid=model-status][data-ready=true]').waitFor({ timeout: 60_000 });
   await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 60_000 });
   await page.locator('main[data-runs="1"]').waitFor({ timeout: 60_000 });
@@ -302,11 +303,11 @@ test('the model picker switches models; bad files, URLs and refused origins keep
 
   // Bad files: each one a message naming the problem, and the model stays.
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bad-'));
-  const weights = fs.readFileSync(path.join(root, 'www/models/default/model.safetensors'));
+  const weights = fs.readFileSync(path.join(root, 'www/models/paper_rms_topk_sink/model.safetensors'));
   fs.writeFileSync(path.join(tmp, 'truncated.safetensors'), weights.subarray(0, 1000));
   fs.writeFileSync(path.join(tmp, 'model.safetensors'), weights);
   fs.writeFileSync(path.join(tmp, 'config.json'), '{"n_layer": "three"}');
-  const defaultConfig = path.join(root, 'www/models/default/config.json');
+  const defaultConfig = path.join(root, 'www/models/paper_rms_topk_sink/config.json');
   for (const [files, message] of [
     [[defaultConfig, path.join(tmp, 'truncated.safetensors')], 'safetensors'],
     [[path.join(tmp, 'config.json'), path.join(tmp, 'model.safetensors')], 'config.json: not a valid config'],
@@ -317,7 +318,7 @@ test('the model picker switches models; bad files, URLs and refused origins keep
     assert.equal(await status.getAttribute('data-source'), 'models/gpt2_ln_gelu');
   }
   // An unreachable URL, and a server that does not let this page read it.
-  const closed = await serveModel(path.join(root, 'www/models/default'));
+  const closed = await serveModel(path.join(root, 'www/models/paper_rms_topk_sink'));
   for (const url of ['http://127.0.0.1:9/nothing', closed.url]) {
     await page.getByTestId('model-url').fill(url);
     await page.getByTestId('load-url').click();
@@ -360,7 +361,7 @@ test('a model with a tokenizer, from a URL or from files, takes a text prompt', 
   await check();
 
   const runs = Number(await page.locator('main').getAttribute('data-runs'));
-  await page.getByTestId('model-picker').selectOption('default');
+  await page.getByTestId('model-picker').selectOption('paper_rms_topk_sink');
   await page.locator(`main[data-runs="${runs + 1}"] [data-testid=prompt-input][data-mode=ids]`).waitFor({ timeout: 60_000 });
   await page.getByTestId('model-files').setInputFiles(['config.json', 'model.safetensors', 'encoder.json', 'vocab.bpe'].map((f) => path.join(model, f)));
   await page.locator('[data-testid=model-status][data-source*="encoder.json"]').waitFor({ timeout: 60_000 });
