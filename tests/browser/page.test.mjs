@@ -247,6 +247,43 @@ test('selecting a token shows the predictions and the circuit at that position',
   await page.close();
 });
 
+test('the default is the trained model; each task\'s prompt is a click away, runs as the CLI runs it, and ranks the circuit by right over wrong answer', async () => {
+  const index = JSON.parse(fs.readFileSync(path.join(root, 'www/models/index.json'), 'utf8'));
+  const trained = path.join(root, 'www/models', index.models[0].id);
+  const tasks = JSON.parse(fs.readFileSync(path.join(trained, 'tasks.json'), 'utf8'));
+  const { page, errors } = await openPage(browser, '');
+  assert.equal(await page.getByTestId('model-status').getAttribute('data-source'), `models/${index.models[0].id}`);
+  const names = [...new Set(tasks.map((t) => t.task))];
+  assert.deepEqual(await page.getByTestId('task-prompt').evaluateAll((bs) => bs.map((b) => b.dataset.task)), names);
+
+  for (const name of ['single_double_quote', 'bracket_counting']) {
+    const task = tasks.find((t) => t.task === name);
+    const expected = JSON.parse(execFileSync(cli, ['forward', '--model', trained, '--prompt', task.prompt, '--json']));
+    const right = JSON.parse(execFileSync(cli, ['forward', '--model', trained, '--prompt', task.prompt + task.correct, '--json'])).tokens[expected.tokens.length];
+    const wrong = JSON.parse(execFileSync(cli, ['forward', '--model', trained, '--prompt', task.prompt + task.wrong, '--json'])).tokens[expected.tokens.length];
+    await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 60_000 });
+    const runs = Number(await page.locator('main').getAttribute('data-runs'));
+    await page.locator(`[data-testid=task-prompt][data-task=${name}]`).click();
+    await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
+    assert.equal(await page.getByTestId('prompt-input').inputValue(), task.prompt);
+    assert.deepEqual(await page.getByTestId('token').evaluateAll((els) => els.map((e) => Number(e.dataset.token))), expected.tokens);
+    assert.deepEqual(await shownPredictions(page), expected.predictions.map((p) => String(p.token)));
+    // The circuit is measured on logit(right) - logit(wrong) at the last token.
+    const objective = `${right}-${wrong}@${expected.tokens.length - 1}`;
+    await page.locator(`[data-testid=ranking][data-measured="${objective}"]`).waitFor({ timeout: 120_000 });
+    assert.equal(await page.getByTestId('target-token').inputValue(), String(right));
+    assert.equal(await page.getByTestId('contrast-token').inputValue(), String(wrong));
+  }
+
+  // An unknown model in the link: a message, and the default model.
+  const other = await openPage(browser, '?model=no_such_model');
+  await other.page.getByTestId('error-banner').filter({ hasText: 'no bundled model "no_such_model"' }).waitFor();
+  assert.equal(await other.page.getByTestId('model-status').getAttribute('data-source'), `models/${index.models[0].id}`);
+  assert.deepEqual([...errors, ...other.errors], []);
+  await page.close();
+  await other.page.close();
+});
+
 test('without WebGPU the page says so and runs on the CPU', async () => {
   const { page, errors } = await openPage(cpuBrowser);
   const backend = page.getByTestId('backend');
