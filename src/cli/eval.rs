@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::model::{Model, Tokenizer};
-use crate::tasks::{evaluate, logit_diff, Task};
+use crate::tasks::{logit_diff, Score, Task};
 
 #[derive(Args)]
 pub struct EvalArgs {
@@ -42,33 +42,35 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
     let tokenizer = Tokenizer::load_dir(&args.model)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", args.model.display()))?;
+    // Per task: its examples, each one's logit(right) - logit(wrong), and their score.
     let mut rows = Vec::new();
     for task in tasks {
-        let score = evaluate(&model, &tokenizer, &task.examples(args.seed, args.examples)).map_err(|e| format!("{}: {e}", task.name()))?;
-        rows.push((task, score));
+        let examples = task.examples(args.seed, args.examples);
+        let diffs = examples
+            .iter()
+            .map(|e| logit_diff(&model, &tokenizer, e))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{}: {e}", task.name()))?;
+        rows.push((task, Score::of(&diffs), examples, diffs));
     }
     if args.json {
         let out: Vec<_> = rows
             .iter()
-            .map(|(t, s)| {
+            .map(|(t, s, _, _)| {
                 serde_json::json!({ "task": t.name(), "examples": s.examples, "accuracy": s.accuracy, "mean_logit_diff": s.mean_logit_diff })
             })
             .collect();
         println!("{}", serde_json::Value::Array(out));
     } else {
         println!("{:<22} {:>8} {:>9} {:>16}", "task", "examples", "accuracy", "mean logit diff");
-        for (task, s) in &rows {
+        for (task, s, _, _) in &rows {
             println!("{:<22} {:>8} {:>8.1}% {:>16.3}", task.name(), s.examples, 100.0 * s.accuracy, s.mean_logit_diff);
         }
     }
-    for (task, _) in rows.iter().filter(|_| args.failures > 0) {
-        let mut shown = 0;
-        for example in task.examples(args.seed, args.examples) {
-            let diff = logit_diff(&model, &tokenizer, &example)?;
-            if diff <= 0.0 && shown < args.failures {
-                println!("\n{} wrong by {:.3}: {:?} + {:?} (not {:?})", task.name(), -diff, example.prompt, example.correct, example.wrong);
-                shown += 1;
-            }
+    for (task, _, examples, diffs) in &rows {
+        let wrong = examples.iter().zip(diffs).filter(|(_, &diff)| diff <= 0.0).take(args.failures);
+        for (example, diff) in wrong {
+            println!("\n{} wrong by {:.3}: {:?} + {:?} (not {:?})", task.name(), -diff, example.prompt, example.correct, example.wrong);
         }
     }
     Ok(())

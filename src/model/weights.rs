@@ -253,17 +253,21 @@ impl Model {
         safetensors::serialize(views, Some(metadata)).expect("tensors serialize")
     }
 
-    /// The model as `model.safetensors` in the release's format: dense f32
-    /// under the PyTorch names.
-    pub fn to_safetensors(&self) -> Vec<u8> {
-        let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = self
-            .parameters()
+    /// Every parameter dense, as `(PyTorch name, shape, row-major values)`.
+    pub fn dense_tensors(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+        self.parameters()
             .into_iter()
             .map(|(name, param)| match param {
                 Param::Sparse(m) => (name, vec![m.rows, m.cols], m.to_dense()),
                 Param::Dense(shape, values) => (name, shape, values.to_vec()),
             })
-            .collect();
+            .collect()
+    }
+
+    /// The model as `model.safetensors` in the release's format: dense f32
+    /// under the PyTorch names.
+    pub fn to_safetensors(&self) -> Vec<u8> {
+        let tensors = self.dense_tensors();
         f32_safetensors(tensors.iter().map(|(name, shape, values)| (name.clone(), shape.clone(), values.as_slice())))
     }
 }

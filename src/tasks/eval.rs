@@ -42,16 +42,19 @@ pub fn logit_diff(model: &Model, tokenizer: &Tokenizer, example: &Example) -> Re
     Ok(f64::from(last[right as usize] - last[wrong as usize]))
 }
 
+impl Score {
+    /// The score of examples whose logit(right) - logit(wrong) are `diffs`.
+    pub fn of(diffs: &[f64]) -> Score {
+        let n = diffs.len().max(1) as f64;
+        let right = diffs.iter().filter(|&&d| d > 0.0).count();
+        Score { examples: diffs.len(), accuracy: right as f64 / n, mean_logit_diff: diffs.iter().sum::<f64>() / n }
+    }
+}
+
 /// Scores `model` on `examples`.
 pub fn evaluate(model: &Model, tokenizer: &Tokenizer, examples: &[Example]) -> Result<Score, String> {
-    let (mut right_count, mut diff_sum) = (0usize, 0.0f64);
-    for example in examples {
-        let diff = logit_diff(model, tokenizer, example)?;
-        right_count += usize::from(diff > 0.0);
-        diff_sum += diff;
-    }
-    let n = examples.len().max(1) as f64;
-    Ok(Score { examples: examples.len(), accuracy: right_count as f64 / n, mean_logit_diff: diff_sum / n })
+    let diffs = examples.iter().map(|e| logit_diff(model, tokenizer, e)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Score::of(&diffs))
 }
 
 #[cfg(test)]

@@ -228,9 +228,9 @@ impl Trainer {
     }
 
     /// AdamW (betas 0.9 and 0.999, eps 1e-8, decoupled weight decay) on the
-    /// gradients clipped to a global L2 norm of 1, then the pruning of
-    /// [`Self::prune`]; one pass over each tensor's plain values (candle's
-    /// AdamW took a dozen tensor ops per tensor).
+    /// gradients clipped to a global L2 norm of 1, then [`prune`] of each
+    /// matrix to its scheduled fraction; one pass over each tensor's plain
+    /// values (candle's AdamW took a dozen tensor ops per tensor).
     fn update(&mut self, grads: &GradStore, learning_rate: f64) -> Result<(), String> {
         const BETA1: f32 = 0.9;
         const BETA2: f32 = 0.999;
@@ -324,14 +324,14 @@ impl Trainer {
     /// Takes `model`'s weights (a model of this trainer's config): to train
     /// a model further.
     pub fn load(&mut self, model: &Model) -> Result<(), String> {
-        let bytes = model.to_safetensors();
-        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| e.to_string())?;
+        let mut tensors = model.dense_tensors();
         for p in &self.params {
-            let view = file.tensor(&p.name).map_err(|_| format!("the model to start from has no tensor {}", p.name))?;
-            if view.shape() != p.shape.as_slice() {
-                return Err(format!("{} is {:?} in the model to start from, {:?} here", p.name, view.shape(), p.shape));
+            let found = tensors.iter().position(|(name, _, _)| *name == p.name);
+            let (_, shape, values) =
+                tensors.swap_remove(found.ok_or_else(|| format!("the model to start from has no tensor {}", p.name))?);
+            if shape != p.shape {
+                return Err(format!("{} is {shape:?} in the model to start from, {:?} here", p.name, p.shape));
             }
-            let values: Vec<f32> = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
             p.var.set(&Tensor::from_vec(values, p.shape.clone(), &Device::Cpu).map_err(err)?).map_err(err)?;
         }
         Ok(())
