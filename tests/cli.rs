@@ -428,4 +428,34 @@ fn train_writes_a_loadable_model_folder() {
     assert!(info.status.success());
     let bad = expect_failure_with(&[&args[..3], &["--config", shape.to_str().unwrap(), "--vocab", "400", "--seq-len", "500"]].concat());
     assert!(bad.contains("seq_len 500"), "{bad}");
+
+    // Both circuit searches write circuit files that `circuit-eval` reads. A
+    // 4-step model is poor at the task, hence the lenient target.
+    let model = out.to_str().unwrap();
+    for method in ["mask", "ablation"] {
+        let file = dir.path().join(format!("{method}.json"));
+        let prune = circuitscope(&[
+            "prune", "--model", model, "--task", "bracket_type", "--method", method, "--steps", "6", "--examples", "6", "--held-out",
+            "6", "--target-loss", "5", "--out", file.to_str().unwrap(),
+        ]);
+        assert!(prune.status.success(), "{method}: {}", String::from_utf8_lossy(&prune.stderr));
+        let circuit: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(circuit["method"]["name"], if method == "mask" { "learned-mask" } else { "ablation-search" });
+        let eval = circuitscope(&["circuit-eval", "--model", model, "--circuit", file.to_str().unwrap(), "--examples", "6"]);
+        let stdout = String::from_utf8_lossy(&eval.stdout);
+        assert!(eval.status.success() && stdout.contains("circuit only") && stdout.contains("circuit removed"), "{stdout}");
+    }
+    // A circuit file with a node beyond its site, or of another model, is refused by name.
+    let mut circuit: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("mask.json")).unwrap()).unwrap();
+    circuit["nodes"] = serde_json::json!(["0.mlp.post_act[99]"]);
+    circuit["mean_ablation"]["values"] = serde_json::json!([0.0]);
+    circuit["edges"] = serde_json::json!([]);
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, circuit.to_string()).unwrap();
+    let message = expect_failure_with(&["circuit-eval", "--model", model, "--circuit", bad.to_str().unwrap()]);
+    assert!(message.contains("channel 99 is out of range: 0.mlp.post_act has 32"), "{message}");
+    circuit["model"]["weights_sha256"] = "ab".repeat(32).into();
+    std::fs::write(&bad, circuit.to_string()).unwrap();
+    let message = expect_failure_with(&["circuit-eval", "--model", model, "--circuit", bad.to_str().unwrap()]);
+    assert!(message.contains("found on other weights"), "{message}");
 }

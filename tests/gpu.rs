@@ -301,3 +301,44 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
         }
     }
 }
+
+/// The page's circuit search evaluates ablations on the GPU; the native
+/// pruner and `circuit-eval` on the CPU. Both give the same task losses for
+/// the same ablations of the bundled model on a real task.
+#[test]
+fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
+    use circuitscope::circuits::{keep_only, parse_samples, ready, Choice, CpuEval, Evaluate, GpuEval, Node, SiteMeans};
+    use circuitscope::model::Tokenizer;
+    use circuitscope::tasks::{choice, Task};
+
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/python_tasks");
+    let model = Model::load_dir(&dir).unwrap();
+    let tokenizer = Tokenizer::load_dir(&dir).unwrap().unwrap();
+    let samples = parse_samples(&std::fs::read_to_string(dir.join("samples.json")).unwrap(), &model.config, Some(&tokenizer)).unwrap();
+    let mut means = SiteMeans::default();
+    for tokens in samples.iter().take(4) {
+        means.add(&cpu(&model, tokens, &[]).1);
+    }
+    let choices: Vec<Choice> = Task::SingleDoubleQuote
+        .examples(5, 3)
+        .iter()
+        .map(|e| choice(&tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }).unwrap())
+        .collect();
+    let mean_of = |site: Site, channels: Vec<usize>| Intervention { site, positions: vec![], channels, ablation: Ablation::Mean(means.of(site).unwrap()) };
+    let circuit: Vec<Node> = (0..24).map(|c| Node { site: Site::Layer(c % 2, SiteKind::MlpPostAct), channel: 7 * c }).collect();
+    let variants = vec![
+        Vec::new(),
+        vec![mean_of(Site::Layer(0, SiteKind::AttnActIn), (0..32).collect())],
+        vec![mean_of(Site::Layer(1, SiteKind::AttnK), (32..64).collect())],
+        vec![mean_of(Site::Layer(1, SiteKind::MlpPostAct), (0..512).collect())],
+        keep_only(&model.config, &means, &circuit).unwrap(),
+    ];
+    let on_cpu = ready(CpuEval { model: &model, choices: &choices }.losses(&variants)).unwrap();
+    let mut gpu = engine(&model);
+    let on_gpu = pollster::block_on(GpuEval { engine: &mut gpu, choices: &choices, batch: 2 }.losses(&variants)).unwrap();
+    for (i, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
+        assert!((c.loss - g.loss).abs() < 1e-4 * (1.0 + c.loss), "variant {i}: {c:?} vs {g:?}");
+        assert_eq!(c.accuracy, g.accuracy, "variant {i}");
+    }
+    assert!(on_cpu[4].loss != on_cpu[0].loss, "the ablations change the loss");
+}

@@ -61,6 +61,13 @@ impl Node {
     }
 }
 
+/// `site[channel]`, e.g. `1.mlp.post_act[17]`, as [`Node::parse`] reads it.
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}[{}]", self.site, self.channel)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EdgeKind {
     /// A nonzero weight of c_attn, attn c_proj, c_fc or mlp c_proj.

@@ -33,6 +33,8 @@ pub struct SiteMeans {
     sites: Vec<(Site, Vec<f64>)>,
     /// Positions summed so far, per site (all sites see the same ones).
     positions: usize,
+    /// Prompts added.
+    prompts: usize,
 }
 
 impl SiteMeans {
@@ -53,6 +55,12 @@ impl SiteMeans {
             rows = acts.rows;
         }
         self.positions += rows;
+        self.prompts += 1;
+    }
+
+    /// How many prompts the means are over.
+    pub fn prompts(&self) -> usize {
+        self.prompts
     }
 
     /// How many positions the means are over.

@@ -7,12 +7,20 @@
 //! `L.mlp.resid_delta`). An edge is one nonzero weight between two nodes, or
 //! the residual stream carrying a write to a later read of the same channel.
 
+mod circuit;
 mod effect;
+mod faithful;
 mod graph;
+mod search;
 mod inspect;
 mod means;
 mod view;
 
+pub use circuit::{CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
+pub use faithful::{all_nodes, binary_loss, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
+#[cfg(feature = "gpu")]
+pub use search::GpuEval;
+pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 #[cfg(feature = "gpu")]
 pub use effect::ablated_objectives_gpu;
@@ -31,4 +39,37 @@ fn test_run(extra: &str, density: f64, seed: u64, tokens: &[u32]) -> (crate::mod
     let mut recording = Recording::new();
     let logits = forward(&model, tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
     (model, recording, logits)
+}
+
+#[cfg(test)]
+/// A small random model in the paper's architecture, the mean
+/// activations over a few prompts, and a "task" the model does: on each
+/// prompt, the right token is whichever of two it prefers.
+pub(crate) fn test_task() -> (crate::model::Model, SiteMeans, Vec<Choice>) {
+    let config = crate::model::Config::from_json(
+        r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 24, "block_size": 12,
+            "rms_norm": true, "bias": false, "sink": true, "afrac": 0.5}"#,
+    )
+    .unwrap();
+    let model = crate::model::Model::synthetic(config, 0.4, 3);
+    let mut rng = crate::rng::SplitMix(11);
+    let prompt = |rng: &mut crate::rng::SplitMix| (0..rng.between(3, 9)).map(|_| rng.below(24) as u32).collect::<Vec<u32>>();
+    let mut means = SiteMeans::default();
+    for _ in 0..6 {
+        let mut recording = crate::model::Recording::new();
+        crate::model::forward(&model, &prompt(&mut rng), &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        means.add(&recording);
+    }
+    let choices = (0..24)
+        .map(|_| {
+            let tokens = prompt(&mut rng);
+            let logits = crate::model::forward(&model, &tokens, &mut |_, _| {}).unwrap();
+            let last = logits.row(tokens.len() - 1);
+            let (a, b) = (rng.below(24) as u32, rng.below(24) as u32);
+            let (a, b) = if a == b { (a, (a + 1) % 24) } else { (a, b) };
+            let (right, wrong) = if last[a as usize] >= last[b as usize] { (a, b) } else { (b, a) };
+            Choice { tokens, right, wrong }
+        })
+        .collect();
+    (model, means, choices)
 }

@@ -53,6 +53,14 @@ impl GraphView {
         })
     }
 
+    /// Exactly `nodes` (a circuit), coloured by their activation at
+    /// `position`, and every edge among them.
+    pub fn of_nodes(model: &Model, recording: &Recording, position: usize, nodes: &[Node]) -> GraphView {
+        GraphView::build(model, recording, position, |site, _| {
+            nodes.iter().filter(|n| n.site == site).map(|n| (n.channel, None)).collect()
+        })
+    }
+
     /// One column per node site; `choose(site, activations at position)`
     /// gives the channels shown there, in rank order, with their effects.
     fn build(
@@ -112,5 +120,14 @@ mod tests {
         }
         assert_eq!(view.edges, edges_between(&model, &view.nodes.iter().map(|n| n.node).collect::<Vec<_>>()));
         assert!(!view.edges.is_empty());
+
+        // A circuit's view holds exactly its nodes.
+        let circuit: Vec<Node> = view.nodes.iter().step_by(2).map(|n| n.node).collect();
+        let shown = GraphView::of_nodes(&model, &recording, 2, &circuit);
+        let mut nodes: Vec<Node> = shown.nodes.iter().map(|n| n.node).collect();
+        nodes.sort();
+        let mut expected = circuit.clone();
+        expected.sort();
+        assert_eq!(nodes, expected);
     }
 }

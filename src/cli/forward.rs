@@ -98,7 +98,7 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
 }
 
 /// Mean activations over the prompts of `samples` (a samples.json).
-fn sample_means(model: &Model, tokenizer: Option<&Tokenizer>, samples: &Path) -> Result<SiteMeans, String> {
+pub(super) fn sample_means(model: &Model, tokenizer: Option<&Tokenizer>, samples: &Path) -> Result<SiteMeans, String> {
     let json = std::fs::read_to_string(samples).map_err(|e| format!("mean ablation needs {}: {e}", samples.display()))?;
     let mut means = SiteMeans::default();
     for tokens in parse_samples(&json, &model.config, tokenizer)? {

@@ -1,7 +1,8 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | eval | tokenizer | train | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tokenizer | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
+mod circuit;
 mod eval;
 mod forward;
 mod graph;
@@ -41,6 +42,10 @@ enum Command {
     Eval(eval::EvalArgs),
     /// Train a weight-sparse model on the generated corpus (and its tokenizer), showing progress.
     Train(train::TrainArgs),
+    /// Find a task's circuit as the paper does: learned node masks, then bisection on the node budget.
+    Prune(circuit::PruneArgs),
+    /// Faithfulness of a circuit file: task loss with only the circuit kept, with it removed, and against k.
+    CircuitEval(circuit::CircuitEvalArgs),
     /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
     Tokenizer(tokenizer::TokenizerArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
@@ -69,6 +74,8 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(&args),
         Command::Tokenizer(args) => tokenizer::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Prune(args) => circuit::run_prune(&args),
+        Command::CircuitEval(args) => circuit::run_eval(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

@@ -26,7 +26,7 @@ pub struct TrainArgs {
     vocab: usize,
     #[arg(long, default_value_t = 4_000_000)]
     corpus_bytes: usize,
-    #[arg(long, default_value_t = 3500)]
+    #[arg(long, default_value_t = 3000)]
     steps: usize,
     #[arg(long, default_value_t = 16)]
     batch: usize,

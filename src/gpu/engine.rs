@@ -7,7 +7,7 @@
 //! Stage s is submitted before stage s - 1 is read back, so the GPU always
 //! has the next layer queued while the caller looks at the previous one.
 
-use crate::model::{check_tokens, resolve, Config, Intervention, Recording, Site, SiteKind, Tensor, TopkSite};
+use crate::model::{check_tokens, Config, Intervention, Recording, Site, SiteKind, Tensor, TopkSite};
 
 /// The activation fused into a sparse matmul, if any.
 type FusedActivation = Option<crate::model::Activation>;
@@ -70,7 +70,8 @@ enum Op {
     TopK { width: u32, k: u32 },
     ResidualAdd { width: u32, relu: bool },
     Bigram { vocab: u32 },
-    Intervene,
+    /// Applies a site's intervention entries; `width` is the site's, for whole-column entries.
+    Intervene { width: u32 },
 }
 
 impl Op {
@@ -83,7 +84,7 @@ impl Op {
             Op::TopK { .. } => Kernel::TopK,
             Op::ResidualAdd { .. } => Kernel::ResidualAdd,
             Op::Bigram { .. } => Kernel::Bigram,
-            Op::Intervene => Kernel::Intervene,
+            Op::Intervene { .. } => Kernel::Intervene,
         }
     }
 
@@ -115,7 +116,7 @@ impl Op {
             Op::TopK { width, k } => [rows, width, k, 0, 0, 0, 0, 0],
             Op::ResidualAdd { width, relu } => [rows * width, b(relu), 0, 0, 0, 0, 0, 0],
             Op::Bigram { vocab } => [rows, vocab, 0, 0, 0, 0, 0, 0],
-            Op::Intervene => [span.1, span.0, 0, 0, 0, 0, 0, 0],
+            Op::Intervene { width } => [span.1, span.0, width, seq_len, 0, 0, 0, 0],
         }
     }
 
@@ -128,7 +129,7 @@ impl Op {
             Op::Attention { n_head, .. } => elements(rows * n_head),
             Op::ResidualAdd { width, .. } => elements(rows * width),
             Op::Bigram { vocab } => elements(rows * vocab),
-            Op::Intervene => elements(count),
+            Op::Intervene { .. } => elements(count),
         }
     }
 }
@@ -256,7 +257,9 @@ impl Engine {
             for step in steps {
                 let (slot, block) = match step {
                     Step::Dispatch { op, slot, .. } => (*slot, op.params(stage_rows, seq_len as u32, (0, 0))),
-                    Step::Site { site, slot, .. } => (*slot, Op::Intervene.params(0, 0, span_of(*site))),
+                    Step::Site { site, slot, width, .. } => {
+                        (*slot, Op::Intervene { width: *width }.params(0, seq_len as u32, span_of(*site)))
+                    }
                 };
                 params[slot * stride_words..slot * stride_words + 8].copy_from_slice(&block);
             }
@@ -307,7 +310,7 @@ impl Engine {
             for step in &ws.stages[s] {
                 let (op, bind_group, count) = match step {
                     Step::Dispatch { op, bind_group, .. } => (*op, bind_group, 0),
-                    Step::Site { site, intervene, .. } => (Op::Intervene, intervene, span_of(*site).1),
+                    Step::Site { site, intervene, width, .. } => (Op::Intervene { width: *width }, intervene, span_of(*site).1),
                 };
                 let groups = op.workgroups(rows as u32, count);
                 if groups > 0 {
@@ -403,26 +406,42 @@ impl Workspace {
 }
 
 /// Every variant's interventions as entries of the flat `[R, width]` views
-/// of their sites: `spans` holds (site, first entry, entries), by site.
+/// of their sites: `spans` holds (site, first entry, entries), by site. An
+/// entry sets one cell, or with [`COLUMN`] set, one channel at every
+/// position of its variant (zero or mean ablation everywhere: a circuit
+/// search's variants ablate thousands of channels, T times fewer entries).
 struct Flattened {
     spans: Vec<(Site, u32, u32)>,
     index: Vec<u32>,
     value: Vec<f32>,
 }
 
+/// Marks an entry that sets a whole column of its variant (see `intervene.wgsl`).
+const COLUMN: u32 = 1 << 31;
+
 fn flatten_interventions(config: &Config, seq_len: usize, variants: &[Vec<Intervention>]) -> Result<Flattened, GpuError> {
-    let resolved = variants.iter().map(|v| resolve(config, seq_len, v)).collect::<Result<Vec<_>, _>>()?;
-    let mut sites: Vec<Site> = resolved.iter().flatten().map(|(site, _)| *site).collect();
+    let mut sites: Vec<Site> = variants.iter().flatten().map(|i| i.site).collect();
     sites.sort();
     sites.dedup();
     let mut flat = Flattened { spans: Vec::new(), index: Vec::new(), value: Vec::new() };
     for site in sites {
         let width = config.site_width(site);
+        if (variants.len() * seq_len * width) as u64 >= u64::from(COLUMN) {
+            return Err(GpuError::Model(crate::model::ModelError::Intervention(format!("at {site}: too many variants for one batch"))));
+        }
         let start = flat.index.len() as u32;
-        for (variant, by_site) in resolved.iter().enumerate() {
-            for (_, assignments) in by_site.iter().filter(|(s, _)| *s == site) {
-                for &(position, channel, v) in assignments {
-                    flat.index.push(((variant * seq_len + position) * width + channel) as u32);
+        for (variant, interventions) in variants.iter().enumerate() {
+            let row0 = variant * seq_len;
+            for intervention in interventions.iter().filter(|i| i.site == site) {
+                if let Some(columns) = intervention.columns(config, seq_len)? {
+                    for (channel, v) in columns {
+                        flat.index.push((row0 * width + channel) as u32 | COLUMN);
+                        flat.value.push(v);
+                    }
+                    continue;
+                }
+                for (position, channel, v) in intervention.assignments(config, seq_len)? {
+                    flat.index.push(((row0 + position) * width + channel) as u32);
                     flat.value.push(v);
                 }
             }

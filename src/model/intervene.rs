@@ -33,6 +33,34 @@ impl Intervention {
     /// Every entry this sets, for a run of `seq_len` tokens; checks positions,
     /// channels and the ablation's shape against the site's width.
     pub fn assignments(&self, config: &Config, seq_len: usize) -> Result<Vec<Assignment>, ModelError> {
+        let (positions, channels) = self.checked(config, seq_len)?;
+        let value = |p: usize, c: usize| match &self.ablation {
+            Ablation::Zero => 0.0,
+            Ablation::Mean(means) => means[c],
+            Ablation::Patch(source) => source.row(p)[c],
+        };
+        Ok(positions.iter().flat_map(|&p| channels.iter().map(move |&c| (p, c, value(p, c)))).collect())
+    }
+
+    /// When this sets every position of some channels to a value that
+    /// depends on the channel only (zero or mean ablation everywhere): those
+    /// channels and values, checked as [`Intervention::assignments`] checks
+    /// them. The GPU applies these a column at a time: T times fewer entries.
+    pub fn columns(&self, config: &Config, seq_len: usize) -> Result<Option<Vec<(usize, f32)>>, ModelError> {
+        if !self.positions.is_empty() || matches!(self.ablation, Ablation::Patch(_)) {
+            return Ok(None);
+        }
+        let (_, channels) = self.checked(config, seq_len)?;
+        Ok(Some(
+            channels
+                .into_iter()
+                .map(|c| (c, if let Ablation::Mean(means) = &self.ablation { means[c] } else { 0.0 }))
+                .collect(),
+        ))
+    }
+
+    /// The positions and channels this sets, checked against the site.
+    fn checked(&self, config: &Config, seq_len: usize) -> Result<(Vec<usize>, Vec<usize>), ModelError> {
         let width = config.site_width(self.site);
         let bad = |what: String| ModelError::Intervention(format!("at {}: {what}", self.site));
         if let Site::Layer(layer, _) = self.site {
@@ -50,22 +78,14 @@ impl Intervention {
         }
         match &self.ablation {
             Ablation::Mean(means) if means.len() != width => {
-                return Err(bad(format!("{} means given for a site of width {width}", means.len())))
+                Err(bad(format!("{} means given for a site of width {width}", means.len())))
             }
-            Ablation::Patch(source) if (source.rows, source.cols) != (seq_len, width) => {
-                return Err(bad(format!(
-                    "patch source is [{}, {}] but the site is [{seq_len}, {width}]",
-                    source.rows, source.cols
-                )))
-            }
-            _ => {}
+            Ablation::Patch(source) if (source.rows, source.cols) != (seq_len, width) => Err(bad(format!(
+                "patch source is [{}, {}] but the site is [{seq_len}, {width}]",
+                source.rows, source.cols
+            ))),
+            _ => Ok((positions, channels)),
         }
-        let value = |p: usize, c: usize| match &self.ablation {
-            Ablation::Zero => 0.0,
-            Ablation::Mean(means) => means[c],
-            Ablation::Patch(source) => source.row(p)[c],
-        };
-        Ok(positions.iter().flat_map(|&p| channels.iter().map(move |&c| (p, c, value(p, c)))).collect())
     }
 }
 

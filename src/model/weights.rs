@@ -182,6 +182,36 @@ impl Model {
             .fold((0, 0), |(nnz, total), s| (nnz + s.nnz, total + s.numel()))
     }
 
+    /// SHA-256 (hex) of the weights' values, the same for the dense and the
+    /// compact file of one model: over every parameter in a fixed order, its
+    /// name, shape and each nonzero entry's row-major position (u64) and
+    /// value (f32 bits), little-endian. Circuit files name their model by it.
+    pub fn weights_sha256(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        for (name, param) in self.parameters() {
+            hash.update((name.len() as u64).to_le_bytes());
+            hash.update(name.as_bytes());
+            let (shape, entries): (Vec<usize>, Box<dyn Iterator<Item = (usize, f32)>>) = match param {
+                Param::Sparse(m) => (
+                    vec![m.rows, m.cols],
+                    Box::new((0..m.rows).flat_map(move |r| {
+                        let (cols, values) = m.row(r);
+                        cols.iter().zip(values).map(move |(&c, &v)| (r * m.cols + c as usize, v))
+                    })),
+                ),
+                Param::Dense(shape, values) => (shape, Box::new(values.iter().copied().enumerate())),
+            };
+            hash.update((shape.len() as u64).to_le_bytes());
+            shape.iter().for_each(|&d| hash.update((d as u64).to_le_bytes()));
+            for (position, value) in entries.filter(|(_, v)| *v != 0.0) {
+                hash.update((position as u64).to_le_bytes());
+                hash.update(value.to_bits().to_le_bytes());
+            }
+        }
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// Every parameter under its PyTorch name, as stored.
     fn parameters(&self) -> Vec<(String, Param<'_>)> {
         let mut out: Vec<(String, Param<'_>)> = vec![

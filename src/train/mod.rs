@@ -8,9 +8,14 @@
 //! Deterministic from a seed: initial weights and batches come from
 //! [`SplitMix`], not from candle.
 
-use candle_core::{backprop::GradStore, DType, Device, Tensor, Var, D};
+mod forward;
+mod prune;
 
-use crate::model::{f32_safetensors, Config, Model, TopkSite};
+pub use prune::{learn_masks, MaskProgress, MaskSettings, NodeScore};
+
+use candle_core::{backprop::GradStore, Device, Tensor, Var};
+
+use crate::model::{f32_safetensors, Config, Model};
 use crate::rng::SplitMix;
 
 /// candle allocates fresh buffers for every op of every step. glibc hands
@@ -110,11 +115,7 @@ impl Trainer {
     /// A model of `config_json`'s shape with small random weights.
     pub fn new(config_json: &str, settings: Settings) -> Result<Trainer, String> {
         let config = Config::from_json(config_json).map_err(|e| e.to_string())?;
-        if config.d_pos_emb.is_some() || config.bias || config.residual_relu || !config.rms_norm {
-            return Err("the trainer builds the paper's architecture: rms_norm, no linear biases, no concatenated \
-                        position embedding, identity residual"
-                .to_string());
-        }
+        forward::check_supported(&config)?;
         if settings.seq_len > config.block_size || settings.seq_len < 2 {
             return Err(format!("seq_len {} must be in 2..={}", settings.seq_len, config.block_size));
         }
@@ -216,7 +217,7 @@ impl Trainer {
         }
         let inputs = Tensor::from_vec(inputs, (b, t), &Device::Cpu).map_err(err)?;
         let targets = Tensor::from_vec(targets, b * t, &Device::Cpu).map_err(err)?;
-        let logits = self.logits(&inputs).map_err(err)?; // [B, T, vocab]
+        let logits = forward::logits(&self.config, &|name| self.param(name), &inputs, &mut |_, x| Ok(x)).map_err(err)?; // [B, T, vocab]
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * t, self.config.vocab_size)).map_err(err)?, &targets)
             .map_err(err)?;
         let grads = loss.backward().map_err(err)?;
@@ -265,60 +266,6 @@ impl Trainer {
 
     fn param(&self, name: &str) -> &Tensor {
         self.params.iter().find(|p| p.name == name).map(|p| p.var.as_tensor()).expect("every parameter is created in new")
-    }
-
-    /// The forward pass of `model/forward.rs`, batched and differentiable:
-    /// `tokens` [B, T] -> logits [B, T, vocab].
-    fn logits(&self, tokens: &Tensor) -> candle_core::Result<Tensor> {
-        let c = &self.config;
-        let (b, t) = tokens.dims2()?;
-        let (h, dh) = (c.n_head, c.d_head);
-        let flat = tokens.flatten_all()?;
-        let wte = self.param("transformer.wte.weight");
-        let mut x = wte.index_select(&flat, 0)?.reshape((b, t, c.d_model))?; // [B, T, d]
-        x = x.broadcast_add(&self.param("transformer.wpe.weight").narrow(0, 0, t)?)?;
-        // Causal mask with the sink's always-visible extra key last: [T, T + 1].
-        let mask: Vec<f32> =
-            (0..t).flat_map(|i| (0..=t).map(move |j| if j <= i || j == t { 0.0 } else { f32::NEG_INFINITY })).collect();
-        let mask = Tensor::from_vec(mask, (t, t + 1), &Device::Cpu)?;
-        for l in 0..c.n_layer {
-            let p = format!("transformer.h.{l}");
-            let a = topk(c, TopkSite::AttnIn, &rms_norm(&x, self.param(&format!("{p}.ln_1.weight")))?)?;
-            let qkv = a.broadcast_matmul(&self.param(&format!("{p}.attn.c_attn.weight")).t()?)?; // [B, T, 3 d_attn]
-            let d_attn = c.d_attn();
-            let k = topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?;
-            let q = topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?;
-            let v = topk(c, TopkSite::AttnV, &qkv.narrow(2, 2 * d_attn, d_attn)?)?;
-            let heads = |m: &Tensor| m.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous(); // [B, H, T, dh]
-            let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
-            let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
-            let sink = match c.sink {
-                true => self.param(&format!("{p}.attn.attn_imp.sink_logit")).reshape((1, h, 1, 1))?.broadcast_as((b, h, t, 1))?,
-                false => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
-            };
-            let scores = Tensor::cat(&[&scores, &sink.contiguous()?], 3)?.broadcast_add(&mask)?;
-            let weights = candle_nn::ops::softmax_last_dim(&scores)?.narrow(3, 0, t)?; // the sink's value is zero
-            let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d_attn))?;
-            let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&self.param(&format!("{p}.attn.c_proj.weight")).t()?)?)?;
-            x = topk(c, TopkSite::ResidPostAttn, &(x + o)?)?;
-            let m = topk(c, TopkSite::MlpIn, &rms_norm(&x, self.param(&format!("{p}.ln_2.weight")))?)?;
-            let pre = m.broadcast_matmul(&self.param(&format!("{p}.mlp.c_fc.weight")).t()?)?;
-            let act = match c.activation {
-                crate::model::Activation::Gelu => pre.gelu_erf()?,
-                crate::model::Activation::Relu => pre.relu()?,
-            };
-            let hidden = topk(c, TopkSite::MlpNeuron, &act)?;
-            let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&self.param(&format!("{p}.mlp.c_proj.weight")).t()?)?)?;
-            x = topk(c, TopkSite::ResidPostMlp, &(x + o)?)?;
-        }
-        let unembed = if c.tied_unembed { wte } else { self.param("lm_head.weight") };
-        let mut logits = rms_norm(&x, self.param("transformer.ln_f.weight"))?.broadcast_matmul(&unembed.t()?)?;
-        logits = logits.broadcast_add(self.param("final_logits_bias"))?;
-        if c.enable_bigram_table {
-            let rows = self.param("bigram_table").index_select(&flat, 0)?.reshape((b, t, c.vocab_size))?;
-            logits = (logits + rows)?;
-        }
-        Ok(logits)
     }
 
     /// Takes `model`'s weights (a model of this trainer's config): to train
@@ -379,27 +326,6 @@ fn prune(values: &mut [f32], fraction: f64) {
     let mut kept = vec![false; values.len()];
     order[..keep].iter().for_each(|&i| kept[i] = true);
     values.iter_mut().zip(&kept).filter(|(_, k)| !**k).for_each(|(v, _)| *v = 0.0);
-}
-
-/// RMSNorm over the last dimension with eps = f32 epsilon, as the reference.
-fn rms_norm(x: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-    x.broadcast_div(&(mean_square + f64::from(f32::EPSILON))?.sqrt()?)?.broadcast_mul(weight)
-}
-
-/// AbsTopK: per token, the entries of largest |x| kept (the k-th largest
-/// and above; exact ties are measure-zero in training), if `site` is sparsified.
-fn topk(c: &Config, site: TopkSite, x: &Tensor) -> candle_core::Result<Tensor> {
-    let width = x.dim(D::Minus1)?;
-    let Some(k) = c.topk_k(site, width) else { return Ok(x.clone()) };
-    if k >= width {
-        return Ok(x.clone());
-    }
-    let magnitude = x.abs()?.detach();
-    let (sorted, _) = magnitude.sort_last_dim(false)?;
-    let threshold = sorted.narrow(D::Minus1, k - 1, 1)?;
-    let keep = magnitude.broadcast_ge(&threshold)?.to_dtype(DType::F32)?;
-    x * keep
 }
 
 #[cfg(test)]
@@ -465,7 +391,8 @@ mod tests {
         }
         let window = &tokens[100..124];
         let input = Tensor::from_vec(window.to_vec(), (1, 24), &Device::Cpu).unwrap();
-        let ours: Vec<Vec<f32>> = trainer.logits(&input).unwrap().squeeze(0).unwrap().to_vec2().unwrap();
+        let ours: Vec<Vec<f32>> = forward::logits(&trainer.config, &|name| trainer.param(name), &input, &mut |_, x| Ok(x))
+            .unwrap().squeeze(0).unwrap().to_vec2().unwrap();
         let reference = forward(&trainer.model().unwrap(), window, &mut |_, _| {}).unwrap();
         for (p, row) in ours.iter().enumerate() {
             for (v, (&a, &b)) in row.iter().zip(reference.row(p)).enumerate() {

@@ -7,7 +7,6 @@ use super::summary::{token_text, LayerSummary, ModelFacts};
 use super::{AblationKind, Backend};
 use crate::circuits::Node;
 use crate::model::{Model, Prediction, Tokenizer};
-use crate::tasks::{Task, TaskChoice};
 
 /// The loaded model: where from, its shape, size and density; the load in progress.
 #[component]
@@ -184,53 +183,6 @@ pub fn PromptForm(
                 "Run"
             </button>
         </form>
-    }
-}
-
-/// The model's task prompts, one button per task: a click runs the prompt
-/// and ranks the circuit by the right answer's logit over the wrong one's.
-#[component]
-pub fn TaskPrompts(
-    tasks: RwSignal<Vec<TaskChoice>>,
-    ready: Signal<bool>,
-    on_pick: impl Fn(TaskChoice) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
-    move || {
-        // The first prompt of each task.
-        let mut firsts: Vec<TaskChoice> = Vec::new();
-        for task in tasks.get() {
-            if !firsts.iter().any(|t| t.task == task.task) {
-                firsts.push(task);
-            }
-        }
-        (!firsts.is_empty()).then(|| {
-            let buttons = firsts
-                .into_iter()
-                .map(|task| {
-                    let question = Task::parse(&task.task).map(Task::question).unwrap_or("");
-                    let (name, label, prompt) = (task.task.clone(), task.task.clone(), task.prompt.clone());
-                    view! {
-                        <button
-                            type="button"
-                            data-testid="task-prompt"
-                            data-task=name
-                            title=prompt
-                            disabled=move || !ready.get()
-                            on:click=move |_| on_pick(task.clone())
-                        >
-                            <strong>{label}</strong>
-                            <span class="question">{question}</span>
-                        </button>
-                    }
-                })
-                .collect_view();
-            view! {
-                <section class="task-prompts" data-testid="task-prompts">
-                    <h2>"Tasks"</h2>
-                    <div class="task-buttons">{buttons}</div>
-                </section>
-            }
-        })
     }
 }
 

@@ -328,6 +328,8 @@ pub fn CircuitCanvas(
     ablated: Signal<Vec<Node>>,
     per_site: RwSignal<usize>,
     ranking: RwSignal<Ranking>,
+    /// What the shown task circuit is, when the graph is one.
+    circuit: Signal<Option<String>>,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
@@ -405,13 +407,14 @@ pub fn CircuitCanvas(
         <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
             <h2>{move || graph.with(|v| v.as_ref().map(|v| format!("Circuit at position {}", v.position)))}</h2>
             <p class="hint">
-                {move || match ranking.get() {
-                    Ranking::Effect => format!(
+                {move || match (circuit.get(), ranking.get()) {
+                    (Some(circuit), _) => format!("Nodes: {circuit}, every node of it."),
+                    (None, Ranking::Effect) => format!(
                         "Nodes: per site, the {} with the largest measured effect on the chosen output (how much it \
                          drops when the node is zero-ablated at every position).",
                         per_site.get()
                     ),
-                    Ranking::Activation => {
+                    (None, Ranking::Activation) => {
                         format!("Nodes: per site, the {} channels of largest |activation| at this token.", per_site.get())
                     }
                 }}

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
+use super::circuits::{CircuitOrigin, LoadedCircuit};
 use crate::circuits::parse_samples;
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};
@@ -36,6 +37,9 @@ pub struct BundledModel {
     /// Whether the folder has `tasks.json` (task prompts for the page).
     #[serde(default)]
     pub tasks: bool,
+    /// Tasks with a circuit file `circuits/TASK.json` in the folder.
+    #[serde(default)]
+    pub circuits: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +55,8 @@ pub struct LoadedModel {
     pub samples: Vec<Vec<u32>>,
     /// Task prompts with their answers' tokens (may be empty).
     pub tasks: Vec<TaskChoice>,
+    /// Circuit files that came with the model, checked against it.
+    pub circuits: Vec<LoadedCircuit>,
     /// Where it came from, for the page (a name, URL or file names).
     pub source: String,
     /// Bytes read: config, weights and tokenizer files.
@@ -73,16 +79,23 @@ pub async fn fetch_index() -> Result<Vec<BundledModel>, String> {
 }
 
 /// Which optional files a model folder has; `None`: ask the server.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Optional {
     pub tokenizer: Option<bool>,
     pub samples: Option<bool>,
     pub tasks: Option<bool>,
+    /// Tasks whose circuit file to fetch.
+    pub circuits: Vec<String>,
 }
 
 impl From<&BundledModel> for Optional {
     fn from(entry: &BundledModel) -> Optional {
-        Optional { tokenizer: Some(entry.tokenizer), samples: Some(entry.samples), tasks: Some(entry.tasks) }
+        Optional {
+            tokenizer: Some(entry.tokenizer),
+            samples: Some(entry.samples),
+            tasks: Some(entry.tasks),
+            circuits: entry.circuits.clone(),
+        }
     }
 }
 
@@ -98,7 +111,16 @@ pub async fn fetch_model(base: &str, optional: Optional, progress: &dyn Fn(LoadP
     };
     let samples = folder.get_optional("samples.json", optional.samples).await?;
     let tasks = folder.get_optional("tasks.json", optional.tasks).await?;
-    build(&config, &weights, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)
+    let mut circuit_files = Vec::new();
+    for task in &optional.circuits {
+        let name = format!("circuits/{task}.json");
+        circuit_files.push((name.clone(), text(&folder.get(&name).await?, &name)?));
+    }
+    let mut loaded = build(&config, &weights, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)?;
+    for (name, json) in circuit_files {
+        loaded.circuits.push(LoadedCircuit::parse(&json, &loaded.model, CircuitOrigin::Bundled).map_err(|e| format!("{name}: {e}"))?);
+    }
+    Ok(loaded)
 }
 
 /// A model folder at a URL, its files fetched one by one with progress.
@@ -208,7 +230,7 @@ fn build(
         (Some(_), None) => return Err("tasks.json needs the model's tokenizer (encoder.json and vocab.bpe)".to_string()),
         (None, _) => Vec::new(),
     };
-    Ok(LoadedModel { model, tokenizer, samples, tasks, source, bytes })
+    Ok(LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), source, bytes })
 }
 
 fn text(bytes: &[u8], name: &str) -> Result<String, String> {

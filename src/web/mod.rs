@@ -2,6 +2,7 @@
 //! GPU (WebGPU) with every layer shown as soon as it is computed, or on the
 //! CPU when there is no WebGPU.
 
+mod circuits;
 mod components;
 mod effects;
 mod graph_canvas;
@@ -16,13 +17,14 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::{GraphView, Node, Objective, SiteMeans};
+use crate::circuits::{GraphView, Node, Objective, SearchProgress, SiteMeans};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
-use crate::tasks::TaskChoice;
+use crate::tasks::{Task, TaskChoice};
+use circuits::{LoadedCircuit, TaskTable};
 use components::{
     files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
-    TaskPrompts, TokenStrip,
+    TokenStrip,
 };
 use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
 use graph_canvas::{CircuitCanvas, NodeTable};
@@ -102,6 +104,15 @@ fn App() -> impl IntoView {
     let position = RwSignal::new(0usize);
     let selected = RwSignal::new(None::<usize>);
     let per_site = RwSignal::new(NODES_PER_SITE);
+    // Task circuits: those that came with the model or were found here; the
+    // one drawn as the graph; the search under way and its cancel flag.
+    let circuits = RwSignal::new(Vec::<Arc<LoadedCircuit>>::new());
+    let shown_circuit = RwSignal::new(None::<usize>);
+    let searching = RwSignal::new(None::<SearchProgress>);
+    let cancel_search = StoredValue::new(false);
+    let search_examples = RwSignal::new(64usize);
+    // Where the search under way runs: "gpu", or "cpu" (no GPU, or a slower one).
+    let search_backend = RwSignal::new(None::<&'static str>);
 
     let predictions_from = move |logits: RwSignal<Option<Arc<Tensor>>>| {
         Memo::new(move |_| logits.get().map(|l| predictions_at(&l, position.get())).unwrap_or_default())
@@ -125,6 +136,9 @@ fn App() -> impl IntoView {
         let model = model.get()?;
         let at = position.get();
         let per_site = per_site.get();
+        if let Some(circuit) = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) {
+            return recording.with(|r| r.as_ref().map(|r| GraphView::of_nodes(&model, r, at, &circuit.nodes)));
+        }
         match ranking.get() {
             Ranking::Activation => recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, per_site))),
             Ranking::Effect => {
@@ -263,6 +277,8 @@ fn App() -> impl IntoView {
             facts.set(Some(new_facts));
             tokenizer.set(loaded.tokenizer.map(Arc::new));
             tasks.set(loaded.tasks);
+            shown_circuit.set(None);
+            circuits.set(loaded.circuits.into_iter().map(Arc::new).collect());
             let new_model = Arc::new(loaded.model);
             model.set(Some(new_model.clone()));
             means.set(None);
@@ -361,6 +377,56 @@ fn App() -> impl IntoView {
         rerun_ablated();
     };
 
+    // Searches for a task's circuit in the page, with progress and a cancel
+    // button; the circuit found joins the task's list and is shown.
+    let find_circuit = move |task_name: String| {
+        let (Some(searched), Some(tokenizer)) = (model.get_untracked(), tokenizer.get_untracked()) else { return };
+        let Some(task) = Task::parse(&task_name) else { return };
+        let Some(means) = means.get_untracked() else {
+            return error.set(Some("the mean activations over the sample prompts are still being computed".into()));
+        };
+        if searching.get_untracked().is_some() {
+            return;
+        }
+        cancel_search.set_value(false);
+        error.set(None);
+        let examples = search_examples.get_untracked();
+        let model_name = current.get_untracked();
+        spawn_local(async move {
+            let mut progress = |p| searching.set(Some(p));
+            let cancelled = || cancel_search.get_value();
+            let result = circuits::find_circuit(
+                engine.get_value(),
+                backend,
+                &searched,
+                model_name,
+                &tokenizer,
+                &means,
+                task,
+                examples,
+                0.15,
+                &|chosen| search_backend.set(Some(chosen)),
+                &mut progress,
+                &cancelled,
+            )
+            .await;
+            searching.set(None);
+            search_backend.set(None);
+            let still_current = model.with_untracked(|m| m.as_ref().is_some_and(|m| Arc::ptr_eq(m, &searched)));
+            match result {
+                Ok(Some(found)) if still_current => {
+                    circuits.update(|list| {
+                        list.retain(|c| !(c.file.task == found.file.task && c.origin == found.origin));
+                        list.push(Arc::new(found));
+                    });
+                    shown_circuit.set(Some(circuits.with_untracked(|c| c.len() - 1)));
+                }
+                Ok(_) => {}
+                Err(message) => error.set(Some(format!("finding the {task_name} circuit: {message}"))),
+            }
+        });
+    };
+
     let busy = Signal::derive(move || loading.get() != LoadProgress::Idle || running.get());
     let ready = Signal::derive(move || model.with(Option::is_some) && backend.get() != Backend::Probing && !busy.get());
     view! {
@@ -396,9 +462,27 @@ fn App() -> impl IntoView {
                 ready=ready
                 on_run=run
             />
-            <TaskPrompts
+            <TaskTable
                 tasks=tasks
+                circuits=circuits
+                shown=shown_circuit
                 ready=ready
+                searching=searching
+                search_backend=search_backend
+                search_examples=search_examples
+                on_find=find_circuit
+                on_cancel=move || cancel_search.set_value(true)
+                on_open=move |name: String, json: String| {
+                    let Some(current_model) = model.get_untracked() else { return };
+                    match LoadedCircuit::parse(&json, &current_model, circuits::CircuitOrigin::Opened) {
+                        Ok(opened) => {
+                            circuits.update(|list| list.push(Arc::new(opened)));
+                            shown_circuit.set(Some(circuits.with_untracked(|c| c.len() - 1)));
+                            error.set(None);
+                        }
+                        Err(message) => error.set(Some(format!("circuit file {name}: {message}"))),
+                    }
+                }
                 on_pick=move |task: TaskChoice| {
                     prompt.set(task.prompt.clone());
                     run(task.prompt);
@@ -437,7 +521,17 @@ fn App() -> impl IntoView {
                 progress=measuring
                 effects=effects
             />
-            <CircuitCanvas graph=graph.into() selected=selected ablated=ablated_nodes per_site=per_site ranking=ranking />
+            <CircuitCanvas
+                graph=graph.into()
+                selected=selected
+                ablated=ablated_nodes
+                per_site=per_site
+                ranking=ranking
+                circuit=Signal::derive(move || {
+                    let circuit = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned()))?;
+                    Some(format!("the {} circuit ({}, {} nodes)", circuit.file.task, circuit.file.method.name, circuit.nodes.len()))
+                })
+            />
             <NodeInspector
                 graph=graph.into()
                 selected=selected

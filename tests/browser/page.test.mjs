@@ -284,6 +284,51 @@ test('the default is the trained model; each task\'s prompt is a click away, run
   await other.page.close();
 });
 
+test('each task lists its bundled circuit with size and faithfulness; a circuit shows as the graph; the page finds one (on the faster of its GPU and CPU), can cancel, and refuses a circuit file of other weights', async () => {
+  const index = JSON.parse(fs.readFileSync(path.join(root, 'www/models/index.json'), 'utf8'));
+  const trained = path.join(root, 'www/models', index.models[0].id);
+  const { page, errors } = await openPage(browser, '');
+  for (const task of index.models[0].circuits) {
+    const file = JSON.parse(fs.readFileSync(path.join(trained, 'circuits', `${task}.json`), 'utf8'));
+    const row = page.locator(`tr[data-task=${task}]`);
+    const bundled = row.locator('[data-testid=circuit][data-origin=bundled]');
+    assert.equal(await bundled.getAttribute('data-nodes'), String(file.nodes.length));
+    assert.match(await bundled.textContent(), new RegExp(`${file.nodes.length} nodes, ${file.edges.length} edges`));
+  }
+  // Shown, the graph holds exactly the circuit's nodes, and its loss curve is drawn.
+  const first = index.models[0].circuits[0];
+  const firstFile = JSON.parse(fs.readFileSync(path.join(trained, 'circuits', `${first}.json`), 'utf8'));
+  await page.locator(`tr[data-task=${first}] [data-origin=bundled] [data-testid=show-circuit]`).click();
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${firstFile.nodes.length}"]`).waitFor({ timeout: 60_000 });
+  await page.getByTestId('loss-curve').waitFor();
+
+  // Found in the page, on a few examples to keep the test short.
+  await page.getByTestId('search-examples').fill('4');
+  await page.getByTestId('search-examples').dispatchEvent('change');
+  const task = 'bracket_type';
+  await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
+  await page.getByTestId('search-progress').waitFor();
+  const found = page.locator(`tr[data-task=${task}] [data-testid=circuit][data-origin=found]`);
+  await found.waitFor({ timeout: 600_000 });
+  const nodes = Number(await found.getAttribute('data-nodes'));
+  assert.ok(nodes > 0, 'the found circuit has nodes');
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${nodes}"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await found.locator('[data-testid=show-circuit]').getAttribute('aria-pressed'), 'true');
+
+  // Cancelled, a search leaves nothing behind.
+  await page.locator('[data-testid=find-circuit][data-task=self_or_cls]:enabled').click();
+  await page.getByTestId('cancel-search').click();
+  await page.getByTestId('search-progress').waitFor({ state: 'detached', timeout: 120_000 });
+  assert.equal(await page.locator('tr[data-task=self_or_cls] [data-origin=found]').count(), 0);
+
+  // A circuit file of other weights is refused with a message naming the file.
+  const other = { ...firstFile, model: { ...firstFile.model, weights_sha256: '0'.repeat(64) } };
+  await page.getByTestId('circuit-file').setInputFiles({ name: 'other.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(other)) });
+  await page.getByTestId('error-banner').filter({ hasText: 'circuit file other.json: the circuit was found on other weights' }).waitFor();
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
 test('without WebGPU the page says so and runs on the CPU', async () => {
   const { page, errors } = await openPage(cpuBrowser);
   const backend = page.getByTestId('backend');

@@ -1,0 +1,245 @@
+//! The circuit file: a task circuit as JSON, for the page and the CLI.
+//!
+//! ```json
+//! {
+//!   "format": "circuitscope.circuit", "version": 1,
+//!   "model": {"name": "python_tasks", "weights_sha256": "9f2c…"},
+//!   "task": "single_double_quote",
+//!   "nodes": ["0.attn.act_in[17]", "1.attn.k[40]", …],
+//!   "edges": [[0, 1], …],
+//!   "mean_ablation": {"source": "samples.json", "prompts": 32, "positions": 3120, "values": [0.0, 0.41, …]},
+//!   "faithfulness": {"target_loss": 0.15, "examples": 200, "full": {"loss": 0.02, "accuracy": 1.0},
+//!                    "circuit": {…}, "without_circuit": {…}},
+//!   "curve": [[1, {"loss": 0.69, "accuracy": 0.5}], …],
+//!   "method": {"name": "learned-mask", "settings": {…}, "seconds": 41.2}
+//! }
+//! ```
+//!
+//! - `model.weights_sha256` is [`Model::weights_sha256`]: a circuit opens
+//!   only on the weights it was found on.
+//! - `nodes` are `site[channel]`, most important first (the order the
+//!   search ranked them in); their number is the circuit's node budget k.
+//! - `edges` are the pairs of indices into `nodes` that a nonzero weight or
+//!   the residual stream connects ([`edges_between`]), as found when the
+//!   file was written.
+//! - `mean_ablation.values` are each node's mean activation, the value it
+//!   is set to when removed; every node outside the circuit is set to its
+//!   mean over the same prompts.
+//! - `faithfulness` holds the task loss (binary cross-entropy between the
+//!   right and the wrong token, see `faithful`) and accuracy of the full
+//!   model, of the circuit alone and of the model without the circuit, on
+//!   held-out examples; `curve` the loss with the first k nodes kept.
+
+use serde::{Deserialize, Serialize};
+
+use super::{edges_between, Node, TaskLoss};
+use crate::model::{Model, Site};
+
+pub const FORMAT: &str = "circuitscope.circuit";
+pub const VERSION: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CircuitFile {
+    pub format: String,
+    pub version: u32,
+    pub model: ModelRef,
+    pub task: String,
+    pub nodes: Vec<String>,
+    pub edges: Vec<[usize; 2]>,
+    pub mean_ablation: MeanAblation,
+    pub faithfulness: Faithfulness,
+    pub curve: Vec<(usize, TaskLoss)>,
+    pub method: Method,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelRef {
+    pub name: String,
+    pub weights_sha256: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeanAblation {
+    /// Where the means come from, e.g. `samples.json`.
+    pub source: String,
+    pub prompts: usize,
+    pub positions: usize,
+    /// Each node's mean, in the order of `nodes`.
+    pub values: Vec<f32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Faithfulness {
+    pub target_loss: f64,
+    /// Held-out examples the losses are over.
+    pub examples: usize,
+    pub full: TaskLoss,
+    pub circuit: TaskLoss,
+    pub without_circuit: TaskLoss,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Method {
+    /// `learned-mask` (the paper's pruning, native) or `ablation-search` (forward passes only, the page's).
+    pub name: String,
+    pub settings: serde_json::Value,
+    pub seconds: f64,
+}
+
+/// Why a circuit file cannot be used with a model.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CircuitError {
+    #[error("not a circuit file: {0}")]
+    Json(String),
+    #[error("not a circuit file (format {0:?}, expected {FORMAT:?})")]
+    Format(String),
+    #[error("circuit file version {0} is newer than this circuitscope reads ({VERSION})")]
+    Version(u32),
+    #[error("the circuit was found on other weights (model {name:?}, weights {found}…, this model's are {expected}…)")]
+    WrongModel { name: String, found: String, expected: String },
+    #[error("node {index} {text:?}: {problem}")]
+    Node { index: usize, text: String, problem: String },
+    #[error("edge {index} [{from}, {to}]: only {nodes} nodes")]
+    Edge { index: usize, from: usize, to: usize, nodes: usize },
+    #[error("mean_ablation has {values} values for {nodes} nodes")]
+    Means { values: usize, nodes: usize },
+}
+
+impl CircuitFile {
+    /// Parses and checks a circuit file against `model`; returns it with its nodes.
+    pub fn parse(json: &str, model: &Model) -> Result<(CircuitFile, Vec<Node>), CircuitError> {
+        // The format and version first, so a future file gets the version message, not a field error.
+        let header: serde_json::Value = serde_json::from_str(json).map_err(|e| CircuitError::Json(e.to_string()))?;
+        let format = header.get("format").and_then(|f| f.as_str()).unwrap_or_default();
+        if format != FORMAT {
+            return Err(CircuitError::Format(format.to_string()));
+        }
+        match header.get("version").and_then(|v| v.as_u64()) {
+            Some(v) if v > u64::from(VERSION) => return Err(CircuitError::Version(v.min(u64::from(u32::MAX)) as u32)),
+            _ => {}
+        }
+        let file: CircuitFile = serde_json::from_value(header).map_err(|e| CircuitError::Json(e.to_string()))?;
+        let expected = model.weights_sha256();
+        if file.model.weights_sha256 != expected {
+            return Err(CircuitError::WrongModel {
+                name: file.model.name.clone(),
+                found: file.model.weights_sha256.chars().take(12).collect(),
+                expected: expected.chars().take(12).collect(),
+            });
+        }
+        let nodes = file.check_nodes(model)?;
+        for (index, &[from, to]) in file.edges.iter().enumerate() {
+            if from >= nodes.len() || to >= nodes.len() {
+                return Err(CircuitError::Edge { index, from, to, nodes: nodes.len() });
+            }
+        }
+        if file.mean_ablation.values.len() != nodes.len() {
+            return Err(CircuitError::Means { values: file.mean_ablation.values.len(), nodes: nodes.len() });
+        }
+        Ok((file, nodes))
+    }
+
+    fn check_nodes(&self, model: &Model) -> Result<Vec<Node>, CircuitError> {
+        let c = &model.config;
+        let mut seen = std::collections::HashSet::new();
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(index, text)| {
+                let bad = |problem: String| CircuitError::Node { index, text: text.clone(), problem };
+                let (site_text, _) = text.split_once('[').ok_or_else(|| bad("not of the form site[channel]".into()))?;
+                let site = Site::parse(site_text).ok_or_else(|| bad(format!("unknown site {site_text:?}")))?;
+                let node = Node::parse(text).ok_or_else(|| {
+                    bad(if Node::is_node_site(site) { "not of the form site[channel]".into() } else { format!("{site} holds no nodes") })
+                })?;
+                if let Site::Layer(layer, _) = site {
+                    if layer >= c.n_layer {
+                        return Err(bad(format!("the model has {} layers", c.n_layer)));
+                    }
+                }
+                let width = c.site_width(site);
+                if node.channel >= width {
+                    return Err(bad(format!("channel {} is out of range: {site} has {width}", node.channel)));
+                }
+                if !seen.insert(node) {
+                    return Err(bad("listed twice".into()));
+                }
+                Ok(node)
+            })
+            .collect()
+    }
+
+    /// The edges among `nodes` as index pairs, for a new file.
+    pub fn edges_of(model: &Model, nodes: &[Node]) -> Vec<[usize; 2]> {
+        edges_between(model, nodes).iter().map(|e| [e.from, e.to]).collect()
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a circuit file serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Config, SiteKind};
+
+    fn model(seed: u64) -> Model {
+        let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#)
+            .unwrap();
+        Model::synthetic(config, 0.5, seed)
+    }
+
+    fn circuit(model: &Model) -> CircuitFile {
+        let nodes = [Node::new(0, SiteKind::AttnActIn, 3), Node::new(0, SiteKind::AttnQ, 5), Node::new(1, SiteKind::MlpPostAct, 11)];
+        let loss = TaskLoss { loss: 0.1, accuracy: 0.95 };
+        CircuitFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            model: ModelRef { name: "test".into(), weights_sha256: model.weights_sha256() },
+            task: "single_double_quote".into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            edges: CircuitFile::edges_of(model, &nodes),
+            mean_ablation: MeanAblation { source: "samples.json".into(), prompts: 2, positions: 9, values: vec![0.5, -0.25, 1.0] },
+            faithfulness: Faithfulness { target_loss: 0.15, examples: 20, full: loss, circuit: loss, without_circuit: loss },
+            curve: vec![(0, TaskLoss { loss: 0.7, accuracy: 0.5 }), (3, loss)],
+            method: Method { name: "learned-mask".into(), settings: serde_json::json!({"steps": 3}), seconds: 1.5 },
+        }
+    }
+
+    #[test]
+    fn circuit_files_round_trip() {
+        let m = model(1);
+        let file = circuit(&m);
+        let (again, nodes) = CircuitFile::parse(&file.to_json(), &m).unwrap();
+        assert_eq!(again, file);
+        assert_eq!(nodes[1], Node::new(0, SiteKind::AttnQ, 5));
+    }
+
+    #[test]
+    fn bad_circuit_files_say_what_is_wrong() {
+        let m = model(1);
+        let edited = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut json = serde_json::to_value(circuit(&m)).unwrap();
+            edit(&mut json);
+            CircuitFile::parse(&json.to_string(), &m).unwrap_err().to_string()
+        };
+        let node = |text: &'static str| move |j: &mut serde_json::Value| j["nodes"][1] = text.into();
+        assert!(edited(&node("0.attn.zz[1]")).contains("node 1 \"0.attn.zz[1]\": unknown site \"0.attn.zz\""));
+        assert!(edited(&node("0.attn.q[8]")).contains("channel 8 is out of range: 0.attn.q has 8"));
+        assert!(edited(&node("5.attn.q[1]")).contains("the model has 2 layers"));
+        assert!(edited(&node("0.resid_mid[1]")).contains("holds no nodes"));
+        assert!(edited(&node("0.attn.q[x]")).contains("not of the form site[channel]"));
+        assert!(edited(&node("0.attn.act_in[3]")).contains("listed twice"));
+        assert!(edited(&|j| j["edges"] = serde_json::json!([[0, 7]])).contains("edge 0 [0, 7]: only 3 nodes"));
+        assert!(edited(&|j| j["mean_ablation"]["values"] = serde_json::json!([1.0])).contains("1 values for 3 nodes"));
+        assert!(edited(&|j| j["format"] = "something".into()).contains("not a circuit file"));
+        assert!(edited(&|j| j["version"] = 7.into()).contains("version 7 is newer"));
+        assert!(edited(&|j| j["nodes"] = 3.into()).contains("not a circuit file"));
+        let other = model(2);
+        let err = CircuitFile::parse(&circuit(&m).to_json(), &other).unwrap_err();
+        assert!(matches!(err, CircuitError::WrongModel { .. }), "{err}");
+        assert!(err.to_string().contains("found on other weights"));
+        assert!(CircuitFile::parse("{", &m).unwrap_err().to_string().starts_with("not a circuit file"));
+    }
+}

@@ -1,0 +1,96 @@
+//! How faithful a circuit is, as the paper measures it: the task loss with
+//! only the circuit's nodes kept (every other node mean-ablated), with the
+//! circuit removed (its nodes mean-ablated). The searches that find
+//! circuits are in `search` (forward passes) and `train::prune` (learned masks).
+//!
+//! The task loss of one example is binary cross-entropy between the right
+//! and the wrong next token: `-log softmax([right, wrong])[right]` =
+//! `softplus(logit(wrong) - logit(right))`, averaged over the examples.
+
+use super::{Node, SiteMeans};
+use crate::model::{forward_with_interventions, Config, Intervention, Model, ModelError, Site, SiteKind};
+
+/// One binary choice a circuit is scored on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// The prompt's token ids.
+    pub tokens: Vec<u32>,
+    /// The next token that is right, and the one that is wrong.
+    pub right: u32,
+    pub wrong: u32,
+}
+
+/// Task loss (nats) and accuracy over a set of choices.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TaskLoss {
+    pub loss: f64,
+    pub accuracy: f64,
+}
+
+/// `softplus(-d)` for a logit difference `d`, without overflow.
+pub fn binary_loss(logit_diff: f64) -> f64 {
+    (-logit_diff).max(0.0) + (-logit_diff.abs()).exp().ln_1p()
+}
+
+/// The task loss of `model` on `choices` with `interventions` applied, by
+/// the CPU reference forward pass.
+pub fn task_loss(model: &Model, choices: &[Choice], interventions: &[Intervention]) -> Result<TaskLoss, ModelError> {
+    let (mut loss, mut right) = (0.0, 0);
+    for choice in choices {
+        let logits = forward_with_interventions(model, &choice.tokens, interventions, &mut |_, _| {})?;
+        let last = logits.row(choice.tokens.len() - 1);
+        let diff = f64::from(last[choice.right as usize] - last[choice.wrong as usize]);
+        loss += binary_loss(diff);
+        right += usize::from(diff > 0.0);
+    }
+    let n = choices.len().max(1) as f64;
+    Ok(TaskLoss { loss: loss / n, accuracy: right as f64 / n })
+}
+
+/// Every node site of a model, in forward order.
+pub fn node_sites(config: &Config) -> Vec<Site> {
+    (0..config.n_layer)
+        .flat_map(|l| SiteKind::ALL.into_iter().map(move |kind| Site::Layer(l, kind)))
+        .filter(|&site| Node::is_node_site(site))
+        .collect()
+}
+
+/// Every node of a model, in forward order.
+pub fn all_nodes(config: &Config) -> Vec<Node> {
+    node_sites(config)
+        .into_iter()
+        .flat_map(|site| (0..config.site_width(site)).map(move |channel| Node { site, channel }))
+        .collect()
+}
+
+/// Mean-ablation of every node for which `ablate` holds, at every position.
+fn mean_ablate(config: &Config, means: &SiteMeans, ablate: impl Fn(Node) -> bool) -> Result<Vec<Intervention>, String> {
+    let mut interventions = Vec::new();
+    for site in node_sites(config) {
+        let channels: Vec<usize> = (0..config.site_width(site)).filter(|&channel| ablate(Node { site, channel })).collect();
+        if channels.is_empty() {
+            continue;
+        }
+        let values = means.of(site).ok_or_else(|| format!("no mean activations for {site}"))?;
+        interventions.push(Intervention { site, positions: vec![], channels, ablation: crate::model::Ablation::Mean(values) });
+    }
+    Ok(interventions)
+}
+
+/// Interventions that keep only `circuit`: every other node mean-ablated.
+pub fn keep_only(config: &Config, means: &SiteMeans, circuit: &[Node]) -> Result<Vec<Intervention>, String> {
+    let kept: std::collections::HashSet<Node> = circuit.iter().copied().collect();
+    mean_ablate(config, means, |node| !kept.contains(&node))
+}
+
+/// Interventions that remove `circuit`: its nodes mean-ablated.
+pub fn remove(config: &Config, means: &SiteMeans, circuit: &[Node]) -> Result<Vec<Intervention>, String> {
+    let removed: std::collections::HashSet<Node> = circuit.iter().copied().collect();
+    mean_ablate(config, means, |node| removed.contains(&node))
+}
+
+/// The task loss with only the first `k` nodes of `ranked` kept.
+pub fn loss_at(model: &Model, means: &SiteMeans, choices: &[Choice], ranked: &[Node], k: usize) -> Result<TaskLoss, String> {
+    let interventions = keep_only(&model.config, means, &ranked[..k.min(ranked.len())])?;
+    task_loss(model, choices, &interventions).map_err(|e| e.to_string())
+}

@@ -1,0 +1,293 @@
+//! `circuitscope prune`: find a task's circuit as the paper does (learned
+//! node masks, then bisection on the node budget k), and write it as a
+//! circuit file. `circuitscope circuit-eval`: how faithful a circuit file
+//! is (task loss with only the circuit kept, with it removed, against k).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+
+use super::forward::sample_means;
+#[cfg(feature = "gpu")]
+use crate::circuits::GpuEval;
+use super::Backend;
+use crate::circuits::{
+    Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, CIRCUIT_FORMAT, CIRCUIT_VERSION, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef, Node,
+    SiteMeans, TaskLoss,
+};
+use crate::model::{Model, Tokenizer};
+use crate::tasks::{choice, Task};
+use crate::train::{learn_masks, MaskSettings};
+
+/// Seed of the held-out examples faithfulness is reported on (as `eval`'s).
+const HELD_OUT_SEED: u64 = 1_000_003;
+/// Seed of the examples the masks are learned and k is bisected on.
+const SEARCH_SEED: u64 = 2_000_003;
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Model folder with config.json, model.safetensors, a tokenizer and samples.json (the mean-ablation prompts).
+    #[arg(long)]
+    model: PathBuf,
+    /// The task, e.g. single_double_quote.
+    #[arg(long)]
+    task: String,
+    /// The circuit is the smallest that meets this task loss (nats, binary cross-entropy).
+    #[arg(long, default_value_t = 0.15)]
+    target_loss: f64,
+    /// The circuit file to write. Default: circuits/TASK.json in the model folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Examples the search runs on. Default: 256 for `mask`, 64 for `ablation` (each of its ablations runs every example).
+    #[arg(long)]
+    examples: Option<usize>,
+    /// Held-out examples the circuit's faithfulness is reported on.
+    #[arg(long, default_value_t = 200)]
+    held_out: usize,
+    #[arg(long, default_value_t = MaskSettings::default().steps)]
+    steps: usize,
+    /// Loss per kept node (the paper's k_coef).
+    #[arg(long, default_value_t = MaskSettings::default().node_cost)]
+    node_cost: f64,
+    #[arg(long, default_value_t = MaskSettings::default().learning_rate)]
+    lr: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// `mask`: the paper's learned node masks (gradients, CPU). `ablation`:
+    /// the page's search, forward passes only (group-tested ablation scores,
+    /// bisection, pruning), on the CPU or with `--backend gpu` on the GPU.
+    #[arg(long, value_enum, default_value_t = PruneMethod::Mask)]
+    method: PruneMethod,
+    /// Where the ablation search runs its forward passes.
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PruneMethod {
+    Mask,
+    Ablation,
+}
+
+#[derive(Args)]
+pub struct CircuitEvalArgs {
+    /// The model folder the circuit was found on.
+    #[arg(long)]
+    model: PathBuf,
+    /// A circuit file.
+    #[arg(long)]
+    circuit: PathBuf,
+    /// Held-out examples.
+    #[arg(long, default_value_t = 200)]
+    examples: usize,
+}
+
+/// A model folder's model, tokenizer and mean activations.
+struct Loaded {
+    model: Model,
+    tokenizer: Tokenizer,
+    means: SiteMeans,
+}
+
+fn load(dir: &Path) -> Result<Loaded, String> {
+    let model = Model::load_dir(dir).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::load_dir(dir)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", dir.display()))?;
+    let means = sample_means(&model, Some(&tokenizer), &dir.join("samples.json"))?;
+    Ok(Loaded { model, tokenizer, means })
+}
+
+fn task_choices(task: Task, tokenizer: &Tokenizer, seed: u64, n: usize) -> Result<Vec<Choice>, String> {
+    task.examples(seed, n)
+        .iter()
+        .map(|e| choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }))
+        .collect()
+}
+
+fn parse_task(name: &str) -> Result<Task, String> {
+    Task::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+        format!("unknown task {name:?}: the tasks are {}", names.join(", "))
+    })
+}
+
+/// Task loss of the full model, of `circuit` alone and of the model without it.
+fn faithfulness(loaded: &Loaded, choices: &[Choice], circuit: &[Node], target_loss: f64) -> Result<Faithfulness, String> {
+    let config = &loaded.model.config;
+    let run = |interventions: Vec<_>| task_loss(&loaded.model, choices, &interventions).map_err(|e| e.to_string());
+    Ok(Faithfulness {
+        target_loss,
+        examples: choices.len(),
+        full: run(Vec::new())?,
+        circuit: run(keep_only(config, &loaded.means, circuit)?)?,
+        without_circuit: run(remove(config, &loaded.means, circuit)?)?,
+    })
+}
+
+fn print_faithfulness(f: &Faithfulness) {
+    println!("task loss (nats) and accuracy on {} held-out examples:", f.examples);
+    for (what, loss) in [("full model", f.full), ("circuit only", f.circuit), ("circuit removed", f.without_circuit)] {
+        println!("  {what:<16} loss {:.4}  accuracy {:.1}%", loss.loss, 100.0 * loss.accuracy);
+    }
+}
+
+pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
+    let started = Instant::now();
+    crate::train::keep_freed_memory();
+    let task = parse_task(&args.task)?;
+    let loaded = load(&args.model)?;
+    let examples = args.examples.unwrap_or(match args.method {
+        PruneMethod::Mask => 256,
+        PruneMethod::Ablation => 64,
+    });
+    let search = task_choices(task, &loaded.tokenizer, SEARCH_SEED, examples)?;
+    let held_out = task_choices(task, &loaded.tokenizer, HELD_OUT_SEED, args.held_out)?;
+    let (nodes, curve, method) = match args.method {
+        PruneMethod::Mask => learned_mask(args, &loaded, &search, started)?,
+        PruneMethod::Ablation => ablation(args, &loaded, &search)?,
+    };
+    let nodes = &nodes[..];
+    let seconds = started.elapsed().as_secs_f64();
+    let file = CircuitFile {
+        format: CIRCUIT_FORMAT.into(),
+        version: CIRCUIT_VERSION,
+        model: ModelRef { name: folder_name(&args.model), weights_sha256: loaded.model.weights_sha256() },
+        task: task.name().into(),
+        nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        edges: CircuitFile::edges_of(&loaded.model, nodes),
+        mean_ablation: mean_ablation(&loaded.means, nodes),
+        faithfulness: faithfulness(&loaded, &held_out, nodes, args.target_loss)?,
+        curve,
+        method: Method { name: method.0.into(), settings: method.1, seconds },
+    };
+    let out = args.out.clone().unwrap_or_else(|| args.model.join("circuits").join(format!("{}.json", task.name())));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    std::fs::write(&out, file.to_json()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("{}: {} nodes, {} edges ({}, {} search examples), {:.0} s", task.name(), nodes.len(), file.edges.len(), file.method.name, search.len(), seconds);
+    print_faithfulness(&file.faithfulness);
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// What a search found: the circuit's nodes (most important first), its
+/// loss-vs-k curve, and the method's name and settings.
+type Found = (Vec<Node>, Vec<(usize, TaskLoss)>, (&'static str, serde_json::Value));
+
+/// The paper's method: learned masks rank the nodes, bisection picks k.
+fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: Instant) -> Result<Found, String> {
+    let settings = MaskSettings { steps: args.steps, node_cost: args.node_cost, learning_rate: args.lr, seed: args.seed, ..MaskSettings::default() };
+    eprintln!("learning node masks: {} steps of {} examples", settings.steps, settings.batch);
+    let log_every = (settings.steps / 10).max(1);
+    let ranking = learn_masks(&loaded.model, &loaded.means, search, &settings, &mut |p| {
+        if p.step % log_every == 0 {
+            eprintln!("  step {:>5}/{}  task loss {:.4}  nodes kept {}  {:.0} s", p.step, settings.steps, p.task_loss, p.kept, started.elapsed().as_secs_f64());
+        }
+    })?;
+    let ranked: Vec<Node> = ranking.iter().map(|s| s.node).collect();
+    // The nodes the mask keeps (tau > 0) come first; the rest tie at the
+    // clamp and say nothing about order. Bisect within the kept ones when
+    // they meet the target together (adding untied noise can break a circuit
+    // that works), else along the whole ranking.
+    let kept = ranking.iter().filter(|s| s.tau > 0.0).count();
+    eprintln!("bisecting on k (target task loss {}; the mask keeps {kept} nodes):", args.target_loss);
+    let mut eval = CpuEval { model: &loaded.model, choices: search };
+    let config = &loaded.model.config;
+    let mut log = |k: usize, loss: TaskLoss| eprintln!("  k {k:>6}  loss {:.4}  accuracy {:.1}%", loss.loss, 100.0 * loss.accuracy);
+    let found = match ready(bisect(&mut eval, config, &loaded.means, &ranked[..kept], args.target_loss, &mut log)) {
+        Ok(found) => found,
+        Err(_) => ready(bisect(&mut eval, config, &loaded.means, &ranked, args.target_loss, &mut log))?,
+    };
+    // The curve at small k too, which the bisection may not have visited.
+    let mut curve = found.curve;
+    for k in std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < found.k) {
+        if !curve.iter().any(|(at, _)| *at == k) {
+            curve.push((k, ready(eval.losses(&[keep_only(config, &loaded.means, &ranked[..k])?]))?[0]));
+        }
+    }
+    curve.sort_by_key(|(k, _)| *k);
+    let settings = serde_json::json!({ "masks": settings, "target_loss": args.target_loss, "search_examples": search.len(), "search_seed": SEARCH_SEED });
+    Ok((ranked[..found.k].to_vec(), curve, ("learned-mask", settings)))
+}
+
+/// The page's method, natively: forward passes only.
+fn ablation(args: &PruneArgs, loaded: &Loaded, search: &[Choice]) -> Result<Found, String> {
+    let settings = SearchSettings { target_loss: args.target_loss, ..SearchSettings::default() };
+    let mut last = None;
+    let mut progress = |p: SearchProgress| {
+        if last != Some((p.stage, p.nodes)) {
+            eprintln!("  {:?}: {} nodes left, {} ablations so far", p.stage, p.nodes, p.variants);
+            last = Some((p.stage, p.nodes));
+        }
+    };
+    let config = &loaded.model.config;
+    let found = match args.backend {
+        Backend::Cpu => ready(ablation_search(&mut CpuEval { model: &loaded.model, choices: search }, config, &loaded.means, &settings, &mut progress, &|| false)),
+        Backend::Gpu => gpu_ablation_search(&loaded.model, search, &loaded.means, &settings, &mut progress),
+    }?
+    .ok_or("the search was cancelled")?;
+    let json = serde_json::json!({ "search": settings, "backend": format!("{:?}", args.backend).to_lowercase(), "search_examples": search.len(), "search_seed": SEARCH_SEED, "variants": found.variants });
+    Ok((found.nodes, found.curve, ("ablation-search", json)))
+}
+
+#[cfg(feature = "gpu")]
+fn gpu_ablation_search(
+    model: &Model,
+    search: &[Choice],
+    means: &SiteMeans,
+    settings: &SearchSettings,
+    progress: &mut dyn FnMut(SearchProgress),
+) -> Result<Option<SearchResult>, String> {
+    use crate::gpu::{Engine, GpuContext};
+    pollster::block_on(async {
+        let ctx = GpuContext::new().await.map_err(|e| e.to_string())?;
+        let mut engine = Engine::new(ctx, model).map_err(|e| e.to_string())?;
+        let mut eval = GpuEval { engine: &mut engine, choices: search, batch: settings.batch };
+        ablation_search(&mut eval, &model.config, means, settings, progress, &|| false).await
+    })
+}
+
+#[cfg(not(feature = "gpu"))]
+fn gpu_ablation_search(_: &Model, _: &[Choice], _: &SiteMeans, _: &SearchSettings, _: &mut dyn FnMut(SearchProgress)) -> Result<Option<SearchResult>, String> {
+    Err("this build has no GPU backend (built without the `gpu` feature); use --backend cpu".into())
+}
+
+pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
+    let loaded = load(&args.model)?;
+    let json = std::fs::read_to_string(&args.circuit).map_err(|e| format!("cannot read {}: {e}", args.circuit.display()))?;
+    let (file, nodes) = CircuitFile::parse(&json, &loaded.model).map_err(|e| format!("{}: {e}", args.circuit.display()))?;
+    let task = parse_task(&file.task)?;
+    let held_out = task_choices(task, &loaded.tokenizer, HELD_OUT_SEED, args.examples)?;
+    println!("{} circuit of {}: {} nodes, {} edges, found by {} in {:.0} s", file.task, file.model.name, nodes.len(), file.edges.len(), file.method.name, file.method.seconds);
+    print_faithfulness(&faithfulness(&loaded, &held_out, &nodes, file.faithfulness.target_loss)?);
+    println!("task loss with the first k nodes kept (the rest mean-ablated):");
+    for k in curve_points(nodes.len()) {
+        let TaskLoss { loss, accuracy } = loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k)?;
+        println!("  k {k:>5}  loss {loss:.4}  accuracy {:.1}%", 100.0 * accuracy);
+    }
+    Ok(())
+}
+
+/// 0, 1, 2, 4, ... up to and including `n`.
+fn curve_points(n: usize) -> Vec<usize> {
+    let mut points: Vec<usize> = std::iter::once(0).chain(std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < n)).collect();
+    points.push(n);
+    points.dedup();
+    points
+}
+
+fn mean_ablation(means: &SiteMeans, nodes: &[Node]) -> MeanAblation {
+    MeanAblation {
+        source: "samples.json".into(),
+        prompts: means.prompts(),
+        positions: means.positions(),
+        values: nodes.iter().map(|n| means.of(n.site).map_or(0.0, |m| m[n.channel])).collect(),
+    }
+}
+
+fn folder_name(dir: &Path) -> String {
+    dir.canonicalize().ok().as_deref().unwrap_or(dir).file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+}

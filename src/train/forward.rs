@@ -1,0 +1,103 @@
+//! The forward pass of `model/forward.rs` in candle: batched and
+//! differentiable, for the trainer (gradients of the weights) and the
+//! circuit pruner (gradients of node masks). Reads top to bottom like the
+//! reference and is checked against it (trainer tests).
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use crate::model::{Activation, Config, Site, SiteKind, TopkSite};
+
+/// The architectures this pass builds: the paper's (RMSNorm, no linear
+/// biases, no concatenated position embedding, identity residual).
+pub fn check_supported(config: &Config) -> std::result::Result<(), String> {
+    if config.d_pos_emb.is_some() || config.bias || config.residual_relu || !config.rms_norm {
+        return Err("only the paper's architecture is differentiable here: rms_norm, no linear biases, no \
+                    concatenated position embedding, identity residual"
+            .to_string());
+    }
+    Ok(())
+}
+
+/// `tokens` [B, T] -> logits [B, T, vocab]. `param` gives each tensor by its
+/// PyTorch name. `on_node_site` sees every node site's activations
+/// ([B, T, width], after AbsTopK, as the reference records them) and
+/// returns what the rest of the pass uses instead (the pruner's masks).
+pub fn logits<'a>(
+    c: &Config,
+    param: &dyn Fn(&str) -> &'a Tensor,
+    tokens: &Tensor,
+    on_node_site: &mut dyn FnMut(Site, Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let (b, t) = tokens.dims2()?;
+    let (h, dh) = (c.n_head, c.d_head);
+    let flat = tokens.flatten_all()?;
+    let wte = param("transformer.wte.weight");
+    let mut x = wte.index_select(&flat, 0)?.reshape((b, t, c.d_model))?; // [B, T, d]
+    x = x.broadcast_add(&param("transformer.wpe.weight").narrow(0, 0, t)?)?;
+    // Causal mask with the sink's always-visible extra key last: [T, T + 1].
+    let mask: Vec<f32> =
+        (0..t).flat_map(|i| (0..=t).map(move |j| if j <= i || j == t { 0.0 } else { f32::NEG_INFINITY })).collect();
+    let mask = Tensor::from_vec(mask, (t, t + 1), &Device::Cpu)?;
+    for l in 0..c.n_layer {
+        let p = format!("transformer.h.{l}");
+        let mut node = |kind: SiteKind, acts: Tensor| on_node_site(Site::Layer(l, kind), acts);
+        let a = node(SiteKind::AttnActIn, topk(c, TopkSite::AttnIn, &rms_norm(&x, param(&format!("{p}.ln_1.weight")))?)?)?;
+        let qkv = a.broadcast_matmul(&param(&format!("{p}.attn.c_attn.weight")).t()?)?; // [B, T, 3 d_attn]
+        let d_attn = c.d_attn();
+        let k = node(SiteKind::AttnK, topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?)?;
+        let q = node(SiteKind::AttnQ, topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?)?;
+        let v = node(SiteKind::AttnV, topk(c, TopkSite::AttnV, &qkv.narrow(2, 2 * d_attn, d_attn)?)?)?;
+        let heads = |m: &Tensor| m.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous(); // [B, H, T, dh]
+        let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
+        let sink = match c.sink {
+            true => param(&format!("{p}.attn.attn_imp.sink_logit")).reshape((1, h, 1, 1))?.broadcast_as((b, h, t, 1))?,
+            false => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
+        };
+        let scores = Tensor::cat(&[&scores, &sink.contiguous()?], 3)?.broadcast_add(&mask)?;
+        let weights = candle_nn::ops::softmax_last_dim(&scores)?.narrow(3, 0, t)?; // the sink's value is zero
+        let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d_attn))?;
+        let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&param(&format!("{p}.attn.c_proj.weight")).t()?)?)?;
+        let o = node(SiteKind::AttnResidDelta, o)?;
+        x = topk(c, TopkSite::ResidPostAttn, &(x + o)?)?;
+        let m = node(SiteKind::MlpActIn, topk(c, TopkSite::MlpIn, &rms_norm(&x, param(&format!("{p}.ln_2.weight")))?)?)?;
+        let pre = m.broadcast_matmul(&param(&format!("{p}.mlp.c_fc.weight")).t()?)?;
+        let act = match c.activation {
+            Activation::Gelu => pre.gelu_erf()?,
+            Activation::Relu => pre.relu()?,
+        };
+        let hidden = node(SiteKind::MlpPostAct, topk(c, TopkSite::MlpNeuron, &act)?)?;
+        let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&param(&format!("{p}.mlp.c_proj.weight")).t()?)?)?;
+        let o = node(SiteKind::MlpResidDelta, o)?;
+        x = topk(c, TopkSite::ResidPostMlp, &(x + o)?)?;
+    }
+    let unembed = if c.tied_unembed { wte } else { param("lm_head.weight") };
+    let mut logits = rms_norm(&x, param("transformer.ln_f.weight"))?.broadcast_matmul(&unembed.t()?)?;
+    logits = logits.broadcast_add(param("final_logits_bias"))?;
+    if c.enable_bigram_table {
+        let rows = param("bigram_table").index_select(&flat, 0)?.reshape((b, t, c.vocab_size))?;
+        logits = (logits + rows)?;
+    }
+    Ok(logits)
+}
+
+/// RMSNorm over the last dimension with eps = f32 epsilon, as the reference.
+fn rms_norm(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+    x.broadcast_div(&(mean_square + f64::from(f32::EPSILON))?.sqrt()?)?.broadcast_mul(weight)
+}
+
+/// AbsTopK: per token, the entries of largest |x| kept (the k-th largest
+/// and above; exact ties are measure-zero in training), if `site` is sparsified.
+fn topk(c: &Config, site: TopkSite, x: &Tensor) -> Result<Tensor> {
+    let width = x.dim(D::Minus1)?;
+    let Some(k) = c.topk_k(site, width) else { return Ok(x.clone()) };
+    if k >= width {
+        return Ok(x.clone());
+    }
+    let magnitude = x.abs()?.detach();
+    let (sorted, _) = magnitude.sort_last_dim(false)?;
+    let threshold = sorted.narrow(D::Minus1, k - 1, 1)?;
+    let keep = magnitude.broadcast_ge(&threshold)?.to_dtype(DType::F32)?;
+    x * keep
+}
