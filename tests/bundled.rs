@@ -50,7 +50,6 @@ fn the_default_model_is_trained_sparse_small_and_does_its_tasks() {
 fn the_bundled_circuits_are_small_and_as_faithful_as_their_files_say() {
     use circuitscope::circuits::{keep_only, parse_samples, remove, task_loss, Choice, CircuitFile, SiteMeans};
     use circuitscope::model::{forward, Recording};
-    use circuitscope::tasks::choice;
 
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(MODELS).join("index.json")).unwrap()).unwrap();
     let default = &index["models"][0];
@@ -71,11 +70,7 @@ fn the_bundled_circuits_are_small_and_as_faithful_as_their_files_say() {
         assert_eq!(file.task, name);
         assert_eq!(file.edges, CircuitFile::edges_of(&model, &nodes), "{name}: the edges among its nodes");
         let task = Task::parse(name).unwrap();
-        let held_out: Vec<Choice> = task
-            .examples(HELD_OUT_SEED, file.faithfulness.examples)
-            .iter()
-            .map(|e| choice(&tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }).unwrap())
-            .collect();
+        let held_out = Choice::of_task(task, &tokenizer, HELD_OUT_SEED, file.faithfulness.examples).unwrap();
         let alone = task_loss(&model, &held_out, &keep_only(&model.config, &means, &nodes).unwrap()).unwrap();
         let removed = task_loss(&model, &held_out, &remove(&model.config, &means, &nodes).unwrap()).unwrap();
         let f = &file.faithfulness;

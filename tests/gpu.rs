@@ -309,7 +309,7 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
 fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
     use circuitscope::circuits::{keep_only, parse_samples, ready, Choice, CpuEval, Evaluate, GpuEval, Node, SiteMeans};
     use circuitscope::model::Tokenizer;
-    use circuitscope::tasks::{choice, Task};
+    use circuitscope::tasks::Task;
 
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/models/python_tasks");
     let model = Model::load_dir(&dir).unwrap();
@@ -319,11 +319,7 @@ fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
     for tokens in samples.iter().take(4) {
         means.add(&cpu(&model, tokens, &[]).1);
     }
-    let choices: Vec<Choice> = Task::SingleDoubleQuote
-        .examples(5, 3)
-        .iter()
-        .map(|e| choice(&tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }).unwrap())
-        .collect();
+    let choices = Choice::of_task(Task::SingleDoubleQuote, &tokenizer, 5, 3).unwrap();
     let mean_of = |site: Site, channels: Vec<usize>| Intervention { site, positions: vec![], channels, ablation: Ablation::Mean(means.of(site).unwrap()) };
     let circuit: Vec<Node> = (0..24).map(|c| Node { site: Site::Layer(c % 2, SiteKind::MlpPostAct), channel: 7 * c }).collect();
     let variants = vec![

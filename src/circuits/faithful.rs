@@ -20,6 +20,16 @@ pub struct Choice {
     pub wrong: u32,
 }
 
+impl Choice {
+    /// `n` examples of `task` drawn from `seed`, tokenized by `tokenizer`.
+    pub fn of_task(task: crate::tasks::Task, tokenizer: &crate::model::Tokenizer, seed: u64, n: usize) -> Result<Vec<Choice>, String> {
+        task.examples(seed, n)
+            .iter()
+            .map(|e| crate::tasks::choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }))
+            .collect()
+    }
+}
+
 /// Task loss (nats) and accuracy over a set of choices.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskLoss {

@@ -17,7 +17,7 @@ use crate::circuits::{
     SiteMeans, TaskLoss,
 };
 use crate::model::{Model, Tokenizer};
-use crate::tasks::{choice, Task};
+use crate::tasks::Task;
 use crate::train::{learn_masks, MaskSettings};
 
 /// Seed of the held-out examples faithfulness is reported on (as `eval`'s).
@@ -99,13 +99,6 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     Ok(Loaded { model, tokenizer, means })
 }
 
-fn task_choices(task: Task, tokenizer: &Tokenizer, seed: u64, n: usize) -> Result<Vec<Choice>, String> {
-    task.examples(seed, n)
-        .iter()
-        .map(|e| choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }))
-        .collect()
-}
-
 fn parse_task(name: &str) -> Result<Task, String> {
     Task::parse(name).ok_or_else(|| {
         let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
@@ -142,8 +135,8 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
         PruneMethod::Mask => 256,
         PruneMethod::Ablation => 64,
     });
-    let search = task_choices(task, &loaded.tokenizer, SEARCH_SEED, examples)?;
-    let held_out = task_choices(task, &loaded.tokenizer, HELD_OUT_SEED, args.held_out)?;
+    let search = Choice::of_task(task, &loaded.tokenizer, SEARCH_SEED, examples)?;
+    let held_out = Choice::of_task(task, &loaded.tokenizer, HELD_OUT_SEED, args.held_out)?;
     let (nodes, curve, method) = match args.method {
         PruneMethod::Mask => learned_mask(args, &loaded, &search, started)?,
         PruneMethod::Ablation => ablation(args, &loaded, &search)?,
@@ -260,7 +253,7 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
     let json = std::fs::read_to_string(&args.circuit).map_err(|e| format!("cannot read {}: {e}", args.circuit.display()))?;
     let (file, nodes) = CircuitFile::parse(&json, &loaded.model).map_err(|e| format!("{}: {e}", args.circuit.display()))?;
     let task = parse_task(&file.task)?;
-    let held_out = task_choices(task, &loaded.tokenizer, HELD_OUT_SEED, args.examples)?;
+    let held_out = Choice::of_task(task, &loaded.tokenizer, HELD_OUT_SEED, args.examples)?;
     println!("{} circuit of {}: {} nodes, {} edges, found by {} in {:.0} s", file.task, file.model.name, nodes.len(), file.edges.len(), file.method.name, file.method.seconds);
     print_faithfulness(&faithfulness(&loaded, &held_out, &nodes, file.faithfulness.target_loss)?);
     println!("task loss with the first k nodes kept (the rest mean-ablated):");

@@ -14,7 +14,7 @@ use crate::circuits::{
     ModelRef, Node, SearchProgress, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss, CIRCUIT_FORMAT, CIRCUIT_VERSION,
 };
 use crate::model::{Intervention, Model, Tokenizer};
-use crate::tasks::{choice, Task, TaskChoice};
+use crate::tasks::{Task, TaskChoice};
 
 /// Where a circuit shown in the page came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,14 +74,6 @@ impl Evaluate for YieldingCpu<'_> {
     }
 }
 
-/// `n` examples of `task` as choices for `tokenizer`.
-fn task_choices(task: Task, tokenizer: &Tokenizer, seed: u64, n: usize) -> Result<Vec<Choice>, String> {
-    task.examples(seed, n)
-        .iter()
-        .map(|e| choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }))
-        .collect()
-}
-
 /// Finds a circuit for `task` with forward passes only, on the GPU when the
 /// page has one, and measures it on held-out examples. `None` when cancelled.
 #[allow(clippy::too_many_arguments)]
@@ -100,8 +92,8 @@ pub async fn find_circuit(
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<LoadedCircuit>, String> {
     let started = js_sys::Date::now();
-    let search = task_choices(task, tokenizer, SEARCH_SEED, examples)?;
-    let held_out = task_choices(task, tokenizer, HELD_OUT_SEED, HELD_OUT)?;
+    let search = Choice::of_task(task, tokenizer, SEARCH_SEED, examples)?;
+    let held_out = Choice::of_task(task, tokenizer, HELD_OUT_SEED, HELD_OUT)?;
     let config = &model.config;
     let settings = SearchSettings { target_loss, ..SearchSettings::default() };
     let Some(mut gpu) = take_engine(&shared, backend).await else {
