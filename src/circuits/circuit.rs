@@ -68,6 +68,18 @@ pub struct MeanAblation {
     pub values: Vec<f32>,
 }
 
+impl MeanAblation {
+    /// The means over a model folder's `samples.json` of `nodes`, in order.
+    pub fn of(means: &super::SiteMeans, nodes: &[Node]) -> MeanAblation {
+        MeanAblation {
+            source: "samples.json".into(),
+            prompts: means.prompts(),
+            positions: means.positions(),
+            values: nodes.iter().map(|n| means.of(n.site).map_or(0.0, |m| m[n.channel])).collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Faithfulness {
     pub target_loss: f64,

@@ -45,16 +45,43 @@ pub fn binary_loss(logit_diff: f64) -> f64 {
 /// The task loss of `model` on `choices` with `interventions` applied, by
 /// the CPU reference forward pass.
 pub fn task_loss(model: &Model, choices: &[Choice], interventions: &[Intervention]) -> Result<TaskLoss, ModelError> {
-    let (mut loss, mut right) = (0.0, 0);
+    let mut sum = LossSum::default();
     for choice in choices {
-        let logits = forward_with_interventions(model, &choice.tokens, interventions, &mut |_, _| {})?;
+        sum.add(choice, &forward_with_interventions(model, &choice.tokens, interventions, &mut |_, _| {})?);
+    }
+    Ok(sum.mean(choices.len()))
+}
+
+/// Binary losses and right answers summed over choices, for [`TaskLoss`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LossSum {
+    loss: f64,
+    right: usize,
+}
+
+impl LossSum {
+    /// Adds one prompt's result: `logits` `[T, vocab]`.
+    pub(crate) fn add(&mut self, choice: &Choice, logits: &crate::model::Tensor) {
         let last = logits.row(choice.tokens.len() - 1);
         let diff = f64::from(last[choice.right as usize] - last[choice.wrong as usize]);
-        loss += binary_loss(diff);
-        right += usize::from(diff > 0.0);
+        self.loss += binary_loss(diff);
+        self.right += usize::from(diff > 0.0);
     }
-    let n = choices.len().max(1) as f64;
-    Ok(TaskLoss { loss: loss / n, accuracy: right as f64 / n })
+
+    /// The mean over `n` choices.
+    pub(crate) fn mean(self, n: usize) -> TaskLoss {
+        let n = n.max(1) as f64;
+        TaskLoss { loss: self.loss / n, accuracy: self.right as f64 / n }
+    }
+}
+
+/// The k a loss-vs-k curve is measured at: 0, 1, 2, 4, ... and `n`.
+pub fn curve_points(n: usize) -> Vec<usize> {
+    let mut points: Vec<usize> =
+        std::iter::once(0).chain(std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < n)).collect();
+    points.push(n);
+    points.dedup();
+    points
 }
 
 /// Every node site of a model, in forward order.

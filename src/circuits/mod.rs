@@ -17,7 +17,7 @@ mod means;
 mod view;
 
 pub use circuit::{CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
-pub use faithful::{all_nodes, binary_loss, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
+pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
 #[cfg(feature = "gpu")]
 pub use search::GpuEval;
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, SearchProgress, SearchResult, SearchSettings, SearchStage};

@@ -19,26 +19,14 @@
 
 use std::future::Future;
 
-use super::{keep_only, Choice, Node, SiteMeans, TaskLoss};
-use crate::model::{forward_with_interventions, Config, Intervention, Model};
+use super::faithful::LossSum;
+use super::{curve_points, keep_only, task_loss, Choice, Node, SiteMeans, TaskLoss};
+use crate::model::{Config, Intervention, Model};
 
 /// The task loss of a model over a task's prompts, under each of a set of
 /// interventions ("variants").
 pub trait Evaluate {
     fn losses(&mut self, variants: &[Vec<Intervention>]) -> impl Future<Output = Result<Vec<TaskLoss>, String>>;
-}
-
-/// Adds one prompt's result to a running task loss: `logits` `[T, vocab]`.
-fn add_choice(sum: &mut (f64, usize), choice: &Choice, logits: &crate::model::Tensor) {
-    let last = logits.row(choice.tokens.len() - 1);
-    let diff = f64::from(last[choice.right as usize] - last[choice.wrong as usize]);
-    sum.0 += super::binary_loss(diff);
-    sum.1 += usize::from(diff > 0.0);
-}
-
-fn mean_of(sums: Vec<(f64, usize)>, n: usize) -> Vec<TaskLoss> {
-    let n = n.max(1) as f64;
-    sums.into_iter().map(|(loss, right)| TaskLoss { loss: loss / n, accuracy: right as f64 / n }).collect()
 }
 
 /// The CPU reference forward pass, one variant at a time.
@@ -49,14 +37,7 @@ pub struct CpuEval<'a> {
 
 impl Evaluate for CpuEval<'_> {
     async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
-        let mut sums = vec![(0.0, 0); variants.len()];
-        for choice in self.choices {
-            for (sum, variant) in sums.iter_mut().zip(variants) {
-                let logits = forward_with_interventions(self.model, &choice.tokens, variant, &mut |_, _| {}).map_err(|e| e.to_string())?;
-                add_choice(sum, choice, &logits);
-            }
-        }
-        Ok(mean_of(sums, self.choices.len()))
+        variants.iter().map(|variant| task_loss(self.model, self.choices, variant).map_err(|e| e.to_string())).collect()
     }
 }
 
@@ -71,7 +52,7 @@ pub struct GpuEval<'a> {
 #[cfg(feature = "gpu")]
 impl Evaluate for GpuEval<'_> {
     async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
-        let mut sums = vec![(0.0, 0); variants.len()];
+        let mut sums = vec![LossSum::default(); variants.len()];
         for choice in self.choices {
             for (chunk, sums) in variants.chunks(self.batch.max(1)).zip(sums.chunks_mut(self.batch.max(1))) {
                 let logits = self
@@ -79,10 +60,10 @@ impl Evaluate for GpuEval<'_> {
                     .run(&choice.tokens, chunk, &crate::gpu::Record::LogitsOnly, &mut |_| {})
                     .await
                     .map_err(|e| e.to_string())?;
-                sums.iter_mut().zip(&logits).for_each(|(sum, logits)| add_choice(sum, choice, logits));
+                sums.iter_mut().zip(&logits).for_each(|(sum, logits)| sum.add(choice, logits));
             }
         }
-        Ok(mean_of(sums, self.choices.len()))
+        Ok(sums.into_iter().map(|sum| sum.mean(self.choices.len())).collect())
     }
 }
 
@@ -304,9 +285,7 @@ pub async fn ablation_search<E: Evaluate>(
     let mut ranked: Vec<(Node, f64)> = singles.into_iter().map(|(g, l)| (g[0], l.loss)).collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let nodes: Vec<Node> = ranked.into_iter().map(|(n, _)| n).collect();
-    let mut ks: Vec<usize> = std::iter::once(0).chain(std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < nodes.len())).collect();
-    ks.push(nodes.len());
-    ks.dedup();
+    let ks = curve_points(nodes.len());
     let prefixes: Vec<Vec<Node>> = ks.iter().map(|&k| nodes[..k].to_vec()).collect();
     let Some(losses) = search.losses(&prefixes, SearchStage::Curve, nodes.len()).await? else { return Ok(None) };
     let curve = ks.into_iter().zip(losses).collect();

@@ -13,7 +13,7 @@ use super::forward::sample_means;
 use crate::circuits::GpuEval;
 use super::Backend;
 use crate::circuits::{
-    Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, CIRCUIT_FORMAT, CIRCUIT_VERSION, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef, Node,
+    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, CIRCUIT_FORMAT, CIRCUIT_VERSION, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef, Node,
     SiteMeans, TaskLoss,
 };
 use crate::model::{Model, Tokenizer};
@@ -150,7 +150,7 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
         task: task.name().into(),
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         edges: CircuitFile::edges_of(&loaded.model, nodes),
-        mean_ablation: mean_ablation(&loaded.means, nodes),
+        mean_ablation: MeanAblation::of(&loaded.means, nodes),
         faithfulness: faithfulness(&loaded, &held_out, nodes, args.target_loss)?,
         curve,
         method: Method { name: method.0.into(), settings: method.1, seconds },
@@ -196,7 +196,7 @@ fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: I
     };
     // The curve at small k too, which the bisection may not have visited.
     let mut curve = found.curve;
-    for k in std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < found.k) {
+    for k in curve_points(found.k).into_iter().filter(|&k| k > 0) {
         if !curve.iter().any(|(at, _)| *at == k) {
             curve.push((k, ready(eval.losses(&[keep_only(config, &loaded.means, &ranked[..k])?]))?[0]));
         }
@@ -262,23 +262,6 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
         println!("  k {k:>5}  loss {loss:.4}  accuracy {:.1}%", 100.0 * accuracy);
     }
     Ok(())
-}
-
-/// 0, 1, 2, 4, ... up to and including `n`.
-fn curve_points(n: usize) -> Vec<usize> {
-    let mut points: Vec<usize> = std::iter::once(0).chain(std::iter::successors(Some(1), |k| Some(k * 2)).take_while(|&k| k < n)).collect();
-    points.push(n);
-    points.dedup();
-    points
-}
-
-fn mean_ablation(means: &SiteMeans, nodes: &[Node]) -> MeanAblation {
-    MeanAblation {
-        source: "samples.json".into(),
-        prompts: means.prompts(),
-        positions: means.positions(),
-        values: nodes.iter().map(|n| means.of(n.site).map_or(0.0, |m| m[n.channel])).collect(),
-    }
 }
 
 fn folder_name(dir: &Path) -> String {

@@ -183,12 +183,7 @@ fn circuit_file(
         task: task.name().into(),
         nodes: nodes.iter().map(|n| n.to_string()).collect(),
         edges: CircuitFile::edges_of(model, &nodes),
-        mean_ablation: MeanAblation {
-            source: "samples.json".into(),
-            prompts: means.prompts(),
-            positions: means.positions(),
-            values: nodes.iter().map(|n| means.of(n.site).map_or(0.0, |m| m[n.channel])).collect(),
-        },
+        mean_ablation: MeanAblation::of(means, &nodes),
         faithfulness: Faithfulness {
             target_loss: settings.target_loss,
             examples: HELD_OUT,
