@@ -118,6 +118,34 @@ pub enum CircuitError {
 }
 
 impl CircuitFile {
+    /// The file for `nodes` (most important first) found on `model` for
+    /// `task`: their edges and mean-ablation values are taken from the
+    /// model and `means`.
+    #[allow(clippy::too_many_arguments)] // one per part of the file
+    pub fn new(
+        model: &Model,
+        model_name: String,
+        means: &super::SiteMeans,
+        task: crate::tasks::Task,
+        nodes: &[Node],
+        faithfulness: Faithfulness,
+        curve: Vec<(usize, TaskLoss)>,
+        method: Method,
+    ) -> CircuitFile {
+        CircuitFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            model: ModelRef { name: model_name, weights_sha256: model.weights_sha256() },
+            task: task.name().into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            edges: CircuitFile::edges_of(model, nodes),
+            mean_ablation: MeanAblation::of(means, nodes),
+            faithfulness,
+            curve,
+            method,
+        }
+    }
+
     /// Parses and checks a circuit file against `model`; returns it with its nodes.
     pub fn parse(json: &str, model: &Model) -> Result<(CircuitFile, Vec<Node>), CircuitError> {
         // The format and version first, so a future file gets the version message, not a field error.

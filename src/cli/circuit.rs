@@ -13,7 +13,7 @@ use super::forward::sample_means;
 use crate::circuits::GpuEval;
 use super::Backend;
 use crate::circuits::{
-    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, CIRCUIT_FORMAT, CIRCUIT_VERSION, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef, Node,
+    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss,
 };
 use crate::model::{Model, Tokenizer};
@@ -59,6 +59,9 @@ pub struct PruneArgs {
     /// bisection, pruning), on the CPU or with `--backend gpu` on the GPU.
     #[arg(long, value_enum, default_value_t = PruneMethod::Mask)]
     method: PruneMethod,
+    /// Channels of a site the ablation search removes together at first (halving every round).
+    #[arg(long, default_value_t = SearchSettings::default().block)]
+    block: usize,
     /// Where the ablation search runs its forward passes.
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
@@ -143,18 +146,9 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
     };
     let nodes = &nodes[..];
     let seconds = started.elapsed().as_secs_f64();
-    let file = CircuitFile {
-        format: CIRCUIT_FORMAT.into(),
-        version: CIRCUIT_VERSION,
-        model: ModelRef { name: folder_name(&args.model), weights_sha256: loaded.model.weights_sha256() },
-        task: task.name().into(),
-        nodes: nodes.iter().map(|n| n.to_string()).collect(),
-        edges: CircuitFile::edges_of(&loaded.model, nodes),
-        mean_ablation: MeanAblation::of(&loaded.means, nodes),
-        faithfulness: faithfulness(&loaded, &held_out, nodes, args.target_loss)?,
-        curve,
-        method: Method { name: method.0.into(), settings: method.1, seconds },
-    };
+    let faithfulness = faithfulness(&loaded, &held_out, nodes, args.target_loss)?;
+    let method = Method { name: method.0.into(), settings: method.1, seconds };
+    let file = CircuitFile::new(&loaded.model, folder_name(&args.model), &loaded.means, task, nodes, faithfulness, curve, method);
     let out = args.out.clone().unwrap_or_else(|| args.model.join("circuits").join(format!("{}.json", task.name())));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -208,7 +202,7 @@ fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: I
 
 /// The page's method, natively: forward passes only.
 fn ablation(args: &PruneArgs, loaded: &Loaded, search: &[Choice]) -> Result<Found, String> {
-    let settings = SearchSettings { target_loss: args.target_loss, ..SearchSettings::default() };
+    let settings = SearchSettings { target_loss: args.target_loss, block: args.block, ..SearchSettings::default() };
     let mut last = None;
     let mut progress = |p: SearchProgress| {
         if last != Some((p.stage, p.nodes)) {

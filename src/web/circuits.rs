@@ -10,8 +10,8 @@ use leptos::prelude::*;
 use super::components::files_of;
 use super::{next_frame, take_engine, Backend, SharedEngine};
 use crate::circuits::{
-    ablation_search, keep_only, remove, Choice, CircuitFile, CpuEval, Evaluate, Faithfulness, GpuEval, MeanAblation, Method,
-    ModelRef, Node, SearchProgress, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss, CIRCUIT_FORMAT, CIRCUIT_VERSION,
+    ablation_search, keep_only, remove, Choice, CircuitFile, CpuEval, Evaluate, Faithfulness, GpuEval, Method,
+    Node, SearchProgress, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss,
 };
 use crate::model::{Intervention, Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
@@ -55,8 +55,9 @@ impl LoadedCircuit {
 /// held-out seed is the CLI's, so the figures compare).
 const SEARCH_SEED: u64 = 3_000_017;
 const HELD_OUT_SEED: u64 = 1_000_003;
-/// Held-out examples the page reports a found circuit's faithfulness on.
-const HELD_OUT: usize = 64;
+/// Held-out examples the page reports a found circuit's faithfulness on:
+/// as many as the CLI and the bundled circuits use, so the figures compare.
+const HELD_OUT: usize = 200;
 /// Variants per evaluator call: a GPU batch; on the CPU, small enough that
 /// the page answers (and can cancel) between calls.
 const GPU_BATCH: usize = 64;
@@ -176,28 +177,19 @@ fn circuit_file(
     started: f64,
 ) -> LoadedCircuit {
     let nodes = found.nodes.clone();
-    let file = CircuitFile {
-        format: CIRCUIT_FORMAT.into(),
-        version: CIRCUIT_VERSION,
-        model: ModelRef { name: model_name, weights_sha256: model.weights_sha256() },
-        task: task.name().into(),
-        nodes: nodes.iter().map(|n| n.to_string()).collect(),
-        edges: CircuitFile::edges_of(model, &nodes),
-        mean_ablation: MeanAblation::of(means, &nodes),
-        faithfulness: Faithfulness {
-            target_loss: settings.target_loss,
-            examples: HELD_OUT,
-            full: losses[0],
-            circuit: losses[1],
-            without_circuit: losses[2],
-        },
-        curve: found.curve,
-        method: Method {
-            name: "ablation-search".into(),
-            settings: serde_json::json!({ "search": settings, "search_examples": search_examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
-            seconds: (js_sys::Date::now() - started) / 1000.0,
-        },
+    let faithfulness = Faithfulness {
+        target_loss: settings.target_loss,
+        examples: HELD_OUT,
+        full: losses[0],
+        circuit: losses[1],
+        without_circuit: losses[2],
     };
+    let method = Method {
+        name: "ablation-search".into(),
+        settings: serde_json::json!({ "search": settings, "search_examples": search_examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
+        seconds: (js_sys::Date::now() - started) / 1000.0,
+    };
+    let file = CircuitFile::new(model, model_name, means, task, &nodes, faithfulness, found.curve, method);
     LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
 }
 
