@@ -13,6 +13,7 @@ mod faithful;
 mod graph;
 mod search;
 mod inspect;
+mod link;
 mod means;
 mod view;
 
@@ -26,6 +27,7 @@ pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 pub use effect::ablated_objectives_gpu;
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
 pub use inspect::{inspect, NodeDetails};
+pub use link::{decode_nodes, encode_nodes, AblationKind, LinkError, LinkModel, Ranking, Shown, ViewLink, Zoom, LINK_VERSION};
 pub use means::{parse_samples, SiteMeans};
 pub use view::{GraphView, PlacedNode};
 

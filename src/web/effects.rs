@@ -18,12 +18,7 @@ const GPU_BATCH: usize = 64;
 const CPU_CHUNK: usize = 16;
 const PROBE: usize = 8;
 
-/// How the graph picks its nodes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ranking {
-    Effect,
-    Activation,
-}
+pub use crate::circuits::Ranking;
 
 /// Every candidate node's effect on `objective`, for one run.
 #[derive(Clone, Debug, PartialEq)]

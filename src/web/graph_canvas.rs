@@ -9,9 +9,8 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
-use super::effects::Ranking;
 use super::sleep;
-use crate::circuits::{EdgeKind, GraphView, Node};
+use crate::circuits::{EdgeKind, GraphView, Node, Ranking, Zoom};
 use crate::model::{Site, SiteKind};
 
 const COLUMN_WIDTH: f64 = 44.0;
@@ -81,28 +80,6 @@ pub(super) fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
     }
 }
 
-/// Pan and zoom: canvas pixel = content pixel * scale + offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct Transform {
-    scale: f64,
-    dx: f64,
-    dy: f64,
-}
-
-impl Transform {
-    const IDENTITY: Transform = Transform { scale: 1.0, dx: 0.0, dy: 0.0 };
-
-    fn to_content(self, x: f64, y: f64) -> (f64, f64) {
-        ((x - self.dx) / self.scale, (y - self.dy) / self.scale)
-    }
-
-    /// Zoomed by `factor` about canvas point (x, y), which stays put.
-    fn zoomed(self, factor: f64, x: f64, y: f64) -> Transform {
-        let scale = (self.scale * factor).clamp(0.25, 8.0);
-        let f = scale / self.scale;
-        Transform { scale, dx: x - (x - self.dx) * f, dy: y - (y - self.dy) * f }
-    }
-}
 
 /// Canvas pixels of a mouse event (the canvas may be scaled by CSS).
 fn canvas_point(canvas: &HtmlCanvasElement, ev: &MouseEvent) -> (f64, f64) {
@@ -119,11 +96,11 @@ fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
 /// headers, all edges and all nodes. Expensive with many edges, so it is
 /// drawn once into an offscreen canvas and reused while only the hover,
 /// selection or ablations change (and, during a drag, shifted).
-fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Transform, width: u32, height: u32) {
+fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Zoom, width: u32, height: u32) {
     let _ = ctx.set_transform(1.0, 0.0, 0.0, 1.0, 0.0, 0.0);
     ctx.set_fill_style_str("#ffffff");
     ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
-    let Transform { scale, dx, dy } = transform;
+    let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
 
     // Column headers: the layer over each group of its sites.
@@ -153,9 +130,9 @@ fn draw_overlay(
     selected: Option<usize>,
     hovered: Option<usize>,
     ablated: &[Node],
-    transform: Transform,
+    transform: Zoom,
 ) {
-    let Transform { scale, dx, dy } = transform;
+    let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
     let max_activation = max_activation(view);
     if let Some(s) = selected {
@@ -250,7 +227,7 @@ fn draw_node(ctx: &CanvasRenderingContext2d, view: &GraphView, i: usize, max_act
 
 /// The scene drawn offscreen: the canvas, the graph version and transform
 /// it shows.
-type Scene = (HtmlCanvasElement, u64, Transform);
+type Scene = (HtmlCanvasElement, u64, Zoom);
 
 /// Draws the frame: the scene from the cache when the graph and transform
 /// are unchanged, or shifted and scaled while the view is `moving` (a drag,
@@ -264,7 +241,7 @@ fn draw(
     selected: Option<usize>,
     hovered: Option<usize>,
     ablated: &[Node],
-    transform: Transform,
+    transform: Zoom,
     moving: bool,
 ) {
     let Some(ctx) = context_2d(canvas) else { return };
@@ -308,7 +285,7 @@ fn draw(
 }
 
 /// The node under the mouse, if any.
-fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transform: Transform) -> Option<usize> {
+fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transform: Zoom) -> Option<usize> {
     let (cx, cy) = canvas_point(canvas, ev);
     let (x, y) = transform.to_content(cx, cy);
     (0..view.nodes.len())
@@ -330,13 +307,14 @@ pub fn CircuitCanvas(
     ranking: RwSignal<Ranking>,
     /// What the shown task circuit is, when the graph is one.
     circuit: Signal<Option<String>>,
+    /// Pan and zoom, part of the page's link.
+    transform: RwSignal<Zoom>,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
     let hovered = RwSignal::new(None::<usize>);
-    let transform = RwSignal::new(Transform::IDENTITY);
     // A drag in progress: where it started (canvas pixels) and the offset then;
     // `dragged` suppresses the click that ends a drag.
-    let drag = RwSignal::new(None::<(f64, f64, Transform)>);
+    let drag = RwSignal::new(None::<(f64, f64, Zoom)>);
     let dragged = RwSignal::new(false);
     // Milliseconds the last draw took (issuing the canvas commands), for benchmarks.
     let draw_ms = RwSignal::new(0.0f64);
@@ -375,7 +353,7 @@ pub fn CircuitCanvas(
             if (x - x0).abs() + (y - y0).abs() > 3.0 {
                 dragged.set(true);
             }
-            transform.set(Transform { dx: start.dx + x - x0, dy: start.dy + y - y0, ..start });
+            transform.set(Zoom { dx: start.dx + x - x0, dy: start.dy + y - y0, ..start });
         }
         hovered.set(pick(&ev));
     };
@@ -466,7 +444,7 @@ pub fn CircuitCanvas(
                     />
                     {move || per_site.get()}
                 </label>
-                <button data-testid="reset-view" on:click=move |_| transform.set(Transform::IDENTITY)>"Reset view"</button>
+                <button data-testid="reset-view" on:click=move |_| transform.set(Zoom::IDENTITY)>"Reset view"</button>
             </div>
             <p class="tooltip" data-testid="node-tooltip">{tooltip}</p>
         </section>

@@ -7,6 +7,7 @@ mod components;
 mod effects;
 mod graph_canvas;
 mod inspector;
+mod link;
 mod load;
 mod summary;
 
@@ -17,11 +18,11 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::{GraphView, Node, Objective, SearchProgress, SiteMeans};
+use crate::circuits::{GraphView, LinkModel, Node, Objective, SearchProgress, Shown, SiteMeans, ViewLink, Zoom};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
-use circuits::{LoadedCircuit, TaskTable};
+use circuits::{CircuitOrigin, LoadedCircuit, TaskTable};
 use components::{
     files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
     TokenStrip,
@@ -29,6 +30,7 @@ use components::{
 use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
+use link::{LinkBar, LinkedModelPrompt};
 use load::{BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
@@ -54,13 +56,7 @@ pub enum Backend {
 /// GPU objects live here, outside the signals (they are not Send).
 pub(crate) type SharedEngine = Rc<RefCell<Option<Engine>>>;
 
-/// How an ablated node is knocked out, at every position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AblationKind {
-    Zero,
-    /// Set to its mean over the model's sample prompts.
-    Mean,
-}
+pub use crate::circuits::AblationKind;
 
 /// Where a model comes from.
 enum Source {
@@ -113,6 +109,17 @@ fn App() -> impl IntoView {
     let search_examples = RwSignal::new(64usize);
     // Where the search under way runs: "gpu", or "cpu" (no GPU, or a slower one).
     let search_backend = RwSignal::new(None::<&'static str>);
+    // Links: the prompt of the last run, the URL and weights hash of a model
+    // opened from a URL, a node set a link drew, the graph's pan and zoom,
+    // the link being opened (applied once its model has run its prompt),
+    // and a link's model URL waiting for the user's yes.
+    let ran_prompt = RwSignal::new(String::new());
+    let model_url = RwSignal::new(None::<(String, String)>);
+    let linked_nodes = RwSignal::new(None::<Arc<Vec<Node>>>);
+    let zoom = RwSignal::new(Zoom::IDENTITY);
+    let waiting_link = StoredValue::new(None::<ViewLink>);
+    let pending_link = StoredValue::new(None::<ViewLink>);
+    let ask_url = RwSignal::new(None::<String>);
 
     let predictions_from = move |logits: RwSignal<Option<Arc<Tensor>>>| {
         Memo::new(move |_| logits.get().map(|l| predictions_at(&l, position.get())).unwrap_or_default())
@@ -138,6 +145,9 @@ fn App() -> impl IntoView {
         let per_site = per_site.get();
         if let Some(circuit) = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) {
             return recording.with(|r| r.as_ref().map(|r| GraphView::of_nodes(&model, r, at, &circuit.nodes)));
+        }
+        if let Some(nodes) = linked_nodes.get() {
+            return recording.with(|r| r.as_ref().map(|r| GraphView::of_nodes(&model, r, at, &nodes)));
         }
         match ranking.get() {
             Ranking::Activation => recording.with(|r| r.as_ref().map(|r| GraphView::top_activations(&model, r, at, per_site))),
@@ -201,7 +211,13 @@ fn App() -> impl IntoView {
         effects.set(None);
         target.set(None);
         contrast.set(None);
+        linked_nodes.set(None);
     };
+    Effect::new(move |_| {
+        if shown_circuit.get().is_some() {
+            linked_nodes.set(None);
+        }
+    });
 
     let run = move |text: String| {
         let Some(model) = model.get_untracked() else { return };
@@ -215,6 +231,7 @@ fn App() -> impl IntoView {
         };
         error.set(None);
         running.set(true);
+        ran_prompt.set(text);
         spawn_local(async move {
             let on_layer = &mut |layer: usize, sites: &Recording| {
                 layers.update(|rows| {
@@ -250,6 +267,18 @@ fn App() -> impl IntoView {
             Source::Bundled(entry) => (entry.id.clone(), Some(entry.prompt.clone())),
             _ => (String::new(), None),
         };
+        // Whether the link waiting for its model is for this one.
+        let from_url = match &source {
+            Source::Url(url) => Some(url.clone()),
+            _ => None,
+        };
+        let is_linked = {
+            let (label, from_url) = (label.clone(), from_url.clone());
+            move |link: &ViewLink| match &link.model {
+                LinkModel::Bundled(id) => !label.is_empty() && *id == label,
+                LinkModel::Url { url, .. } => from_url.as_ref() == Some(url),
+            }
+        };
         loading.set(LoadProgress::Reading { file: String::new(), done: 0, total: None });
         spawn_local(async move {
             let progress = move |p: LoadProgress| loading.set(p);
@@ -274,6 +303,29 @@ fn App() -> impl IntoView {
             };
             error.set(None);
             clear_run();
+            let mut sample = sample;
+            if let Some(link) = waiting_link.get_value().filter(|link| is_linked(link)) {
+                waiting_link.set_value(None);
+                // Checked whole before anything of it is shown: a link that
+                // does not fit gives the default view, not half of its own.
+                let fits = link.check(&loaded.model).map_err(|e| e.to_string()).and_then(|()| {
+                    let tokens = encode_prompt(&loaded.model, loaded.tokenizer.as_ref(), &link.prompt)?;
+                    match link.position {
+                        Some(at) if at >= tokens.len() => {
+                            Err(format!("the link's token position {at} is past its prompt's {} tokens", tokens.len()))
+                        }
+                        _ => Ok(()),
+                    }
+                });
+                match fits {
+                    Ok(()) => {
+                        sample = Some(link.prompt.clone());
+                        pending_link.set_value(Some(link));
+                    }
+                    Err(e) => notice.set_value(Some(format!("{e}; showing the model's default view instead"))),
+                }
+            }
+            model_url.set(from_url.map(|url| (url, loaded.model.weights_sha256())));
             facts.set(Some(new_facts));
             tokenizer.set(loaded.tokenizer.map(Arc::new));
             tasks.set(loaded.tasks);
@@ -312,7 +364,20 @@ fn App() -> impl IntoView {
     spawn_local(async move {
         match load::fetch_index().await {
             Ok(list) => {
-                let asked = query_parameter("model");
+                // A link's bundled model comes before `?model=`; a link's
+                // URL waits for the user's yes while the default opens.
+                let mut asked = query_parameter("model");
+                match link::opened_with() {
+                    None => {}
+                    Some(Err(e)) => notice.set_value(Some(format!("{e}; showing the default view instead"))),
+                    Some(Ok(link)) => {
+                        match &link.model {
+                            LinkModel::Bundled(id) => asked = Some(id.clone()),
+                            LinkModel::Url { url, .. } => ask_url.set(Some(url.clone())),
+                        }
+                        waiting_link.set_value(Some(link));
+                    }
+                }
                 let chosen = match &asked {
                     Some(id) => list.iter().find(|m| &m.id == id),
                     None => None,
@@ -371,6 +436,66 @@ fn App() -> impl IntoView {
             rerun_ablated();
         }
     };
+    // A link's view, once its model has run its prompt: everything the
+    // prompt's run reset.
+    Effect::new(move |_| {
+        runs.track();
+        let Some(link) = pending_link.try_update_value(Option::take).flatten() else { return };
+        if let Some(at) = link.position {
+            position.set(at); // checked against the prompt when the model loaded
+        }
+        target.set(link.target);
+        contrast.set(link.contrast);
+        ranking.set(link.ranking);
+        per_site.set(link.per_site);
+        zoom.set(link.zoom);
+        match link.shown {
+            Shown::Ranked => {}
+            Shown::Circuit(task) => match circuits.with_untracked(|list| list.iter().position(|c| c.file.task == task && c.origin == CircuitOrigin::Bundled)) {
+                Some(index) => shown_circuit.set(Some(index)),
+                None => error.set(Some(format!("the link's circuit {task:?} does not come with this model"))),
+            },
+            Shown::Nodes(nodes) => linked_nodes.set(Some(Arc::new(nodes))),
+        }
+        if link.ablations.is_empty() {
+            return;
+        }
+        ablated.set(link.ablations);
+        // Mean ablations wait for the means, computed after the model loads.
+        let needs_means = ablated.with_untracked(|list| list.iter().any(|(_, kind)| *kind == AblationKind::Mean));
+        spawn_local(async move {
+            while needs_means && means.with_untracked(Option::is_none) {
+                sleep(100).await;
+            }
+            rerun_ablated();
+        });
+    });
+    let view_link = Signal::derive(move || -> Result<String, String> {
+        model.with(|m| m.is_some()).then_some(()).ok_or("no model is open")?;
+        let link_model = match (current.get(), model_url.get()) {
+            (id, _) if !id.is_empty() => LinkModel::Bundled(id),
+            (_, Some((url, weights_sha256))) => LinkModel::Url { url, weights_sha256 },
+            _ => return Err("a model opened from files has no link: open it from a URL to share it".into()),
+        };
+        let shown = match shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) {
+            Some(circuit) if circuit.origin == CircuitOrigin::Bundled => Shown::Circuit(circuit.file.task.clone()),
+            Some(circuit) => Shown::Nodes(circuit.nodes.clone()),
+            None => linked_nodes.get().map_or(Shown::Ranked, |nodes| Shown::Nodes(nodes.to_vec())),
+        };
+        let link = ViewLink {
+            model: link_model,
+            prompt: ran_prompt.get(),
+            position: Some(position.get()),
+            target: target.get(),
+            contrast: contrast.get(),
+            shown,
+            ablations: ablated.get(),
+            ranking: ranking.get(),
+            per_site: per_site.get(),
+            zoom: zoom.get(),
+        };
+        Ok(link.to_fragment())
+    });
     let ablated_nodes = Signal::derive(move || ablated.with(|list| list.iter().map(|(n, _)| *n).collect::<Vec<_>>()));
     let clear_ablations = move || {
         ablated.set(Vec::new());
@@ -436,6 +561,7 @@ fn App() -> impl IntoView {
         </header>
         <main
             data-runs=move || runs.get()
+            data-link=move || view_link.get().unwrap_or_default()
             on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
             on:drop=move |ev: web_sys::DragEvent| {
                 ev.prevent_default();
@@ -455,7 +581,9 @@ fn App() -> impl IntoView {
             />
             <ModelStatus facts=facts loading=loading />
             <BackendStatus backend=backend />
+            <LinkedModelPrompt url=ask_url on_open=move |url| open(Source::Url(url)) />
             <ErrorBanner error=error />
+            <LinkBar link=view_link />
             <PromptForm
                 text=prompt
                 has_tokenizer=Signal::derive(move || tokenizer.with(Option::is_some))
@@ -528,9 +656,12 @@ fn App() -> impl IntoView {
                 per_site=per_site
                 ranking=ranking
                 circuit=Signal::derive(move || {
-                    let circuit = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned()))?;
+                    let Some(circuit) = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) else {
+                        return linked_nodes.get().map(|nodes| format!("the link's {} nodes", nodes.len()));
+                    };
                     Some(format!("the {} circuit ({}, {} nodes)", circuit.file.task, circuit.file.method.name, circuit.nodes.len()))
                 })
+                transform=zoom
             />
             <NodeInspector
                 graph=graph.into()

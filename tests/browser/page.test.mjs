@@ -541,3 +541,143 @@ test('the inspector shows a node\'s activation at every token, its head\'s atten
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+/// The view's link as the page writes it (the fragment, without `#`).
+const viewLink = (page) => page.locator('main').getAttribute('data-link');
+
+/// Opens `address` in a fresh context (no storage shared with other pages)
+/// and waits for its model to have run its prompt.
+async function openLink(address, { context } = {}) {
+  const ctx = context ?? (await browser.newContext());
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  page.on('console', (m) => m.type() === 'error' && errors.push(m.text()));
+  await page.goto(address);
+  await page.locator('[data-testid=model-status][data-ready=true]').waitFor({ timeout: 60_000 });
+  await page.locator('main[data-runs="1"]').waitFor({ timeout: 60_000 });
+  return { page, errors, close: () => ctx.close() };
+}
+
+test('copy link: the link opens the same view in a fresh browser context, to the pixel', async () => {
+  const context = await browser.newContext({ permissions: ['clipboard-read', 'clipboard-write'] });
+  const { page, errors, close } = await openLink(server.url, { context });
+  // A task prompt (ranks by right over wrong answer), its bundled circuit, a
+  // token, a zoom, and a mean-ablated node: all of it goes into the link.
+  const runs = Number(await page.locator('main').getAttribute('data-runs'));
+  await page.locator('[data-testid=task-prompt][data-task=single_double_quote]').click();
+  await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
+  await page.locator('tr[data-task=single_double_quote] [data-origin=bundled] [data-testid=show-circuit]').click();
+  const circuit = JSON.parse(fs.readFileSync(path.join(root, 'www/models/python_tasks/circuits/single_double_quote.json'), 'utf8'));
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${circuit.nodes.length}"]`).waitFor({ timeout: 60_000 });
+  const canvas = page.getByTestId('circuit-canvas');
+  await canvas.scrollIntoViewIfNeeded();
+  const box = await canvas.boundingBox();
+  await page.mouse.move(box.x + box.width / 3, box.y + box.height / 3);
+  await page.mouse.wheel(0, -400);
+  await page.mouse.move(0, 0); // no node hovered
+  await page.getByTestId('copy-link').click();
+  await page.getByTestId('link-status').filter({ hasText: 'copied' }).waitFor();
+  const copied = await page.evaluate(() => navigator.clipboard.readText());
+  assert.equal(copied, await page.getByTestId('link').inputValue());
+  assert.equal(new URL(copied).hash, '#' + (await viewLink(page)));
+  assert.equal(page.url(), copied, 'the address bar holds the link too');
+  assert.ok(copied.length < 2000, `${copied.length} characters`);
+  assert.match(copied, /circuit=single_double_quote/);
+  assert.match(copied, /zoom=/);
+  await page.waitForTimeout(500); // the zoomed graph is redrawn sharp once the wheel is still
+
+  const again = await openLink(copied);
+  assert.equal(await viewLink(again.page), await viewLink(page));
+  await again.page.locator(`[data-testid=circuit-canvas][data-nodes="${circuit.nodes.length}"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await again.page.getByTestId('prompt-input').inputValue(), await page.getByTestId('prompt-input').inputValue());
+  assert.deepEqual(await shownPredictions(again.page), await shownPredictions(page));
+  await again.page.getByTestId('circuit-canvas').scrollIntoViewIfNeeded();
+  await again.page.waitForTimeout(500);
+  const [before, after] = [await canvas.screenshot(), await again.page.getByTestId('circuit-canvas').screenshot()];
+  assert.ok(before.equals(after), 'the graph is drawn the same, pixel for pixel');
+  assert.deepEqual([...errors, ...again.errors], []);
+  await close();
+  await again.close();
+});
+
+test('a link with a node set, ablations, a token and an output reopens them; its own link is the same', async () => {
+  const circuit = JSON.parse(fs.readFileSync(path.join(root, 'www/models/python_tasks/circuits/bracket_type.json'), 'utf8'));
+  const prompt = 'x = f(a, b';
+  const expected = JSON.parse(execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/python_tasks'), '--prompt', prompt, '--json']));
+  const site = (n) => n.split('[')[0];
+  const channel = (n) => Number(n.split('[')[1].slice(0, -1));
+  // Written by hand in the link's node form: site:channel steps in base 36.
+  const encode = (nodes) => {
+    const sites = new Map();
+    nodes.forEach((n) => sites.set(site(n), [...(sites.get(site(n)) ?? []), channel(n)]));
+    return [...sites].map(([s, cs]) => `${s}:${cs.sort((a, b) => a - b).map((c, i, all) => (c - (i ? all[i - 1] : 0)).toString(36)).join('-')}`).join(',');
+  };
+  const nodes = circuit.nodes.slice(0, 6);
+  const fragment = new URLSearchParams({ v: '1', model: 'python_tasks', prompt, at: '2', out: String(expected.predictions[1].token), nodes: encode(nodes), zero: encode(nodes.slice(0, 1)), mean: encode(nodes.slice(1, 2)) }).toString();
+  const { page, errors, close } = await openLink(`${server.url}#${fragment}`);
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${nodes.length}"]`).waitFor({ timeout: 60_000 });
+  assert.match(await page.locator('.circuit .hint').textContent(), /the link's 6 nodes/);
+  await page.getByRole('heading', { name: 'Circuit at position 2' }).waitFor();
+  assert.equal(await page.getByTestId('target-token').inputValue(), String(expected.predictions[1].token));
+  const ablated = page.getByTestId('ablation-list').locator('li');
+  await ablated.nth(1).waitFor();
+  assert.deepEqual((await ablated.allTextContents()).map((t) => t.split(' ')[0]).sort(), [nodes[0], nodes[1]].sort());
+  await page.locator('[data-testid=objective-change][data-ablated]').waitFor({ timeout: 60_000 });
+  // The page's own link for this view opens the same view.
+  const own = await viewLink(page);
+  const reopened = await openLink(`${server.url}#${own}`);
+  assert.equal(await viewLink(reopened.page), own);
+  assert.deepEqual([...errors, ...reopened.errors], []);
+  await close();
+  await reopened.close();
+});
+
+test('malformed, truncated or hostile links give a message and the default view', async () => {
+  const index = JSON.parse(fs.readFileSync(path.join(root, 'www/models/index.json'), 'utf8'));
+  const good = 'v=1&model=python_tasks&prompt=x+%3D+1&at=1&nodes=0.attn.q:1-2&rank=effect';
+  const cases = [
+    ['v=99&model=python_tasks', 'newer than this circuitscope'],
+    ['v=1&model=%3Cscript%3Ealert(1)%3C%2Fscript%3E', 'is not a model id'],
+    ['v=1&model=no_such_model', 'no bundled model "no_such_model"'],
+    ['v=1&url=javascript:alert(1)&sha256=00', 'only an http'],
+    ['v=1&model=python_tasks&nodes=0.attn.q:zzzzzzzzzz', 'is not a channel step'],
+    ['v=1&model=python_tasks&zero=7.attn.q:1', 'the model has 2 layers'],
+    ['v=1&model=python_tasks&prompt=x&at=999', 'token position 999 is past'],
+    ['hello', 'no version'],
+    [good.slice(0, good.indexOf(':1-2') + 1), 'is not a channel step'],
+  ];
+  for (const [fragment, message] of cases) {
+    const { page, errors, close } = await openLink(`${server.url}#${fragment}`);
+    await page.getByTestId('error-banner').filter({ hasText: message }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.getByTestId('model-status').getAttribute('data-source'), `models/${index.models[0].id}`, fragment);
+    assert.equal(await page.getByTestId('prompt-input').inputValue(), index.models[0].prompt, fragment);
+    assert.equal(await page.locator('script:not([src]):not([type])').filter({ hasText: 'alert' }).count(), 0);
+    assert.deepEqual(errors, [], fragment);
+    await close();
+  }
+});
+
+test('a link to a model on another site loads it only after the user says yes, and checks its weights', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const hash = JSON.parse(fs.readFileSync(path.join(trained, 'circuits/bracket_type.json'), 'utf8')).model.weights_sha256;
+  const elsewhere = await serveModel(trained, { cors: true });
+  const link = (sha) => `${server.url}#${new URLSearchParams({ v: '1', url: elsewhere.url, sha256: sha, prompt: 'x = f(a, b' })}`;
+  const { page, errors, close } = await openLink(link(hash));
+  const ask = page.getByTestId('linked-model');
+  assert.match(await ask.textContent(), new RegExp(elsewhere.url.replace(/[./]/g, '\\$&')));
+  assert.equal(await page.getByTestId('model-status').getAttribute('data-source'), 'models/python_tasks', 'nothing fetched yet');
+  await page.getByTestId('linked-model-open').click();
+  await page.locator(`[data-testid=model-status][data-source="${elsewhere.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 60_000 });
+  await page.locator('main[data-runs="2"]').waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByTestId('prompt-input').inputValue(), 'x = f(a, b');
+  assert.match(await viewLink(page), new RegExp(`sha256=${hash}`));
+
+  // Other weights than the link says: a message, and the model's own default view.
+  const wrong = await openLink(link('0'.repeat(64)));
+  await wrong.page.getByTestId('linked-model-open').click();
+  await wrong.page.getByTestId('error-banner').filter({ hasText: 'the model at that URL has changed' }).waitFor({ timeout: 60_000 });
+  assert.deepEqual([...errors, ...wrong.errors], []);
+  await close();
+  await wrong.close();
+});
