@@ -5,7 +5,7 @@ use clap::Args;
 use super::Backend;
 use crate::circuits::{parse_samples, Node, SiteMeans};
 use crate::model::{
-    f32_safetensors, forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
+    activations_safetensors, forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
 };
 
 #[derive(Args)]
@@ -134,10 +134,7 @@ fn gpu_forward(_: &Model, _: &[u32], _: &[Intervention]) -> Result<(Tensor, Reco
 /// Writes `logits` and every recorded site as f32 safetensors, atomically:
 /// a failed write leaves no partial file at `path`.
 fn write_activations(path: &Path, logits: &Tensor, recording: &Recording) -> Result<(), String> {
-    let named: Vec<(String, &Tensor)> = std::iter::once(("logits".to_string(), logits))
-        .chain(recording.iter().map(|(site, acts)| (site.to_string(), acts)))
-        .collect();
-    let bytes = f32_safetensors(named.iter().map(|(name, t)| (name.clone(), vec![t.rows, t.cols], t.data.as_slice())));
+    let bytes = activations_safetensors(logits, recording);
     let tmp = path.with_extension("partial");
     std::fs::write(&tmp, bytes)
         .and_then(|()| std::fs::rename(&tmp, path))

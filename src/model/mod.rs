@@ -28,4 +28,4 @@ pub use tensor::Tensor;
 pub use tokenizer::Tokenizer;
 pub use tokenizer_train::TokenizerFiles;
 pub use tokens::{check_tokens, parse_token_list};
-pub use weights::{f32_safetensors, Layer, Linear, Model, Norm, WeightStats};
+pub use weights::{activations_safetensors, f32_safetensors, Layer, Linear, Model, Norm, WeightStats};

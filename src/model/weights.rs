@@ -463,6 +463,14 @@ fn little_endian_f32(data: &[u8]) -> impl Iterator<Item = f32> + '_ {
     data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
+/// A run as f32 safetensors: `logits` `[T, vocab]` and every recorded site
+/// `[T, width]` under its name (`0.attn.q`, …), as `forward --out` and the
+/// page's export write it.
+pub fn activations_safetensors(logits: &super::Tensor, recording: &super::Recording) -> Vec<u8> {
+    let named = std::iter::once(("logits".to_string(), logits)).chain(recording.iter().map(|(site, acts)| (site.to_string(), acts)));
+    f32_safetensors(named.map(|(name, t)| (name, vec![t.rows, t.cols], t.data.as_slice())))
+}
+
 /// `(name, shape, values)` f32 tensors as safetensors bytes (every shape
 /// must hold exactly its values).
 pub fn f32_safetensors<'a>(tensors: impl IntoIterator<Item = (String, Vec<usize>, &'a [f32])>) -> Vec<u8> {

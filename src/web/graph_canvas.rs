@@ -40,7 +40,7 @@ enum EdgeLook {
 }
 
 /// Canvas pixel size for a graph.
-fn canvas_size(view: &GraphView) -> (u32, u32) {
+pub(super) fn canvas_size(view: &GraphView) -> (u32, u32) {
     let rows = view.nodes.iter().map(|n| n.row + 1).max().unwrap_or(1);
     let width = MARGIN_LEFT * 2.0 + COLUMN_WIDTH * view.columns.len().max(1) as f64;
     let height = MARGIN_TOP + ROW_HEIGHT * rows as f64 + 10.0;
@@ -92,6 +92,55 @@ fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
     canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
 }
 
+/// An edge's two ends, content pixels.
+pub(super) type Segment = ((f64, f64), (f64, f64));
+
+/// What a graph is drawn with: the canvas, or an SVG document (export).
+pub(super) trait Painter {
+    /// 11 px text centred on x, baseline at y.
+    fn text(&mut self, x: f64, y: f64, text: &str, colour: &str);
+    /// Edges between pairs of points, each an S-shaped cubic curve, in one look.
+    fn curves(&mut self, colour: &str, width: f64, ends: &[Segment]);
+    /// A node: opaque white under the translucent `fill`, so edges do not
+    /// show through, and a ring (colour, width).
+    fn circle(&mut self, x: f64, y: f64, radius: f64, fill: &str, ring: (&str, f64));
+}
+
+impl Painter for CanvasRenderingContext2d {
+    fn text(&mut self, x: f64, y: f64, text: &str, colour: &str) {
+        self.set_font("11px system-ui, sans-serif");
+        self.set_text_align("center");
+        self.set_fill_style_str(colour);
+        let _ = self.fill_text(text, x, y);
+    }
+
+    fn curves(&mut self, colour: &str, width: f64, ends: &[Segment]) {
+        self.set_stroke_style_str(colour);
+        self.set_line_width(width);
+        for chunk in ends.chunks(EDGES_PER_STROKE) {
+            self.begin_path();
+            for &((x0, y0), (x1, y1)) in chunk {
+                let bend = (x1 - x0) / 2.0;
+                self.move_to(x0, y0);
+                self.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
+            }
+            self.stroke();
+        }
+    }
+
+    fn circle(&mut self, x: f64, y: f64, radius: f64, fill: &str, ring: (&str, f64)) {
+        self.begin_path();
+        let _ = self.arc(x, y, radius, 0.0, std::f64::consts::TAU);
+        self.set_fill_style_str("#ffffff");
+        self.fill();
+        self.set_fill_style_str(fill);
+        self.fill();
+        self.set_stroke_style_str(ring.0);
+        self.set_line_width(ring.1);
+        self.stroke();
+    }
+}
+
 /// Everything that changes only with the graph and the view transform:
 /// headers, all edges and all nodes. Expensive with many edges, so it is
 /// drawn once into an offscreen canvas and reused while only the hover,
@@ -102,23 +151,23 @@ fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Zoom,
     ctx.fill_rect(0.0, 0.0, f64::from(width), f64::from(height));
     let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
+    paint_graph(&mut ctx.clone(), view);
+}
 
-    // Column headers: the layer over each group of its sites.
-    ctx.set_font("11px system-ui, sans-serif");
-    ctx.set_text_align("center");
+/// The graph in content pixels: column headers with the layer over each
+/// group of its sites, all edges, all nodes.
+pub(super) fn paint_graph(painter: &mut impl Painter, view: &GraphView) {
     for (column, site) in view.columns.iter().enumerate() {
         let x = MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5);
-        ctx.set_fill_style_str("#5a6570");
-        let _ = ctx.fill_text(short_name(*site), x, MARGIN_TOP - 10.0);
+        painter.text(x, MARGIN_TOP - 10.0, short_name(*site), "#5a6570");
         if let Site::Layer(layer, SiteKind::AttnActIn) = site {
-            ctx.set_fill_style_str("#1d232a");
-            let _ = ctx.fill_text(&format!("layer {layer}"), x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0);
+            painter.text(x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0, &format!("layer {layer}"), "#1d232a");
         }
     }
-    stroke_edges(ctx, view, 0..view.edges.len(), false);
+    stroke_edges(painter, view, 0..view.edges.len(), false);
     let max_activation = max_activation(view);
     for i in 0..view.nodes.len() {
-        draw_node(ctx, view, i, max_activation, ("#8a949e", 0.8));
+        draw_node(painter, view, i, max_activation, ("#8a949e", 0.8));
     }
 }
 
@@ -135,19 +184,20 @@ fn draw_overlay(
     let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
     let max_activation = max_activation(view);
+    let painter = &mut ctx.clone();
     if let Some(s) = selected {
         let touching = (0..view.edges.len()).filter(|&e| view.edges[e].from == s || view.edges[e].to == s);
-        stroke_edges(ctx, view, touching, true);
+        stroke_edges(painter, view, touching, true);
         let ends = view.edges.iter().filter(|e| e.from == s || e.to == s).flat_map(|e| [e.from, e.to]);
         for i in ends.filter(|&i| i != s) {
-            draw_node(ctx, view, i, max_activation, ("#8a949e", 0.8));
+            draw_node(painter, view, i, max_activation, ("#8a949e", 0.8));
         }
     }
     if let Some(h) = hovered.filter(|&h| Some(h) != selected) {
-        draw_node(ctx, view, h, max_activation, ("#555555", 2.0));
+        draw_node(painter, view, h, max_activation, ("#555555", 2.0));
     }
     if let Some(s) = selected {
-        draw_node(ctx, view, s, max_activation, ("#111111", 2.5));
+        draw_node(painter, view, s, max_activation, ("#111111", 2.5));
     }
     for i in (0..view.nodes.len()).filter(|&i| ablated.contains(&view.nodes[i].node)) {
         // A cross: this node is ablated in the ablated run.
@@ -167,7 +217,7 @@ fn draw_overlay(
 /// Edges `which` of the graph, batched into one path per look (strength
 /// level, colour) so thousands of edges are a few dozen calls; weakest
 /// first, so the strong ones are on top.
-fn stroke_edges(ctx: &CanvasRenderingContext2d, view: &GraphView, which: impl Iterator<Item = usize>, highlight: bool) {
+fn stroke_edges(painter: &mut impl Painter, view: &GraphView, which: impl Iterator<Item = usize>, highlight: bool) {
     let max_strength = view.edges.iter().map(|e| view.edge_strength(e)).fold(0.0f32, f32::max).max(1e-12);
     let mut batches: BTreeMap<(u8, EdgeLook), Vec<usize>> = BTreeMap::new();
     for i in which {
@@ -188,20 +238,8 @@ fn stroke_edges(ctx: &CanvasRenderingContext2d, view: &GraphView, which: impl It
             EdgeLook::Positive => signed_colour(t, 1.0, base),
             EdgeLook::Negative => signed_colour(-t, 1.0, base),
         };
-        ctx.set_stroke_style_str(&colour);
-        ctx.set_line_width(0.5 + 3.5 * f64::from(t));
-        for chunk in edges.chunks(EDGES_PER_STROKE) {
-            ctx.begin_path();
-            for &i in chunk {
-                let edge = &view.edges[i];
-                let (x0, y0) = node_xy(view, edge.from);
-                let (x1, y1) = node_xy(view, edge.to);
-                let bend = (x1 - x0) / 2.0;
-                ctx.move_to(x0, y0);
-                ctx.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
-            }
-            ctx.stroke();
-        }
+        let ends: Vec<_> = edges.iter().map(|&i| (node_xy(view, view.edges[i].from), node_xy(view, view.edges[i].to))).collect();
+        painter.curves(&colour, 0.5 + 3.5 * f64::from(t), &ends);
     }
 }
 
@@ -211,18 +249,9 @@ fn max_activation(view: &GraphView) -> f32 {
 }
 
 /// Node `i`: filled by its activation on the scale `max_activation`, with a ring (colour, width).
-fn draw_node(ctx: &CanvasRenderingContext2d, view: &GraphView, i: usize, max_activation: f32, ring: (&str, f64)) {
+fn draw_node(painter: &mut impl Painter, view: &GraphView, i: usize, max_activation: f32, ring: (&str, f64)) {
     let (x, y) = node_xy(view, i);
-    ctx.begin_path();
-    let _ = ctx.arc(x, y, NODE_RADIUS, 0.0, std::f64::consts::TAU);
-    // Opaque white under the translucent fill, so edges do not show through.
-    ctx.set_fill_style_str("#ffffff");
-    ctx.fill();
-    ctx.set_fill_style_str(&signed_colour(view.nodes[i].activation, max_activation, 0.15));
-    ctx.fill();
-    ctx.set_stroke_style_str(ring.0);
-    ctx.set_line_width(ring.1);
-    ctx.stroke();
+    painter.circle(x, y, NODE_RADIUS, &signed_colour(view.nodes[i].activation, max_activation, 0.15), ring);
 }
 
 /// The scene drawn offscreen: the canvas, the graph version and transform
@@ -311,6 +340,15 @@ pub fn CircuitCanvas(
     transform: RwSignal<Zoom>,
 ) -> impl IntoView {
     let canvas = NodeRef::<Canvas>::new();
+    let export_png = move || {
+        let Some(url) = canvas.get_untracked().and_then(|c| c.to_data_url_with_type("image/png").ok()) else { return };
+        let _ = super::export::download_url("circuit.png", &url);
+    };
+    let export_svg = move || {
+        if let Some(view) = graph.get_untracked() {
+            let _ = super::export::download("circuit.svg", super::export::graph_svg(&view).as_bytes(), "image/svg+xml");
+        }
+    };
     let hovered = RwSignal::new(None::<usize>);
     // A drag in progress: where it started (canvas pixels) and the offset then;
     // `dragged` suppresses the click that ends a drag.
@@ -445,6 +483,8 @@ pub fn CircuitCanvas(
                     {move || per_site.get()}
                 </label>
                 <button data-testid="reset-view" on:click=move |_| transform.set(Zoom::IDENTITY)>"Reset view"</button>
+                <button data-testid="export-png" title="The graph as shown, as a PNG image" on:click=move |_| export_png()>"PNG"</button>
+                <button data-testid="export-svg" title="The whole graph, unzoomed, as an SVG drawing" on:click=move |_| export_svg()>"SVG"</button>
             </div>
             <p class="tooltip" data-testid="node-tooltip">{tooltip}</p>
         </section>

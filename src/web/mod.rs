@@ -5,6 +5,7 @@
 mod circuits;
 mod components;
 mod effects;
+mod export;
 mod graph_canvas;
 mod inspector;
 mod link;
@@ -30,6 +31,7 @@ use components::{
 use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
+use export::ExportBar;
 use link::{LinkBar, LinkedModelPrompt};
 use load::{BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
@@ -584,6 +586,11 @@ fn App() -> impl IntoView {
             <LinkedModelPrompt url=ask_url on_open=move |url| open(Source::Url(url)) />
             <ErrorBanner error=error />
             <LinkBar link=view_link />
+            <ExportBar
+                circuit=Signal::derive(move || shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())))
+                run=Signal::derive(move || Some((clean_logits.get()?, recording.get()?)))
+                error=error
+            />
             <PromptForm
                 text=prompt
                 has_tokenizer=Signal::derive(move || tokenizer.with(Option::is_some))

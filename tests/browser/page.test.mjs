@@ -681,3 +681,69 @@ test('a link to a model on another site loads it only after the user says yes, a
   await close();
   await wrong.close();
 });
+
+/// A safetensors file's f32 tensors: name -> { shape, values }.
+function readSafetensors(bytes) {
+  const n = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + n).toString('utf8'));
+  const tensors = {};
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    assert.equal(t.dtype, 'F32', name);
+    const [start, end] = t.data_offsets;
+    const data = bytes.subarray(8 + n + start, 8 + n + end);
+    tensors[name] = { shape: t.shape, values: Array.from({ length: data.length / 4 }, (_, i) => data.readFloatLE(4 * i)) };
+  }
+  return tensors;
+}
+
+test('each export downloads a valid file: the circuit file, the graph as PNG and SVG, the run\'s activations as the CLI writes them', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tasks = JSON.parse(fs.readFileSync(path.join(trained, 'tasks.json'), 'utf8'));
+  const task = tasks.find((t) => t.task === 'bracket_type');
+  const { page, errors, close } = await openLink(server.url);
+  const runs = Number(await page.locator('main').getAttribute('data-runs'));
+  await page.locator('[data-testid=task-prompt][data-task=bracket_type]').click();
+  await page.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByTestId('export-circuit').isDisabled(), true, 'no circuit shown yet');
+  await page.locator('tr[data-task=bracket_type] [data-origin=bundled] [data-testid=show-circuit]').click();
+  const file = JSON.parse(fs.readFileSync(path.join(trained, 'circuits/bracket_type.json'), 'utf8'));
+  const canvas = page.locator(`[data-testid=circuit-canvas][data-nodes="${file.nodes.length}"]`);
+  await canvas.waitFor({ timeout: 60_000 });
+  const save = async (testid) => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId(testid).click()]);
+    return { name: download.suggestedFilename(), bytes: fs.readFileSync(await download.path()) };
+  };
+
+  const circuit = await save('export-circuit');
+  assert.equal(circuit.name, 'bracket_type.json');
+  assert.deepEqual(JSON.parse(circuit.bytes.toString('utf8')), file);
+
+  const png = await save('export-png');
+  assert.equal(png.name, 'circuit.png');
+  assert.ok(png.bytes.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a])), 'a PNG signature');
+  const size = await canvas.evaluate((c) => [c.width, c.height]);
+  assert.deepEqual([png.bytes.readUInt32BE(16), png.bytes.readUInt32BE(20)], size);
+
+  const svg = await save('export-svg');
+  assert.equal(svg.name, 'circuit.svg');
+  const parsed = await page.evaluate((text) => {
+    const doc = new DOMParser().parseFromString(text, 'image/svg+xml');
+    return { error: doc.querySelector('parsererror') !== null, nodes: doc.querySelectorAll('g.node').length, width: Number(doc.documentElement.getAttribute('width')) };
+  }, svg.bytes.toString('utf8'));
+  assert.deepEqual(parsed, { error: false, nodes: file.nodes.length, width: size[0] });
+
+  const activations = await save('export-activations');
+  assert.equal(activations.name, 'activations.safetensors');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cs-export-'));
+  execFileSync(cli, ['forward', '--model', trained, '--prompt', task.prompt, '--out', path.join(dir, 'cli.safetensors')]);
+  const [shown, expected] = [readSafetensors(activations.bytes), readSafetensors(fs.readFileSync(path.join(dir, 'cli.safetensors')))];
+  assert.deepEqual(Object.keys(shown).sort(), Object.keys(expected).sort());
+  for (const [name, t] of Object.entries(expected)) {
+    assert.deepEqual(shown[name].shape, t.shape, name);
+    const worst = t.values.reduce((m, v, i) => Math.max(m, Math.abs(v - shown[name].values[i]) / (1 + Math.abs(v))), 0);
+    assert.ok(worst < 1e-3, `${name}: off by ${worst}`);
+  }
+  assert.deepEqual(errors, []);
+  await close();
+});
