@@ -12,6 +12,27 @@ const MODELS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/models");
 const HELD_OUT_SEED: u64 = 1_000_003;
 const EXAMPLES: usize = 200;
 
+/// The default model's folder, from the page's index.
+fn default_dir() -> std::path::PathBuf {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(MODELS).join("index.json")).unwrap()).unwrap();
+    Path::new(MODELS).join(index["models"][0]["id"].as_str().unwrap())
+}
+
+/// A model folder's model, tokenizer and mean activations over its samples.
+fn load(dir: &Path) -> (Model, Tokenizer, circuitscope::circuits::SiteMeans) {
+    use circuitscope::model::{forward, Recording};
+    let model = Model::load_dir(dir).unwrap();
+    let tokenizer = Tokenizer::load_dir(dir).unwrap().unwrap();
+    let mut means = circuitscope::circuits::SiteMeans::default();
+    let samples = std::fs::read_to_string(dir.join("samples.json")).unwrap();
+    for tokens in circuitscope::circuits::parse_samples(&samples, &model.config, Some(&tokenizer)).unwrap() {
+        let mut recording = Recording::new();
+        forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        means.add(&recording);
+    }
+    (model, tokenizer, means)
+}
+
 #[test]
 fn the_default_model_is_trained_sparse_small_and_does_its_tasks() {
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(MODELS).join("index.json")).unwrap()).unwrap();
@@ -48,20 +69,12 @@ fn the_default_model_is_trained_sparse_small_and_does_its_tasks() {
 /// held-out examples, with the same mean ablation.
 #[test]
 fn the_bundled_circuits_are_small_and_as_faithful_as_their_files_say() {
-    use circuitscope::circuits::{keep_only, parse_samples, remove, task_loss, Choice, CircuitFile, SiteMeans};
-    use circuitscope::model::{forward, Recording};
+    use circuitscope::circuits::{keep_only, remove, task_loss, Choice, CircuitFile};
 
     let index: serde_json::Value = serde_json::from_slice(&std::fs::read(Path::new(MODELS).join("index.json")).unwrap()).unwrap();
     let default = &index["models"][0];
     let dir = Path::new(MODELS).join(default["id"].as_str().unwrap());
-    let model = Model::load_dir(&dir).unwrap();
-    let tokenizer = Tokenizer::load_dir(&dir).unwrap().unwrap();
-    let mut means = SiteMeans::default();
-    for tokens in parse_samples(&std::fs::read_to_string(dir.join("samples.json")).unwrap(), &model.config, Some(&tokenizer)).unwrap() {
-        let mut recording = Recording::new();
-        forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
-        means.add(&recording);
-    }
+    let (model, tokenizer, means) = load(&dir);
     let tasks: Vec<&str> = default["circuits"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
     assert_eq!(tasks.len(), Task::ALL.len(), "a circuit for every task");
     for name in tasks {
@@ -90,5 +103,50 @@ fn the_bundled_circuits_are_small_and_as_faithful_as_their_files_say() {
         // the model does bracket_type in more than one way.)
         assert!(nodes.len() * 50 <= circuitscope::circuits::all_nodes(&model.config).len(), "{name}: {} nodes", nodes.len());
         assert!(alone.accuracy >= 0.9, "{name}: the circuit alone gets {:.1}% right", 100.0 * alone.accuracy);
+    }
+}
+
+/// The classroom tours are what `circuitscope tours` writes today, and each
+/// one's last step does break its task: checked by the reference forward
+/// pass with the step's link applied, not by the tour code.
+#[test]
+fn the_bundled_tours_are_current_and_their_ablations_break_the_behaviour() {
+    use circuitscope::circuits::{AblationKind, Tours, ViewLink};
+    use circuitscope::model::forward_with_interventions;
+
+    let dir = default_dir();
+    let out = tempfile::tempdir().unwrap();
+    let written = out.path().join("tours.json");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_circuitscope"))
+        .args(["tours", "--model", dir.to_str().unwrap(), "--out", written.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let bundled = std::fs::read_to_string(dir.join("tours.json")).unwrap();
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), bundled, "tours.json is stale: run circuitscope tours --model {}", dir.display());
+
+    let (model, tokenizer, means) = load(&dir);
+    let tours: Tours = serde_json::from_str(&bundled).unwrap();
+    assert_eq!(tours.tours.len(), Task::ALL.len(), "a tour for every task");
+    for tour in &tours.tours {
+        assert_eq!(tour.steps.len(), 4, "{}", tour.task);
+        let difference = |link: &ViewLink| {
+            let tokens = tokenizer.encode(&link.prompt);
+            let ablations: Vec<_> = link.ablations.iter().map(|&(node, kind)| {
+                assert_eq!(kind, AblationKind::Mean);
+                means.ablation(node).unwrap()
+            }).collect();
+            let logits = forward_with_interventions(&model, &tokens, &ablations, &mut |_, _| {}).unwrap();
+            let last = logits.row(tokens.len() - 1);
+            last[link.target.unwrap() as usize] - last[link.contrast.unwrap() as usize]
+        };
+        let first = ViewLink::parse(&tour.steps[0].view).unwrap();
+        let last = ViewLink::parse(&tour.steps[3].view).unwrap();
+        first.check(&model).unwrap();
+        last.check(&model).unwrap();
+        assert!(first.ablations.is_empty() && !last.ablations.is_empty(), "{}", tour.task);
+        let (before, after) = (difference(&first), difference(&last));
+        eprintln!("{}: right - wrong {before:.2}, with {} nodes ablated {after:.2}", tour.task, last.ablations.len());
+        assert!(before >= 1.0 && after < 0.0, "{}: {before} then {after}", tour.task);
     }
 }

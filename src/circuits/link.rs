@@ -19,6 +19,7 @@
 //!   drawn node set; neither: the nodes ranked by `rank` (`effect` or
 //!   `activation`), `per_site` of them per site.
 //! - `zero`, `mean`: node sets ablated (zeroed, or set to their means).
+//! - `sel`: the node selected (shown in the inspector), one node.
 //! - `zoom`: the graph's scale and offset (canvas pixels).
 //!
 //! A node set is written site by site, `site:channels`, sites apart by `,`,
@@ -114,6 +115,8 @@ pub struct ViewLink {
     pub contrast: Option<u32>,
     pub shown: Shown,
     pub ablations: Vec<(Node, AblationKind)>,
+    /// The node shown in the inspector.
+    pub selected: Option<Node>,
     pub ranking: Ranking,
     pub per_site: usize,
     pub zoom: Zoom,
@@ -151,6 +154,7 @@ impl ViewLink {
             contrast: None,
             shown: Shown::Ranked,
             ablations: Vec::new(),
+            selected: None,
             ranking: Ranking::Effect,
             per_site: 8,
             zoom: Zoom::IDENTITY,
@@ -186,6 +190,9 @@ impl ViewLink {
             if !nodes.is_empty() {
                 out.append_pair(key, &encode_nodes(&nodes));
             }
+        }
+        if let Some(node) = self.selected {
+            out.append_pair("sel", &encode_nodes(&[node]));
         }
         out.append_pair("rank", if self.ranking == Ranking::Effect { "effect" } else { "activation" });
         out.append_pair("per_site", &self.per_site.to_string());
@@ -235,6 +242,11 @@ impl ViewLink {
                 ablations.extend(decode_nodes(key, text)?.into_iter().map(|n| (n, kind)));
             }
         }
+        let selected = match get("sel").map(|text| decode_nodes("sel", text)).transpose()?.as_deref() {
+            None => None,
+            Some(&[node]) => Some(node),
+            Some(_) => return Err(bad("sel", "not one node")),
+        };
         let ranking = match get("rank") {
             None | Some("effect") => Ranking::Effect,
             Some("activation") => Ranking::Activation,
@@ -253,6 +265,7 @@ impl ViewLink {
             contrast: number("vs")?,
             shown,
             ablations,
+            selected,
             ranking,
             per_site,
             zoom: get("zoom").map(parse_zoom).transpose()?.unwrap_or(Zoom::IDENTITY),
@@ -282,7 +295,7 @@ impl ViewLink {
             Shown::Nodes(nodes) => &nodes[..],
             _ => &[],
         };
-        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)) {
+        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)).chain(&self.selected) {
             let Site::Layer(layer, _) = node.site else { continue };
             if layer >= config.n_layer {
                 return Err(LinkError::Model(format!("{node}: the model has {} layers", config.n_layer)));
@@ -404,6 +417,7 @@ mod tests {
             contrast: Some(1),
             shown: Shown::Nodes(vec![Node::new(0, SiteKind::MlpPostAct, 20), Node::new(0, SiteKind::MlpPostAct, 22), Node::new(1, SiteKind::AttnV, 3)]),
             ablations: vec![(Node::new(0, SiteKind::AttnQ, 7), AblationKind::Zero), (Node::new(1, SiteKind::MlpResidDelta, 40), AblationKind::Mean)],
+            selected: Some(Node::new(0, SiteKind::MlpPostAct, 22)),
             ranking: Ranking::Activation,
             per_site: 12,
             zoom: Zoom { scale: 1.5, dx: -20.25, dy: 4.0 },
@@ -451,6 +465,7 @@ mod tests {
             ("v=1&model=m&zero=0.attn.q:zzzzzzzzzz", "is not a channel step"),
             ("v=1&model=m&mean=0.attn.q:zzzzz-zzzzz-zzzzz", "out of range"),
             ("v=1&model=m&rank=random", "neither effect nor activation"),
+            ("v=1&model=m&sel=0.attn.q:1-1", "sel is not valid: not one node"),
             ("v=1&model=m&per_site=0", "not between 1 and 64"),
             ("v=1&model=m&zoom=1,2", "not three numbers"),
             ("v=1&model=m&zoom=NaN,0,0", "scale between"),
@@ -475,13 +490,15 @@ mod tests {
     fn links_are_checked_against_the_model() {
         let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#).unwrap();
         let model = Model::synthetic(config, 0.5, 1);
-        let fits = ViewLink { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], ..view() };
+        let fits = ViewLink { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], selected: None, ..view() };
         fits.check(&model).unwrap();
         let wide = ViewLink { shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 12)]), ..fits.clone() };
         assert!(wide.check(&model).unwrap_err().to_string().contains("1.mlp.post_act[12]: 1.mlp.post_act has 12 channels"));
         let deep = ViewLink { ablations: vec![(Node::new(2, SiteKind::AttnQ, 0), AblationKind::Zero)], ..fits.clone() };
         assert!(deep.check(&model).unwrap_err().to_string().contains("has 2 layers"));
         let token = ViewLink { contrast: Some(10), ..fits.clone() };
+        let selected = ViewLink { selected: Some(Node::new(0, SiteKind::AttnV, 8)), ..fits.clone() };
+        assert!(selected.check(&model).unwrap_err().to_string().contains("0.attn.v[8]"));
         assert!(token.check(&model).unwrap_err().to_string().contains("outside the vocabulary"));
         let moved = ViewLink { model: LinkModel::Url { url: "https://a.org/m".into(), weights_sha256: "0".repeat(64) }, ..fits.clone() };
         assert!(moved.check(&model).unwrap_err().to_string().contains("has changed"));

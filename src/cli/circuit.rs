@@ -14,14 +14,16 @@ use crate::circuits::GpuEval;
 use super::Backend;
 use crate::circuits::{
     curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
-    SiteMeans, TaskLoss,
+    SiteMeans, TaskLoss, task_tour, Tours, CLEAR_MARGIN,
 };
 use crate::model::{Model, Tokenizer};
-use crate::tasks::Task;
+use crate::tasks::{Task, TaskChoice};
 use crate::train::{learn_masks, MaskSettings};
 
 /// Seed of the held-out examples faithfulness is reported on (as `eval`'s).
 const HELD_OUT_SEED: u64 = 1_000_003;
+/// Seed of the generated prompts a tour may fall back on.
+const TOUR_SEED: u64 = 4_000_037;
 /// Seed of the examples the masks are learned and k is bisected on.
 const SEARCH_SEED: u64 = 2_000_003;
 
@@ -255,6 +257,63 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
         let TaskLoss { loss, accuracy } = loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k)?;
         println!("  k {k:>5}  loss {loss:.4}  accuracy {:.1}%", 100.0 * accuracy);
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ToursArgs {
+    /// Model folder with tasks.json and circuits/TASK.json (as `prune` writes them).
+    #[arg(long)]
+    model: PathBuf,
+    /// Where to write the tours. Default: tours.json in the model folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// `circuitscope tours`: a classroom tour per task with a circuit file,
+/// on the task's first prompt in tasks.json.
+pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
+    let loaded = load(&args.model)?;
+    let id = folder_name(&args.model);
+    let read = |name: &str| {
+        let path = args.model.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let prompts = crate::tasks::parse_task_prompts(&read("tasks.json")?, &loaded.tokenizer)?;
+    let mut tours = Vec::new();
+    for task in Task::ALL {
+        let name = format!("circuits/{}.json", task.name());
+        let Ok(json) = read(&name) else { continue };
+        let (circuit, nodes) = CircuitFile::parse(&json, &loaded.model).map_err(|e| format!("{name}: {e}"))?;
+        // The first of the task's prompts (tasks.json, then generated ones) that the model gets clearly right.
+        let generated = Choice::of_task(task, &loaded.tokenizer, TOUR_SEED, 50)?.into_iter().map(|c| TaskChoice {
+            task: task.name().into(),
+            prompt: loaded.tokenizer.decode(&c.tokens),
+            tokens: c.tokens,
+            right: c.right,
+            wrong: c.wrong,
+        });
+        let mut listed = prompts.iter().filter(|p| p.task == task.name()).cloned().chain(generated);
+        let clear = |c: &TaskChoice| {
+            crate::model::forward(&loaded.model, &c.tokens, &mut |_, _| {}).map(|l| {
+                let last = l.row(c.tokens.len() - 1);
+                f64::from(last[c.right as usize] - last[c.wrong as usize]) >= CLEAR_MARGIN
+            })
+        };
+        let Some(choice) = listed.find(|c| clear(c).unwrap_or(false)) else {
+            return Err(format!("the model gets none of its {} prompts clearly right", task.name()));
+        };
+        let tour = task_tour(&loaded.model, &id, &loaded.tokenizer, &loaded.means, task, &choice, &circuit, &nodes)?;
+        println!("{}: {} steps; {}", task.name(), tour.steps.len(), tour.steps.last().map_or("", |s| s.text.as_str()));
+        tours.push(tour);
+    }
+    if tours.is_empty() {
+        return Err(format!("{} has no task with both a prompt in tasks.json and a circuit file", args.model.display()));
+    }
+    let out = args.out.clone().unwrap_or_else(|| args.model.join("tours.json"));
+    let json = serde_json::to_string_pretty(&Tours { tours }).map_err(|e| e.to_string())? + "\n";
+    std::fs::write(&out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tokenizer | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
@@ -46,6 +46,8 @@ enum Command {
     Prune(circuit::PruneArgs),
     /// Faithfulness of a circuit file: task loss with only the circuit kept, with it removed, and against k.
     CircuitEval(circuit::CircuitEvalArgs),
+    /// Write a classroom tour per task (tours.json): its prompt, its circuit, its first node, an ablation that breaks it.
+    Tours(circuit::ToursArgs),
     /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
     Tokenizer(tokenizer::TokenizerArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
@@ -76,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Prune(args) => circuit::run_prune(&args),
         Command::CircuitEval(args) => circuit::run_eval(&args),
+        Command::Tours(args) => circuit::run_tours(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),
     };

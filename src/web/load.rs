@@ -9,7 +9,7 @@ use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::circuits::{CircuitOrigin, LoadedCircuit};
-use crate::circuits::parse_samples;
+use crate::circuits::{parse_samples, Tour, Tours};
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};
 
@@ -40,6 +40,9 @@ pub struct BundledModel {
     /// Tasks with a circuit file `circuits/TASK.json` in the folder.
     #[serde(default)]
     pub circuits: Vec<String>,
+    /// Whether the folder has `tours.json` (classroom tours).
+    #[serde(default)]
+    pub tours: bool,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +60,8 @@ pub struct LoadedModel {
     pub tasks: Vec<TaskChoice>,
     /// Circuit files that came with the model, checked against it.
     pub circuits: Vec<LoadedCircuit>,
+    /// Classroom tours that came with the model.
+    pub tours: Vec<Tour>,
     /// Where it came from, for the page (a name, URL or file names).
     pub source: String,
     /// Bytes read: config, weights and tokenizer files.
@@ -86,6 +91,7 @@ pub struct Optional {
     pub tasks: Option<bool>,
     /// Tasks whose circuit file to fetch.
     pub circuits: Vec<String>,
+    pub tours: bool,
 }
 
 impl From<&BundledModel> for Optional {
@@ -95,6 +101,7 @@ impl From<&BundledModel> for Optional {
             samples: Some(entry.samples),
             tasks: Some(entry.tasks),
             circuits: entry.circuits.clone(),
+            tours: entry.tours,
         }
     }
 }
@@ -116,7 +123,14 @@ pub async fn fetch_model(base: &str, optional: Optional, progress: &dyn Fn(LoadP
         let name = format!("circuits/{task}.json");
         circuit_files.push((name.clone(), text(&folder.get(&name).await?, &name)?));
     }
+    let tours = match optional.tours {
+        true => Some(text(&folder.get("tours.json").await?, "tours.json")?),
+        false => None,
+    };
     let mut loaded = build(&config, &weights, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)?;
+    if let Some(json) = tours {
+        loaded.tours = serde_json::from_str::<Tours>(&json).map_err(|e| format!("tours.json: {e}"))?.tours;
+    }
     for (name, json) in circuit_files {
         loaded.circuits.push(LoadedCircuit::parse(&json, &loaded.model, CircuitOrigin::Bundled).map_err(|e| format!("{name}: {e}"))?);
     }
@@ -230,7 +244,7 @@ fn build(
         (Some(_), None) => return Err("tasks.json needs the model's tokenizer (encoder.json and vocab.bpe)".to_string()),
         (None, _) => Vec::new(),
     };
-    Ok(LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), source, bytes })
+    Ok(LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), tours: Vec::new(), source, bytes })
 }
 
 fn text(bytes: &[u8], name: &str) -> Result<String, String> {

@@ -11,6 +11,7 @@ mod inspector;
 mod link;
 mod load;
 mod summary;
+mod tour;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use crate::circuits::{GraphView, LinkModel, Node, Objective, SearchProgress, Shown, SiteMeans, ViewLink, Zoom};
+use crate::circuits::{GraphView, LinkModel, Node, Objective, SearchProgress, Shown, SiteMeans, Tour, ViewLink, Zoom};
 use crate::gpu::{Engine, GpuContext, GpuError, Record};
 use crate::model::{forward_with_interventions, Intervention, Model, Recording, Tensor, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
@@ -33,6 +34,7 @@ use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
 use export::ExportBar;
 use link::{LinkBar, LinkedModelPrompt};
+use tour::Classroom;
 use load::{BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
 use summary::{encode_prompt, layer_summary, predictions_at, LayerSummary, ModelFacts};
 
@@ -119,6 +121,10 @@ fn App() -> impl IntoView {
     let model_url = RwSignal::new(None::<(String, String)>);
     let linked_nodes = RwSignal::new(None::<Arc<Vec<Node>>>);
     let zoom = RwSignal::new(Zoom::IDENTITY);
+    let wanted_selection = RwSignal::new(None::<Node>);
+    // Classroom tours that came with the model, and the step shown (tour, step).
+    let tours = RwSignal::new(Vec::<Tour>::new());
+    let touring = RwSignal::new(None::<(usize, usize)>);
     let waiting_link = StoredValue::new(None::<ViewLink>);
     let pending_link = StoredValue::new(None::<ViewLink>);
     let ask_url = RwSignal::new(None::<String>);
@@ -333,6 +339,8 @@ fn App() -> impl IntoView {
             tasks.set(loaded.tasks);
             shown_circuit.set(None);
             circuits.set(loaded.circuits.into_iter().map(Arc::new).collect());
+            touring.set(None);
+            tours.set(loaded.tours);
             let new_model = Arc::new(loaded.model);
             model.set(Some(new_model.clone()));
             means.set(None);
@@ -438,19 +446,21 @@ fn App() -> impl IntoView {
             rerun_ablated();
         }
     };
-    // A link's view, once its model has run its prompt: everything the
-    // prompt's run reset.
-    Effect::new(move |_| {
-        runs.track();
-        let Some(link) = pending_link.try_update_value(Option::take).flatten() else { return };
+    // Shows a link's view on top of a run of its prompt: everything that
+    // run reset, and everything a view before it set.
+    let apply_link = move |link: ViewLink| {
         if let Some(at) = link.position {
-            position.set(at); // checked against the prompt when the model loaded
+            position.set(at); // checked against the prompt before the run
         }
         target.set(link.target);
         contrast.set(link.contrast);
         ranking.set(link.ranking);
         per_site.set(link.per_site);
         zoom.set(link.zoom);
+        selected.set(None);
+        wanted_selection.set(link.selected);
+        linked_nodes.set(None);
+        shown_circuit.set(None);
         match link.shown {
             Shown::Ranked => {}
             Shown::Circuit(task) => match circuits.with_untracked(|list| list.iter().position(|c| c.file.task == task && c.origin == CircuitOrigin::Bundled)) {
@@ -459,18 +469,48 @@ fn App() -> impl IntoView {
             },
             Shown::Nodes(nodes) => linked_nodes.set(Some(Arc::new(nodes))),
         }
-        if link.ablations.is_empty() {
-            return;
-        }
+        let needs_means = link.ablations.iter().any(|(_, kind)| *kind == AblationKind::Mean);
         ablated.set(link.ablations);
         // Mean ablations wait for the means, computed after the model loads.
-        let needs_means = ablated.with_untracked(|list| list.iter().any(|(_, kind)| *kind == AblationKind::Mean));
         spawn_local(async move {
             while needs_means && means.with_untracked(Option::is_none) {
                 sleep(100).await;
             }
             rerun_ablated();
         });
+    };
+    // A link's view, once its model has run its prompt.
+    Effect::new(move |_| {
+        runs.track();
+        if let Some(link) = pending_link.try_update_value(Option::take).flatten() {
+            apply_link(link);
+        }
+    });
+    // A view on the model shown (a tour's step): its prompt is run first
+    // unless it is the one shown.
+    let show_view = move |link: ViewLink| {
+        let fits = model.with_untracked(|m| m.as_ref().map(|m| link.check(m)));
+        match fits {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return error.set(Some(e.to_string())),
+            None => return,
+        }
+        if ran_prompt.get_untracked() == link.prompt && !run_tokens.with_untracked(Vec::is_empty) {
+            apply_link(link);
+        } else {
+            prompt.set(link.prompt.clone());
+            let text = link.prompt.clone();
+            pending_link.set_value(Some(link));
+            run(text);
+        }
+    };
+    // A selection a view asked for, made once its node is in the graph.
+    Effect::new(move |_| {
+        let Some(wanted) = wanted_selection.get() else { return };
+        if let Some(index) = graph.with(|g| g.as_ref().and_then(|g| g.nodes.iter().position(|n| n.node == wanted))) {
+            selected.set(Some(index));
+            wanted_selection.set(None);
+        }
     });
     let view_link = Signal::derive(move || -> Result<String, String> {
         model.with(|m| m.is_some()).then_some(()).ok_or("no model is open")?;
@@ -492,6 +532,7 @@ fn App() -> impl IntoView {
             contrast: contrast.get(),
             shown,
             ablations: ablated.get(),
+            selected: selected.get().and_then(|i| graph.with(|g| g.as_ref().and_then(|g| g.nodes.get(i).map(|n| n.node)))),
             ranking: ranking.get(),
             per_site: per_site.get(),
             zoom: zoom.get(),
@@ -586,6 +627,7 @@ fn App() -> impl IntoView {
             <LinkedModelPrompt url=ask_url on_open=move |url| open(Source::Url(url)) />
             <ErrorBanner error=error />
             <LinkBar link=view_link />
+            <Classroom tours=tours touring=touring ready=ready on_step=show_view error=error />
             <ExportBar
                 circuit=Signal::derive(move || shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())))
                 run=Signal::derive(move || Some((clean_logits.get()?, recording.get()?)))

@@ -747,3 +747,54 @@ test('each export downloads a valid file: the circuit file, the graph as PNG and
   assert.deepEqual(errors, []);
   await close();
 });
+
+test('classroom: a task\'s tour steps with the keyboard through its prompt, its circuit, its first node and an ablation that breaks it', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const circuit = JSON.parse(fs.readFileSync(path.join(trained, 'circuits/single_double_quote.json'), 'utf8'));
+  const view = (step) => new URLSearchParams(tour.steps[step].view);
+  const { page, errors, close } = await openLink(server.url);
+  await page.locator('[data-testid=start-tour][data-task=single_double_quote]:enabled').click();
+  const at = async (step) => {
+    await page.locator(`[data-testid=tour][data-step="${step}"]`).waitFor({ timeout: 60_000 });
+    await page.locator('[data-testid=tour-next], [data-testid=tour-back]').first().waitFor();
+    assert.equal(await page.getByTestId('tour-text').textContent(), tour.steps[step].text);
+  };
+  const press = async (key, step) => {
+    await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 60_000 });
+    await page.keyboard.press(key);
+    await at(step);
+  };
+
+  // 1. The prompt, ranked by right over wrong answer; the page is set large.
+  await at(0);
+  assert.equal(await page.evaluate(() => document.documentElement.classList.contains('classroom')), true);
+  await page.locator(`main[data-runs="2"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await page.getByTestId('prompt-input').inputValue(), view(0).get('prompt'));
+  await page.locator(`[data-testid=ranking][data-measured="${view(0).get('out')}-${view(0).get('vs')}@${view(0).get('at')}"]`).waitFor({ state: 'attached', timeout: 120_000 });
+  // 2. The circuit.
+  await press('ArrowRight', 1);
+  await page.locator(`[data-testid=circuit-canvas][data-nodes="${circuit.nodes.length}"]`).waitFor({ timeout: 60_000 });
+  if (process.env.TOUR_SCREENSHOT) {
+    await page.waitForTimeout(500); // scrolled to the graph once the step is shown
+    await page.screenshot({ path: process.env.TOUR_SCREENSHOT });
+  }
+  // 3. Its first node, in the inspector.
+  await press('ArrowRight', 2);
+  await page.getByTestId('node-inspector').locator('h2').filter({ hasText: circuit.nodes[0] }).waitFor({ timeout: 60_000 });
+  // 4. Broken: the ablation flips the model's choice.
+  await press('ArrowRight', 3);
+  const mean = view(3).get('mean').split(',').reduce((n, site) => n + site.split(':')[1].split('-').length, 0);
+  await page.getByTestId('ablation-list').locator('li').nth(mean - 1).waitFor({ timeout: 60_000 });
+  await page.locator('[data-testid=objective-change][data-ablated]').waitFor({ timeout: 60_000 });
+  assert.ok(Number(await page.getByTestId('objective-change').getAttribute('data-ablated')) < 0, 'the ablation flips right over wrong');
+  // The last step is the last; back goes back; Escape leaves.
+  await page.keyboard.press('ArrowRight');
+  await at(3);
+  await press('ArrowLeft', 2);
+  await page.keyboard.press('Escape');
+  await page.getByTestId('tour').waitFor({ state: 'detached' });
+  assert.equal(await page.evaluate(() => document.documentElement.classList.contains('classroom')), false);
+  assert.deepEqual(errors, []);
+  await close();
+});

@@ -1,0 +1,135 @@
+//! Classroom mode: a guided tour per task (`circuits::tour`), stepped with
+//! buttons or the keyboard, with the page set large for a projector.
+
+use leptos::ev;
+use leptos::prelude::*;
+
+use super::{next_frame, sleep};
+use crate::circuits::{Focus, Tour, ViewLink};
+
+/// Sets the page large (the `classroom` class on `<html>`) or back.
+fn present(on: bool) {
+    if let Some(root) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.document_element()) {
+        let _ = root.class_list().toggle_with_force("classroom", on);
+    }
+}
+
+/// Scrolls the part of the page a step is about to the top, once the
+/// step's run is done.
+async fn bring_into_view(focus: Focus, ready: Signal<bool>) {
+    next_frame().await;
+    while !ready.get_untracked() {
+        sleep(50).await;
+    }
+    let selector = match focus {
+        Focus::Prompt => ".token-strip",
+        Focus::Circuit => "section.circuit",
+        Focus::Inspector => "[data-testid=node-inspector]",
+        Focus::Ablation => "section:has(> ol.predictions)",
+    };
+    // The inspector appears once the graph has its selected node: give it a few frames.
+    for _ in 0..20 {
+        let found = web_sys::window().and_then(|w| w.document()).and_then(|d| d.query_selector(selector).ok().flatten());
+        if let Some(element) = found {
+            return element.scroll_into_view();
+        }
+        sleep(50).await;
+    }
+}
+
+/// Whether a key press is typing into a field (arrow keys move the caret there).
+fn typing(ev: &web_sys::KeyboardEvent) -> bool {
+    let tag = ev.target().and_then(|t| wasm_bindgen::JsCast::dyn_into::<web_sys::Element>(t).ok()).map(|e| e.tag_name());
+    matches!(tag.as_deref(), Some("INPUT" | "TEXTAREA" | "SELECT"))
+}
+
+#[component]
+pub fn Classroom(
+    tours: RwSignal<Vec<Tour>>,
+    /// The step shown: (tour, step).
+    touring: RwSignal<Option<(usize, usize)>>,
+    /// Whether the page can take a step now (no run under way).
+    ready: Signal<bool>,
+    /// Shows a step's view.
+    on_step: impl Fn(ViewLink) + Copy + Send + Sync + 'static,
+    error: RwSignal<Option<String>>,
+) -> impl IntoView {
+    let go = move |at: Option<(usize, usize)>| {
+        touring.set(at);
+        present(at.is_some());
+        let Some((tour, step)) = at else { return };
+        let Some((view, focus)) = tours.with_untracked(|list| list.get(tour)?.steps.get(step).map(|s| (s.view.clone(), s.focus))) else {
+            return;
+        };
+        match ViewLink::parse(&view) {
+            Ok(link) => {
+                on_step(link);
+                leptos::task::spawn_local(bring_into_view(focus, ready));
+            }
+            Err(e) => error.set(Some(format!("tour step {}: {e}", step + 1))),
+        }
+    };
+    let step_by = move |delta: isize| {
+        let Some((tour, step)) = touring.get_untracked() else { return };
+        let steps = tours.with_untracked(|list| list.get(tour).map_or(0, |t| t.steps.len()));
+        let next = step as isize + delta;
+        if ready.get_untracked() && (0..steps as isize).contains(&next) {
+            go(Some((tour, next as usize)));
+        }
+    };
+    let keys = window_event_listener(ev::keydown, move |ev| {
+        if touring.get_untracked().is_none() || typing(&ev) {
+            return;
+        }
+        match ev.key().as_str() {
+            "ArrowRight" | "PageDown" => step_by(1),
+            "ArrowLeft" | "PageUp" => step_by(-1),
+            "Escape" => go(None),
+            _ => return,
+        }
+        ev.prevent_default();
+    });
+    on_cleanup(move || keys.remove());
+
+    let list = move || {
+        tours
+            .get()
+            .into_iter()
+            .enumerate()
+            .map(|(index, tour)| {
+                view! {
+                    <button type="button" data-testid="start-tour" data-task=tour.task.clone() disabled=move || !ready.get() on:click=move |_| go(Some((index, 0)))>
+                        {tour.task.clone()}
+                    </button>
+                }
+            })
+            .collect_view()
+    };
+    let panel = move || {
+        let (index, step) = touring.get()?;
+        let tour = tours.with(|list| list.get(index).cloned())?;
+        let shown = tour.steps.get(step)?.clone();
+        let last = tour.steps.len() - 1;
+        Some(view! {
+            <div class="tour-panel" role="dialog" aria-label=tour.title.clone() data-testid="tour" data-task=tour.task.clone() data-step=step>
+                <p class="tour-title">{tour.title.clone()}" · step "{step + 1}" of "{tour.steps.len()}</p>
+                <h2 data-testid="tour-step-title">{shown.title}</h2>
+                <p data-testid="tour-text">{shown.text}</p>
+                <div class="tour-buttons">
+                    <button type="button" data-testid="tour-back" disabled=move || step == 0 || !ready.get() on:click=move |_| step_by(-1)>"← Back"</button>
+                    <button type="button" data-testid="tour-next" disabled=move || step == last || !ready.get() on:click=move |_| step_by(1)>"Next →"</button>
+                    <button type="button" data-testid="tour-exit" on:click=move |_| go(None)>"Leave the tour (Esc)"</button>
+                </div>
+            </div>
+        })
+    };
+    view! {
+        <Show when=move || tours.with(|t| !t.is_empty())>
+            <section class="classroom-tours" data-testid="classroom">
+                <h3>"Classroom: a guided tour of each task's circuit"</h3>
+                <div class="tour-list">{list}</div>
+            </section>
+        </Show>
+        {panel}
+    }
+}
