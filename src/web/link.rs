@@ -14,6 +14,18 @@ pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
     (!fragment.is_empty()).then(|| ViewLink::parse(fragment))
 }
 
+/// A link pasted into the address bar of an open page changes only its
+/// fragment: the page reloads to open it as it would in a new tab. (Copy
+/// link replaces the address without this event.)
+pub fn reopen_on_new_link() {
+    // Listens for the page's lifetime: the handle is not kept to remove it.
+    let _ = window_event_listener(leptos::ev::hashchange, |_| {
+        if let Some(window) = web_sys::window() {
+            let _ = window.location().reload();
+        }
+    });
+}
+
 /// This page's address with `fragment` as its link.
 fn address_with(fragment: &str) -> Option<String> {
     let location = web_sys::window()?.location();

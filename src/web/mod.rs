@@ -370,6 +370,7 @@ fn App() -> impl IntoView {
             }
         });
     };
+    link::reopen_on_new_link();
     // The first bundled model opens, or the one the page's `?model=ID` names.
     spawn_local(async move {
         match load::fetch_index().await {

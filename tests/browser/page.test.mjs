@@ -628,6 +628,10 @@ test('a link with a node set, ablations, a token and an output reopens them; its
   const own = await viewLink(page);
   const reopened = await openLink(`${server.url}#${own}`);
   assert.equal(await viewLink(reopened.page), own);
+  // A link pasted into the open page's address bar opens too.
+  const pasted = own.replace('at=2', 'at=1');
+  await reopened.page.evaluate((fragment) => { location.hash = fragment; }, pasted);
+  await reopened.page.locator(`main[data-link="${pasted}"]`).waitFor({ timeout: 60_000 });
   assert.deepEqual([...errors, ...reopened.errors], []);
   await close();
   await reopened.close();
@@ -748,12 +752,15 @@ test('each export downloads a valid file: the circuit file, the graph as PNG and
   await close();
 });
 
-test('classroom: a task\'s tour steps with the keyboard through its prompt, its circuit, its first node and an ablation that breaks it', async () => {
+test('classroom: offline, a task\'s tour steps with the keyboard through its prompt, its circuit, its first node and an ablation that breaks it', async () => {
   const trained = path.join(root, 'www/models/python_tasks');
   const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
   const circuit = JSON.parse(fs.readFileSync(path.join(trained, 'circuits/single_double_quote.json'), 'utf8'));
   const view = (step) => new URLSearchParams(tour.steps[step].view);
   const { page, errors, close } = await openLink(server.url);
+  // Once loaded, a tour needs no network: its model, circuits and tours came with the page.
+  await page.locator('[data-testid=start-tour][data-task=single_double_quote]:enabled').waitFor();
+  await page.context().setOffline(true);
   await page.locator('[data-testid=start-tour][data-task=single_double_quote]:enabled').click();
   const at = async (step) => {
     await page.locator(`[data-testid=tour][data-step="${step}"]`).waitFor({ timeout: 60_000 });
