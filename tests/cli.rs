@@ -459,3 +459,19 @@ fn train_writes_a_loadable_model_folder() {
     let message = expect_failure_with(&["circuit-eval", "--model", model, "--circuit", bad.to_str().unwrap()]);
     assert!(message.contains("found on other weights"), "{message}");
 }
+
+#[test]
+fn tokenize_prints_the_reference_ids() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    for case in &cases[..3] {
+        let out = circuitscope(&["tokenize", "--tokenizer", dir.to_str().unwrap(), "--text", case["text"].as_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let ids: Vec<u64> = String::from_utf8(out.stdout).unwrap().trim().split(',').map(|id| id.parse().unwrap()).collect();
+        let expected: Vec<u64> = case["ids"].as_array().unwrap().iter().map(|id| id.as_u64().unwrap()).collect();
+        assert_eq!(ids, expected);
+    }
+    let out = circuitscope(&["tokenize", "--tokenizer", "/no/such/tokenizer.json", "--text", "x"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /no/such/tokenizer.json"));
+}

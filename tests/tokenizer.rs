@@ -56,3 +56,46 @@ fn inconsistent_files_are_named() {
     let e = Tokenizer::from_files(&encoder, "#version: 0.2\nzz qq\n").err().unwrap().to_string();
     assert!(e.contains("vocab.bpe line 2"), "{e}");
 }
+
+/// The same tokenizer as a Hugging Face `tokenizer.json` (as `tokenizers`
+/// writes it: the vocabulary without the special token, which is an added
+/// token; merges as "a b" strings or, in newer files, as pairs).
+fn hf_json(pairs: bool) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let mut vocab: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("encoder.json")).unwrap()).unwrap();
+    let eot = vocab.remove("<|endoftext|>").unwrap();
+    let merges: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("vocab.bpe"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| !l.is_empty())
+        .map(|l| if pairs { serde_json::json!(l.split(' ').collect::<Vec<_>>()) } else { serde_json::json!(l) })
+        .collect();
+    serde_json::json!({
+        "version": "1.0",
+        "added_tokens": [{"id": eot, "content": "<|endoftext|>", "special": true}],
+        "pre_tokenizer": {"type": "ByteLevel"},
+        "model": {"type": "BPE", "vocab": vocab, "merges": merges},
+    })
+    .to_string()
+}
+
+#[test]
+fn a_hugging_face_tokenizer_json_gives_the_reference_ids() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    for pairs in [false, true] {
+        let tok = Tokenizer::from_hf_json(&hf_json(pairs)).unwrap();
+        assert_eq!(tok.vocab_size(), 2048);
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(tok.encode(&case.text), case.ids, "case {i} (merges as pairs: {pairs})");
+        }
+        assert_eq!(tok.encode("<|endoftext|>"), vec![2047]);
+    }
+    let e = Tokenizer::from_hf_json(r#"{"model": {"type": "WordPiece", "vocab": {}, "merges": []}}"#).err().unwrap().to_string();
+    assert!(e.contains("\"WordPiece\" model, not BPE"), "{e}");
+    let broken = hf_json(false).replacen("\"merges\":[\"", "\"merges\":[\"zz qq\",\"", 1);
+    let e = Tokenizer::from_hf_json(&broken).err().unwrap().to_string();
+    assert!(e.contains("tokenizer.json merge 0: the merge \"zz qq\" is not in tokenizer.json"), "{e}");
+}

@@ -1,4 +1,4 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | synthetic | bench`.
+//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
@@ -50,6 +50,8 @@ enum Command {
     Tours(circuit::ToursArgs),
     /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
     Tokenizer(tokenizer::TokenizerArgs),
+    /// Print the token ids of a text (encoder.json + vocab.bpe, or a Hugging Face tokenizer.json).
+    Tokenize(tokenizer::TokenizeArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
     Synthetic(synthetic::SyntheticArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
@@ -75,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Synthetic(args) => synthetic::run(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Tokenizer(args) => tokenizer::run(&args),
+        Command::Tokenize(args) => tokenizer::tokenize(&args),
         Command::Train(args) => train::run(&args),
         Command::Prune(args) => circuit::run_prune(&args),
         Command::CircuitEval(args) => circuit::run_eval(&args),

@@ -43,3 +43,37 @@ pub fn run(args: &TokenizerArgs) -> Result<(), String> {
     );
     Ok(())
 }
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    /// A folder with encoder.json and vocab.bpe, or a Hugging Face tokenizer.json.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// The text to encode.
+    #[arg(long)]
+    text: String,
+    /// Print {"ids": [...], "tokens": [...]} instead of the ids alone.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `circuitscope tokenize`: the ids of a text, one line, comma-separated.
+pub fn tokenize(args: &TokenizeArgs) -> Result<(), String> {
+    let path = &args.tokenizer;
+    let tokenizer = if path.is_dir() {
+        Tokenizer::load_dir(path)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} has neither encoder.json nor vocab.bpe", path.display()))?
+    } else {
+        let json = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Tokenizer::from_hf_json(&json).map_err(|e| e.to_string())?
+    };
+    let ids = tokenizer.encode(&args.text);
+    if args.json {
+        let tokens: Vec<String> = ids.iter().map(|&id| tokenizer.decode(&[id])).collect();
+        println!("{}", serde_json::json!({ "ids": ids, "tokens": tokens }));
+    } else {
+        println!("{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(","));
+    }
+    Ok(())
+}

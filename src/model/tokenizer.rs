@@ -50,23 +50,82 @@ impl Tokenizer {
     /// Builds the tokenizer from the text of `encoder.json` and `vocab.bpe`,
     /// checking that every merge in `vocab.bpe` names a token of the encoder.
     pub fn from_files(encoder_json: &str, vocab_bpe: &str) -> Result<Tokenizer, ModelError> {
+        let encoder: HashMap<String, u32> = serde_json::from_str(encoder_json)
+            .map_err(|e| ModelError::Tokenizer(format!("encoder.json is not a JSON object of ids: {e}")))?;
+        // Line 1 is a version comment.
+        let merges = vocab_bpe.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()).map(|(i, line)| {
+            let merge = line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()));
+            (format!("vocab.bpe line {}", i + 1), merge)
+        });
+        Tokenizer::from_parts("encoder.json", &encoder, merges)
+    }
+
+    /// Builds the tokenizer from a Hugging Face `tokenizer.json` of a
+    /// byte-level BPE (its `model.vocab`, `model.merges` as `"a b"` or
+    /// `["a", "b"]`, and `added_tokens`).
+    pub fn from_hf_json(json: &str) -> Result<Tokenizer, ModelError> {
+        let bad = |m: String| ModelError::Tokenizer(format!("tokenizer.json: {m}"));
+        #[derive(serde::Deserialize)]
+        struct File {
+            model: Bpe,
+            #[serde(default)]
+            added_tokens: Vec<Added>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Bpe {
+            #[serde(rename = "type")]
+            kind: Option<String>,
+            vocab: HashMap<String, u32>,
+            merges: Vec<serde_json::Value>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Added {
+            id: u32,
+            content: String,
+        }
+        let file: File = serde_json::from_str(json).map_err(|e| bad(format!("not a tokenizers file: {e}")))?;
+        if file.model.kind.as_deref().is_some_and(|k| k != "BPE") {
+            return Err(bad(format!("a {:?} model, not BPE", file.model.kind.unwrap_or_default())));
+        }
+        let mut encoder = file.model.vocab;
+        encoder.extend(file.added_tokens.into_iter().map(|t| (t.content, t.id)));
+        let merges = file.model.merges.into_iter().enumerate().map(|(i, merge)| {
+            let pair = match merge {
+                serde_json::Value::String(line) => line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+                serde_json::Value::Array(pair) => match &pair[..] {
+                    [serde_json::Value::String(a), serde_json::Value::String(b)] => Some((a.clone(), b.clone())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            (format!("tokenizer.json merge {i}"), pair)
+        });
+        Tokenizer::from_parts("tokenizer.json", &encoder, merges)
+    }
+
+    /// The tokenizer of `encoder` (byte-level BPE text -> id, specials
+    /// included), checking that every merge (where it is named, and its two
+    /// parts; `None` when it is not two parts) makes a token of the encoder.
+    fn from_parts(
+        source: &str,
+        encoder: &HashMap<String, u32>,
+        merges: impl Iterator<Item = (String, Option<(String, String)>)>,
+    ) -> Result<Tokenizer, ModelError> {
         let bad = |m: String| ModelError::Tokenizer(m);
-        let encoder: HashMap<String, u32> =
-            serde_json::from_str(encoder_json).map_err(|e| bad(format!("encoder.json is not a JSON object of ids: {e}")))?;
         let byte_of = byte_of_char();
         let decode = |text: &str| -> Result<Vec<u8>, ModelError> {
             text.chars()
-                .map(|c| byte_of.get(&c).copied().ok_or_else(|| bad(format!("encoder.json: {text:?} is not byte-level BPE text"))))
+                .map(|c| byte_of.get(&c).copied().ok_or_else(|| bad(format!("{source}: {text:?} is not byte-level BPE text"))))
                 .collect()
         };
         let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
         if n > 1 << 20 {
-            return Err(bad(format!("encoder.json: id {} is implausibly large", n - 1)));
+            return Err(bad(format!("{source}: id {} is implausibly large", n - 1)));
         }
         let mut tokens = vec![Vec::new(); n];
         let mut ranks = HashMap::new();
         let mut special = Vec::new();
-        for (text, &id) in &encoder {
+        for (text, &id) in encoder {
             if SPECIAL.contains(&text.as_str()) {
                 special.push((text.clone(), id));
                 continue;
@@ -77,16 +136,14 @@ impl Tokenizer {
         }
         for b in 0..=255u8 {
             if !ranks.contains_key(&vec![b]) {
-                return Err(bad(format!("encoder.json has no token for byte {b}")));
+                return Err(bad(format!("{source} has no token for byte {b}")));
             }
         }
-        for (line_no, line) in vocab_bpe.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()) {
-            let (first, second) = line
-                .split_once(' ')
-                .ok_or_else(|| bad(format!("vocab.bpe line {}: not a merge of two tokens", line_no + 1)))?;
-            let merged = [decode(first)?, decode(second)?].concat();
+        for (at, merge) in merges {
+            let (first, second) = merge.ok_or_else(|| bad(format!("{at}: not a merge of two tokens")))?;
+            let merged = [decode(&first)?, decode(&second)?].concat();
             if !ranks.contains_key(&merged) {
-                return Err(bad(format!("vocab.bpe line {}: the merge {line:?} is not in encoder.json", line_no + 1)));
+                return Err(bad(format!("{at}: the merge \"{first} {second}\" is not in {source}")));
             }
         }
         Ok(Tokenizer { ranks, tokens, special })
