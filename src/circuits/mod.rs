@@ -28,7 +28,7 @@ pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 pub use effect::ablated_objectives_gpu;
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
 pub use inspect::{inspect, NodeDetails};
-pub use tour::{task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
+pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
 pub use link::{decode_nodes, encode_nodes, AblationKind, LinkError, LinkModel, Ranking, Shown, ViewLink, Zoom, LINK_VERSION};
 pub use means::{parse_samples, SiteMeans};
 pub use view::{GraphView, PlacedNode};

@@ -68,7 +68,7 @@ fn percent(fraction: f64) -> String {
 pub const CLEAR_MARGIN: f64 = 1.0;
 
 /// The logit difference of `choice` with `nodes` mean-ablated.
-fn without(model: &Model, means: &SiteMeans, choice: &TaskChoice, nodes: &[Node]) -> Result<f64, String> {
+pub fn difference_without(model: &Model, means: &SiteMeans, choice: &TaskChoice, nodes: &[Node]) -> Result<f64, String> {
     let logits = forward_with_interventions(model, &choice.tokens, &remove(&model.config, means, nodes)?, &mut |_, _| {})
         .map_err(|e| e.to_string())?;
     Ok(logit_difference(&logits, choice))
@@ -78,7 +78,7 @@ fn without(model: &Model, means: &SiteMeans, choice: &TaskChoice, nodes: &[Node]
 /// the logit difference then; `None` when even all of them do not.
 fn first_flip(model: &Model, means: &SiteMeans, choice: &TaskChoice, ranked: &[Node]) -> Result<Option<(usize, f64)>, String> {
     for k in 1..=ranked.len() {
-        let difference = without(model, means, choice, &ranked[..k])?;
+        let difference = difference_without(model, means, choice, &ranked[..k])?;
         if difference < 0.0 {
             return Ok(Some((k, difference)));
         }
@@ -101,8 +101,7 @@ pub fn task_tour(
     nodes: &[Node],
 ) -> Result<Tour, String> {
     let config = &model.config;
-    let logits = forward(model, &choice.tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
-    let full = logit_difference(&logits, choice);
+    let full = difference_without(model, means, choice, &[])?;
     if full < CLEAR_MARGIN {
         return Err(format!("the model does not get this {} prompt clearly right (logit difference {full:.2})", task.name()));
     }
@@ -118,7 +117,7 @@ pub fn task_tour(
             forward(model, &choice.tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
             let mut ranked: Vec<(Node, f64)> = candidates(&recording, choice.tokens.len() - 1)
                 .into_iter()
-                .map(|n| without(model, means, choice, &[n]).map(|d| (n, d)))
+                .map(|n| difference_without(model, means, choice, &[n]).map(|d| (n, d)))
                 .collect::<Result<_, _>>()?;
             ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)));
             let ranked: Vec<Node> = ranked.into_iter().map(|(n, _)| n).collect();

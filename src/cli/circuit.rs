@@ -14,7 +14,7 @@ use crate::circuits::GpuEval;
 use super::Backend;
 use crate::circuits::{
     curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
-    SiteMeans, TaskLoss, task_tour, Tours, CLEAR_MARGIN,
+    SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN,
 };
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
@@ -294,13 +294,8 @@ pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
             wrong: c.wrong,
         });
         let mut listed = prompts.iter().filter(|p| p.task == task.name()).cloned().chain(generated);
-        let clear = |c: &TaskChoice| {
-            crate::model::forward(&loaded.model, &c.tokens, &mut |_, _| {}).map(|l| {
-                let last = l.row(c.tokens.len() - 1);
-                f64::from(last[c.right as usize] - last[c.wrong as usize]) >= CLEAR_MARGIN
-            })
-        };
-        let Some(choice) = listed.find(|c| clear(c).unwrap_or(false)) else {
+        let clear = |c: &TaskChoice| difference_without(&loaded.model, &loaded.means, c, &[]).is_ok_and(|d| d >= CLEAR_MARGIN);
+        let Some(choice) = listed.find(clear) else {
             return Err(format!("the model gets none of its {} prompts clearly right", task.name()));
         };
         let tour = task_tour(&loaded.model, &id, &loaded.tokenizer, &loaded.means, task, &choice, &circuit, &nodes)?;

@@ -4,7 +4,9 @@
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use super::summary::encode_prompt;
 use crate::circuits::{LinkError, ViewLink};
+use crate::model::{Model, Tokenizer};
 
 /// The link the page was opened with: `None` without a fragment.
 pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
@@ -12,6 +14,18 @@ pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
     let fragment = hash.strip_prefix('#').unwrap_or(&hash);
     // `#` alone, or a fragment that is not ours (no `v=`), is no link.
     (!fragment.is_empty()).then(|| ViewLink::parse(fragment))
+}
+
+/// Whether all of `link` fits `model`: its nodes, tokens and weights hash
+/// ([`ViewLink::check`]), and its token position within its prompt. A link
+/// that does not fit is not shown at all, not half of it.
+pub fn fits(link: &ViewLink, model: &Model, tokenizer: Option<&Tokenizer>) -> Result<(), String> {
+    link.check(model).map_err(|e| e.to_string())?;
+    let tokens = encode_prompt(model, tokenizer, &link.prompt)?;
+    match link.position {
+        Some(at) if at >= tokens.len() => Err(format!("the link's token position {at} is past its prompt's {} tokens", tokens.len())),
+        _ => Ok(()),
+    }
 }
 
 /// A link pasted into the address bar of an open page changes only its

@@ -125,6 +125,8 @@ fn App() -> impl IntoView {
     // Classroom tours that came with the model, and the step shown (tour, step).
     let tours = RwSignal::new(Vec::<Tour>::new());
     let touring = RwSignal::new(None::<(usize, usize)>);
+    // The circuit drawn as the graph, if any.
+    let drawn_circuit = Signal::derive(move || shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())));
     let waiting_link = StoredValue::new(None::<ViewLink>);
     let pending_link = StoredValue::new(None::<ViewLink>);
     let ask_url = RwSignal::new(None::<String>);
@@ -151,7 +153,7 @@ fn App() -> impl IntoView {
         let model = model.get()?;
         let at = position.get();
         let per_site = per_site.get();
-        if let Some(circuit) = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) {
+        if let Some(circuit) = drawn_circuit.get() {
             return recording.with(|r| r.as_ref().map(|r| GraphView::of_nodes(&model, r, at, &circuit.nodes)));
         }
         if let Some(nodes) = linked_nodes.get() {
@@ -316,16 +318,7 @@ fn App() -> impl IntoView {
                 waiting_link.set_value(None);
                 // Checked whole before anything of it is shown: a link that
                 // does not fit gives the default view, not half of its own.
-                let fits = link.check(&loaded.model).map_err(|e| e.to_string()).and_then(|()| {
-                    let tokens = encode_prompt(&loaded.model, loaded.tokenizer.as_ref(), &link.prompt)?;
-                    match link.position {
-                        Some(at) if at >= tokens.len() => {
-                            Err(format!("the link's token position {at} is past its prompt's {} tokens", tokens.len()))
-                        }
-                        _ => Ok(()),
-                    }
-                });
-                match fits {
+                match link::fits(&link, &loaded.model, loaded.tokenizer.as_ref()) {
                     Ok(()) => {
                         sample = Some(link.prompt.clone());
                         pending_link.set_value(Some(link));
@@ -490,11 +483,9 @@ fn App() -> impl IntoView {
     // A view on the model shown (a tour's step): its prompt is run first
     // unless it is the one shown.
     let show_view = move |link: ViewLink| {
-        let fits = model.with_untracked(|m| m.as_ref().map(|m| link.check(m)));
-        match fits {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return error.set(Some(e.to_string())),
-            None => return,
+        let Some(model) = model.get_untracked() else { return };
+        if let Err(message) = link::fits(&link, &model, tokenizer.get_untracked().as_deref()) {
+            return error.set(Some(message));
         }
         if ran_prompt.get_untracked() == link.prompt && !run_tokens.with_untracked(Vec::is_empty) {
             apply_link(link);
@@ -520,7 +511,7 @@ fn App() -> impl IntoView {
             (_, Some((url, weights_sha256))) => LinkModel::Url { url, weights_sha256 },
             _ => return Err("a model opened from files has no link: open it from a URL to share it".into()),
         };
-        let shown = match shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) {
+        let shown = match drawn_circuit.get() {
             Some(circuit) if circuit.origin == CircuitOrigin::Bundled => Shown::Circuit(circuit.file.task.clone()),
             Some(circuit) => Shown::Nodes(circuit.nodes.clone()),
             None => linked_nodes.get().map_or(Shown::Ranked, |nodes| Shown::Nodes(nodes.to_vec())),
@@ -630,7 +621,7 @@ fn App() -> impl IntoView {
             <LinkBar link=view_link />
             <Classroom tours=tours touring=touring ready=ready on_step=show_view error=error />
             <ExportBar
-                circuit=Signal::derive(move || shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())))
+                circuit=drawn_circuit
                 run=Signal::derive(move || Some((clean_logits.get()?, recording.get()?)))
                 error=error
             />
@@ -706,7 +697,7 @@ fn App() -> impl IntoView {
                 per_site=per_site
                 ranking=ranking
                 circuit=Signal::derive(move || {
-                    let Some(circuit) = shown_circuit.get().and_then(|i| circuits.with(|c| c.get(i).cloned())) else {
+                    let Some(circuit) = drawn_circuit.get() else {
                         return linked_nodes.get().map(|nodes| format!("the link's {} nodes", nodes.len()));
                     };
                     Some(format!("the {} circuit ({}, {} nodes)", circuit.file.task, circuit.file.method.name, circuit.nodes.len()))
