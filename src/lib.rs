@@ -4,12 +4,14 @@
 //! Layers, each depending only on those above it:
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
 //! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
+//! - [`convert`]: released checkpoints (PyTorch `.pt`, dense safetensors) to compact model files.
 //! - [`circuits`]: nodes (channels at sites) and edges (nonzero weights).
 //! - [`tasks`]: the paper's kind of binary next-token tasks and a generated pretraining corpus.
 //! - `web`: the Leptos page (wasm32 only).
 //! - `cli`: the native command line.
 
 pub mod circuits;
+pub mod convert;
 pub mod model;
 pub mod rng;
 pub mod tasks;

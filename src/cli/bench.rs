@@ -22,11 +22,7 @@ pub struct BenchArgs {
 }
 
 /// The released model's shape (`openai/circuit-sparsity`, 0.4B parameters).
-const RELEASED_SHAPE: &str = r#"{
-    "n_layer": 8, "d_model": 2048, "n_head": 128, "d_head": 16, "d_mlp": 8192,
-    "vocab_size": 2048, "block_size": 1024, "rms_norm": true, "bias": false,
-    "afrac": 0.25, "enable_bigram_table": true, "sink": true
-}"#;
+const RELEASED_SHAPE: &str = include_str!("released_shape.json");
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let reps = args.reps.max(1);

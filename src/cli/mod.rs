@@ -1,8 +1,9 @@
-//! The native command line: `circuitscope info | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
+//! The native command line: `circuitscope info | convert | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
 mod bench;
 mod circuit;
+mod convert;
 mod eval;
 mod forward;
 mod graph;
@@ -32,6 +33,8 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
     },
+    /// Convert a released checkpoint (PyTorch .pt or dense safetensors, with its config) to a compact model folder.
+    Convert(convert::ConvertArgs),
     /// Run the model on token ids; write the logits and every recorded site.
     Forward(forward::ForwardArgs),
     /// The circuit graph of a run at one token: the most active channels per site and the nonzero weights between them.
@@ -71,6 +74,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { model } => info::run(&model),
+        Command::Convert(args) => convert::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Inspect(args) => inspect::run(&args),

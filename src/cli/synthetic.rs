@@ -47,7 +47,7 @@ pub fn run(args: &SyntheticArgs) -> Result<(), String> {
         }
     }
     let model = Model::synthetic(config, args.density, args.seed);
-    let mut files = vec![("config.json", config_text.into_bytes()), ("model.safetensors", model.to_safetensors())];
+    let mut files = vec![("config.json", config_text.into_bytes())];
     if let Some(dir) = &args.tokenizer {
         for name in ["encoder.json", "vocab.bpe"] {
             let path = dir.join(name);
@@ -56,6 +56,7 @@ pub fn run(args: &SyntheticArgs) -> Result<(), String> {
     }
     let files: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (*name, bytes.as_slice())).collect();
     write_folder(&args.out, &files)?;
+    model.write_safetensors(&args.out.join("model.safetensors")).map_err(|e| e.to_string())?;
     let nnz: usize = model.weight_stats().iter().map(|s| s.nnz).sum();
     println!("wrote {} ({nnz} nonzero weights)", args.out.display());
     Ok(())

@@ -64,49 +64,14 @@ impl Tokenizer {
     /// byte-level BPE (its `model.vocab`, `model.merges` as `"a b"` or
     /// `["a", "b"]`, and `added_tokens`).
     pub fn from_hf_json(json: &str) -> Result<Tokenizer, ModelError> {
-        let bad = |m: String| ModelError::Tokenizer(format!("tokenizer.json: {m}"));
-        #[derive(serde::Deserialize)]
-        struct File {
-            model: Bpe,
-            #[serde(default)]
-            added_tokens: Vec<Added>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Bpe {
-            #[serde(rename = "type")]
-            kind: Option<String>,
-            vocab: HashMap<String, u32>,
-            merges: Vec<serde_json::Value>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Added {
-            id: u32,
-            content: String,
-        }
-        let file: File = serde_json::from_str(json).map_err(|e| bad(format!("not a tokenizers file: {e}")))?;
-        if file.model.kind.as_deref().is_some_and(|k| k != "BPE") {
-            return Err(bad(format!("a {:?} model, not BPE", file.model.kind.unwrap_or_default())));
-        }
-        let mut encoder = file.model.vocab;
-        encoder.extend(file.added_tokens.into_iter().map(|t| (t.content, t.id)));
-        let merges = file.model.merges.into_iter().enumerate().map(|(i, merge)| {
-            let pair = match merge {
-                serde_json::Value::String(line) => line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
-                serde_json::Value::Array(pair) => match &pair[..] {
-                    [serde_json::Value::String(a), serde_json::Value::String(b)] => Some((a.clone(), b.clone())),
-                    _ => None,
-                },
-                _ => None,
-            };
-            (format!("tokenizer.json merge {i}"), pair)
-        });
-        Tokenizer::from_parts("tokenizer.json", &encoder, merges)
+        let (encoder, merges) = hf_parts(json)?;
+        Tokenizer::from_parts("tokenizer.json", &encoder, merges.into_iter())
     }
 
     /// The tokenizer of `encoder` (byte-level BPE text -> id, specials
     /// included), checking that every merge (where it is named, and its two
     /// parts; `None` when it is not two parts) makes a token of the encoder.
-    fn from_parts(
+    pub(super) fn from_parts(
         source: &str,
         encoder: &HashMap<String, u32>,
         merges: impl Iterator<Item = (String, Option<(String, String)>)>,
@@ -230,4 +195,56 @@ impl Tokenizer {
         let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
+}
+
+/// A merge as `from_parts` takes it: where it is named, and its two parts
+/// (None when it is not two parts).
+pub(super) type NamedMerge = (String, Option<(String, String)>);
+
+/// The encoder (text -> id, added tokens included) and the merges of a
+/// Hugging Face `tokenizer.json`.
+pub(super) fn hf_parts(json: &str) -> Result<(HashMap<String, u32>, Vec<NamedMerge>), ModelError> {
+    let bad = |m: String| ModelError::Tokenizer(format!("tokenizer.json: {m}"));
+    #[derive(serde::Deserialize)]
+    struct File {
+        model: Bpe,
+        #[serde(default)]
+        added_tokens: Vec<Added>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Bpe {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        vocab: HashMap<String, u32>,
+        merges: Vec<serde_json::Value>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Added {
+        id: u32,
+        content: String,
+    }
+    let file: File = serde_json::from_str(json).map_err(|e| bad(format!("not a tokenizers file: {e}")))?;
+    if file.model.kind.as_deref().is_some_and(|k| k != "BPE") {
+        return Err(bad(format!("a {:?} model, not BPE", file.model.kind.unwrap_or_default())));
+    }
+    let mut encoder = file.model.vocab;
+    encoder.extend(file.added_tokens.into_iter().map(|t| (t.content, t.id)));
+    let merges = file
+        .model
+        .merges
+        .into_iter()
+        .enumerate()
+        .map(|(i, merge)| {
+            let pair = match merge {
+                serde_json::Value::String(line) => line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())),
+                serde_json::Value::Array(pair) => match &pair[..] {
+                    [serde_json::Value::String(a), serde_json::Value::String(b)] => Some((a.clone(), b.clone())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            (format!("tokenizer.json merge {i}"), pair)
+        })
+        .collect();
+    Ok((encoder, merges))
 }

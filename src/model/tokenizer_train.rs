@@ -6,13 +6,35 @@
 use std::collections::HashMap;
 
 use super::pretokenize::pieces;
-use super::tokenizer::{byte_order, char_of_byte, SPECIAL};
+use super::tokenizer::{byte_order, char_of_byte, hf_parts, SPECIAL};
 use super::{ModelError, Tokenizer};
 
 /// `encoder.json` and `vocab.bpe`, as text.
 pub struct TokenizerFiles {
     pub encoder_json: String,
     pub vocab_bpe: String,
+}
+
+impl TokenizerFiles {
+    /// The release's files for the tokenizer of a Hugging Face
+    /// `tokenizer.json`, after checking it as [`Tokenizer::from_hf_json`]
+    /// does: the encoder in id order, the merges in rank order.
+    pub fn from_hf_json(json: &str) -> Result<TokenizerFiles, ModelError> {
+        let (encoder, merges) = hf_parts(json)?;
+        Tokenizer::from_parts("tokenizer.json", &encoder, merges.iter().cloned())?;
+        let mut entries: Vec<(&String, &u32)> = encoder.iter().collect();
+        entries.sort_by_key(|(_, &id)| id);
+        let entries: Vec<String> = entries
+            .iter()
+            .map(|(text, id)| format!("{}: {id}", serde_json::to_string(text).expect("strings serialize")))
+            .collect();
+        let mut vocab_bpe = String::from("#version: 0.2\n");
+        for (_, pair) in merges {
+            let (a, b) = pair.expect("checked by from_parts");
+            vocab_bpe.push_str(&format!("{a} {b}\n"));
+        }
+        Ok(TokenizerFiles { encoder_json: format!("{{{}}}", entries.join(", ")), vocab_bpe })
+    }
 }
 
 impl Tokenizer {

@@ -297,8 +297,55 @@ impl Model {
     /// The model as `model.safetensors` in the release's format: dense f32
     /// under the PyTorch names.
     pub fn to_safetensors(&self) -> Vec<u8> {
-        let tensors = self.dense_tensors();
-        f32_safetensors(tensors.iter().map(|(name, shape, values)| (name.clone(), shape.clone(), values.as_slice())))
+        safetensors::serialize(self.dense_views(), None).expect("tensors serialize")
+    }
+
+    /// Writes [`Model::to_safetensors`] to `path` one tensor at a time, so a
+    /// model of the released shape (1.7 GB dense) never is in memory whole.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn write_safetensors(&self, path: &std::path::Path) -> Result<(), ModelError> {
+        safetensors::serialize_to_file(self.dense_views(), None, path)
+            .map_err(|e| ModelError::Io { path: path.display().to_string(), message: e.to_string() })
+    }
+
+    fn dense_views(&self) -> Vec<(String, DenseView<'_>)> {
+        self.parameters()
+            .into_iter()
+            .map(|(name, param)| {
+                let shape = match &param {
+                    Param::Sparse(m) => vec![m.rows, m.cols],
+                    Param::Dense(shape, _) => shape.clone(),
+                };
+                (name, DenseView { shape, param })
+            })
+            .collect()
+    }
+}
+
+/// A parameter as a dense f32 tensor, made only when it is written.
+struct DenseView<'a> {
+    shape: Vec<usize>,
+    param: Param<'a>,
+}
+
+impl safetensors::View for DenseView<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.param {
+            Param::Sparse(m) => bytemuck::cast_slice(&m.to_dense()).to_vec().into(),
+            Param::Dense(_, values) => bytemuck::cast_slice(values).into(),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        4 * self.shape().iter().product::<usize>()
     }
 }
 

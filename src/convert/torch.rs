@@ -1,0 +1,128 @@
+//! PyTorch checkpoints (`torch.save`, the release's `final_model.pt`): a zip
+//! holding `<name>/data.pkl`, a pickle of the state dict whose tensors point
+//! at storages, and each storage's raw little-endian bytes at
+//! `<name>/data/<key>`. Tensors are views: any shape, stride and offset into
+//! a storage that other tensors may share (tied embeddings, transposes).
+
+use std::io::{Read, Seek};
+
+use zip::ZipArchive;
+
+use super::pickle::{self, StorageDtype, TensorRef, Value};
+use super::{Checkpoint, ConvertError, DenseTensor, Float};
+
+pub struct TorchFile<R: Read + Seek> {
+    zip: ZipArchive<R>,
+    /// `<name>/`, the folder all entries sit in.
+    prefix: String,
+    tensors: Vec<(String, TensorRef)>,
+}
+
+impl<R: Read + Seek> TorchFile<R> {
+    /// Reads the archive's index and its pickle (refusing any pickle that
+    /// asks for more than tensors and plain containers).
+    pub fn open(reader: R) -> Result<TorchFile<R>, ConvertError> {
+        let bad = |m: String| ConvertError::Torch(m);
+        let mut zip = ZipArchive::new(reader).map_err(|e| bad(format!("not a zip archive ({e})")))?;
+        let pickles: Vec<String> = zip.file_names().filter(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1).map(String::from).collect();
+        let [pickle_name] = &pickles[..] else {
+            return Err(bad(format!("a checkpoint holds one <name>/data.pkl; this archive holds {}", pickles.len())));
+        };
+        let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
+        if let Ok(order) = read_entry(&mut zip, &format!("{prefix}byteorder")) {
+            if order.trim_ascii() != b"little" {
+                return Err(bad(format!("its storages are {}-endian; only little-endian is supported", String::from_utf8_lossy(&order))));
+            }
+        }
+        let data = read_entry(&mut zip, pickle_name)?;
+        let root = pickle::load(&data)?;
+        let tensors = state_dict(&root)?;
+        Ok(TorchFile { zip, prefix, tensors })
+    }
+}
+
+/// The state dict in what a checkpoint's pickle built: a dict of tensors, or
+/// a dict holding exactly one such dict (`{"model": state_dict, "step": …}`).
+fn state_dict(root: &Value) -> Result<Vec<(String, TensorRef)>, ConvertError> {
+    let tensors_of = |value: &Value| -> Option<Vec<(String, TensorRef)>> {
+        let Value::Dict(dict) = value else { return None };
+        let tensors: Vec<_> = dict
+            .borrow()
+            .iter()
+            .filter_map(|(k, v)| match (k, v) {
+                (Value::Str(k), Value::Tensor(t)) => Some((k.to_string(), (**t).clone())),
+                _ => None,
+            })
+            .collect();
+        (!tensors.is_empty()).then_some(tensors)
+    };
+    if let Some(tensors) = tensors_of(root) {
+        return Ok(tensors);
+    }
+    let Value::Dict(dict) = root else {
+        return Err(ConvertError::Torch("its pickle holds no dict of tensors (a state dict)".into()));
+    };
+    let nested: Vec<_> = dict.borrow().iter().filter_map(|(k, v)| Some((k.clone(), tensors_of(v)?))).collect();
+    match &nested[..] {
+        [(_, tensors)] => Ok(tensors.clone()),
+        [] => Err(ConvertError::Torch("its pickle holds no dict of tensors (a state dict)".into())),
+        _ => Err(ConvertError::Torch(format!("its pickle holds {} dicts of tensors; save the model's state_dict alone", nested.len()))),
+    }
+}
+
+fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Vec<u8>, ConvertError> {
+    let bad = |m: String| ConvertError::Torch(format!("entry {name}: {m}"));
+    let mut entry = zip.by_name(name).map_err(|e| bad(e.to_string()))?;
+    let mut bytes = Vec::with_capacity(entry.size().min(1 << 32) as usize);
+    entry.read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
+    Ok(bytes)
+}
+
+impl<R: Read + Seek> Checkpoint for TorchFile<R> {
+    fn names(&self) -> Vec<String> {
+        self.tensors.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    fn read(&mut self, name: &str) -> Result<DenseTensor, ConvertError> {
+        let tensor = self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
+        let bad = |m: String| ConvertError::Torch(format!("tensor `{name}`: {m}"));
+        let storage = &tensor.storage;
+        let float = match storage.dtype {
+            StorageDtype::F64 => Float::F64,
+            StorageDtype::F32 => Float::F32,
+            StorageDtype::F16 => Float::F16,
+            StorageDtype::BF16 => Float::BF16,
+            other => return Err(bad(format!("its storage is {other:?}; weights must be floating point"))),
+        };
+        let bytes = read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, storage.key))?;
+        let size = float.size();
+        if bytes.len() < storage.numel.saturating_mul(size) {
+            return Err(bad(format!("its storage {} holds {} bytes, not the {} elements the pickle says", storage.key, bytes.len(), storage.numel)));
+        }
+        let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("its size overflows".into()))?;
+        // The last element the view reaches must lie in the storage.
+        if numel > 0 {
+            tensor
+                .shape
+                .iter()
+                .zip(&tensor.stride)
+                .try_fold(tensor.offset, |at, (&d, &s)| at.checked_add((d - 1).checked_mul(s)?))
+                .filter(|&last| last < storage.numel)
+                .ok_or_else(|| bad(format!("shape {:?}, stride {:?} and offset {} reach past its storage of {} elements", tensor.shape, tensor.stride, tensor.offset, storage.numel)))?;
+        }
+        let element = |at: usize| float.read(&bytes[at * size..(at + 1) * size]);
+        let mut values = Vec::with_capacity(numel);
+        gather(&tensor.shape, &tensor.stride, tensor.offset, &mut |at| values.push(element(at)));
+        Ok(DenseTensor { shape: tensor.shape, values })
+    }
+}
+
+/// Visits the storage positions of a strided view in row-major order.
+fn gather(shape: &[usize], stride: &[usize], offset: usize, visit: &mut dyn FnMut(usize)) {
+    match (shape, stride) {
+        ([], []) => visit(offset),
+        ([n], [s]) => (0..*n).for_each(|i| visit(offset + i * s)),
+        ([n, shape @ ..], [s, stride @ ..]) => (0..*n).for_each(|i| gather(shape, stride, offset + i * s, visit)),
+        _ => unreachable!("shape and stride have the same length"),
+    }
+}

@@ -1,0 +1,218 @@
+//! The checkpoint converter: real `torch.save` files (the golden
+//! `model.pt`s) give the golden forward pass; bf16 and f16 checkpoints with
+//! shared, transposed and strided storages (tests/fixtures/write_pt.py)
+//! give the rounded weights; hostile and broken files are refused by name;
+//! a model of the released 0.4B shape compacts to under 2% of its dense size.
+
+mod common;
+
+use std::io::{Cursor, Write};
+
+use circuitscope::convert::{convert, Checkpoint, Converted, ConvertError, SafetensorsFile, TorchFile};
+use circuitscope::model::{f32_safetensors, forward, Config, Model, Recording};
+use common::{assert_close, golden_cases, read_expected, read_tokens};
+
+fn convert_file(path: &std::path::Path, config: &str) -> Result<Converted, ConvertError> {
+    let file = std::io::BufReader::new(std::fs::File::open(path).unwrap());
+    let mut checkpoint: Box<dyn Checkpoint> = match path.extension().is_some_and(|e| e == "pt") {
+        true => Box::new(TorchFile::open(file)?),
+        false => Box::new(SafetensorsFile::open(file)?),
+    };
+    convert(config, checkpoint.as_mut(), &mut |_, _, _| {})
+}
+
+fn torch_bytes(bytes: Vec<u8>, config: &str) -> Result<Converted, ConvertError> {
+    let mut checkpoint = TorchFile::open(Cursor::new(bytes))?;
+    convert(config, &mut checkpoint, &mut |_, _, _| {})
+}
+
+#[test]
+fn every_golden_checkpoint_converts_and_gives_the_golden_forward_pass() {
+    let cases = golden_cases();
+    assert!(cases.len() >= 4);
+    for dir in cases {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let converted = convert_file(&dir.join("model.pt"), &config).unwrap_or_else(|e| panic!("{case}: {e}"));
+        // The compact file is what the app and the CLI load.
+        let model = Model::from_bytes(&config, &converted.compact).unwrap();
+        assert!(model == converted.model, "{case}");
+        assert_eq!(model.weights_sha256(), Model::load_dir(&dir).unwrap().weights_sha256(), "{case}: weights differ from model.safetensors");
+        let buffers: Vec<&String> = converted.dropped.iter().filter(|n| n.ends_with(".attn.bias")).collect();
+        assert!(buffers.iter().all(|n| n.starts_with("transformer.h.")), "{case}: {:?}", converted.dropped);
+
+        let mut recording = Recording::new();
+        let logits = forward(&model, &read_tokens(&dir), &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        let expected = read_expected(&dir);
+        assert_close(&format!("{case} logits"), &logits, &expected["logits"]);
+        assert_eq!(recording.len() + 1, expected.len(), "{case}: recorded sites");
+        for (site, acts) in &recording {
+            assert_close(&format!("{case} {site}"), acts, &expected[&site.to_string()]);
+        }
+    }
+}
+
+#[test]
+fn dense_safetensors_convert_to_the_same_weights() {
+    for dir in golden_cases() {
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let from_pt = convert_file(&dir.join("model.pt"), &config).unwrap();
+        let from_safetensors = convert_file(&dir.join("model.safetensors"), &config).unwrap();
+        assert!(from_pt.model == from_safetensors.model, "{}", dir.display());
+    }
+}
+
+/// bf16 and f16 checkpoints, with a tied storage, a transposed view, a
+/// strided slice at an offset and a Parameter, give the golden weights
+/// rounded to that format (to nearest, ties to even), exactly.
+#[test]
+fn half_precision_checkpoints_with_views_convert_exactly() {
+    let dir = common::golden_dir().join("gpt2_ln_gelu");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let golden = Model::load_dir(&dir).unwrap();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    type Rounding = fn(f32) -> f32;
+    let round: [(&str, Rounding); 2] = [
+        ("bfloat16", |v| half::bf16::from_f32(v).to_f32()),
+        ("float16", |v| half::f16::from_f32(v).to_f32()),
+    ];
+    for (dtype, round) in round {
+        let rounded: Vec<(String, Vec<usize>, Vec<f32>)> = golden
+            .dense_tensors()
+            .into_iter()
+            .map(|(name, shape, values)| (name, shape, values.into_iter().map(round).collect()))
+            .collect();
+        let expected = Model::from_bytes(&config, &f32_safetensors(rounded.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())))).unwrap();
+        assert!(expected != golden, "{dtype}: rounding changes some weight, or the test shows nothing");
+        let converted = convert_file(&fixtures.join(format!("gpt2_ln_gelu.{dtype}.pt")), &config).unwrap_or_else(|e| panic!("{dtype}: {e}"));
+        assert!(converted.model == expected, "{dtype}: converted weights differ from the rounded golden weights");
+        let mut dropped = converted.dropped.clone();
+        dropped.sort();
+        assert_eq!(dropped, ["lm_head.weight", "transformer.h.0.attn.bias", "transformer.h.1.attn.bias"], "{dtype}");
+    }
+}
+
+/// A zip laid out as torch writes it, with `pickle` as `model/data.pkl` and
+/// `storages` as `model/data/<key>`.
+fn torch_zip(pickle: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("model/data.pkl", stored).unwrap();
+    zip.write_all(pickle).unwrap();
+    for (key, bytes) in storages {
+        zip.start_file(format!("model/data/{key}"), stored).unwrap();
+        zip.write_all(bytes).unwrap();
+    }
+    zip.finish().unwrap().into_inner()
+}
+
+/// `{name: tensor}` pickled as torch does (protocol 2), the tensor a view of
+/// storage "0" (f32) with the given size, stride and offset.
+fn one_tensor_pickle(name: &str, numel: u8, offset: u8, size: &[u8], stride: &[u8]) -> Vec<u8> {
+    let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
+    p.push(b'X');
+    p.extend((name.len() as u32).to_le_bytes());
+    p.extend(name.as_bytes());
+    p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpuK");
+    p.push(numel);
+    p.extend(b"tQK");
+    p.push(offset);
+    let tuple = |p: &mut Vec<u8>, dims: &[u8]| {
+        p.push(b'(');
+        dims.iter().for_each(|&d| p.extend([b'K', d]));
+        p.push(b't');
+    };
+    tuple(&mut p, size);
+    tuple(&mut p, stride);
+    p.extend(b"\x89ccollections\nOrderedDict\n)RtRu.");
+    p
+}
+
+#[test]
+fn hostile_pickles_are_refused_by_name() {
+    let config = std::fs::read_to_string(common::golden_dir().join("gpt2_ln_gelu/config.json")).unwrap();
+    let refused = |pickle: &[u8]| match torch_bytes(torch_zip(pickle, &[]), &config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{pickle:?} was accepted"),
+    };
+    // os.system("echo owned") by GLOBAL + REDUCE, the classic.
+    let message = refused(b"\x80\x02cos\nsystem\nX\x0a\x00\x00\x00echo owned\x85R.");
+    assert!(message.contains("`os.system`") && message.contains("never runs code"), "{message}");
+    // builtins.eval by STACK_GLOBAL (protocol 4).
+    let message = refused(b"\x80\x04\x8c\x08builtins\x8c\x04eval\x93\x8c\x011\x85R.");
+    assert!(message.contains("`builtins.eval`"), "{message}");
+    // A torch name that is not on the list.
+    let message = refused(b"\x80\x02ctorch.serialization\nload\n.");
+    assert!(message.contains("`torch.serialization.load`"), "{message}");
+    // INST and OBJ build objects of named classes: not in the subset at all.
+    let message = refused(b"(ios\nsystem\nX\x02\x00\x00\x00ls.");
+    assert!(message.contains("opcode 0x69"), "{message}");
+    // An allowed class called with arguments it does not take.
+    let message = refused(b"\x80\x02ccollections\nOrderedDict\nK\x01\x85R.");
+    assert!(message.contains("OrderedDict called with arguments"), "{message}");
+}
+
+#[test]
+fn broken_checkpoints_are_named() {
+    let config = std::fs::read_to_string(common::golden_dir().join("gpt2_ln_gelu/config.json")).unwrap();
+    let error = |bytes: Vec<u8>| match torch_bytes(bytes, &config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    let storage: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    // A view reaching past its storage: [3, 4] at offset 1 in 12 elements.
+    let message = error(torch_zip(&one_tensor_pickle("w", 12, 1, &[3, 4], &[4, 1]), &[("0", &storage)]));
+    assert!(message.contains("tensor `w`") && message.contains("reach past its storage"), "{message}");
+    // A storage shorter than the pickle says.
+    let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[("0", &storage[..40])]));
+    assert!(message.contains("holds 40 bytes"), "{message}");
+    // A missing storage entry.
+    let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[]));
+    assert!(message.contains("model/data/0"), "{message}");
+    // A pickle cut short, and one with no state dict.
+    let whole = one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]);
+    let message = error(torch_zip(&whole[..whole.len() / 2], &[]));
+    assert!(message.contains("ends early"), "{message}");
+    let message = error(torch_zip(b"\x80\x02K\x01.", &[]));
+    assert!(message.contains("no dict of tensors"), "{message}");
+    // Not a zip; a zip without data.pkl.
+    assert!(error(b"PK\x03\x04 and then nothing".to_vec()).contains("not a zip archive"));
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    zip.start_file("notes.txt", zip::write::SimpleFileOptions::default()).unwrap();
+    let message = error(zip.finish().unwrap().into_inner());
+    assert!(message.contains("holds 0"), "{message}");
+    // A good tensor under a name the config does not have: the model's own tensors are missing.
+    let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[("0", &storage)]));
+    assert!(message.contains("does not fit its config") && message.contains("is missing"), "{message}");
+}
+
+/// Every truncation of a real checkpoint gives an error, never a panic.
+#[test]
+fn truncated_checkpoints_give_errors() {
+    let dir = common::golden_dir().join("cat_pos_emb");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let bytes = std::fs::read(dir.join("model.pt")).unwrap();
+    for len in (0..bytes.len()).step_by(997) {
+        assert!(torch_bytes(bytes[..len].to_vec(), &config).is_err(), "truncated at {len}");
+    }
+}
+
+/// The released 0.4B shape at 1 in 1000: its compact file is under 2% of
+/// the dense size plus the dense bigram table, and holds the same weights.
+#[test]
+fn a_released_shape_model_compacts_below_two_percent() {
+    let config_text = include_str!("../src/cli/released_shape.json");
+    let model = Model::synthetic(Config::from_json(config_text).unwrap(), 0.001, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let dense = dir.path().join("model.safetensors");
+    model.write_safetensors(&dense).unwrap();
+    let dense_bytes = std::fs::metadata(&dense).unwrap().len() as usize;
+    let converted = convert_file(&dense, config_text).unwrap();
+    let bigram = 4 * 2048 * 2048;
+    assert!(
+        (converted.compact.len() as f64) < 0.02 * dense_bytes as f64 + bigram as f64,
+        "compact {} bytes, dense {dense_bytes}",
+        converted.compact.len()
+    );
+    assert_eq!(converted.model.weights_sha256(), model.weights_sha256());
+}
