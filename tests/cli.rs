@@ -475,3 +475,43 @@ fn tokenize_prints_the_reference_ids() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read /no/such/tokenizer.json"));
 }
+
+/// `convert` turns a torch-written checkpoint into a folder `forward` runs
+/// to the reference logits, and reports sizes; a hostile pickle is an error
+/// and writes nothing.
+#[test]
+fn convert_writes_a_folder_that_runs_and_refuses_hostile_pickles() {
+    let case = case_dir();
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("converted");
+    let pt = case.join("model.pt");
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let run = circuitscope(&["convert", "--in", pt.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--out", folder.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(stdout.contains("% of dense f32") && stdout.contains("nonzero weights"), "{stdout}");
+    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe"] {
+        assert!(folder.join(name).exists(), "{name}");
+    }
+    let forward = circuitscope(&["forward", "--model", folder.to_str().unwrap(), "--tokens", &tokens_arg(&case), "--json"]);
+    let original = circuitscope(&["forward", "--model", case.to_str().unwrap(), "--tokens", &tokens_arg(&case), "--json"]);
+    assert!(forward.status.success());
+    // The same predictions and logits; the converted folder also has the tokenizer's text.
+    let top = |out: &[u8]| -> Vec<(u64, String)> {
+        let json: serde_json::Value = serde_json::from_slice(out).unwrap();
+        json["predictions"].as_array().unwrap().iter().map(|p| (p["token"].as_u64().unwrap(), p["logit"].to_string())).collect()
+    };
+    assert_eq!(top(&forward.stdout), top(&original.stdout));
+
+    let hostile = out.path().join("hostile.pt");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&hostile).unwrap());
+    zip.start_file("model/data.pkl", zip::write::SimpleFileOptions::default()).unwrap();
+    std::io::Write::write_all(&mut zip, b"\x80\x02cposix\nsystem\nX\x02\x00\x00\x00ls\x85R.").unwrap();
+    zip.finish().unwrap();
+    let refused_out = out.path().join("refused");
+    let config = case.join("config.json");
+    let run = circuitscope(&["convert", "--in", hostile.to_str().unwrap(), "--config", config.to_str().unwrap(), "--out", refused_out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && stderr.contains("`posix.system`") && stderr.contains("hostile.pt"), "{stderr}");
+    assert!(!refused_out.exists());
+}

@@ -225,6 +225,31 @@ fn a_tensor_beyond_a_binding_limit_is_refused_by_name() {
     assert!(e.contains("activations") && e.contains("max_storage_buffer_binding_size"), "{e}");
 }
 
+/// A model of the released 0.4B shape (1 in 1000) fits a browser's WebGPU:
+/// under the WebGPU default limits on buffer sizes, which every browser
+/// grants, it uploads and runs 256 tokens with every site recorded, and
+/// gives the CPU reference's logits.
+#[test]
+fn the_released_shape_runs_256_tokens_within_webgpu_default_limits() {
+    let config = circuitscope::model::Config::from_json(include_str!("../src/cli/released_shape.json")).unwrap();
+    let model = Model::synthetic(config, 0.001, 5);
+    let tokens: Vec<u32> = (0..256).map(|i| (i * 131 + 7) % 2048).collect();
+    let (logits, recording) = pollster::block_on(async {
+        let ctx = GpuContext::with_limits(|l| {
+            let web = wgpu::Limits::default();
+            l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(web.max_storage_buffer_binding_size);
+            l.max_buffer_size = l.max_buffer_size.min(web.max_buffer_size);
+        })
+        .await
+        .unwrap();
+        let mut gpu = Engine::new(ctx, &model).expect("the weights fit the WebGPU default limits");
+        gpu.forward(&tokens, &Record::All).await.expect("256 tokens with every site fit them")
+    });
+    let (expected, cpu_recording) = cpu(&model, &tokens, &[]);
+    assert_eq!(recording.len(), cpu_recording.len());
+    assert_close("released shape logits", &logits, &expected);
+}
+
 /// Switching models on one engine: a model over the adapter's limits is
 /// refused and the engine keeps running the one it had; a model that fits
 /// replaces it.

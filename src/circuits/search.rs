@@ -19,6 +19,7 @@
 
 use std::future::Future;
 
+#[cfg(feature = "gpu")]
 use super::faithful::LossSum;
 use super::{curve_points, keep_only, task_loss, Choice, Node, SiteMeans, TaskLoss};
 use crate::model::{Config, Intervention, Model};

@@ -2,7 +2,9 @@
 // machine has a GPU): medians of
 // - Run to the first layer's row and to the finished run (the bundled model);
 // - Run to the graph ranked by measured effect (every candidate ablated);
-// - drawing the circuit canvas with at least 10,000 edges (a synthetic model).
+// - drawing the circuit canvas with at least 10,000 edges (a synthetic model);
+// - the converted model of the released 0.4B shape: loading it from a URL,
+//   and a 256-token prompt to the first layer and to the finished run.
 // `make bench-page` builds the page and the CLI first.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -25,9 +27,10 @@ await page.goto(server.url);
 await page.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
 const backend = await page.getByTestId('backend').textContent();
 
-// One run of the sample prompt, timed from the click in the page itself.
-const timeRun = () =>
-  page.evaluate(async () => {
+// One run of the prompt in the box, timed from the click in the page itself,
+// until the ranking by measured effect is shown too (or only the run's end).
+const timeRun = (untilEffects = true) =>
+  page.evaluate(async (untilEffects) => {
     const main = document.querySelector('main');
     const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
     const measured = () => document.querySelector('[data-testid=ranking]')?.dataset.measured;
@@ -46,12 +49,12 @@ const timeRun = () =>
     observer.observe(document.body, { childList: true, subtree: true, attributes: true });
     document.querySelector('[data-testid=run-button]').click();
     await new Promise((resolve) => {
-      const wait = () => (times.effects !== null ? resolve() : setTimeout(wait, 2));
+      const wait = () => ((untilEffects ? times.effects : times.last) !== null ? resolve() : setTimeout(wait, 2));
       wait();
     });
     observer.disconnect();
     return times;
-  });
+  }, untilEffects);
 
 const runs = [];
 for (let i = 0; i < RUNS; i++) runs.push(await timeRun());
@@ -112,14 +115,59 @@ const frames = await page.evaluate(async (count) => {
   return out;
 }, FRAMES);
 
+// The released shape, written dense as the release is and converted.
+const large = path.join(dir, 'large');
+const shapeFile = path.join(root, 'src/cli/released_shape.json');
+execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', large]);
+fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+const largeServer = await serveStatic(large, { cors: true });
+const loads = [];
+const largeSource = largeServer.url.replace(/\/$/, '');
+for (let i = 0; i < 3; i++) {
+  if (i > 0) {
+    await page.getByTestId('model-picker').selectOption('paper_rms_topk_sink');
+    await page.locator('[data-testid=model-status][data-source="models/paper_rms_topk_sink"]').waitFor({ timeout: 120_000 });
+  }
+  const t0 = Date.now();
+  await page.getByTestId('model-url').fill(largeServer.url);
+  await page.getByTestId('load-url').click();
+  await page.locator(`[data-testid=model-status][data-source="${largeSource}"]`).waitFor({ timeout: 300_000 });
+  loads.push(Date.now() - t0);
+}
+await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
+// 256 tokens: the longest prefix of some Python source that is no longer.
+const source = fs.readFileSync(path.join(root, 'src/tasks/corpus.rs'), 'utf8');
+const count = (text) => JSON.parse(execFileSync(cli, ['tokenize', '--tokenizer', large, '--text', text, '--json'])).ids.length;
+let [lo, hi] = [0, 4000];
+while (lo < hi) {
+  const mid = Math.ceil((lo + hi) / 2);
+  if (count(source.slice(0, mid)) <= 256) lo = mid; else hi = mid - 1;
+}
+const prompt = source.slice(0, lo);
+const promptTokens = count(prompt);
+await page.getByTestId('prompt-input').fill(prompt);
+const largeRuns = [];
+for (let i = 0; i < 5; i++) largeRuns.push(await timeRun(false));
+// Memory: resident size of Chromium's renderer (the tab: wasm and JS) and
+// GPU process (the device's buffers) after the runs.
+const rss = (type) =>
+  Math.max(...execFileSync('ps', ['-eo', 'rss,args']).toString().split('\n').filter((l) => l.includes(`--type=${type}`)).map((l) => Number(l.trim().split(' ')[0]) / 1024));
+const memory = { renderer: rss('renderer'), gpu: rss('gpu-process') };
+
 await browser.close();
 server.close();
+largeServer.close();
 const ms = (x) => `${x.toFixed(1)} ms`;
 console.log(`Backend: ${backend}`);
 console.log('| measure | median |\n|---|---|');
 console.log(`| Run to the first layer on the page | ${ms(median(runs.map((r) => r.first)))} |`);
 console.log(`| Run to the last layer and the predictions | ${ms(median(runs.map((r) => r.last)))} |`);
 console.log(`| Run to the graph ranked by measured effect | ${ms(median(runs.map((r) => r.effects)))} |`);
+console.log(`| Released 0.4B shape, converted (${(fs.statSync(path.join(large, 'model.safetensors')).size / 1e6).toFixed(1)} MB): URL to loaded | ${ms(median(loads))} |`);
+console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the first layer on the page | ${ms(median(largeRuns.map((r) => r.first)))} |`);
+console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the last layer and the predictions | ${ms(median(largeRuns.map((r) => r.last)))} |`);
+console.log(`| Released 0.4B shape: renderer / GPU process resident memory after the runs | ${memory.renderer.toFixed(0)} MB / ${memory.gpu.toFixed(0)} MB |`);
 for (const [what, list] of Object.entries(frames)) {
   const label = `Canvas, ${edges} edges and ${nodes} nodes, ${what} frame`;
   console.log(`| ${label}: event to pixels | ${ms(median(list.map((f) => f.total)))} |`);

@@ -805,3 +805,61 @@ test('classroom: offline, a task\'s tour steps with the keyboard through its pro
   assert.deepEqual(errors, []);
   await close();
 });
+
+test('the converted model of the released 0.4B shape loads from a URL with progress and runs a 256-token prompt on the GPU, every layer streamed', async () => {
+  // The release's form, dense (1.7 GB), then `circuitscope convert` to the compact folder.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-large-'));
+  const dense = path.join(dir, 'dense');
+  const model = path.join(dir, 'model');
+  const shape = path.join(root, 'src/cli/released_shape.json');
+  execFileSync(cli, ['synthetic', '--config', shape, '--density', '0.001', '--seed', '3', '--out', dense]);
+  const report = execFileSync(cli, ['convert', '--in', path.join(dense, 'model.safetensors'), '--config', shape, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', model]).toString();
+  fs.rmSync(dense, { recursive: true });
+  const compact = fs.statSync(path.join(model, 'model.safetensors')).size;
+  assert.ok(compact < 0.02 * 1652.7e6 + 4 * 2048 * 2048, `${compact} bytes; ${report}`);
+
+  // A prompt of exactly 256 tokens: the longest prefix of some Python that is.
+  const source = fs.readFileSync(path.join(root, 'src/tasks/corpus.rs'), 'utf8');
+  const count = (text) => JSON.parse(execFileSync(cli, ['tokenize', '--tokenizer', path.join(root, 'tests/tokenizer'), '--text', text, '--json'])).ids.length;
+  let [lo, hi] = [0, 4000];
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (count(source.slice(0, mid)) <= 256) lo = mid; else hi = mid - 1;
+  }
+  const prompt = source.slice(0, lo);
+  assert.equal(count(prompt), 256);
+  const expected = JSON.parse(execFileSync(cli, ['forward', '--model', model, '--prompt', prompt, '--json']));
+
+  const { page, errors } = await openPage();
+  await page.evaluate(() => {
+    window.progress = [];
+    window.rowCounts = [];
+    new MutationObserver(() => {
+      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
+      if (text && text !== window.progress.at(-1)) window.progress.push(text);
+      const n = document.querySelectorAll('[data-testid=layer-row]').length;
+      if (n !== window.rowCounts.at(-1)) window.rowCounts.push(n);
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  const served = await serveModel(model, { cors: true });
+  await page.getByTestId('model-url').fill(served.url);
+  await page.getByTestId('load-url').click();
+  await page.locator(`[data-testid=model-status][data-source="${served.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 120_000 });
+  const progress = await page.evaluate(() => window.progress);
+  assert.ok(progress.some((p) => /model\.safetensors/.test(p)), `progress shown: ${progress}`);
+  assert.match(await page.getByTestId('model-status').textContent(), /0\.\d+%|1\.\d+%/);
+
+  await page.evaluate(() => { window.rowCounts = []; });
+  await page.locator('[data-testid=prompt-input][data-mode=text]').waitFor();
+  await runPrompt(page, prompt);
+  assert.equal(await page.getByTestId('backend').getAttribute('data-backend'), 'gpu');
+  assert.deepEqual(await page.getByTestId('token').evaluateAll((els) => els.map((e) => Number(e.dataset.token))), expected.tokens);
+  assert.deepEqual(await shownPredictions(page), expected.predictions.map((p) => String(p.token)));
+  const rowCounts = (await page.evaluate(() => window.rowCounts)).filter((n) => n > 0);
+  assert.equal(rowCounts[0], 1, `row counts seen: ${rowCounts}`);
+  assert.equal(rowCounts.at(-1), 8);
+  assert.equal(await page.getByTestId('error-banner').count(), 0);
+  assert.deepEqual(unexpected(errors), []);
+  await page.close();
+  fs.rmSync(dir, { recursive: true });
+});
