@@ -38,8 +38,14 @@ fn every_golden_checkpoint_converts_and_gives_the_golden_forward_pass() {
         let model = Model::from_bytes(&config, &converted.compact).unwrap();
         assert!(model == converted.model, "{case}");
         assert_eq!(model.weights_sha256(), Model::load_dir(&dir).unwrap().weights_sha256(), "{case}: weights differ from model.safetensors");
-        let buffers: Vec<&String> = converted.dropped.iter().filter(|n| n.ends_with(".attn.bias")).collect();
-        assert!(buffers.iter().all(|n| n.starts_with("transformer.h.")), "{case}: {:?}", converted.dropped);
+        for dropped in &converted.dropped {
+            let expected = match dropped.name.as_str() {
+                "lm_head.weight" => "tied: the same as transformer.wte.weight",
+                name if name.starts_with("transformer.h.") && name.ends_with(".attn.bias") => "the causal-mask buffer",
+                name => panic!("{case}: {name} left out"),
+            };
+            assert_eq!(dropped.why, expected, "{case}");
+        }
 
         let mut recording = Recording::new();
         let logits = forward(&model, &read_tokens(&dir), &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
@@ -86,7 +92,7 @@ fn half_precision_checkpoints_with_views_convert_exactly() {
         assert!(expected != golden, "{dtype}: rounding changes some weight, or the test shows nothing");
         let converted = convert_file(&fixtures.join(format!("gpt2_ln_gelu.{dtype}.pt")), &config).unwrap_or_else(|e| panic!("{dtype}: {e}"));
         assert!(converted.model == expected, "{dtype}: converted weights differ from the rounded golden weights");
-        let mut dropped = converted.dropped.clone();
+        let mut dropped: Vec<&str> = converted.dropped.iter().map(|d| d.name.as_str()).collect();
         dropped.sort();
         assert_eq!(dropped, ["lm_head.weight", "transformer.h.0.attn.bias", "transformer.h.1.attn.bias"], "{dtype}");
     }
@@ -183,7 +189,27 @@ fn broken_checkpoints_are_named() {
     assert!(message.contains("holds 0"), "{message}");
     // A good tensor under a name the config does not have: the model's own tensors are missing.
     let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[("0", &storage)]));
-    assert!(message.contains("does not fit its config") && message.contains("is missing"), "{message}");
+    assert!(message.contains("does not fit its config: tensor `") && message.contains("is missing"), "{message}");
+}
+
+/// A config that says the unembedding is tied, over a checkpoint whose
+/// lm_head is not wte, is refused: the model would silently be another.
+#[test]
+fn an_untied_lm_head_under_a_tied_config_is_refused() {
+    let dir = common::golden_dir().join("all_sites_relu_untied");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let tied = config.replacen('{', r#"{"tied_unembed": true, "#, 1);
+    let tied = tied.replace(r#""tied_unembed": false,"#, "");
+    let message = match convert_file(&dir.join("model.pt"), &tied) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(message.contains("lm_head.weight differs from transformer.wte.weight"), "{message}");
+    let message = match convert_file(&dir.join("model.pt"), "{\"n_layer\": \"two\"}") {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    };
+    assert!(message.starts_with("config.json:"), "{message}");
 }
 
 /// Every truncation of a real checkpoint gives an error, never a panic.

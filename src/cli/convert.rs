@@ -99,7 +99,8 @@ pub fn run(args: &ConvertArgs) -> Result<(), String> {
         }
     );
     if !converted.dropped.is_empty() {
-        println!("left out {} tensors the model does not use: {}", converted.dropped.len(), converted.dropped.join(", "));
+        let dropped: Vec<String> = converted.dropped.iter().map(|d| format!("{} ({})", d.name, d.why)).collect();
+        println!("left out {} tensors: {}", dropped.len(), dropped.join(", "));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use thiserror::Error;
 
-use crate::model::{Model, ModelError};
+use crate::model::{Config, Model, ModelError};
 
 pub use safetensors_file::SafetensorsFile;
 pub use torch::TorchFile;
@@ -33,7 +33,9 @@ pub enum ConvertError {
     #[error("safetensors file: {0}")]
     Safetensors(String),
     #[error("the checkpoint does not fit its config: {0}")]
-    Model(#[from] ModelError),
+    Fit(String),
+    #[error("{0}")]
+    Config(ModelError),
 }
 
 /// A tensor's shape and its values, row-major, as f32.
@@ -85,9 +87,16 @@ pub struct Converted {
     pub compact: Vec<u8>,
     /// The model's parameters as dense f32, in bytes.
     pub dense_bytes: usize,
-    /// Tensors of the checkpoint the model does not use (the causal-mask
-    /// buffers, for one), by their names in the checkpoint.
-    pub dropped: Vec<String>,
+    /// Tensors of the checkpoint the model does not use, by their names in
+    /// the checkpoint.
+    pub dropped: Vec<Dropped>,
+}
+
+/// A tensor left out, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dropped {
+    pub name: String,
+    pub why: &'static str,
 }
 
 /// Prefixes that wrappers add to every name: `torch.compile` and
@@ -102,7 +111,11 @@ pub fn convert(
     checkpoint: &mut dyn Checkpoint,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Converted, ConvertError> {
+    // The config first: a bad one is named before a 2 GB file is read.
+    let config = Config::from_json(config_json).map_err(ConvertError::Config)?;
     let names = checkpoint.names();
+    // With tied embeddings a checkpoint's lm_head must be wte itself.
+    let mut tied: [Option<Vec<f32>>; 2] = [None, None];
     let mut staged: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut metadata = std::collections::HashMap::new();
     let mut dropped = Vec::new();
@@ -111,10 +124,17 @@ pub fn convert(
         let canonical = unwrapped(name);
         // The causal mask GPT-2 code registers as a buffer: `attn.bias` [1, 1, T, T].
         if canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias") {
-            dropped.push(name.clone());
+            dropped.push(Dropped { name: name.clone(), why: "the causal-mask buffer" });
             continue;
         }
         let tensor = checkpoint.read(name)?;
+        if config.tied_unembed {
+            match canonical {
+                "transformer.wte.weight" => tied[0] = Some(tensor.values.clone()),
+                "lm_head.weight" => tied[1] = Some(tensor.values.clone()),
+                _ => {}
+            }
+        }
         let numel = tensor.values.len();
         let nnz = tensor.values.iter().filter(|v| **v != 0.0).count();
         // Matrices mostly zero go by their nonzeros, as `Model` stores them.
@@ -134,10 +154,29 @@ pub fn convert(
     });
     let staging = safetensors::serialize(views, Some(metadata)).map_err(|e| ConvertError::Safetensors(e.to_string()))?;
     drop(staged);
-    let model = Model::from_bytes(config_json, &staging)?;
+    // The model's own checks name the tensor at fault; the file they name is the staging file.
+    let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
+    let model = Model::from_bytes(config_json, &staging).map_err(fit)?;
+    if let [Some(wte), Some(lm_head)] = &tied {
+        if wte != lm_head {
+            return Err(ConvertError::Fit(
+                "the config ties the unembedding to the embedding (tied_unembed), but lm_head.weight differs from transformer.wte.weight".into(),
+            ));
+        }
+    }
     let stats = model.weight_stats();
     let used: HashSet<&str> = stats.iter().map(|s| s.name.as_str()).collect();
-    let unused: Vec<String> = names.iter().filter(|n| !used.contains(unwrapped(n)) && !dropped.contains(n)).cloned().collect();
+    let unused: Vec<Dropped> = names
+        .iter()
+        .filter(|n| !used.contains(unwrapped(n)) && !dropped.iter().any(|d| &d.name == *n))
+        .map(|n| Dropped {
+            name: n.clone(),
+            why: match unwrapped(n) == "lm_head.weight" {
+                true => "tied: the same as transformer.wte.weight",
+                false => "not a parameter of this config's model",
+            },
+        })
+        .collect();
     dropped.extend(unused);
     let dense_bytes = stats.iter().map(|s| 4 * s.numel()).sum();
     Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped })
