@@ -2,7 +2,7 @@
 //! with the release's split pattern) in tests/tokenizer, a copy of
 //! shared/tokenizer.
 
-use circuitscope::model::Tokenizer;
+use circuitscope::model::{Tokenizer, TokenizerFiles};
 
 fn tokenizer() -> Tokenizer {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
@@ -98,4 +98,25 @@ fn a_hugging_face_tokenizer_json_gives_the_reference_ids() {
     let broken = hf_json(false).replacen("\"merges\":[\"", "\"merges\":[\"zz qq\",\"", 1);
     let e = Tokenizer::from_hf_json(&broken).err().unwrap().to_string();
     assert!(e.contains("tokenizer.json merge 0: the merge \"zz qq\" is not in tokenizer.json"), "{e}");
+}
+
+/// `convert --tokenizer tokenizer.json` writes the release's files from it:
+/// they give the reference ids too, and are the release's files themselves
+/// (the same encoder, the same merges in the same order).
+#[test]
+fn a_tokenizer_json_becomes_the_releases_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    for pairs in [false, true] {
+        let files = TokenizerFiles::from_hf_json(&hf_json(pairs)).unwrap();
+        let tok = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).unwrap();
+        for (i, case) in cases.iter().enumerate() {
+            assert_eq!(tok.encode(&case.text), case.ids, "case {i} (merges as pairs: {pairs})");
+        }
+        let release_encoder: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("encoder.json")).unwrap()).unwrap();
+        let ours: serde_json::Value = serde_json::from_str(&files.encoder_json).unwrap();
+        assert_eq!(ours, release_encoder);
+        let merges = |text: &str| text.lines().skip(1).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>();
+        assert_eq!(merges(&files.vocab_bpe), merges(&std::fs::read_to_string(dir.join("vocab.bpe")).unwrap()));
+    }
 }
