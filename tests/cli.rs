@@ -515,3 +515,21 @@ fn convert_writes_a_folder_that_runs_and_refuses_hostile_pickles() {
     assert!(!run.status.success() && stderr.contains("`posix.system`") && stderr.contains("hostile.pt"), "{stderr}");
     assert!(!refused_out.exists());
 }
+
+/// Output piped into a reader that stops early (`| head`) ends the command
+/// quietly, as other command-line tools do, instead of a panic.
+#[test]
+fn a_closed_output_pipe_is_not_a_panic() {
+    let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+    let text = "x = [1, 2, 3]\n".repeat(8000);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_circuitscope"))
+        .args(["tokenize", "--tokenizer", tokenizer.to_str().unwrap(), "--text", &text])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is printed
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

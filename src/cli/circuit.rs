@@ -299,15 +299,19 @@ pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
             return Err(format!("the model gets none of its {} prompts clearly right", task.name()));
         };
         let tour = task_tour(&loaded.model, &id, &loaded.tokenizer, &loaded.means, task, &choice, &circuit, &nodes)?;
-        println!("{}: {} steps; {}", task.name(), tour.steps.len(), tour.steps.last().map_or("", |s| s.text.as_str()));
         tours.push(tour);
     }
     if tours.is_empty() {
         return Err(format!("{} has no task with both a prompt in tasks.json and a circuit file", args.model.display()));
     }
     let out = args.out.clone().unwrap_or_else(|| args.model.join("tours.json"));
-    let json = serde_json::to_string_pretty(&Tours { tours }).map_err(|e| e.to_string())? + "\n";
+    let tours = Tours { tours };
+    let json = serde_json::to_string_pretty(&tours).map_err(|e| e.to_string())? + "\n";
+    // The file first: output piped to a reader that stops early must not lose it.
     std::fs::write(&out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    for tour in &tours.tours {
+        println!("{}: {} steps; {}", tour.task, tour.steps.len(), tour.steps.last().map_or("", |s| s.text.as_str()));
+    }
     println!("wrote {}", out.display());
     Ok(())
 }
