@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Cursor, Write};
 
-use circuitscope::convert::{convert, Checkpoint, Converted, ConvertError, SafetensorsFile, TorchFile};
+use circuitscope::convert::{convert, convert_torch_by_ranges, Checkpoint, Converted, ConvertError, SafetensorsFile, TorchFile};
 use circuitscope::model::{f32_safetensors, forward, Config, Model, Recording};
 use common::{assert_close, golden_cases, read_expected, read_tokens};
 
@@ -66,6 +66,48 @@ fn dense_safetensors_convert_to_the_same_weights() {
         let from_safetensors = convert_file(&dir.join("model.safetensors"), &config).unwrap();
         assert!(from_pt.model == from_safetensors.model, "{}", dir.display());
     }
+}
+
+/// Read by ranges, as the page reads a dropped file, a checkpoint converts
+/// to the same model, loading little more than each storage at a time, even
+/// when every read misses (256-byte chunks).
+#[test]
+fn checkpoints_read_by_ranges_convert_the_same() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut files: Vec<(std::path::PathBuf, String)> =
+        golden_cases().into_iter().map(|dir| (dir.join("model.pt"), std::fs::read_to_string(dir.join("config.json")).unwrap())).collect();
+    let gelu = std::fs::read_to_string(common::golden_dir().join("gpt2_ln_gelu/config.json")).unwrap();
+    files.push((fixtures.join("gpt2_ln_gelu.bfloat16.pt"), gelu));
+    for (path, config) in files {
+        let bytes = std::fs::read(&path).unwrap();
+        let whole = convert_file(&path, &config).unwrap();
+        for chunk in [256, 1 << 20] {
+            let (mut loads, mut largest) = (0u64, 0u64);
+            let load = async |at: u64, count: u64| {
+                loads += count;
+                largest = largest.max(count);
+                Ok(bytes[at as usize..(at + count) as usize].to_vec())
+            };
+            let mut tensors = 0;
+            let converted = pollster::block_on(convert_torch_by_ranges(&config, bytes.len() as u64, chunk, load, &mut |_, total, _| tensors = total))
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert!(converted.model == whole.model, "{}", path.display());
+            assert_eq!(converted.dropped, whole.dropped);
+            assert!(tensors > 0);
+            if chunk == 256 {
+                // Several loads, none much above a storage; all together a few times the file.
+                assert!(largest < bytes.len() as u64 / 2, "{}: a load of {largest} bytes", path.display());
+                assert!(loads < 4 * bytes.len() as u64, "{}: {loads} bytes loaded", path.display());
+            }
+        }
+    }
+    // A load that fails is named; bytes past the end are refused.
+    let path = common::golden_dir().join("cat_pos_emb/model.pt");
+    let config = std::fs::read_to_string(common::golden_dir().join("cat_pos_emb/config.json")).unwrap();
+    let len = std::fs::metadata(&path).unwrap().len();
+    let failing = async |_: u64, _: u64| Err("the file was removed".to_string());
+    let e = pollster::block_on(convert_torch_by_ranges(&config, len, 256, failing, &mut |_, _, _| {})).err().unwrap().to_string();
+    assert!(e.contains("the file was removed"), "{e}");
 }
 
 /// bf16 and f16 checkpoints, with a tied storage, a transposed view, a

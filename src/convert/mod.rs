@@ -4,6 +4,7 @@
 //! [`crate::model::Model::to_compact_safetensors`]). Tensors are read one at
 //! a time, so memory is the largest tensor plus the nonzeros.
 
+mod partial;
 mod pickle;
 mod safetensors_file;
 mod torch;
@@ -16,6 +17,7 @@ use thiserror::Error;
 
 use crate::model::{Config, Model, ModelError};
 
+pub use partial::{NotLoaded, PartialFile};
 pub use safetensors_file::SafetensorsFile;
 pub use torch::TorchFile;
 
@@ -111,75 +113,174 @@ pub fn convert(
     checkpoint: &mut dyn Checkpoint,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Converted, ConvertError> {
-    // The config first: a bad one is named before a 2 GB file is read.
-    let config = Config::from_json(config_json).map_err(ConvertError::Config)?;
     let names = checkpoint.names();
-    // With tied embeddings a checkpoint's lm_head must be wte itself.
-    let mut tied: [Option<Vec<f32>>; 2] = [None, None];
-    let mut staged: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut metadata = std::collections::HashMap::new();
-    let mut dropped = Vec::new();
+    let mut converter = Converter::new(config_json, names.clone())?;
     for (done, name) in names.iter().enumerate() {
         progress(done, names.len(), name);
-        let canonical = unwrapped(name);
-        // The causal mask GPT-2 code registers as a buffer: `attn.bias` [1, 1, T, T].
-        if canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias") {
-            dropped.push(Dropped { name: name.clone(), why: "the causal-mask buffer" });
+        if converter.wants(name) {
+            converter.add(name, checkpoint.read(name)?);
+        }
+    }
+    progress(names.len(), names.len(), "");
+    converter.finish()
+}
+
+/// Converts a PyTorch checkpoint of `len` bytes that is read by ranges, as
+/// the page reads a dropped file: `load(offset, count)` gives those bytes.
+/// Memory holds the end of the file (the zip's index), then one storage at a
+/// time: each read that misses the loaded ranges loads from there (at least
+/// `chunk` bytes; the page asks for 1 MiB) and runs again. `progress` hears
+/// `(done, total, name)` per tensor.
+pub async fn convert_torch_by_ranges(
+    config_json: &str,
+    len: u64,
+    chunk: u64,
+    mut load: impl AsyncFnMut(u64, u64) -> Result<Vec<u8>, String>,
+    progress: &mut dyn FnMut(usize, usize, &str),
+) -> Result<Converted, ConvertError> {
+    let file = PartialFile::new(len);
+    // The zip's index is at its end.
+    let tail = len.min(4 * chunk);
+    file.insert(len - tail, load(len - tail, tail).await.map_err(ConvertError::Torch)?);
+    let mut last_miss = None;
+    // Loads `want` bytes from the missed offset, or says why it cannot.
+    let mut fill = async |error: ConvertError, want: u64| -> Result<(), ConvertError> {
+        let Some(at) = file.take_miss().filter(|&at| Some(at) != last_miss && at < len) else { return Err(error) };
+        last_miss = Some(at);
+        let bytes = load(at, want.min(len - at)).await.map_err(ConvertError::Torch)?;
+        file.insert(at, bytes);
+        Ok(())
+    };
+    let mut torch = loop {
+        match TorchFile::open(file.clone()) {
+            Ok(torch) => break torch,
+            Err(e) => fill(e, 4 * chunk).await?,
+        }
+    };
+    file.clear();
+    let names = torch.names();
+    let mut converter = Converter::new(config_json, names.clone())?;
+    for (done, name) in names.iter().enumerate() {
+        progress(done, names.len(), name);
+        if !converter.wants(name) {
             continue;
         }
-        let tensor = checkpoint.read(name)?;
-        if config.tied_unembed {
+        // The entry's header and its storage in one load.
+        let want = torch.storage_bytes(name).unwrap_or(0) + chunk;
+        let tensor = loop {
+            match torch.read(name) {
+                Ok(tensor) => break tensor,
+                Err(e) => fill(e, want).await?,
+            }
+        };
+        file.clear();
+        converter.add(name, tensor);
+    }
+    progress(names.len(), names.len(), "");
+    converter.finish()
+}
+
+/// A conversion driven one tensor at a time, for callers that fetch each
+/// tensor's bytes themselves (the page reads a dropped `.pt` by ranges).
+pub struct Converter {
+    config_json: String,
+    config: Config,
+    /// Every tensor name of the checkpoint.
+    names: Vec<String>,
+    /// Tensors as they go into the staging file: name, dtype, shape, bytes.
+    staged: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    /// Shapes of the tensors staged by their nonzeros.
+    metadata: std::collections::HashMap<String, String>,
+    dropped: Vec<Dropped>,
+    /// wte and lm_head, kept when the config ties them: they must be equal.
+    tied: [Option<Vec<f32>>; 2],
+}
+
+impl Converter {
+    /// Checks the config first: a bad one is named before a 2 GB file is read.
+    pub fn new(config_json: &str, names: Vec<String>) -> Result<Converter, ConvertError> {
+        let config = Config::from_json(config_json).map_err(ConvertError::Config)?;
+        Ok(Converter {
+            config_json: config_json.to_string(),
+            config,
+            names,
+            staged: Vec::new(),
+            metadata: Default::default(),
+            dropped: Vec::new(),
+            tied: [None, None],
+        })
+    }
+
+    /// Whether tensor `name` is to be read; buffers are left out unread.
+    pub fn wants(&mut self, name: &str) -> bool {
+        let canonical = unwrapped(name);
+        // The causal mask GPT-2 code registers as a buffer: `attn.bias` [1, 1, T, T].
+        let buffer = canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias");
+        if buffer {
+            self.dropped.push(Dropped { name: name.to_string(), why: "the causal-mask buffer" });
+        }
+        !buffer
+    }
+
+    /// Stages tensor `name`: matrices mostly zero by their nonzeros, as
+    /// `Model` stores them, everything else dense.
+    pub fn add(&mut self, name: &str, tensor: DenseTensor) {
+        let canonical = unwrapped(name);
+        if self.config.tied_unembed {
             match canonical {
-                "transformer.wte.weight" => tied[0] = Some(tensor.values.clone()),
-                "lm_head.weight" => tied[1] = Some(tensor.values.clone()),
+                "transformer.wte.weight" => self.tied[0] = Some(tensor.values.clone()),
+                "lm_head.weight" => self.tied[1] = Some(tensor.values.clone()),
                 _ => {}
             }
         }
         let numel = tensor.values.len();
         let nnz = tensor.values.iter().filter(|v| **v != 0.0).count();
-        // Matrices mostly zero go by their nonzeros, as `Model` stores them.
         if tensor.shape.len() == 2 && 2 * nnz < numel && u32::try_from(numel).is_ok() {
             let (index, values): (Vec<u32>, Vec<f32>) =
                 tensor.values.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, &v)| (i as u32, v)).unzip();
-            metadata.insert(canonical.to_string(), format!("{:?}", tensor.shape));
-            staged.push((format!("{canonical}.nz_index"), Dtype::U32, vec![nnz], bytemuck::cast_slice(&index).to_vec()));
-            staged.push((format!("{canonical}.nz_value"), Dtype::F32, vec![nnz], bytemuck::cast_slice(&values).to_vec()));
+            self.metadata.insert(canonical.to_string(), format!("{:?}", tensor.shape));
+            self.staged.push((format!("{canonical}.nz_index"), Dtype::U32, vec![nnz], bytemuck::cast_slice(&index).to_vec()));
+            self.staged.push((format!("{canonical}.nz_value"), Dtype::F32, vec![nnz], bytemuck::cast_slice(&values).to_vec()));
         } else {
-            staged.push((canonical.to_string(), Dtype::F32, tensor.shape, bytemuck::cast_slice(&tensor.values).to_vec()));
+            self.staged.push((canonical.to_string(), Dtype::F32, tensor.shape, bytemuck::cast_slice(&tensor.values).to_vec()));
         }
     }
-    progress(names.len(), names.len(), "");
-    let views = staged.iter().map(|(name, dtype, shape, data)| {
-        (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
-    });
-    let staging = safetensors::serialize(views, Some(metadata)).map_err(|e| ConvertError::Safetensors(e.to_string()))?;
-    drop(staged);
-    // The model's own checks name the tensor at fault; the file they name is the staging file.
-    let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
-    let model = Model::from_bytes(config_json, &staging).map_err(fit)?;
-    if let [Some(wte), Some(lm_head)] = &tied {
-        if wte != lm_head {
-            return Err(ConvertError::Fit(
-                "the config ties the unembedding to the embedding (tied_unembed), but lm_head.weight differs from transformer.wte.weight".into(),
-            ));
+
+    /// The model from the staged tensors, checked against the config.
+    pub fn finish(self) -> Result<Converted, ConvertError> {
+        let views = self.staged.iter().map(|(name, dtype, shape, data)| {
+            (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
+        });
+        let staging = safetensors::serialize(views, Some(self.metadata)).map_err(|e| ConvertError::Safetensors(e.to_string()))?;
+        // The model's own checks name the tensor at fault; the file they name is the staging file.
+        let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
+        let model = Model::from_bytes(&self.config_json, &staging).map_err(fit)?;
+        if let [Some(wte), Some(lm_head)] = &self.tied {
+            if wte != lm_head {
+                return Err(ConvertError::Fit(
+                    "the config ties the unembedding to the embedding (tied_unembed), but lm_head.weight differs from transformer.wte.weight".into(),
+                ));
+            }
         }
+        let stats = model.weight_stats();
+        let used: HashSet<&str> = stats.iter().map(|s| s.name.as_str()).collect();
+        let mut dropped = self.dropped;
+        let unused: Vec<Dropped> = self
+            .names
+            .iter()
+            .filter(|n| !used.contains(unwrapped(n)) && !dropped.iter().any(|d| &d.name == *n))
+            .map(|n| Dropped {
+                name: n.clone(),
+                why: match unwrapped(n) == "lm_head.weight" {
+                    true => "tied: the same as transformer.wte.weight",
+                    false => "not a parameter of this config's model",
+                },
+            })
+            .collect();
+        dropped.extend(unused);
+        let dense_bytes = stats.iter().map(|s| 4 * s.numel()).sum();
+        Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped })
     }
-    let stats = model.weight_stats();
-    let used: HashSet<&str> = stats.iter().map(|s| s.name.as_str()).collect();
-    let unused: Vec<Dropped> = names
-        .iter()
-        .filter(|n| !used.contains(unwrapped(n)) && !dropped.iter().any(|d| &d.name == *n))
-        .map(|n| Dropped {
-            name: n.clone(),
-            why: match unwrapped(n) == "lm_head.weight" {
-                true => "tied: the same as transformer.wte.weight",
-                false => "not a parameter of this config's model",
-            },
-        })
-        .collect();
-    dropped.extend(unused);
-    let dense_bytes = stats.iter().map(|s| 4 * s.numel()).sum();
-    Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped })
 }
 
 /// `name` without the prefixes wrappers add.

@@ -42,6 +42,16 @@ impl StorageDtype {
             _ => return None,
         })
     }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            StorageDtype::F64 | StorageDtype::I64 => 8,
+            StorageDtype::F32 | StorageDtype::I32 => 4,
+            StorageDtype::F16 | StorageDtype::BF16 | StorageDtype::I16 => 2,
+            StorageDtype::I8 | StorageDtype::U8 | StorageDtype::Bool => 1,
+        }
+    }
 }
 
 /// A storage named by a persistent id: the zip entry `data/{key}`.

@@ -39,6 +39,12 @@ impl<R: Read + Seek> TorchFile<R> {
         let tensors = state_dict(&root)?;
         Ok(TorchFile { zip, prefix, tensors })
     }
+
+    /// The size in bytes of tensor `name`'s storage, which reading it reads.
+    pub fn storage_bytes(&self, name: &str) -> Option<u64> {
+        let (_, tensor) = self.tensors.iter().find(|(n, _)| n == name)?;
+        Some(tensor.storage.numel as u64 * tensor.storage.dtype.size() as u64)
+    }
 }
 
 /// The state dict in what a checkpoint's pickle built: a dict of tensors, or

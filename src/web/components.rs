@@ -18,6 +18,7 @@ pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadPr
                 format!("Reading {file}: {} of {} KB", done / 1024, total / 1024)
             }
             LoadProgress::Reading { file, done, total: None } => format!("Reading {file}: {} KB", done / 1024),
+            LoadProgress::Converting { file, done, total } => format!("Converting {file}: tensor {done} of {total}"),
             LoadProgress::Uploading => "Uploading the weights to the GPU...".to_string(),
         };
         Some(view! { <p class="status loading" data-testid="load-progress">{text}</p> })
@@ -37,8 +38,8 @@ pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadPr
 }
 
 /// Choose a model: a bundled one, one at a URL, or files picked or dropped
-/// anywhere on the page (config .json, .safetensors, and optionally
-/// encoder.json and vocab.bpe).
+/// anywhere on the page (config .json, .safetensors or a PyTorch .pt, and
+/// optionally encoder.json and vocab.bpe).
 #[component]
 pub fn ModelPicker(
     bundled: RwSignal<Vec<BundledModel>>,
@@ -96,7 +97,7 @@ pub fn ModelPicker(
                 />
                 <button type="submit" data-testid="load-url" disabled=move || busy.get()>"Load"</button>
             </form>
-            <label class="model-files">
+            <label class="model-files" title="config.json (or the release's beeg_config.json), model.safetensors or a PyTorch checkpoint such as final_model.pt, and optionally encoder.json and vocab.bpe">
                 "or files: "
                 <input
                     type="file"

@@ -10,6 +10,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use super::circuits::{CircuitOrigin, LoadedCircuit};
 use crate::circuits::{parse_samples, Tour, Tours};
+use crate::convert::convert_torch_by_ranges;
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};
 
@@ -73,6 +74,8 @@ pub struct LoadedModel {
 pub enum LoadProgress {
     Idle,
     Reading { file: String, done: u64, total: Option<u64> },
+    /// A PyTorch checkpoint read and converted tensor by tensor.
+    Converting { file: String, done: usize, total: usize },
     Uploading,
 }
 
@@ -127,7 +130,9 @@ pub async fn fetch_model(base: &str, optional: Optional, progress: &dyn Fn(LoadP
         true => Some(text(&folder.get("tours.json").await?, "tours.json")?),
         false => None,
     };
-    let mut loaded = build(&config, &weights, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)?;
+    let model = Model::from_bytes(&config, &weights).map_err(|e| e.to_string())?;
+    drop(weights);
+    let mut loaded = build(model, tokenizer_files, samples, tasks, folder.base.to_string(), folder.bytes)?;
     if let Some(json) = tours {
         loaded.tours = serde_json::from_str::<Tours>(&json).map_err(|e| format!("tours.json: {e}"))?.tours;
     }
@@ -168,11 +173,15 @@ impl Folder<'_> {
     }
 }
 
-/// Builds a model from picked or dropped files: a `.json` config, one
-/// `.safetensors` file, and optionally `encoder.json` with `vocab.bpe`.
+/// Builds a model from picked or dropped files: a `.json` config (the
+/// release's `beeg_config.json` too), the weights as one `.safetensors` file
+/// or a PyTorch checkpoint (`.pt`, converted here), and optionally
+/// `encoder.json` with `vocab.bpe`.
 pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
     let named = |want: &dyn Fn(&str) -> bool| files.iter().find(|f| want(&f.name()));
-    let weights = named(&|n| n.ends_with(".safetensors")).ok_or("no .safetensors file among the files")?;
+    let weights = named(&|n| n.ends_with(".safetensors"))
+        .or_else(|| named(&|n| n.ends_with(".pt") || n.ends_with(".pth")))
+        .ok_or("no weights among the files: give a .safetensors file or a PyTorch .pt checkpoint")?;
     let encoder = named(&|n| n == "encoder.json");
     let vocab = named(&|n| n == "vocab.bpe");
     let samples = named(&|n| n == "samples.json");
@@ -192,7 +201,10 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         Ok::<_, String>(body)
     };
     let config_text = text(&read(config).await?, &config.name())?;
-    let weights_bytes = read(weights).await?;
+    let model = match weights.name().ends_with(".safetensors") {
+        true => Model::from_bytes(&config_text, &read(weights).await?).map_err(|e| e.to_string())?,
+        false => convert_checkpoint(weights, &config_text, progress).await?,
+    };
     let tokenizer_files = match (encoder, vocab) {
         (Some(e), Some(v)) => Some((read(e).await?, read(v).await?)),
         (None, None) => None,
@@ -207,19 +219,35 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         None => None,
     };
     let names: Vec<String> = files.iter().map(|f| f.name()).collect();
-    build(&config_text, &weights_bytes, tokenizer_files, samples, tasks, names.join(", "), bytes)
+    // A checkpoint is read by slices, once over.
+    let checkpoint_bytes = if weights.name().ends_with(".safetensors") { 0 } else { weights.size() as u64 };
+    build(model, tokenizer_files, samples, tasks, names.join(", "), bytes + checkpoint_bytes)
+}
+
+/// A PyTorch checkpoint converted as it is read, by slices of the file: the
+/// tab never holds the dense file (1.7 GB at the released scale), only the
+/// zip's index and one storage at a time.
+async fn convert_checkpoint(file: &web_sys::File, config: &str, progress: &dyn Fn(LoadProgress)) -> Result<Model, String> {
+    let name = file.name();
+    let load = async |at: u64, count: u64| -> Result<Vec<u8>, String> {
+        let cannot = |e: JsValue| format!("cannot read {name}: {}", js_message(&e));
+        let slice = file.slice_with_f64_and_f64(at as f64, (at + count) as f64).map_err(cannot)?;
+        let buffer = JsFuture::from(slice.array_buffer()).await.map_err(cannot)?;
+        Ok(Uint8Array::new(&buffer).to_vec())
+    };
+    let mut on_tensor = |done, total, _: &str| progress(LoadProgress::Converting { file: name.clone(), done, total });
+    let converted = convert_torch_by_ranges(config, file.size() as u64, 1 << 20, load, &mut on_tensor).await;
+    converted.map(|c| c.model).map_err(|e| format!("{name}: {e}"))
 }
 
 fn build(
-    config: &str,
-    weights: &[u8],
+    model: Model,
     tokenizer: Option<(Vec<u8>, Vec<u8>)>,
     samples: Option<Vec<u8>>,
     tasks: Option<Vec<u8>>,
     source: String,
     bytes: u64,
 ) -> Result<LoadedModel, String> {
-    let model = Model::from_bytes(config, weights).map_err(|e| e.to_string())?;
     let tokenizer = match tokenizer {
         Some((encoder, vocab)) => {
             let tokenizer = Tokenizer::from_files(&text(&encoder, "encoder.json")?, &text(&vocab, "vocab.bpe")?)

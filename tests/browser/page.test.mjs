@@ -863,3 +863,31 @@ test('the converted model of the released 0.4B shape loads from a URL with progr
   await page.close();
   fs.rmSync(dir, { recursive: true });
 });
+
+test('a PyTorch checkpoint picked with its config is converted in the page, tensor by tensor, and runs as the CLI; a hostile one is refused', async () => {
+  const { page, errors } = await openPage();
+  await page.evaluate(() => {
+    window.progress = [];
+    new MutationObserver(() => {
+      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
+      if (text && text !== window.progress.at(-1)) window.progress.push(text);
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  // The golden model as torch.save wrote it (tied storages, causal-mask buffers).
+  await page.getByTestId('model-files').setInputFiles([path.join(golden, 'config.json'), path.join(golden, 'model.pt')]);
+  await page.locator('[data-testid=model-status][data-source*="model.pt"]').waitFor({ timeout: 60_000 });
+  const progress = await page.evaluate(() => window.progress);
+  assert.ok(progress.some((p) => /^Converting model\.pt: tensor \d+ of \d+$/.test(p)), `progress shown: ${progress}`);
+  await runPrompt(page, tokens.join(', '));
+  assert.deepEqual(await shownPredictions(page), cliPredictions());
+
+  // A pickle that would run os.system: refused by name, and the converted model stays.
+  await page.getByTestId('model-files').setInputFiles([path.join(golden, 'config.json'), path.join(root, 'tests/fixtures/hostile.pt')]);
+  await page.getByTestId('error-banner').filter({ hasText: 'posix.system' }).waitFor({ timeout: 60_000 });
+  assert.match(await page.getByTestId('error-banner').textContent(), /never runs code/);
+  assert.match(await page.getByTestId('model-status').getAttribute('data-source'), /model\.pt/);
+  await runPrompt(page, tokens.join(', '));
+  assert.deepEqual(await shownPredictions(page), cliPredictions());
+  assert.deepEqual(unexpected(errors), []);
+  await page.close();
+});
