@@ -211,6 +211,9 @@ fn broken_checkpoints_are_named() {
     // A view reaching past its storage: [3, 4] at offset 1 in 12 elements.
     let message = error(torch_zip(&one_tensor_pickle("w", 12, 1, &[3, 4], &[4, 1]), &[("0", &storage)]));
     assert!(message.contains("tensor `w`") && message.contains("reach past its storage"), "{message}");
+    // A broadcast view (stride 0) of more elements than its storage.
+    let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[200, 200], &[0, 0]), &[("0", &storage)]));
+    assert!(message.contains("more than its storage's 12"), "{message}");
     // A storage shorter than the pickle says.
     let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[("0", &storage[..40])]));
     assert!(message.contains("holds 40 bytes"), "{message}");

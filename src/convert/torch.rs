@@ -79,7 +79,8 @@ fn state_dict(root: &Value) -> Result<Vec<(String, TensorRef)>, ConvertError> {
 fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Vec<u8>, ConvertError> {
     let bad = |m: String| ConvertError::Torch(format!("entry {name}: {m}"));
     let mut entry = zip.by_name(name).map_err(|e| bad(e.to_string()))?;
-    let mut bytes = Vec::with_capacity(entry.size().min(1 << 32) as usize);
+    // The size is the archive's word for it: reserve no more than a storage of the released models.
+    let mut bytes = Vec::with_capacity(entry.size().min(1 << 28) as usize);
     entry.read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
     Ok(bytes)
 }
@@ -106,6 +107,11 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
             return Err(bad(format!("its storage {} holds {} bytes, not the {} elements the pickle says", storage.key, bytes.len(), storage.numel)));
         }
         let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("its size overflows".into()))?;
+        // A view of a state dict never repeats elements (a broadcast one
+        // could ask for more memory than the file has).
+        if numel > storage.numel {
+            return Err(bad(format!("its view has {numel} elements, more than its storage's {}", storage.numel)));
+        }
         // The last element the view reaches must lie in the storage.
         if numel > 0 {
             tensor

@@ -120,6 +120,14 @@ const large = path.join(dir, 'large');
 const shapeFile = path.join(root, 'src/cli/released_shape.json');
 execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
 execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', large]);
+// The same weights as the release's checkpoint format, when Python is here to write it.
+const checkpoint = path.join(dir, 'final_model.pt');
+let python = true;
+try {
+  execFileSync('python3', [path.join(root, 'tests/fixtures/write_pt.py'), '--f32', path.join(dir, 'dense/model.safetensors'), checkpoint]);
+} catch {
+  python = false;
+}
 fs.rmSync(path.join(dir, 'dense'), { recursive: true });
 const largeServer = await serveStatic(large, { cors: true });
 const loads = [];
@@ -155,6 +163,20 @@ const rss = (type) =>
   Math.max(...execFileSync('ps', ['-eo', 'rss,args']).toString().split('\n').filter((l) => l.includes(`--type=${type}`)).map((l) => Number(l.trim().split(' ')[0]) / 1024));
 const memory = { renderer: rss('renderer'), gpu: rss('gpu-process') };
 
+// The checkpoint picked in a fresh tab, converted as it is read.
+let pt = null;
+if (python) {
+  await page.close();
+  const fresh = await browser.newPage();
+  await fresh.goto(server.url);
+  await fresh.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+  const before = rss('renderer');
+  const t0 = Date.now();
+  await fresh.getByTestId('model-files').setInputFiles([shapeFile, checkpoint, path.join(root, 'tests/tokenizer/encoder.json'), path.join(root, 'tests/tokenizer/vocab.bpe')]);
+  await fresh.locator('[data-testid=model-status][data-source*="final_model.pt"]').waitFor({ timeout: 600_000 });
+  pt = { ms: Date.now() - t0, bytes: fs.statSync(checkpoint).size, before, after: rss('renderer') };
+}
+
 await browser.close();
 server.close();
 largeServer.close();
@@ -168,6 +190,10 @@ console.log(`| Released 0.4B shape, converted (${(fs.statSync(path.join(large, '
 console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the first layer on the page | ${ms(median(largeRuns.map((r) => r.first)))} |`);
 console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the last layer and the predictions | ${ms(median(largeRuns.map((r) => r.last)))} |`);
 console.log(`| Released 0.4B shape: renderer / GPU process resident memory after the runs | ${memory.renderer.toFixed(0)} MB / ${memory.gpu.toFixed(0)} MB |`);
+if (pt) {
+  console.log(`| Released 0.4B shape as a ${(pt.bytes / 1e6).toFixed(1)} MB PyTorch checkpoint, picked: to converted and loaded (one run) | ${ms(pt.ms)} |`);
+  console.log(`| The tab's renderer resident memory before / after converting it | ${pt.before.toFixed(0)} MB / ${pt.after.toFixed(0)} MB |`);
+}
 for (const [what, list] of Object.entries(frames)) {
   const label = `Canvas, ${edges} edges and ${nodes} nodes, ${what} frame`;
   console.log(`| ${label}: event to pixels | ${ms(median(list.map((f) => f.total)))} |`);
