@@ -23,7 +23,9 @@ impl<R: Read + Seek> TorchFile<R> {
     /// asks for more than tensors and plain containers).
     pub fn open(reader: R) -> Result<TorchFile<R>, ConvertError> {
         let bad = |m: String| ConvertError::Torch(m);
-        let mut zip = ZipArchive::new(reader).map_err(|e| bad(format!("not a zip archive ({e})")))?;
+        let mut zip = ZipArchive::new(reader).map_err(|e| {
+            bad(format!("not a zip archive ({e}); torch.save writes one since torch 1.6, so an older file must be saved again"))
+        })?;
         let pickles: Vec<String> = zip.file_names().filter(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1).map(String::from).collect();
         let [pickle_name] = &pickles[..] else {
             return Err(bad(format!("a checkpoint holds one <name>/data.pkl; this archive holds {}", pickles.len())));

@@ -280,7 +280,7 @@ impl Model {
         let views = tensors.iter().map(|(name, dtype, shape, data)| {
             (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
         });
-        safetensors::serialize(views, Some(metadata)).expect("tensors serialize")
+        sorted_header(safetensors::serialize(views, Some(metadata)).expect("tensors serialize"))
     }
 
     /// Every parameter dense, as `(PyTorch name, shape, row-major values)`.
@@ -347,6 +347,21 @@ impl safetensors::View for DenseView<'_> {
     fn data_len(&self) -> usize {
         4 * self.shape().iter().product::<usize>()
     }
+}
+
+/// The file with its header's keys in sorted order. safetensors writes the
+/// metadata in hash-map order, which changes from run to run; one model must
+/// give one file, byte for byte. Keys and values stay as they are, so the
+/// header keeps its length.
+fn sorted_header(mut file: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(file[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + n]).expect("safetensors wrote JSON");
+    let mut sorted = serde_json::to_vec(&header).expect("JSON serializes");
+    if sorted.len() <= n {
+        sorted.resize(n, b' '); // the format's padding
+        file[8..8 + n].copy_from_slice(&sorted);
+    }
+    file
 }
 
 /// One stored parameter: a sparse matrix, or dense values with their shape.
