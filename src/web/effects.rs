@@ -17,6 +17,12 @@ use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
 const GPU_BATCH: usize = 64;
 const CPU_CHUNK: usize = 16;
 const PROBE: usize = 8;
+/// A node slower than this per ablation on the GPU is a large model: the
+/// CPU is probed with one node only, since the CPU blocks the page.
+const LARGE_MODEL_MS: f64 = 20.0;
+/// Measurements estimated to take longer are not started unasked: at the
+/// released scale, every node of a long prompt would take hours.
+pub const BUDGET_MS: f64 = 120_000.0;
 
 pub use crate::circuits::Ranking;
 
@@ -27,13 +33,21 @@ pub struct Effects {
     pub values: Vec<(Node, f32)>,
 }
 
+/// How a measurement ended.
+pub enum Measured {
+    Done(Effects),
+    /// Probed, and estimated past the budget: `seconds` for `nodes` nodes.
+    OverBudget { seconds: f64, nodes: usize },
+}
+
 /// Measures the effect of every candidate node on `objective`: the clean
 /// objective minus the objective with the node zero-ablated everywhere.
 /// With a GPU, a first small chunk is timed on each backend and the rest
 /// runs on the faster one (a software adapter is slower than the CPU
-/// reference for models this small). `progress(done, total)` after every
-/// chunk; gives up (`None`) as soon as `still_wanted` says the result is no
-/// longer needed.
+/// reference for models this small). Once both are probed, a measurement
+/// estimated past `budget_ms` (when given) stops there. `progress(done,
+/// total)` after every chunk; gives up (`None`) as soon as `still_wanted`
+/// says the result is no longer needed.
 #[allow(clippy::too_many_arguments)]
 pub async fn measure(
     shared: SharedEngine,
@@ -43,9 +57,10 @@ pub async fn measure(
     clean: &Tensor,
     recording: &Recording,
     objective: Objective,
+    budget_ms: Option<f64>,
     progress: &dyn Fn(usize, usize),
     still_wanted: &dyn Fn() -> bool,
-) -> Result<Option<Effects>, String> {
+) -> Result<Option<Measured>, String> {
     let nodes = candidates(recording, objective.position);
     let clean = objective.of(clean);
     let mut values = Vec::with_capacity(nodes.len());
@@ -58,10 +73,18 @@ pub async fn measure(
             return Ok(None);
         }
         let has_gpu = matches!(backend.get_untracked(), Backend::Gpu(_));
+        let probed = if has_gpu { gpu_ms.is_some() && cpu_ms.is_some() } else { cpu_ms.is_some() };
+        let best = [gpu_ms, cpu_ms].into_iter().flatten().fold(f64::INFINITY, f64::min);
+        let estimate = best * (nodes.len() - values.len()) as f64;
+        if budget_ms.is_some_and(|budget| probed && estimate > budget) {
+            return Ok(Some(Measured::OverBudget { seconds: estimate / 1000.0, nodes: nodes.len() }));
+        }
+        // Probes are one node where a node may take seconds.
         let (on_gpu, size) = match (has_gpu, gpu_ms, cpu_ms) {
+            (false, _, None) => (false, 1),
             (false, ..) => (false, CPU_CHUNK),
-            (true, None, _) => (true, PROBE),
-            (true, Some(_), None) => (false, PROBE),
+            (true, None, _) => (true, 1),
+            (true, Some(g), None) => (false, if g < LARGE_MODEL_MS { PROBE } else { 1 }),
             (true, Some(g), Some(c)) if g <= c => (true, GPU_BATCH),
             (true, Some(_), Some(_)) => (false, CPU_CHUNK),
         };
@@ -80,7 +103,7 @@ pub async fn measure(
         values.extend(chunk.iter().zip(ablated).map(|(node, ablated)| (*node, clean - ablated)));
     }
     progress(values.len(), nodes.len());
-    Ok(Some(Effects { objective, values }))
+    Ok(Some(Measured::Done(Effects { objective, values })))
 }
 
 /// Rank by effect or activation; the output effects are measured on: a
@@ -95,6 +118,10 @@ pub fn RankingControls(
     tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
     progress: RwSignal<Option<(usize, usize)>>,
     effects: RwSignal<Option<Arc<Effects>>>,
+    /// Why the ranking is by activation when effects were too slow to measure.
+    note: RwSignal<Option<String>>,
+    /// Whether effects are measured within [`BUDGET_MS`] (until asked for anyway).
+    budgeted: RwSignal<bool>,
 ) -> impl IntoView {
     // What the effects shown were measured on, e.g. `58-12@28`, for tests to wait on.
     let measured = move || {
@@ -130,7 +157,11 @@ pub fn RankingControls(
                 <select
                     data-testid="rank-by"
                     on:change=move |ev| {
-                        ranking.set(if event_target_value(&ev) == "activation" { Ranking::Activation } else { Ranking::Effect })
+                        let by_effect = event_target_value(&ev) != "activation";
+                        // Asked for again after a note that it would be slow: measure anyway.
+                        budgeted.set(!(by_effect && note.get_untracked().is_some()));
+                        note.set(None);
+                        ranking.set(if by_effect { Ranking::Effect } else { Ranking::Activation })
                     }
                 >
                     <option value="effect" selected=move || ranking.get() == Ranking::Effect>
@@ -156,6 +187,7 @@ pub fn RankingControls(
                     </select>
                 </label>
             </span>
+            {move || note.get().map(|text| view! { <span class="hint" data-testid="ranking-note">{text}</span> })}
             {move || {
                 progress.get().map(|(done, total)| {
                     view! {

@@ -29,7 +29,7 @@ use components::{
     files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm,
     TokenStrip,
 };
-use effects::{Effects, ObjectiveChange, Ranking, RankingControls};
+use effects::{Effects, Measured, ObjectiveChange, Ranking, RankingControls};
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
 use export::ExportBar;
@@ -144,6 +144,14 @@ fn App() -> impl IntoView {
     let contrast = RwSignal::new(None::<u32>);
     let effects = RwSignal::new(None::<Arc<Effects>>);
     let measuring = RwSignal::new(None::<(usize, usize)>);
+    let ranking_note = RwSignal::new(None::<String>);
+    let budgeted = RwSignal::new(true);
+    // A new model is measured within the budget again.
+    Effect::new(move |_| {
+        model.track();
+        budgeted.set(true);
+        ranking_note.set(None);
+    });
     let objective = Memo::new(move |_| {
         let rows = clean_logits.with(|l| l.as_ref().map(|l| l.rows))?;
         let target = target.get().or_else(|| clean_top.with(|p| p.first().map(|p| p.token)))?;
@@ -193,15 +201,33 @@ fn App() -> impl IntoView {
                     measuring.set(Some((done, total)));
                 }
             };
-            let result =
-                effects::measure(engine.get_value(), backend, &model, &tokens, &clean, &sites, wanted, &progress, &still_wanted)
-                    .await;
+            let budget = budgeted.get_untracked().then_some(effects::BUDGET_MS);
+            let result = effects::measure(
+                engine.get_value(),
+                backend,
+                &model,
+                &tokens,
+                &clean,
+                &sites,
+                wanted,
+                budget,
+                &progress,
+                &still_wanted,
+            )
+            .await;
             if !still_wanted() {
                 return;
             }
             measuring.set(None);
             match result {
-                Ok(Some(measured)) => effects.set(Some(Arc::new(measured))),
+                Ok(Some(Measured::Done(measured))) => effects.set(Some(Arc::new(measured))),
+                Ok(Some(Measured::OverBudget { seconds, nodes })) => {
+                    ranking_note.set(Some(format!(
+                        "Ranked by activation: measuring the effect of all {nodes} nodes would take about {} here. Choose \"measured effect\" to measure anyway.",
+                        duration(seconds)
+                    )));
+                    ranking.set(Ranking::Activation);
+                }
                 Ok(None) => {}
                 Err(message) => error.set(Some(message)),
             }
@@ -689,6 +715,8 @@ fn App() -> impl IntoView {
                 tokenizer=tokenizer
                 progress=measuring
                 effects=effects
+                note=ranking_note
+                budgeted=budgeted
             />
             <CircuitCanvas
                 graph=graph.into()
@@ -836,4 +864,13 @@ async fn forward_anywhere(
         }
     }
     Ok((logits, sites))
+}
+
+/// A rough duration for people: "40 s", "12 min", "3.5 h".
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
