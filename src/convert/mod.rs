@@ -11,11 +11,9 @@ mod torch;
 
 use std::collections::HashSet;
 
-use safetensors::tensor::TensorView;
-use safetensors::Dtype;
 use thiserror::Error;
 
-use crate::model::{Config, Model, ModelError};
+use crate::model::{CompactFile, Config, Model, ModelError};
 
 pub use partial::{NotLoaded, PartialFile};
 pub use safetensors_file::SafetensorsFile;
@@ -187,10 +185,8 @@ pub struct Converter {
     config: Config,
     /// Every tensor name of the checkpoint.
     names: Vec<String>,
-    /// Tensors as they go into the staging file: name, dtype, shape, bytes.
-    staged: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
-    /// Shapes of the tensors staged by their nonzeros.
-    metadata: std::collections::HashMap<String, String>,
+    /// The tensors read so far, as the model's loader reads them.
+    staged: CompactFile,
     dropped: Vec<Dropped>,
     /// wte and lm_head, kept when the config ties them: they must be equal.
     tied: [Option<Vec<f32>>; 2],
@@ -204,8 +200,7 @@ impl Converter {
             config_json: config_json.to_string(),
             config,
             names,
-            staged: Vec::new(),
-            metadata: Default::default(),
+            staged: CompactFile::default(),
             dropped: Vec::new(),
             tied: [None, None],
         })
@@ -238,20 +233,15 @@ impl Converter {
         if tensor.shape.len() == 2 && 2 * nnz < numel && u32::try_from(numel).is_ok() {
             let (index, values): (Vec<u32>, Vec<f32>) =
                 tensor.values.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, &v)| (i as u32, v)).unzip();
-            self.metadata.insert(canonical.to_string(), format!("{:?}", tensor.shape));
-            self.staged.push((format!("{canonical}.nz_index"), Dtype::U32, vec![nnz], bytemuck::cast_slice(&index).to_vec()));
-            self.staged.push((format!("{canonical}.nz_value"), Dtype::F32, vec![nnz], bytemuck::cast_slice(&values).to_vec()));
+            self.staged.nonzeros(canonical, &tensor.shape, &index, &values);
         } else {
-            self.staged.push((canonical.to_string(), Dtype::F32, tensor.shape, bytemuck::cast_slice(&tensor.values).to_vec()));
+            self.staged.dense(canonical, tensor.shape, &tensor.values);
         }
     }
 
     /// The model from the staged tensors, checked against the config.
     pub fn finish(self) -> Result<Converted, ConvertError> {
-        let views = self.staged.iter().map(|(name, dtype, shape, data)| {
-            (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
-        });
-        let staging = safetensors::serialize(views, Some(self.metadata)).map_err(|e| ConvertError::Safetensors(e.to_string()))?;
+        let staging = self.staged.to_bytes();
         // The model's own checks name the tensor at fault; the file they name is the staging file.
         let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
         let model = Model::from_bytes(&self.config_json, &staging).map_err(fit)?;

@@ -44,8 +44,12 @@ impl<R: Read + Seek> TorchFile<R> {
 
     /// The size in bytes of tensor `name`'s storage, which reading it reads.
     pub fn storage_bytes(&self, name: &str) -> Option<u64> {
-        let (_, tensor) = self.tensors.iter().find(|(n, _)| n == name)?;
+        let tensor = self.tensor(name)?;
         Some(tensor.storage.numel as u64 * tensor.storage.dtype.size() as u64)
+    }
+
+    fn tensor(&self, name: &str) -> Option<&TensorRef> {
+        self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 }
 
@@ -93,7 +97,7 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
     }
 
     fn read(&mut self, name: &str) -> Result<DenseTensor, ConvertError> {
-        let tensor = self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t.clone()).ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
+        let tensor = self.tensor(name).cloned().ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
         let bad = |m: String| ConvertError::Torch(format!("tensor `{name}`: {m}"));
         let storage = &tensor.storage;
         let float = match storage.dtype {

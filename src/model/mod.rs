@@ -29,3 +29,4 @@ pub use tokenizer::Tokenizer;
 pub use tokenizer_train::TokenizerFiles;
 pub use tokens::{check_tokens, parse_token_list};
 pub use weights::{activations_safetensors, f32_safetensors, Layer, Linear, Model, Norm, WeightStats};
+pub(crate) use weights::CompactFile;

@@ -261,26 +261,19 @@ impl Model {
     /// embeddings by their nonzeros (8 bytes each), vectors and the bigram
     /// table dense (see the module's documentation).
     pub fn to_compact_safetensors(&self) -> Vec<u8> {
-        let mut metadata = HashMap::new();
-        let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut file = CompactFile::default();
         for (name, param) in self.parameters() {
             match param {
                 Param::Sparse(m) => {
-                    metadata.insert(name.clone(), format!("[{}, {}]", m.rows, m.cols));
                     let index: Vec<u32> = (0..m.rows)
                         .flat_map(|r| m.row(r).0.iter().map(move |&c| (r * m.cols) as u32 + c))
                         .collect();
-                    let nnz = m.nnz();
-                    tensors.push((format!("{name}{NZ_INDEX}"), Dtype::U32, vec![nnz], bytemuck::cast_slice(&index).to_vec()));
-                    tensors.push((format!("{name}{NZ_VALUE}"), Dtype::F32, vec![nnz], bytemuck::cast_slice(&m.values).to_vec()));
+                    file.nonzeros(&name, &[m.rows, m.cols], &index, &m.values);
                 }
-                Param::Dense(shape, values) => tensors.push((name, Dtype::F32, shape, bytemuck::cast_slice(values).to_vec())),
+                Param::Dense(shape, values) => file.dense(&name, shape, values),
             }
         }
-        let views = tensors.iter().map(|(name, dtype, shape, data)| {
-            (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
-        });
-        sorted_header(safetensors::serialize(views, Some(metadata)).expect("tensors serialize"))
+        file.to_bytes()
     }
 
     /// Every parameter dense, as `(PyTorch name, shape, row-major values)`.
@@ -346,6 +339,38 @@ impl safetensors::View for DenseView<'_> {
 
     fn data_len(&self) -> usize {
         4 * self.shape().iter().product::<usize>()
+    }
+}
+
+/// A safetensors file in the making, in the form [`Model::from_bytes`]
+/// reads: each tensor f32 dense, or by its nonzeros (see the module's
+/// documentation).
+#[derive(Default)]
+pub(crate) struct CompactFile {
+    /// Name, dtype, shape, little-endian bytes.
+    tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)>,
+    /// The shapes of the tensors stored by their nonzeros.
+    metadata: HashMap<String, String>,
+}
+
+impl CompactFile {
+    pub(crate) fn dense(&mut self, name: &str, shape: Vec<usize>, values: &[f32]) {
+        self.tensors.push((name.to_string(), Dtype::F32, shape, bytemuck::cast_slice(values).to_vec()));
+    }
+
+    /// Tensor `name` of `shape` by its nonzeros: `values` at the ascending
+    /// row-major positions `index`.
+    pub(crate) fn nonzeros(&mut self, name: &str, shape: &[usize], index: &[u32], values: &[f32]) {
+        self.metadata.insert(name.to_string(), format!("{shape:?}"));
+        self.tensors.push((format!("{name}{NZ_INDEX}"), Dtype::U32, vec![index.len()], bytemuck::cast_slice(index).to_vec()));
+        self.tensors.push((format!("{name}{NZ_VALUE}"), Dtype::F32, vec![values.len()], bytemuck::cast_slice(values).to_vec()));
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let views = self.tensors.iter().map(|(name, dtype, shape, data)| {
+            (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
+        });
+        sorted_header(safetensors::serialize(views, Some(self.metadata.clone())).expect("tensors serialize"))
     }
 }
 

@@ -201,9 +201,10 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         Ok::<_, String>(body)
     };
     let config_text = text(&read(config).await?, &config.name())?;
-    let model = match weights.name().ends_with(".safetensors") {
-        true => Model::from_bytes(&config_text, &read(weights).await?).map_err(|e| e.to_string())?,
-        false => convert_checkpoint(weights, &config_text, progress).await?,
+    // A checkpoint is read by slices, once over, outside `read`.
+    let (model, checkpoint_bytes) = match weights.name().ends_with(".safetensors") {
+        true => (Model::from_bytes(&config_text, &read(weights).await?).map_err(|e| e.to_string())?, 0),
+        false => (convert_checkpoint(weights, &config_text, progress).await?, weights.size() as u64),
     };
     let tokenizer_files = match (encoder, vocab) {
         (Some(e), Some(v)) => Some((read(e).await?, read(v).await?)),
@@ -219,8 +220,6 @@ pub async fn read_files(files: Vec<web_sys::File>, progress: &dyn Fn(LoadProgres
         None => None,
     };
     let names: Vec<String> = files.iter().map(|f| f.name()).collect();
-    // A checkpoint is read by slices, once over.
-    let checkpoint_bytes = if weights.name().ends_with(".safetensors") { 0 } else { weights.size() as u64 };
     build(model, tokenizer_files, samples, tasks, names.join(", "), bytes + checkpoint_bytes)
 }
 
