@@ -477,8 +477,9 @@ fn tokenize_prints_the_reference_ids() {
 }
 
 /// `convert` turns a torch-written checkpoint into a folder `forward` runs
-/// to the reference logits, and reports sizes; a hostile pickle is an error
-/// and writes nothing.
+/// to the reference logits, and reports sizes; a dense safetensors file with
+/// the tokenizer becomes a folder that runs prompts; a tokenizer too large
+/// for the model, or a hostile pickle, is an error and writes nothing.
 #[test]
 fn convert_writes_a_folder_that_runs_and_refuses_hostile_pickles() {
     let case = case_dir();
@@ -486,22 +487,36 @@ fn convert_writes_a_folder_that_runs_and_refuses_hostile_pickles() {
     let folder = out.path().join("converted");
     let pt = case.join("model.pt");
     let tokenizer = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
-    let run = circuitscope(&["convert", "--in", pt.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--out", folder.to_str().unwrap()]);
+    let e = expect_failure_with(&["convert", "--in", pt.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--out", folder.to_str().unwrap()]);
+    assert!(e.contains("2048 ids but the model's vocab_size is 97") && !folder.exists(), "{e}");
+    let run = circuitscope(&["convert", "--in", pt.to_str().unwrap(), "--out", folder.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(stdout.contains("% of dense f32") && stdout.contains("nonzero weights"), "{stdout}");
-    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe"] {
-        assert!(folder.join(name).exists(), "{name}");
-    }
     let forward = circuitscope(&["forward", "--model", folder.to_str().unwrap(), "--tokens", &tokens_arg(&case), "--json"]);
     let original = circuitscope(&["forward", "--model", case.to_str().unwrap(), "--tokens", &tokens_arg(&case), "--json"]);
     assert!(forward.status.success());
-    // The same predictions and logits; the converted folder also has the tokenizer's text.
+    // The same predictions and logits.
     let top = |out: &[u8]| -> Vec<(u64, String)> {
         let json: serde_json::Value = serde_json::from_slice(out).unwrap();
         json["predictions"].as_array().unwrap().iter().map(|p| (p["token"].as_u64().unwrap(), p["logit"].to_string())).collect()
     };
     assert_eq!(top(&forward.stdout), top(&original.stdout));
+
+    // A dense model of the tokenizer's vocabulary, converted with it.
+    let shape = out.path().join("shape.json");
+    std::fs::write(&shape, r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 2048, "block_size": 16}"#).unwrap();
+    let dense = out.path().join("dense");
+    assert!(circuitscope(&["synthetic", "--config", shape.to_str().unwrap(), "--out", dense.to_str().unwrap()]).status.success());
+    let with_tokenizer = out.path().join("with_tokenizer");
+    let input = dense.join("model.safetensors");
+    let run = circuitscope(&["convert", "--in", input.to_str().unwrap(), "--tokenizer", tokenizer.to_str().unwrap(), "--out", with_tokenizer.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    for name in ["config.json", "model.safetensors", "encoder.json", "vocab.bpe"] {
+        assert!(with_tokenizer.join(name).exists(), "{name}");
+    }
+    let run = circuitscope(&["forward", "--model", with_tokenizer.to_str().unwrap(), "--prompt", "x = 'a'", "--json"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
 
     let hostile = out.path().join("hostile.pt");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&hostile).unwrap());
@@ -532,4 +547,98 @@ fn a_closed_output_pipe_is_not_a_panic() {
     let output = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// NaN and infinite weights are refused with the tensor's name (a forward
+/// pass over them printed NaN probabilities and exited 0).
+#[test]
+fn non_finite_weights_are_refused_by_name() {
+    for (what, bad) in [("NaN", f32::NAN), ("inf", f32::INFINITY), ("-inf", f32::NEG_INFINITY)] {
+        let bytes = edited_weights(|tensors| {
+            let t = tensors.iter_mut().find(|t| t.0 == "transformer.h.1.ln_2.weight").unwrap();
+            t.3[4..8].copy_from_slice(&bad.to_le_bytes());
+        });
+        let e = expect_failure(model_with(&bytes).path(), "1,2");
+        assert!(e.contains("transformer.h.1.ln_2.weight") && e.contains(&format!("holds {what} at entry 1")), "{e}");
+    }
+}
+
+/// Bytes after a file's tensor data are named as such, not as a truncation.
+#[test]
+fn trailing_bytes_are_named() {
+    let mut bytes = std::fs::read(case_dir().join("model.safetensors")).unwrap();
+    bytes.extend_from_slice(b"junk");
+    let e = expect_failure(model_with(&bytes).path(), "1,2");
+    assert!(e.contains("4 bytes follow the end of its tensor data") && !e.contains("truncated"), "{e}");
+}
+
+/// A config whose dimensions promise far more memory than its file can hold
+/// is refused before anything is allocated: a few KB of compact tensors, all
+/// empty, under a config of d_model 2^24 or a 2^24-token bigram table.
+#[test]
+fn a_config_that_promises_more_than_its_file_holds_is_refused() {
+    for (config, needs) in [
+        (r#"{"n_layer": 1, "d_model": 16777216, "n_head": 1, "d_head": 8, "d_mlp": 8, "vocab_size": 8, "block_size": 8}"#, "d_model"),
+        (r#"{"n_layer": 1, "d_model": 8, "n_head": 1, "d_head": 8, "d_mlp": 8, "vocab_size": 16777216, "block_size": 8, "enable_bigram_table": true}"#, "bigram"),
+    ] {
+        let params = circuitscope::model::Config::from_json(config).unwrap().parameters();
+        let (index, value): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+        let views = params.iter().flat_map(|p| {
+            [
+                (format!("{}.nz_index", p.name), TensorView::new(Dtype::U32, vec![0], &index).unwrap()),
+                (format!("{}.nz_value", p.name), TensorView::new(Dtype::F32, vec![0], &value).unwrap()),
+            ]
+        });
+        let metadata = params.iter().map(|p| (p.name.clone(), format!("{:?}", p.shape))).collect();
+        let bytes = safetensors::serialize(views, Some(metadata)).unwrap();
+        assert!(bytes.len() < 8_000, "{needs}: {} bytes", bytes.len());
+        let dir = model_with(&bytes);
+        std::fs::write(dir.path().join("config.json"), config).unwrap();
+        let e = expect_failure(dir.path(), "1,2");
+        assert!(e.contains("config.json: its dimensions need") && e.contains("the config does not belong to this file"), "{needs}: {e}");
+    }
+}
+
+/// A model folder whose tokenizer has more ids than the model's vocabulary is
+/// named at load (eval indexed the logits with an answer token past them).
+#[test]
+fn a_tokenizer_larger_than_the_model_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let shape = dir.path().join("shape.json");
+    std::fs::write(&shape, r#"{"n_layer": 1, "d_model": 16, "n_head": 2, "d_head": 8, "d_mlp": 32, "vocab_size": 100, "block_size": 64}"#).unwrap();
+    let out = dir.path().join("model");
+    let out_s = out.to_str().unwrap();
+    assert!(circuitscope(&["synthetic", "--config", shape.to_str().unwrap(), "--out", out_s]).status.success());
+    for name in ["encoder.json", "vocab.bpe"] {
+        std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer").join(name), out.join(name)).unwrap();
+    }
+    for args in [
+        vec!["eval", "--model", out_s, "--examples", "2"],
+        vec!["forward", "--model", out_s, "--prompt", "x = 1"],
+        vec!["circuit-eval", "--model", out_s, "--circuit", "none.json"],
+    ] {
+        let e = expect_failure_with(&args);
+        assert!(e.contains("tokenizer: it has 2048 ids but the model's vocab_size is 100"), "{args:?}: {e}");
+    }
+}
+
+/// A write that fails part-way leaves nothing: `convert` into a folder whose
+/// `model.safetensors` cannot be written leaves no `config.json` either.
+#[test]
+fn a_failed_write_leaves_no_partial_output() {
+    let case = case_dir();
+    let out = tempfile::tempdir().unwrap();
+    let folder = out.path().join("converted");
+    std::fs::create_dir_all(folder.join("model.safetensors")).unwrap(); // a folder where the file goes
+    let pt = case.join("model.pt");
+    let e = expect_failure_with(&["convert", "--in", pt.to_str().unwrap(), "--out", folder.to_str().unwrap()]);
+    assert!(e.contains("model.safetensors"), "{e}");
+    let left: Vec<_> = std::fs::read_dir(&folder).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, ["model.safetensors"], "only the folder that was there");
+
+    let tokenizer_out = out.path().join("tokenizer");
+    std::fs::create_dir_all(tokenizer_out.join("vocab.bpe")).unwrap();
+    let e = expect_failure_with(&["tokenizer", "--vocab", "300", "--corpus-bytes", "20000", "--out", tokenizer_out.to_str().unwrap()]);
+    assert!(e.contains("vocab.bpe"), "{e}");
+    assert!(!tokenizer_out.join("encoder.json").exists());
 }

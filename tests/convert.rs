@@ -203,9 +203,17 @@ fn hostile_pickles_are_refused_by_name() {
 #[test]
 fn broken_checkpoints_are_named() {
     let config = std::fs::read_to_string(common::golden_dir().join("gpt2_ln_gelu/config.json")).unwrap();
-    let error = |bytes: Vec<u8>| match torch_bytes(bytes, &config) {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("accepted"),
+    // Read as a converter would, tensor by tensor (a conversion refuses a
+    // file that lacks the config's tensors before it reads any).
+    let error = |bytes: Vec<u8>| {
+        let read = |bytes: Vec<u8>| -> Result<(), ConvertError> {
+            let mut file = TorchFile::open(Cursor::new(bytes))?;
+            file.names().iter().try_for_each(|name| file.read(name).map(drop))
+        };
+        match read(bytes.clone()).and_then(|()| torch_bytes(bytes, &config).map(drop)) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted"),
+        }
     };
     let storage: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
     // A view reaching past its storage: [3, 4] at offset 1 in 12 elements.
@@ -234,7 +242,7 @@ fn broken_checkpoints_are_named() {
     assert!(message.contains("holds 0"), "{message}");
     // A good tensor under a name the config does not have: the model's own tensors are missing.
     let message = error(torch_zip(&one_tensor_pickle("w", 12, 0, &[3, 4], &[4, 1]), &[("0", &storage)]));
-    assert!(message.contains("does not fit its config: tensor `") && message.contains("is missing"), "{message}");
+    assert!(message.contains("does not fit its config: tensor `transformer.wte.weight` is missing"), "{message}");
 }
 
 /// A config that says the unembedding is tied, over a checkpoint whose
@@ -286,4 +294,183 @@ fn a_released_shape_model_compacts_below_two_percent() {
         converted.compact.len()
     );
     assert_eq!(converted.model.weights_sha256(), model.weights_sha256());
+}
+
+/// A state dict pickled as torch does (protocol 2), every tensor a view of
+/// storage "0" (f32, `numel` elements): `(name, offset, shape)`, row-major.
+fn views_pickle(numel: u32, views: &[(&str, u32, &[u32])]) -> Vec<u8> {
+    let int = |p: &mut Vec<u8>, v: u32| {
+        p.push(b'J');
+        p.extend(v.to_le_bytes());
+    };
+    let mut p = b"\x80\x02ccollections\nOrderedDict\nq\x00)Rq\x01(".to_vec();
+    for (name, offset, shape) in views {
+        p.push(b'X');
+        p.extend((name.len() as u32).to_le_bytes());
+        p.extend(name.as_bytes());
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu");
+        int(&mut p, numel);
+        p.extend(b"tQ");
+        int(&mut p, *offset);
+        p.push(b'(');
+        shape.iter().for_each(|&d| int(&mut p, d));
+        p.extend(b"t(");
+        let mut strides = vec![1u32; shape.len()];
+        for k in (0..shape.len().saturating_sub(1)).rev() {
+            strides[k] = strides[k + 1] * shape[k + 1];
+        }
+        strides.iter().for_each(|&s| int(&mut p, s));
+        p.extend(b"t\x89ccollections\nOrderedDict\n)RtR");
+    }
+    p.extend(b"u.");
+    p
+}
+
+fn refused_checkpoint(bytes: Vec<u8>) -> String {
+    let config = std::fs::read_to_string(common::golden_dir().join("gpt2_ln_gelu/config.json")).unwrap();
+    match torch_bytes(bytes, &config) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+/// A pickle of a few MB can nest a value a million deep; dropping it must not
+/// overflow the stack (each test thread has 2 MB of it).
+#[test]
+fn values_nested_a_million_deep_are_refused_without_overflowing_the_stack() {
+    let depth = 1_000_000;
+    // ((((...)))): a tuple of a tuple of ... an empty list.
+    let mut tuples = b"\x80\x02]".to_vec();
+    tuples.extend(std::iter::repeat_n(0x85u8, depth));
+    tuples.push(b'.');
+    // [[[[...]]]]: a MARK per level, each LIST wraps what is above its mark.
+    let mut lists = b"\x80\x02".to_vec();
+    lists.extend(std::iter::repeat_n(b'(', depth));
+    lists.push(b']');
+    lists.extend(std::iter::repeat_n(b'l', depth));
+    lists.push(b'.');
+    // A dict nested in a dict: {"a": {"a": ...}}.
+    let mut dicts = b"\x80\x02}".to_vec();
+    for _ in 0..depth / 4 {
+        dicts.extend(b"X\x01\x00\x00\x00a\x01}");
+    }
+    dicts.extend(std::iter::repeat_n(b's', depth / 4));
+    dicts.push(b'.');
+    for (what, pickle) in [("tuples", tuples), ("lists", lists), ("dicts", dicts)] {
+        let message = refused_checkpoint(torch_zip(&pickle, &[]));
+        assert!(message.contains("no dict of tensors") || message.contains("pickle"), "{what}: {message}");
+    }
+}
+
+/// A tensor of a million dimensions of size 1 is refused by its count of
+/// dimensions, before anything walks them; so is one record of many
+/// dimensions that a state dict names 20,000 times (each name was a copy).
+#[test]
+fn tensors_with_more_dimensions_than_torch_allows_are_refused() {
+    let storage = 1.0f32.to_le_bytes();
+    let ones: Vec<u32> = vec![1; 1_000_000];
+    let message = refused_checkpoint(torch_zip(&views_pickle(1, &[("w", 0, &ones)]), &[("0", &storage)]));
+    assert!(message.contains("1000000 dimensions") && message.contains("at most 64"), "{message}");
+
+    // {"t0": record, "t1": memo[2], ...}: one memoised record of 100,000
+    // dimensions, named 20,000 times (each name was a deep copy: 32 GB).
+    let mut pickle = views_pickle(1, &[("t0", 0, &ones[..100_000])]);
+    pickle.truncate(pickle.len() - 2); // before SETITEMS and STOP, the record on top
+    pickle.extend(b"q\x02");
+    for i in 1..20_000 {
+        let name = format!("t{i}");
+        pickle.push(b'X');
+        pickle.extend((name.len() as u32).to_le_bytes());
+        pickle.extend(name.as_bytes());
+        pickle.extend(b"h\x02");
+    }
+    pickle.extend(b"u.");
+    let message = refused_checkpoint(torch_zip(&pickle, &[("0", &storage)]));
+    assert!(message.contains("100000 dimensions"), "{message}");
+}
+
+/// Two names that are one once the wrapper prefixes are removed, or one name
+/// twice, are refused by name (they reached the writer, which panicked).
+#[test]
+fn colliding_and_repeated_tensor_names_are_refused_by_name() {
+    let dir = common::golden_dir().join("gpt2_ln_gelu");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let mut tensors = Model::load_dir(&dir).unwrap().dense_tensors();
+    let (name, shape, values) = tensors[0].clone();
+    tensors.push((format!("_orig_mod.{name}"), shape, values));
+    let file = f32_safetensors(tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())));
+    let mut checkpoint = SafetensorsFile::open(Cursor::new(file)).unwrap();
+    let message = convert(&config, &mut checkpoint, &mut |_, _, _| {}).err().unwrap().to_string();
+    let either = [format!("tensors `{name}` and `_orig_mod.{name}`"), format!("tensors `_orig_mod.{name}` and `{name}`")];
+    assert!(either.iter().any(|m| message.contains(m)) && message.contains(&format!("are both `{name}`")), "{message}");
+
+    let storage: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let pickle = views_pickle(12, &[("w", 0, &[3, 4]), ("w", 0, &[12])]);
+    let message = refused_checkpoint(torch_zip(&pickle, &[("0", &storage)]));
+    assert!(message.contains("tensor `w` appears twice"), "{message}");
+}
+
+/// Tensors the config's model does not have are never read nor staged: a
+/// 36 MB file of thousands of tiny tensors with 10,000-character names (whose
+/// staging header passed the format's 100 MB limit, and panicked) converts,
+/// and 2,000 unused views of one 4 MB storage are not each read densely.
+#[test]
+fn tensors_the_model_does_not_have_are_left_unread() {
+    let dir = common::golden_dir().join("gpt2_ln_gelu");
+    let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+    let golden = Model::load_dir(&dir).unwrap();
+    let mut tensors = golden.dense_tensors();
+    let params = tensors.len();
+    let long = "x".repeat(10_000);
+    tensors.extend((0..3_600).map(|i| (format!("{i:05}{long}"), vec![1, 2], vec![0.0, 0.0])));
+    let file = f32_safetensors(tensors.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.as_slice())));
+    assert!(file.len() > 36_000_000);
+    let mut checkpoint = SafetensorsFile::open(Cursor::new(file)).unwrap();
+    let converted = convert(&config, &mut checkpoint, &mut |_, _, _| {}).unwrap();
+    assert_eq!(converted.model.weights_sha256(), golden.weights_sha256());
+    assert_eq!(converted.dropped.len(), 3_600);
+    assert!(converted.dropped.iter().all(|d| d.why == "not a parameter of this config's model"));
+    assert!(params > 10);
+
+    // 2,000 views of one 4 MB storage under names the model lacks: never read.
+    let numel = 1u32 << 20;
+    let names: Vec<String> = (0..2_000).map(|i| format!("v{i}")).collect();
+    let shape = [numel];
+    let views: Vec<(&str, u32, &[u32])> = names.iter().map(|n| (n.as_str(), 0, &shape[..])).collect();
+    let storage = vec![0u8; 4 << 20];
+    let message = refused_checkpoint(torch_zip(&views_pickle(numel, &views), &[("0", &storage)]));
+    assert!(message.contains("tensor `transformer.wte.weight` is missing"), "{message}");
+    let mut with_model: Vec<String> = golden.dense_tensors().into_iter().map(|(n, _, _)| n).collect();
+    with_model.extend(names);
+    let mut converter = circuitscope::convert::Converter::new(&config, &with_model).unwrap();
+    assert!(converter.wants("transformer.wte.weight") && !converter.wants("v17"));
+}
+
+/// Read by ranges, a checkpoint whose tensors are consecutive views of one
+/// storage converts like the whole file (a miss carried from one tensor to
+/// the next was taken for a read that loading cannot help).
+#[test]
+fn consecutive_views_of_one_storage_convert_by_ranges() {
+    let config = r#"{"n_layer": 1, "d_model": 2, "n_head": 1, "d_head": 2, "d_mlp": 2, "vocab_size": 3, "block_size": 2, "bias": false, "rms_norm": true}"#;
+    let params = Config::from_json(config).unwrap().parameters();
+    let mut offset = 0;
+    let mut views = Vec::new();
+    for p in &params {
+        if p.required {
+            let shape: Vec<u32> = p.shape.iter().map(|&d| d as u32).collect();
+            views.push((p.name.as_str(), offset, shape));
+            offset += p.shape.iter().product::<usize>() as u32;
+        }
+    }
+    let views: Vec<(&str, u32, &[u32])> = views.iter().map(|(n, o, s)| (*n, *o, s.as_slice())).collect();
+    assert!(views.len() >= 3);
+    let storage: Vec<u8> = (0..offset).flat_map(|i| (0.25 * (i + 1) as f32).to_le_bytes()).collect();
+    let bytes = torch_zip(&views_pickle(offset, &views), &[("0", &storage)]);
+    let whole = torch_bytes(bytes.clone(), config).unwrap();
+    for chunk in [64, 256, 1 << 20] {
+        let load = async |at: u64, count: u64| Ok(bytes[at as usize..(at + count) as usize].to_vec());
+        let ranged = pollster::block_on(convert_torch_by_ranges(config, bytes.len() as u64, chunk, load, &mut |_, _, _| {}))
+            .unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+        assert!(ranged.model == whole.model, "chunk {chunk}");
+    }
 }

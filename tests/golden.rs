@@ -119,4 +119,44 @@ fn bad_compact_tensors_are_errors_that_name_them() {
         t.get_mut(&index).unwrap().0 = Dtype::F32;
     }));
     assert!(message.contains(name) && message.contains("U32"), "{message}");
+    // A NaN among the nonzeros.
+    let message = error(edited_compact(&model, |t, _| {
+        t.get_mut(&format!("{name}.nz_value")).unwrap().2[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    }));
+    assert!(message.contains(name) && message.contains("holds NaN at entry 0"), "{message}");
+    // The same tensor dense as well: the compact copy silently won.
+    let message = error(edited_compact(&model, |t, _| {
+        let dense = model.dense_tensors().into_iter().find(|(n, _, _)| n == name).unwrap();
+        t.insert(name.into(), (Dtype::F32, dense.1, bytemuck::cast_slice(&dense.2).to_vec()));
+    }));
+    assert!(message.contains(name) && message.contains("stored both dense and by its nonzeros"), "{message}");
+}
+
+/// The config's list of parameters, which memory is checked by before a
+/// file is read, is the model's own, name by name and shape by shape.
+#[test]
+fn a_configs_parameters_are_its_models() {
+    for dir in golden_cases() {
+        let model = Model::load_dir(&dir).unwrap();
+        let spec: Vec<(String, Vec<usize>)> = model.config.parameters().into_iter().map(|p| (p.name, p.shape)).collect();
+        let stats: Vec<(String, Vec<usize>)> = model.weight_stats().into_iter().map(|s| (s.name, s.shape)).collect();
+        assert_eq!(spec, stats, "{}", dir.display());
+        // Sparse parameters are the ones the model keeps by their nonzeros.
+        let sparse: Vec<String> = model.config.parameters().into_iter().filter(|p| p.sparse).map(|p| p.name).collect();
+        assert!(sparse.iter().all(|n| n.ends_with("wte.weight") || n.ends_with("wpe.weight") || n == "lm_head.weight" || n.contains(".c_")));
+    }
+}
+
+/// Runs are refused when their activations would not fit in memory; the
+/// released 0.4B shape still runs its whole block of 1024 tokens.
+#[test]
+fn a_run_too_large_for_memory_is_refused_and_the_released_shape_fits() {
+    use circuitscope::model::{check_tokens, Config, ModelError, MAX_RUN_BYTES};
+    let released = Config::from_json(include_str!("../src/cli/released_shape.json")).unwrap();
+    assert!(released.run_bytes(released.block_size) < MAX_RUN_BYTES, "{}", released.run_bytes(released.block_size));
+    let wide = Config::from_json(r#"{"n_layer": 64, "d_model": 16384, "n_head": 64, "d_head": 256, "d_mlp": 65536, "vocab_size": 4096, "block_size": 4096}"#).unwrap();
+    let e = check_tokens(&wide, &vec![1; 1024]).unwrap_err();
+    assert!(matches!(e, ModelError::RunTooLarge { tokens: 1024, .. }), "{e}");
+    assert!(e.to_string().contains("give fewer tokens"), "{e}");
+    check_tokens(&wide, &[1]).unwrap();
 }

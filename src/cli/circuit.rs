@@ -96,9 +96,8 @@ struct Loaded {
 }
 
 fn load(dir: &Path) -> Result<Loaded, String> {
-    let model = Model::load_dir(dir).map_err(|e| e.to_string())?;
-    let tokenizer = Tokenizer::load_dir(dir)
-        .map_err(|e| e.to_string())?
+    let (model, tokenizer) = super::load_model_dir(dir)?;
+    let tokenizer = tokenizer
         .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", dir.display()))?;
     let means = sample_means(&model, Some(&tokenizer), &dir.join("samples.json"))?;
     Ok(Loaded { model, tokenizer, means })
@@ -155,7 +154,7 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
-    std::fs::write(&out, file.to_json()).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    super::write_file(&out, file.to_json().as_bytes())?;
     println!("{}: {} nodes, {} edges ({}, {} search examples), {:.0} s", task.name(), nodes.len(), file.edges.len(), file.method.name, search.len(), seconds);
     print_faithfulness(&file.faithfulness);
     println!("wrote {}", out.display());
@@ -308,7 +307,7 @@ pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
     let tours = Tours { tours };
     let json = serde_json::to_string_pretty(&tours).map_err(|e| e.to_string())? + "\n";
     // The file first: output piped to a reader that stops early must not lose it.
-    std::fs::write(&out, json).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    super::write_file(&out, json.as_bytes())?;
     for tour in &tours.tours {
         println!("{}: {} steps; {}", tour.task, tour.steps.len(), tour.steps.last().map_or("", |s| s.text.as_str()));
     }

@@ -9,7 +9,7 @@ use clap::Args;
 
 use super::write_folder;
 use crate::convert::{convert, Checkpoint, SafetensorsFile, TorchFile};
-use crate::model::{Tokenizer, TokenizerFiles};
+use crate::model::{check_tokenizer, Config, Tokenizer, TokenizerFiles};
 
 #[derive(Args)]
 pub struct ConvertArgs {
@@ -42,6 +42,11 @@ pub fn run(args: &ConvertArgs) -> Result<(), String> {
     };
     let config = String::from_utf8(read(&config_path)?).map_err(|_| format!("{} is not UTF-8 text", config_path.display()))?;
     let tokenizer = args.tokenizer.as_deref().map(tokenizer_files).transpose()?;
+    // A tokenizer with ids past the model's vocabulary belongs to another model.
+    if let (Some(files), Ok(model_config)) = (&tokenizer, Config::from_json(&config)) {
+        let ids = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
+        check_tokenizer(&model_config, &ids).map_err(|e| e.to_string())?;
+    }
 
     let file = std::fs::File::open(&args.input).map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
     let input_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::model::{Model, Tokenizer};
 use crate::tasks::{logit_diff, Score, Task};
 
 #[derive(Args)]
@@ -38,9 +37,8 @@ pub fn run(args: &EvalArgs) -> Result<(), String> {
             format!("unknown task {name:?}: the tasks are {}, or all", names.join(", "))
         })?],
     };
-    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
-    let tokenizer = Tokenizer::load_dir(&args.model)
-        .map_err(|e| e.to_string())?
+    let (model, tokenizer) = super::load_model_dir(&args.model)?;
+    let tokenizer = tokenizer
         .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", args.model.display()))?;
     // Per task: its examples, each one's logit(right) - logit(wrong), and their score.
     let mut rows = Vec::new();

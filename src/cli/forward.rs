@@ -40,8 +40,7 @@ pub struct ForwardArgs {
 }
 
 pub fn run(args: &ForwardArgs) -> Result<(), String> {
-    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
-    let tokenizer = Tokenizer::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let (model, tokenizer) = super::load_model_dir(&args.model)?;
     let tokens = match (&args.tokens, &args.prompt) {
         (Some(ids), _) => parse_token_list(ids).map_err(|e| e.to_string())?,
         (None, Some(prompt)) => match &tokenizer {
@@ -134,12 +133,5 @@ fn gpu_forward(_: &Model, _: &[u32], _: &[Intervention]) -> Result<(Tensor, Reco
 /// Writes `logits` and every recorded site as f32 safetensors, atomically:
 /// a failed write leaves no partial file at `path`.
 fn write_activations(path: &Path, logits: &Tensor, recording: &Recording) -> Result<(), String> {
-    let bytes = activations_safetensors(logits, recording);
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: {e}", path.display())
-        })
+    super::write_file(path, &activations_safetensors(logits, recording))
 }

@@ -18,6 +18,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::model::{check_tokenizer, Model, Tokenizer};
+
 #[derive(Parser)]
 #[command(name = "circuitscope", version, about = "Look inside weight-sparse transformers")]
 struct Cli {
@@ -98,12 +100,56 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Writes `files` (name, contents) into the folder `dir`, creating it.
+/// A model folder's model and its tokenizer (if it has one), checked to
+/// belong together.
+fn load_model_dir(dir: &Path) -> Result<(Model, Option<Tokenizer>), String> {
+    let model = Model::load_dir(dir).map_err(|e| e.to_string())?;
+    let tokenizer = Tokenizer::load_dir(dir).map_err(|e| e.to_string())?;
+    if let Some(tokenizer) = &tokenizer {
+        check_tokenizer(&model.config, tokenizer).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok((model, tokenizer))
+}
+
+/// Writes `bytes` to `path` whole or not at all: to a temporary name
+/// beside it, then renamed over it, so a failed write (a full disk, a
+/// missing folder) leaves no partial file and keeps what was there.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    write_folder_files(&[(path.to_path_buf(), bytes)])
+}
+
+/// Writes `files` (name, contents) into the folder `dir`, creating it, whole
+/// or not at all: every file goes to a temporary name first and is renamed
+/// only once all are written.
 fn write_folder(dir: &Path, files: &[(&str, &[u8])]) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let files: Vec<(PathBuf, &[u8])> = files.iter().map(|(name, bytes)| (dir.join(name), *bytes)).collect();
+    write_folder_files(&files)
+}
+
+/// The temporary name `path` is written under before it is renamed.
+fn partial_path(path: &Path) -> PathBuf {
+    let name = path.file_name().map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+fn write_folder_files(files: &[(PathBuf, &[u8])]) -> Result<(), String> {
+    // The one failure a rename meets that writing the temporary files does not.
+    if let Some((path, _)) = files.iter().find(|(path, _)| path.is_dir()) {
+        return Err(format!("cannot write {}: a folder of that name is in the way", path.display()));
     }
-    Ok(())
+    let written: Result<(), String> = files.iter().try_for_each(|(path, bytes)| {
+        std::fs::write(partial_path(path), bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    });
+    let renamed = written.and_then(|()| {
+        files.iter().try_for_each(|(path, _)| {
+            std::fs::rename(partial_path(path), path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        })
+    });
+    if renamed.is_err() {
+        for (path, _) in files {
+            let _ = std::fs::remove_file(partial_path(path));
+        }
+    }
+    renamed
 }

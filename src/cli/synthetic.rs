@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::write_folder;
+use super::{partial_path, write_folder};
 use crate::model::{Config, Model, Tokenizer};
 
 #[derive(Args)]
@@ -55,8 +55,17 @@ pub fn run(args: &SyntheticArgs) -> Result<(), String> {
         }
     }
     let files: Vec<(&str, &[u8])> = files.iter().map(|(name, bytes)| (*name, bytes.as_slice())).collect();
-    write_folder(&args.out, &files)?;
-    model.write_safetensors(&args.out.join("model.safetensors")).map_err(|e| e.to_string())?;
+    // The dense file is written a tensor at a time (1.7 GB at the released
+    // shape) under its temporary name, and renamed with the rest.
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
+    let weights = args.out.join("model.safetensors");
+    let partial = partial_path(&weights);
+    model.write_safetensors(&partial).map_err(|e| e.to_string())?;
+    write_folder(&args.out, &files)
+        .and_then(|()| std::fs::rename(&partial, &weights).map_err(|e| format!("cannot write {}: {e}", weights.display())))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&partial);
+        })?;
     let nnz: usize = model.weight_stats().iter().map(|s| s.nnz).sum();
     println!("wrote {} ({nnz} nonzero weights)", args.out.display());
     Ok(())

@@ -9,7 +9,7 @@ mod pickle;
 mod safetensors_file;
 mod torch;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
@@ -112,7 +112,7 @@ pub fn convert(
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<Converted, ConvertError> {
     let names = checkpoint.names();
-    let mut converter = Converter::new(config_json, names.clone())?;
+    let mut converter = Converter::new(config_json, &names)?;
     for (done, name) in names.iter().enumerate() {
         progress(done, names.len(), name);
         if converter.wants(name) {
@@ -140,11 +140,15 @@ pub async fn convert_torch_by_ranges(
     // The zip's index is at its end.
     let tail = len.min(4 * chunk);
     file.insert(len - tail, load(len - tail, tail).await.map_err(ConvertError::Torch)?);
-    let mut last_miss = None;
+    // Where the read being retried last missed: a read that misses at the
+    // same byte again after that byte was loaded has a real error. Reset for
+    // each read, since the next tensor may start at the very same byte
+    // (views of one storage).
+    let last_miss = std::cell::Cell::new(None);
     // Loads `want` bytes from the missed offset, or says why it cannot.
     let mut fill = async |error: ConvertError, want: u64| -> Result<(), ConvertError> {
-        let Some(at) = file.take_miss().filter(|&at| Some(at) != last_miss && at < len) else { return Err(error) };
-        last_miss = Some(at);
+        let Some(at) = file.take_miss().filter(|&at| Some(at) != last_miss.get() && at < len) else { return Err(error) };
+        last_miss.set(Some(at));
         let bytes = load(at, want.min(len - at)).await.map_err(ConvertError::Torch)?;
         file.insert(at, bytes);
         Ok(())
@@ -157,7 +161,7 @@ pub async fn convert_torch_by_ranges(
     };
     file.clear();
     let names = torch.names();
-    let mut converter = Converter::new(config_json, names.clone())?;
+    let mut converter = Converter::new(config_json, &names)?;
     for (done, name) in names.iter().enumerate() {
         progress(done, names.len(), name);
         if !converter.wants(name) {
@@ -165,6 +169,7 @@ pub async fn convert_torch_by_ranges(
         }
         // The entry's header and its storage in one load.
         let want = torch.storage_bytes(name).unwrap_or(0) + chunk;
+        last_miss.set(None);
         let tensor = loop {
             match torch.read(name) {
                 Ok(tensor) => break tensor,
@@ -183,8 +188,8 @@ pub async fn convert_torch_by_ranges(
 pub struct Converter {
     config_json: String,
     config: Config,
-    /// Every tensor name of the checkpoint.
-    names: Vec<String>,
+    /// The parameters the config's model has, by name.
+    parameters: HashSet<String>,
     /// The tensors read so far, as the model's loader reads them.
     staged: CompactFile,
     dropped: Vec<Dropped>,
@@ -193,28 +198,54 @@ pub struct Converter {
 }
 
 impl Converter {
-    /// Checks the config first: a bad one is named before a 2 GB file is read.
-    pub fn new(config_json: &str, names: Vec<String>) -> Result<Converter, ConvertError> {
+    /// Checks the config and the checkpoint's names first: a bad config, a
+    /// missing tensor or two tensors under one name are named before a 2 GB
+    /// file is read.
+    pub fn new(config_json: &str, names: &[String]) -> Result<Converter, ConvertError> {
         let config = Config::from_json(config_json).map_err(ConvertError::Config)?;
+        let mut by_canonical: HashMap<&str, &str> = HashMap::new();
+        for name in names {
+            if let Some(other) = by_canonical.insert(unwrapped(name), name) {
+                return Err(ConvertError::Fit(match other == &**name {
+                    true => format!("tensor `{name}` appears twice in the checkpoint"),
+                    false => format!(
+                        "tensors `{other}` and `{name}` are both `{}` once the wrapper prefixes (`_orig_mod.`, `module.`) are removed",
+                        unwrapped(name)
+                    ),
+                }));
+            }
+        }
+        let spec = config.parameters();
+        if let Some(missing) = spec.iter().find(|p| p.required && !by_canonical.contains_key(p.name.as_str())) {
+            return Err(ConvertError::Fit(format!("tensor `{}` is missing, but the config needs it", missing.name)));
+        }
         Ok(Converter {
             config_json: config_json.to_string(),
+            parameters: spec.into_iter().map(|p| p.name).collect(),
             config,
-            names,
             staged: CompactFile::default(),
             dropped: Vec::new(),
             tied: [None, None],
         })
     }
 
-    /// Whether tensor `name` is to be read; buffers are left out unread.
+    /// Whether tensor `name` is to be read. Tensors the model does not have
+    /// are left out unread (and said why), except a tied `lm_head`, which is
+    /// read to check that it is the embedding.
     pub fn wants(&mut self, name: &str) -> bool {
         let canonical = unwrapped(name);
+        let tied_head = self.config.tied_unembed && canonical == "lm_head.weight";
+        if self.parameters.contains(canonical) || tied_head {
+            return true;
+        }
         // The causal mask GPT-2 code registers as a buffer: `attn.bias` [1, 1, T, T].
         let buffer = canonical.ends_with(".attn.bias") || canonical.ends_with(".attn.masked_bias");
-        if buffer {
-            self.dropped.push(Dropped { name: name.to_string(), why: "the causal-mask buffer" });
-        }
-        !buffer
+        let why = match buffer {
+            true => "the causal-mask buffer",
+            false => "not a parameter of this config's model",
+        };
+        self.dropped.push(Dropped { name: name.to_string(), why });
+        false
     }
 
     /// Stages tensor `name`: matrices mostly zero by their nonzeros, as
@@ -224,7 +255,11 @@ impl Converter {
         if self.config.tied_unembed {
             match canonical {
                 "transformer.wte.weight" => self.tied[0] = Some(tensor.values.clone()),
-                "lm_head.weight" => self.tied[1] = Some(tensor.values.clone()),
+                "lm_head.weight" => {
+                    self.tied[1] = Some(tensor.values);
+                    self.dropped.push(Dropped { name: name.to_string(), why: "tied: the same as transformer.wte.weight" });
+                    return;
+                }
                 _ => {}
             }
         }
@@ -241,7 +276,7 @@ impl Converter {
 
     /// The model from the staged tensors, checked against the config.
     pub fn finish(self) -> Result<Converted, ConvertError> {
-        let staging = self.staged.to_bytes();
+        let staging = self.staged.to_bytes().map_err(ConvertError::Fit)?;
         // The model's own checks name the tensor at fault; the file they name is the staging file.
         let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
         let model = Model::from_bytes(&self.config_json, &staging).map_err(fit)?;
@@ -252,24 +287,8 @@ impl Converter {
                 ));
             }
         }
-        let stats = model.weight_stats();
-        let used: HashSet<&str> = stats.iter().map(|s| s.name.as_str()).collect();
-        let mut dropped = self.dropped;
-        let unused: Vec<Dropped> = self
-            .names
-            .iter()
-            .filter(|n| !used.contains(unwrapped(n)) && !dropped.iter().any(|d| &d.name == *n))
-            .map(|n| Dropped {
-                name: n.clone(),
-                why: match unwrapped(n) == "lm_head.weight" {
-                    true => "tied: the same as transformer.wte.weight",
-                    false => "not a parameter of this config's model",
-                },
-            })
-            .collect();
-        dropped.extend(unused);
-        let dense_bytes = stats.iter().map(|s| 4 * s.numel()).sum();
-        Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped })
+        let dense_bytes = model.weight_stats().iter().map(|s| 4 * s.numel()).sum();
+        Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped: self.dropped })
     }
 }
 

@@ -122,6 +122,47 @@ pub(super) enum Value {
     Global(Global),
 }
 
+/// Values are dropped with a loop, not by recursion: a pickle of a few MB
+/// can nest a tuple a million deep, and the compiler's recursive drop of
+/// that chain overflows the stack. Each container that nothing else shares
+/// hands its items to a work list before it is freed.
+impl Drop for Value {
+    fn drop(&mut self) {
+        let mut pending = Vec::new();
+        move_items(self, &mut pending);
+        while let Some(mut value) = pending.pop() {
+            move_items(&mut value, &mut pending);
+            // `value` now holds no items and drops without recursing.
+        }
+    }
+}
+
+/// Moves the items of `value` to `out` when `value` is the last owner of
+/// its container; a shared container is left to its other owners.
+fn move_items(value: &mut Value, out: &mut Vec<Value>) {
+    let take = |item: &mut Value| std::mem::replace(item, Value::None);
+    match value {
+        Value::Tuple(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.extend(items.iter_mut().map(take));
+            }
+        }
+        Value::List(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                out.append(items.get_mut());
+            }
+        }
+        Value::Dict(items) => {
+            if let Some(items) = Rc::get_mut(items) {
+                for (key, value) in items.get_mut().drain(..) {
+                    out.extend([key, value]);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 impl Value {
     fn kind(&self) -> &'static str {
         match self {
@@ -144,6 +185,10 @@ impl Value {
 /// Bounds that keep a hostile pickle from using unbounded memory.
 const MAX_STACK: usize = 1 << 20;
 const MAX_MEMO: usize = 1 << 22;
+/// Dimensions of a tensor: torch itself stops at 64, and a model's weights
+/// have at most 4. A bound also keeps one memoised tensor record that a
+/// state dict names 20,000 times from being 20,000 large records.
+pub const MAX_DIMS: usize = 64;
 
 /// Runs the pickle `data` and returns the object it builds.
 pub(super) fn load(data: &[u8]) -> Result<Value, ConvertError> {
@@ -549,6 +594,11 @@ impl<'a> Machine<'a> {
                         })
                         .collect()
                 };
+                if let Value::Tuple(items) = size {
+                    if items.len() > MAX_DIMS {
+                        return Err(self.bad(format!("a tensor of {} dimensions; torch allows at most {MAX_DIMS}", items.len())));
+                    }
+                }
                 let (shape, stride) = (dims(size, "size")?, dims(stride, "stride")?);
                 if shape.len() != stride.len() {
                     return Err(self.bad(format!("a tensor of {} dimensions with {} strides", shape.len(), stride.len())));

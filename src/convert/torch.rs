@@ -5,6 +5,7 @@
 //! a storage that other tensors may share (tied embeddings, transposes).
 
 use std::io::{Read, Seek};
+use std::rc::Rc;
 
 use zip::ZipArchive;
 
@@ -15,7 +16,9 @@ pub struct TorchFile<R: Read + Seek> {
     zip: ZipArchive<R>,
     /// `<name>/`, the folder all entries sit in.
     prefix: String,
-    tensors: Vec<(String, TensorRef)>,
+    /// The state dict's tensors, shared with the pickle's values: a file may
+    /// name one record many times.
+    tensors: Vec<(String, Rc<TensorRef>)>,
 }
 
 impl<R: Read + Seek> TorchFile<R> {
@@ -48,21 +51,21 @@ impl<R: Read + Seek> TorchFile<R> {
         Some(tensor.storage.numel as u64 * tensor.storage.dtype.size() as u64)
     }
 
-    fn tensor(&self, name: &str) -> Option<&TensorRef> {
+    fn tensor(&self, name: &str) -> Option<&Rc<TensorRef>> {
         self.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
 }
 
 /// The state dict in what a checkpoint's pickle built: a dict of tensors, or
 /// a dict holding exactly one such dict (`{"model": state_dict, "step": …}`).
-fn state_dict(root: &Value) -> Result<Vec<(String, TensorRef)>, ConvertError> {
-    let tensors_of = |value: &Value| -> Option<Vec<(String, TensorRef)>> {
+fn state_dict(root: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, ConvertError> {
+    let tensors_of = |value: &Value| -> Option<Vec<(String, Rc<TensorRef>)>> {
         let Value::Dict(dict) = value else { return None };
         let tensors: Vec<_> = dict
             .borrow()
             .iter()
             .filter_map(|(k, v)| match (k, v) {
-                (Value::Str(k), Value::Tensor(t)) => Some((k.to_string(), (**t).clone())),
+                (Value::Str(k), Value::Tensor(t)) => Some((k.to_string(), Rc::clone(t))),
                 _ => None,
             })
             .collect();
@@ -97,7 +100,7 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
     }
 
     fn read(&mut self, name: &str) -> Result<DenseTensor, ConvertError> {
-        let tensor = self.tensor(name).cloned().ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
+        let tensor = self.tensor(name).map(Rc::clone).ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
         let bad = |m: String| ConvertError::Torch(format!("tensor `{name}`: {m}"));
         let storage = &tensor.storage;
         let float = match storage.dtype {
@@ -131,16 +134,64 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
         let element = |at: usize| float.read(&bytes[at * size..(at + 1) * size]);
         let mut values = Vec::with_capacity(numel);
         gather(&tensor.shape, &tensor.stride, tensor.offset, &mut |at| values.push(element(at)));
-        Ok(DenseTensor { shape: tensor.shape, values })
+        Ok(DenseTensor { shape: tensor.shape.clone(), values })
     }
 }
 
-/// Visits the storage positions of a strided view in row-major order.
+/// Visits the storage positions of a strided view in row-major order. An
+/// odometer over the multi-index, not a recursion per dimension: the number
+/// of dimensions comes from the file.
 fn gather(shape: &[usize], stride: &[usize], offset: usize, visit: &mut dyn FnMut(usize)) {
-    match (shape, stride) {
-        ([], []) => visit(offset),
-        ([n], [s]) => (0..*n).for_each(|i| visit(offset + i * s)),
-        ([n, shape @ ..], [s, stride @ ..]) => (0..*n).for_each(|i| gather(shape, stride, offset + i * s, visit)),
-        _ => unreachable!("shape and stride have the same length"),
+    if shape.contains(&0) {
+        return;
+    }
+    let mut index = vec![0usize; shape.len()];
+    let mut at = offset;
+    loop {
+        visit(at);
+        // Advance the last dimension, carrying into earlier ones.
+        let mut d = shape.len();
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            // Wrapping: a dimension of size 1 may have any stride, and the
+            // step past the last element is taken back before it is used.
+            index[d] += 1;
+            at = at.wrapping_add(stride[d]);
+            if index[d] < shape[d] {
+                break;
+            }
+            at = at.wrapping_sub(shape[d].wrapping_mul(stride[d]));
+            index[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gather;
+
+    fn positions(shape: &[usize], stride: &[usize], offset: usize) -> Vec<usize> {
+        let mut out = Vec::new();
+        gather(shape, stride, offset, &mut |at| out.push(at));
+        out
+    }
+
+    #[test]
+    fn gather_visits_views_in_row_major_order() {
+        assert_eq!(positions(&[], &[], 5), [5]);
+        assert_eq!(positions(&[3], &[2], 1), [1, 3, 5]);
+        assert_eq!(positions(&[2, 3], &[1, 2], 0), [0, 2, 4, 1, 3, 5], "a transpose");
+        assert_eq!(positions(&[2, 0, 3], &[9, 9, 9], 0), Vec::<usize>::new());
+        assert_eq!(positions(&[2, 1, 2], &[4, 100, 1], 1), [1, 2, 5, 6]);
+        assert_eq!(positions(&[2, 1], &[1, usize::MAX], 0), [0, 1], "any stride on a dimension of size 1");
+    }
+
+    #[test]
+    fn gather_of_a_million_unit_dimensions_does_not_recurse() {
+        let shape = vec![1; 1_000_000];
+        assert_eq!(positions(&shape, &vec![7; 1_000_000], 3), [3]);
     }
 }

@@ -213,6 +213,124 @@ impl Config {
     }
 }
 
+/// One parameter a model of a config has, as `Model::from_bytes` reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    /// The PyTorch name.
+    pub name: String,
+    pub shape: Vec<usize>,
+    /// Kept by its nonzeros (a weight matrix or embedding), or dense.
+    pub sparse: bool,
+    /// False for the one parameter a file may leave out (`final_logits_bias`, zeros).
+    pub required: bool,
+}
+
+/// Memory a model may need beyond what its file could hold: some slack for
+/// the row pointers of small sparse matrices (the released 0.4B shape needs
+/// well under 1 MB of them).
+const MODEL_SLACK_BYTES: u64 = 16 << 20;
+
+/// The most memory one run's activations may take: wasm32 has 4 GB in all.
+pub const MAX_RUN_BYTES: u64 = 2 << 30;
+
+impl Config {
+    /// Every parameter of a model of this config, in the order
+    /// `Model::weight_stats` lists them. Sizes are known before any tensor
+    /// is read, so memory can be checked first.
+    pub fn parameters(&self) -> Vec<ParamSpec> {
+        let (d, d_in, d_attn) = (self.d_model, self.d_in(), self.d_attn());
+        let spec = |name: String, shape: Vec<usize>, sparse: bool| ParamSpec { name, shape, sparse, required: true };
+        let mut out = vec![
+            spec("transformer.wte.weight".into(), vec![self.vocab_size, d], true),
+            spec("transformer.wpe.weight".into(), vec![self.block_size, self.d_pos_emb.unwrap_or(d)], true),
+        ];
+        if !self.tied_unembed {
+            out.push(spec("lm_head.weight".into(), vec![self.vocab_size, d], true));
+        }
+        let norm = |out: &mut Vec<ParamSpec>, prefix: &str, width: usize| {
+            out.push(spec(format!("{prefix}.weight"), vec![width], false));
+            if !self.rms_norm && self.ln_bias {
+                out.push(spec(format!("{prefix}.bias"), vec![width], false));
+            }
+        };
+        for l in 0..self.n_layer {
+            let p = format!("transformer.h.{l}");
+            norm(&mut out, &format!("{p}.ln_1"), d);
+            norm(&mut out, &format!("{p}.ln_2"), d);
+            if let Some(dp) = self.d_pos_emb {
+                norm(&mut out, &format!("{p}.ln_p1"), dp);
+                norm(&mut out, &format!("{p}.ln_p2"), dp);
+            }
+            let linears = [("attn.c_attn", 3 * d_attn, d_in), ("attn.c_proj", d, d_attn), ("mlp.c_fc", self.d_mlp, d_in), ("mlp.c_proj", d, self.d_mlp)];
+            for (name, rows, cols) in linears {
+                out.push(spec(format!("{p}.{name}.weight"), vec![rows, cols], true));
+                if self.bias {
+                    out.push(spec(format!("{p}.{name}.bias"), vec![rows], false));
+                }
+            }
+            if self.sink {
+                out.push(spec(format!("{p}.attn.attn_imp.sink_logit"), vec![self.n_head], false));
+            }
+        }
+        norm(&mut out, "transformer.ln_f", d);
+        out.push(ParamSpec { required: false, ..spec("final_logits_bias".into(), vec![self.vocab_size], false) });
+        if self.enable_bigram_table {
+            out.push(spec("bigram_table".into(), vec![self.vocab_size, self.vocab_size], false));
+        }
+        out
+    }
+
+    /// Bytes a model of this config takes in memory besides its nonzeros:
+    /// every dense parameter, and a row pointer per row of each sparse one.
+    pub fn model_bytes(&self) -> u64 {
+        self.parameters()
+            .iter()
+            .map(|p| match p.sparse {
+                true => 4 * (p.shape[0] as u64 + 1),
+                false => 4 * p.shape.iter().map(|&d| d as u64).product::<u64>(),
+            })
+            .sum()
+    }
+
+    /// Refuses a config whose model would take far more memory than a file
+    /// of `file_bytes` can describe: a dense parameter is stored whole (or
+    /// its nonzeros, which a hostile file could leave empty), so a config
+    /// that promises gigabytes over a file of kilobytes is a memory bomb.
+    pub fn check_model_fits(&self, file_bytes: u64) -> Result<(), ModelError> {
+        let needed = self.model_bytes();
+        let budget = file_bytes.saturating_mul(2).saturating_add(MODEL_SLACK_BYTES);
+        if needed > budget {
+            return Err(ModelError::Config(format!(
+                "its dimensions need {} of memory, but a model file of {} can describe at most {}: the config does not belong to this file",
+                megabytes(needed),
+                megabytes(file_bytes),
+                megabytes(budget)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Bytes of activations a run of `tokens` tokens allocates at most:
+    /// every recorded site and the logits per token, and one head's scores.
+    pub fn run_bytes(&self, tokens: usize) -> u64 {
+        let (d, d_in, d_attn, d_mlp) = (self.d_model as u64, self.d_in() as u64, self.d_attn() as u64, self.d_mlp as u64);
+        // Per layer: the residual in, mid and out, the two deltas, both
+        // normalised inputs, q, k, v and y, the MLP's pre and post activations.
+        let per_layer = 5 * d + 2 * d_in + 4 * d_attn + 2 * d_mlp;
+        let per_token = self.n_layer as u64 * per_layer + 2 * d + 2 * self.vocab_size as u64;
+        let t = tokens as u64;
+        4 * (t * per_token + t * t)
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    match bytes {
+        b if b >= 10 << 20 => format!("{} MB", b >> 20),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1 << 20) as f64),
+        b => format!("{b} bytes"),
+    }
+}
+
 fn parse_loctypes(text: &str) -> Result<Vec<TopkSite>, ModelError> {
     text.split(',')
         .map(str::trim)

@@ -18,6 +18,8 @@ pub enum ModelError {
     TokenOutOfRange { id: u64, position: usize, vocab_size: usize },
     #[error("{count} tokens are more than the model's block_size of {block_size}")]
     TooManyTokens { count: usize, block_size: usize },
+    #[error("a run of {tokens} tokens would need {megabytes} MB for its activations, more than the {limit} MB a run may use: give fewer tokens")]
+    RunTooLarge { tokens: usize, megabytes: u64, limit: u64 },
     #[error("no tokens to run: give at least one token id")]
     NoTokens,
     #[error("token list: {0}")]

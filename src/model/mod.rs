@@ -17,7 +17,7 @@ mod tokenizer_train;
 mod tokens;
 mod weights;
 
-pub use config::{Activation, Config, TopkSite};
+pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
 pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};
 pub use intervene::{resolve, Ablation, Assignment, Intervention};
@@ -27,6 +27,6 @@ pub use sparse::SparseMatrix;
 pub use tensor::Tensor;
 pub use tokenizer::Tokenizer;
 pub use tokenizer_train::TokenizerFiles;
-pub use tokens::{check_tokens, parse_token_list};
+pub use tokens::{check_tokenizer, check_tokens, parse_token_list};
 pub use weights::{activations_safetensors, f32_safetensors, Layer, Linear, Model, Norm, WeightStats};
 pub(crate) use weights::CompactFile;

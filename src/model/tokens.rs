@@ -1,4 +1,4 @@
-use super::{Config, ModelError};
+use super::{Config, ModelError, Tokenizer, MAX_RUN_BYTES};
 
 /// Parses token ids written as `3,1,4` (commas and/or whitespace).
 pub fn parse_token_list(text: &str) -> Result<Vec<u32>, ModelError> {
@@ -26,6 +26,24 @@ pub fn check_tokens(config: &Config, tokens: &[u32]) -> Result<(), ModelError> {
     }
     if let Some((position, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= config.vocab_size) {
         return Err(ModelError::TokenOutOfRange { id: id.into(), position, vocab_size: config.vocab_size });
+    }
+    let bytes = config.run_bytes(tokens.len());
+    if bytes > MAX_RUN_BYTES {
+        return Err(ModelError::RunTooLarge { tokens: tokens.len(), megabytes: bytes >> 20, limit: MAX_RUN_BYTES >> 20 });
+    }
+    Ok(())
+}
+
+/// Checks that every id `tokenizer` can give is a token of a model with
+/// `config`: a prompt, a task's answer or a sample is looked up in the
+/// model's embedding and logits by these ids.
+pub fn check_tokenizer(config: &Config, tokenizer: &Tokenizer) -> Result<(), ModelError> {
+    if tokenizer.vocab_size() > config.vocab_size {
+        return Err(ModelError::Tokenizer(format!(
+            "it has {} ids but the model's vocab_size is {}: it belongs to another model",
+            tokenizer.vocab_size(),
+            config.vocab_size
+        )));
     }
     Ok(())
 }

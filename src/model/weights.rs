@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use safetensors::tensor::TensorView;
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::{Dtype, SafeTensors};
 
 use super::{Config, ModelError, SparseMatrix, Tensor};
 
@@ -85,6 +85,8 @@ impl Model {
     /// `model.safetensors`. Every tensor is checked against the config.
     pub fn from_bytes(config_json: &str, safetensors: &[u8]) -> Result<Model, ModelError> {
         let config = Config::from_json(config_json)?;
+        // Before anything is allocated from the config's dimensions.
+        config.check_model_fits(safetensors.len() as u64)?;
         let file = TensorFile::parse(safetensors)?;
         let c = &config;
         let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
@@ -273,7 +275,9 @@ impl Model {
                 Param::Dense(shape, values) => file.dense(&name, shape, values),
             }
         }
-        file.to_bytes()
+        // A loaded model's names are its config's: few and short, far below
+        // the format's limit on a header.
+        file.to_bytes().expect("a model's header fits the format")
     }
 
     /// Every parameter dense, as `(PyTorch name, shape, row-major values)`.
@@ -366,11 +370,13 @@ impl CompactFile {
         self.tensors.push((format!("{name}{NZ_VALUE}"), Dtype::F32, vec![values.len()], bytemuck::cast_slice(values).to_vec()));
     }
 
-    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+    /// The file, or why the format cannot hold these tensors (a header over
+    /// its 100 MB limit).
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, String> {
         let views = self.tensors.iter().map(|(name, dtype, shape, data)| {
             (name.clone(), TensorView::new(*dtype, shape.clone(), data).expect("shape and data agree"))
         });
-        sorted_header(safetensors::serialize(views, Some(self.metadata.clone())).expect("tensors serialize"))
+        Ok(sorted_header(safetensors::serialize(views, Some(self.metadata.clone())).map_err(|e| e.to_string())?))
     }
 }
 
@@ -435,12 +441,20 @@ impl<'a> TensorFile<'a> {
                 bytes.len()
             )));
         }
-        let tensors = SafeTensors::deserialize(bytes).map_err(|e| match e {
-            SafeTensorError::MetadataIncompleteBuffer => {
-                file_error("file is truncated: its tensor data is shorter than the header says".into())
-            }
-            other => file_error(format!("not a valid safetensors file: {other}")),
-        })?;
+        // The header's own account of the data's length tells a cut file
+        // from one with bytes after its data.
+        let header = &bytes[8..][..header_len as usize];
+        let data_len = serde_json::from_slice::<safetensors::tensor::Metadata>(header)
+            .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?
+            .data_len() as u64;
+        let have = (bytes.len() - 8) as u64 - header_len;
+        if have < data_len {
+            return Err(file_error(format!("file is truncated: its tensor data is {have} bytes, but the header says {data_len}")));
+        }
+        if have > data_len {
+            return Err(file_error(format!("{} bytes follow the end of its tensor data: not a safetensors file, or two files joined", have - data_len)));
+        }
+        let tensors = SafeTensors::deserialize(bytes).map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
         let metadata = SafeTensors::read_metadata(bytes)
             .map(|(_, m)| m.metadata().clone().unwrap_or_default())
             .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
@@ -465,6 +479,7 @@ impl<'a> TensorFile<'a> {
         if view.shape() != shape {
             return Err(ModelError::Shape { name: name.into(), found: view.shape().to_vec(), expected: shape.to_vec() });
         }
+        finite(name, little_endian_f32(view.data()))?;
         Ok(Box::new(little_endian_f32(view.data())))
     }
 
@@ -514,6 +529,10 @@ impl<'a> TensorFile<'a> {
                 return Err(bad(format!("position {last} is outside its {size} entries")));
             }
         }
+        finite(name, little_endian_f32(value_view.data()))?;
+        if self.tensors.tensor(name).is_ok() {
+            return Err(bad("it is stored both dense and by its nonzeros: which one is the model is not clear".into()));
+        }
         Ok(Some(Nonzeros { index, values: little_endian_f32(value_view.data()).collect() }))
     }
 
@@ -542,6 +561,15 @@ impl<'a> TensorFile<'a> {
         }
         SparseMatrix::from_dense(rows, cols, self.values(name, &[rows, cols])?)
             .ok_or_else(|| ModelError::File(format!("tensor `{name}` has too many nonzeros to index")))
+    }
+}
+
+/// Refuses NaN and infinite weights: a forward pass over them only prints
+/// NaN probabilities.
+fn finite(name: &str, values: impl Iterator<Item = f32>) -> Result<(), ModelError> {
+    match values.enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((at, v)) => Err(ModelError::File(format!("tensor `{name}` holds {v} at entry {at}: weights must be finite numbers"))),
+        None => Ok(()),
     }
 }
 

@@ -11,7 +11,7 @@ use wasm_bindgen_futures::JsFuture;
 use super::circuits::{CircuitOrigin, LoadedCircuit};
 use crate::circuits::{parse_samples, Tour, Tours};
 use crate::convert::convert_torch_by_ranges;
-use crate::model::{Model, Tokenizer};
+use crate::model::{check_tokenizer, Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};
 
 /// Where Trunk copies `www/models`.
@@ -251,13 +251,7 @@ fn build(
         Some((encoder, vocab)) => {
             let tokenizer = Tokenizer::from_files(&text(&encoder, "encoder.json")?, &text(&vocab, "vocab.bpe")?)
                 .map_err(|e| e.to_string())?;
-            if tokenizer.vocab_size() > model.config.vocab_size {
-                return Err(format!(
-                    "the tokenizer has {} ids but the model's vocab_size is {}",
-                    tokenizer.vocab_size(),
-                    model.config.vocab_size
-                ));
-            }
+            check_tokenizer(&model.config, &tokenizer).map_err(|e| e.to_string())?;
             Some(tokenizer)
         }
         None => None,
