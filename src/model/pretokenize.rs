@@ -119,6 +119,27 @@ mod tests {
         }
     }
 
+    /// Long runs, where a scanner that looked back or ahead too far would
+    /// be slow (1 MB of any of these takes well under a second): split as
+    /// the regex splits them.
+    #[test]
+    fn long_runs_split_like_the_regex() {
+        let regex = fancy_regex::Regex::new(SPLIT_PATTERN).unwrap();
+        let run = |s: &str| s.repeat(20_000);
+        for text in [
+            run(" ") + "x",
+            "\n".to_string() + &run(" ") + "x",
+            run(" \n") + "  x",
+            run("\t") + "1",
+            run("(") + "\n\n",
+            run("a\u{301}"),
+            run("12"),
+        ] {
+            let expected: Vec<&str> = regex.find_iter(&text).map(|m| m.unwrap().as_str()).collect();
+            assert_eq!(pieces(&text).collect::<Vec<_>>(), expected, "{:?}...", text.chars().take(4).collect::<String>());
+        }
+    }
+
     #[test]
     fn python_pieces() {
         let got: Vec<&str> = pieces("def f(x):\n    return x  + 1234\n\n").collect();

@@ -1,9 +1,18 @@
 //! The release's tokenizer format: GPT-2 style byte-level BPE from
 //! `encoder.json` + `vocab.bpe` (tinypython_2k: 2048 ids, `<|endoftext|>` =
-//! 2047), encoded like tiktoken: split by the release's pattern (`pretokenize`), then merge
-//! each piece's bytes by lowest rank.
+//! 2047), or a Hugging Face `tokenizer.json` of the same kind. The text is
+//! split by the release's pattern (`pretokenize`), then each piece's bytes
+//! are merged as BPE defines it (GPT-2's `bpe()`, Hugging Face's
+//! tokenizers): the adjacent pair listed earliest in the merges first, the
+//! leftmost of equals, into the token of their bytes together.
+//!
+//! tiktoken, which made the release's reference encodings, ranks a pair by
+//! the id of its merged bytes and takes a piece that is a token whole. On
+//! files made by training, where ids follow the merges, that is the same;
+//! a test compares the two on the release's files.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use super::pretokenize::pieces;
 use super::ModelError;
@@ -11,13 +20,46 @@ use super::ModelError;
 /// Special tokens, encoded whole wherever they appear in the text.
 pub(super) const SPECIAL: [&str; 1] = ["<|endoftext|>"];
 
+/// More merges than a file could sensibly hold (GPT-2 has 50,000); a rank
+/// fits in the 24 bits above a position in `Tokenizer::merge`'s heap.
+const MAX_MERGES: usize = 1 << 24;
+
+/// The bits of a position in a piece in `Tokenizer::merge`'s heap: a piece
+/// is shorter than a terabyte.
+const POSITION_BITS: u32 = 40;
+
 pub struct Tokenizer {
-    /// Byte sequence -> id (its merge rank).
-    ranks: HashMap<Vec<u8>, u32>,
-    /// id -> byte sequence.
+    /// Which adjacent parts merge: (left id, right id) -> (rank, merged id),
+    /// the rank being the merge's position in the merge list.
+    merges: HashMap<(u32, u32), (u32, u32)>,
+    /// The id of each byte: the parts a piece starts as.
+    byte_ids: [u32; 256],
+    /// id -> byte sequence (empty for an id no token has).
     tokens: Vec<Vec<u8>>,
     special: Vec<(String, u32)>,
 }
+
+/// A tokenizer file's contents, as [`Tokenizer::from_parts`] checks them.
+#[derive(Clone)]
+pub(super) struct Parts {
+    /// The file of the tokens (`encoder.json`, `tokenizer.json`), for messages.
+    pub tokens_file: &'static str,
+    /// The file of the merges (`vocab.bpe`, `tokenizer.json`), for messages.
+    pub merges_file: &'static str,
+    /// Byte-level BPE text and id of each token, specials included, in file
+    /// order (a text given twice kept twice).
+    pub vocab: Vec<(String, u32)>,
+    /// Tokens a `tokenizer.json` adds: Hugging Face matches them in the
+    /// text whole (`encode` only those of [`SPECIAL`]), so no merge needs to
+    /// make them.
+    pub added: Vec<(String, u32)>,
+    /// The merges, in rank order.
+    pub merges: Vec<NamedMerge>,
+}
+
+/// A merge as `from_parts` takes it: where it is named, and its two parts
+/// (None when it is not two parts).
+pub(super) type NamedMerge = (String, Option<(String, String)>);
 
 /// The bytes in the order of their ids (0 to 255) in GPT-2 style files:
 /// printable Latin-1 bytes first, then the rest.
@@ -46,72 +88,176 @@ fn byte_of_char() -> HashMap<char, u8> {
     map
 }
 
+/// A JSON object of ids, its entries in file order. A map would keep only
+/// the last id of a text given twice and hide the other.
+struct Entries(Vec<(String, u32)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Entries, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of token ids")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 impl Tokenizer {
     /// Builds the tokenizer from the text of `encoder.json` and `vocab.bpe`,
-    /// checking that every merge in `vocab.bpe` names a token of the encoder.
+    /// checking them as [`Tokenizer::from_parts`] does.
     pub fn from_files(encoder_json: &str, vocab_bpe: &str) -> Result<Tokenizer, ModelError> {
-        let encoder: HashMap<String, u32> = serde_json::from_str(encoder_json)
+        let Entries(vocab) = serde_json::from_str(encoder_json)
             .map_err(|e| ModelError::Tokenizer(format!("encoder.json is not a JSON object of ids: {e}")))?;
         // Line 1 is a version comment.
-        let merges = vocab_bpe.lines().enumerate().skip(1).filter(|(_, l)| !l.trim().is_empty()).map(|(i, line)| {
-            let merge = line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()));
-            (format!("vocab.bpe line {}", i + 1), merge)
-        });
-        Tokenizer::from_parts("encoder.json", &encoder, merges)
+        let merges = vocab_bpe
+            .lines()
+            .enumerate()
+            .skip(1)
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, line)| {
+                let merge = line.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string()));
+                (format!("vocab.bpe line {}", i + 1), merge)
+            })
+            .collect();
+        Tokenizer::from_parts(Parts { tokens_file: "encoder.json", merges_file: "vocab.bpe", vocab, added: Vec::new(), merges })
     }
 
     /// Builds the tokenizer from a Hugging Face `tokenizer.json` of a
     /// byte-level BPE (its `model.vocab`, `model.merges` as `"a b"` or
-    /// `["a", "b"]`, and `added_tokens`).
+    /// `["a", "b"]`, and `added_tokens`), checking it as
+    /// [`Tokenizer::from_parts`] does.
     pub fn from_hf_json(json: &str) -> Result<Tokenizer, ModelError> {
-        let (encoder, merges) = hf_parts(json)?;
-        Tokenizer::from_parts("tokenizer.json", &encoder, merges.into_iter())
+        Tokenizer::from_parts(hf_parts(json)?)
     }
 
-    /// The tokenizer of `encoder` (byte-level BPE text -> id, specials
-    /// included), checking that every merge (where it is named, and its two
-    /// parts; `None` when it is not two parts) makes a token of the encoder.
-    pub(super) fn from_parts(
-        source: &str,
-        encoder: &HashMap<String, u32>,
-        merges: impl Iterator<Item = (String, Option<(String, String)>)>,
-    ) -> Result<Tokenizer, ModelError> {
+    /// The tokenizer of `parts`, refusing files it would read wrongly or
+    /// that were not made as BPE makes them, each refusal naming the file and
+    /// the merge or token:
+    /// - a text with two ids, or an id with two texts (it would decode as
+    ///   one of them);
+    /// - a byte without a token;
+    /// - a merge that is not two tokens making a token, or that repeats an
+    ///   earlier one (which rank would it have?). Two merges may make one
+    ///   token from different pairs: files converted from tiktoken list
+    ///   every split of a token;
+    /// - a token made only by merges listed before a merge that makes one of
+    ///   their parts (a reversed or shuffled merge list). Training lists a
+    ///   merge after its parts'; a conversion from tiktoken may list other
+    ///   splits of the token earlier, which is fine;
+    /// - a token of several bytes that no merge makes (an empty or cut
+    ///   merge list), other than special and added tokens.
+    pub(super) fn from_parts(parts: Parts) -> Result<Tokenizer, ModelError> {
+        let Parts { tokens_file, merges_file, vocab, added, merges } = parts;
         let bad = |m: String| ModelError::Tokenizer(m);
         let byte_of = byte_of_char();
         let decode = |text: &str| -> Result<Vec<u8>, ModelError> {
             text.chars()
-                .map(|c| byte_of.get(&c).copied().ok_or_else(|| bad(format!("{source}: {text:?} is not byte-level BPE text"))))
+                .map(|c| byte_of.get(&c).copied().ok_or_else(|| bad(format!("{tokens_file}: {text:?} is not byte-level BPE text"))))
                 .collect()
         };
-        let n = encoder.values().max().map_or(0, |&m| m as usize + 1);
-        if n > 1 << 20 {
-            return Err(bad(format!("{source}: id {} is implausibly large", n - 1)));
+
+        // One text, one id. An entry given again as it was (an added token
+        // that is also in the vocabulary, as Hugging Face often writes
+        // <|endoftext|>) is the same token.
+        let mut text_of_id: HashMap<u32, &str> = HashMap::new();
+        let mut id_of_text: HashMap<&str, u32> = HashMap::new();
+        for &(ref text, id) in vocab.iter().chain(&added) {
+            if let Some(&other) = text_of_id.get(&id).filter(|&&other| other != text) {
+                return Err(bad(format!("{tokens_file}: {other:?} and {text:?} both have id {id}")));
+            }
+            if let Some(&other) = id_of_text.get(text.as_str()).filter(|&&other| other != id) {
+                return Err(bad(format!("{tokens_file}: {text:?} has two ids, {other} and {id}")));
+            }
+            text_of_id.insert(id, text);
+            id_of_text.insert(text, id);
         }
+        let n = text_of_id.keys().max().map_or(0, |&m| m as usize + 1);
+        if n > 1 << 20 {
+            return Err(bad(format!("{tokens_file}: id {} is implausibly large", n - 1)));
+        }
+        // In id order, so that the first problem named is the same each time.
+        let mut entries: Vec<(u32, &str)> = text_of_id.into_iter().collect();
+        entries.sort_unstable();
+
         let mut tokens = vec![Vec::new(); n];
-        let mut ranks = HashMap::new();
+        let mut id_of_bytes: HashMap<Vec<u8>, u32> = HashMap::new();
         let mut special = Vec::new();
-        for (text, &id) in encoder {
-            if SPECIAL.contains(&text.as_str()) {
-                special.push((text.clone(), id));
+        for &(id, text) in &entries {
+            if SPECIAL.contains(&text) {
+                special.push((text.to_string(), id));
                 continue;
             }
             let bytes = decode(text)?;
-            tokens[id as usize] = bytes.clone();
-            ranks.insert(bytes, id);
+            id_of_bytes.insert(bytes.clone(), id);
+            tokens[id as usize] = bytes;
         }
+        let mut byte_ids = [0; 256];
         for b in 0..=255u8 {
-            if !ranks.contains_key(&vec![b]) {
-                return Err(bad(format!("{source} has no token for byte {b}")));
+            byte_ids[b as usize] =
+                *id_of_bytes.get(&[b][..]).ok_or_else(|| bad(format!("{tokens_file} has no token for byte {b}")))?;
+        }
+
+        if merges.len() > MAX_MERGES {
+            return Err(bad(format!("{merges_file}: {} merges are implausibly many", merges.len())));
+        }
+        let mut table: HashMap<(u32, u32), (u32, u32)> = HashMap::with_capacity(merges.len());
+        // The tokens made in order: by merges of bytes or of tokens made by
+        // earlier merges, as training makes them.
+        let mut made: HashSet<u32> = byte_ids.iter().copied().collect();
+        // Merges listed before one of their parts is made: (rank, merged id, the part).
+        let mut early: Vec<(usize, u32, u32)> = Vec::new();
+        for (rank, (at, merge)) in merges.iter().enumerate() {
+            let (first, second) = merge.as_ref().ok_or_else(|| bad(format!("{at}: not a merge of two tokens")))?;
+            let (left, right) = (decode(first)?, decode(second)?);
+            let merged = [&left[..], &right[..]].concat();
+            let Some(&id) = id_of_bytes.get(&merged) else {
+                return Err(bad(format!("{at}: the merge \"{first} {second}\" is not in {tokens_file}")));
+            };
+            let part = |bytes: &[u8], text: &str| {
+                id_of_bytes.get(bytes).copied().ok_or_else(|| {
+                    bad(format!("{at}: {text:?} of the merge \"{first} {second}\" is not a token of {tokens_file}"))
+                })
+            };
+            let pair = (part(&left, first)?, part(&right, second)?);
+            if let Some(&(earlier, _)) = table.get(&pair) {
+                return Err(bad(format!("{at}: the merge \"{first} {second}\" repeats {}", merges[earlier as usize].0)));
+            }
+            table.insert(pair, (rank as u32, id));
+            match [pair.0, pair.1].into_iter().find(|p| !made.contains(p)) {
+                None => {
+                    made.insert(id);
+                }
+                Some(missing) => early.push((rank, id, missing)),
             }
         }
-        for (at, merge) in merges {
-            let (first, second) = merge.ok_or_else(|| bad(format!("{at}: not a merge of two tokens")))?;
-            let merged = [decode(&first)?, decode(&second)?].concat();
-            if !ranks.contains_key(&merged) {
-                return Err(bad(format!("{at}: the merge \"{first} {second}\" is not in {source}")));
-            }
+        let text_of = |id: u32| entries.binary_search_by_key(&id, |&(i, _)| i).map_or("", |at| entries[at].1);
+        if let Some(&(rank, _, missing)) = early.iter().find(|&&(_, id, _)| !made.contains(&id)) {
+            let (at, merge) = &merges[rank];
+            let (first, second) = merge.as_ref().expect("checked above");
+            return Err(bad(format!(
+                "{at}: the merge \"{first} {second}\" uses {:?}, which no byte or earlier merge makes (are the merges out of order?)",
+                text_of(missing)
+            )));
         }
-        Ok(Tokenizer { ranks, tokens, special })
+        let merged: HashSet<u32> = table.values().map(|&(_, id)| id).collect();
+        let added: HashSet<&str> = added.iter().map(|(text, _)| text.as_str()).collect();
+        let unmade = entries.iter().find(|&&(id, text)| {
+            tokens[id as usize].len() > 1 && !merged.contains(&id) && !added.contains(text) && !SPECIAL.contains(&text)
+        });
+        if let Some((id, text)) = unmade {
+            return Err(bad(format!("{tokens_file}: {text:?} (id {id}) is made by no merge in {merges_file}")));
+        }
+        Ok(Tokenizer { merges: table, byte_ids, tokens, special })
     }
 
     /// The tokenizer of a model folder, if it has `encoder.json` and `vocab.bpe`.
@@ -135,19 +281,24 @@ impl Tokenizer {
     /// Token ids of `text`; special tokens such as `<|endoftext|>` are allowed.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut ids = Vec::new();
-        let mut rest = text;
+        // Where each special token next occurs, at or after `start`. One is
+        // searched for again only once `start` has passed it, so the text is
+        // scanned once per special however many it holds.
+        let find = |special: &str, from: usize| text[from..].find(special).map(|at| from + at);
+        let mut next: Vec<Option<usize>> = self.special.iter().map(|(s, _)| find(s, 0)).collect();
+        let mut start = 0;
         loop {
-            let next_special =
-                self.special.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min();
-            match next_special {
-                Some((at, len, id)) => {
-                    self.encode_ordinary(&rest[..at], &mut ids);
-                    ids.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => {
-                    self.encode_ordinary(rest, &mut ids);
-                    return ids;
+            let first = self.special.iter().zip(&next).filter_map(|((s, id), at)| at.map(|at| (at, s.len(), *id))).min();
+            let Some((at, len, id)) = first else {
+                self.encode_ordinary(&text[start..], &mut ids);
+                return ids;
+            };
+            self.encode_ordinary(&text[start..at], &mut ids);
+            ids.push(id);
+            start = at + len;
+            for ((s, _), at) in self.special.iter().zip(&mut next) {
+                if at.is_some_and(|at| at < start) {
+                    *at = find(s, start);
                 }
             }
         }
@@ -155,31 +306,87 @@ impl Tokenizer {
 
     fn encode_ordinary(&self, text: &str, ids: &mut Vec<u32>) {
         for piece in pieces(text) {
-            let bytes = piece.as_bytes();
-            match self.ranks.get(bytes) {
-                Some(&id) => ids.push(id),
-                None => self.merge(bytes, ids),
-            }
+            self.merge(piece.as_bytes(), ids);
         }
     }
 
+    /// The rank and merged id of two adjacent parts, if they merge.
+    fn merge_of(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        self.merges.get(&(left, right)).copied()
+    }
+
     /// Byte-pair merging of one piece: repeatedly join the adjacent pair
-    /// whose concatenation has the lowest rank.
+    /// listed earliest in the merges, the leftmost of equals. Candidate pairs
+    /// wait in a heap, so a piece of n bytes takes O(n log n): scanning every
+    /// pair at every step took seconds for a long run of spaces.
     fn merge(&self, piece: &[u8], ids: &mut Vec<u32>) {
-        // Boundaries of the current parts.
-        let mut bounds: Vec<usize> = (0..=piece.len()).collect();
-        loop {
-            let best = (0..bounds.len().saturating_sub(2))
-                .filter_map(|i| self.ranks.get(&piece[bounds[i]..bounds[i + 2]]).map(|&rank| (rank, i)))
-                .min();
-            match best {
-                Some((_, i)) => {
-                    bounds.remove(i + 1);
+        if piece.len() < 2 {
+            ids.extend(piece.iter().map(|&b| self.byte_ids[b as usize]));
+            return;
+        }
+        // The parts, as a list linked over the positions of their first
+        // bytes, each with its merge (rank, merged id) with the part after
+        // it, if they merge.
+        struct Part {
+            id: u32,
+            prev: usize,
+            next: usize,
+            merge: Option<(u32, u32)>,
+        }
+        const NONE: usize = usize::MAX;
+        let n = piece.len();
+        debug_assert!((n as u64) < 1 << POSITION_BITS);
+        let mut parts: Vec<Part> = piece
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| Part {
+                id: self.byte_ids[b as usize],
+                prev: i.checked_sub(1).unwrap_or(NONE),
+                next: if i + 1 < n { i + 1 } else { NONE },
+                merge: None,
+            })
+            .collect();
+        for i in 0..n - 1 {
+            parts[i].merge = self.merge_of(parts[i].id, parts[i + 1].id);
+        }
+        // Candidate pairs by rank, then position of the left part, in one
+        // u64 (half the memory of a tuple, and faster to compare): the lowest
+        // rank, then the leftmost, comes out first. A merge beside a
+        // candidate changes its pair; rather than be removed, the candidate
+        // is skipped when it comes out, its part's merge no longer having its
+        // rank (a rank is one pair).
+        let key = |rank: u32, at: usize| Reverse(u64::from(rank) << POSITION_BITS | at as u64);
+        let mut candidates: BinaryHeap<Reverse<u64>> =
+            parts.iter().enumerate().filter_map(|(i, part)| part.merge.map(|(rank, _)| key(rank, i))).collect();
+        while let Some(Reverse(k)) = candidates.pop() {
+            let (rank, at) = ((k >> POSITION_BITS) as u32, (k & ((1 << POSITION_BITS) - 1)) as usize);
+            let Some((_, merged)) = parts[at].merge.filter(|&(r, _)| r == rank) else { continue };
+            let right = parts[at].next;
+            let after = parts[right].next;
+            parts[right].merge = None;
+            parts[at].id = merged;
+            parts[at].next = after;
+            parts[at].merge = None;
+            if after != NONE {
+                parts[after].prev = at;
+                parts[at].merge = self.merge_of(merged, parts[after].id);
+                if let Some((rank, _)) = parts[at].merge {
+                    candidates.push(key(rank, at));
                 }
-                None => break,
+            }
+            let before = parts[at].prev;
+            if before != NONE {
+                parts[before].merge = self.merge_of(parts[before].id, merged);
+                if let Some((rank, _)) = parts[before].merge {
+                    candidates.push(key(rank, before));
+                }
             }
         }
-        ids.extend(bounds.windows(2).map(|w| self.ranks[&piece[w[0]..w[1]]]));
+        let mut at = 0;
+        while at != NONE {
+            ids.push(parts[at].id);
+            at = parts[at].next;
+        }
     }
 
     /// The bytes of one token (empty for an unknown id).
@@ -197,13 +404,8 @@ impl Tokenizer {
     }
 }
 
-/// A merge as `from_parts` takes it: where it is named, and its two parts
-/// (None when it is not two parts).
-pub(super) type NamedMerge = (String, Option<(String, String)>);
-
-/// The encoder (text -> id, added tokens included) and the merges of a
-/// Hugging Face `tokenizer.json`.
-pub(super) fn hf_parts(json: &str) -> Result<(HashMap<String, u32>, Vec<NamedMerge>), ModelError> {
+/// The parts of a Hugging Face `tokenizer.json`.
+pub(super) fn hf_parts(json: &str) -> Result<Parts, ModelError> {
     let bad = |m: String| ModelError::Tokenizer(format!("tokenizer.json: {m}"));
     #[derive(serde::Deserialize)]
     struct File {
@@ -215,7 +417,7 @@ pub(super) fn hf_parts(json: &str) -> Result<(HashMap<String, u32>, Vec<NamedMer
     struct Bpe {
         #[serde(rename = "type")]
         kind: Option<String>,
-        vocab: HashMap<String, u32>,
+        vocab: Entries,
         merges: Vec<serde_json::Value>,
     }
     #[derive(serde::Deserialize)]
@@ -227,8 +429,6 @@ pub(super) fn hf_parts(json: &str) -> Result<(HashMap<String, u32>, Vec<NamedMer
     if file.model.kind.as_deref().is_some_and(|k| k != "BPE") {
         return Err(bad(format!("a {:?} model, not BPE", file.model.kind.unwrap_or_default())));
     }
-    let mut encoder = file.model.vocab;
-    encoder.extend(file.added_tokens.into_iter().map(|t| (t.content, t.id)));
     let merges = file
         .model
         .merges
@@ -246,5 +446,154 @@ pub(super) fn hf_parts(json: &str) -> Result<(HashMap<String, u32>, Vec<NamedMer
             (format!("tokenizer.json merge {i}"), pair)
         })
         .collect();
-    Ok((encoder, merges))
+    Ok(Parts {
+        tokens_file: "tokenizer.json",
+        merges_file: "tokenizer.json",
+        vocab: file.model.vocab.0,
+        added: file.added_tokens.into_iter().map(|t| (t.content, t.id)).collect(),
+        merges,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn release_files() -> (String, String) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        (read("encoder.json"), read("vocab.bpe"))
+    }
+
+    /// xorshift: the same cases every run.
+    fn random(seed: u64) -> impl FnMut(usize) -> usize {
+        let mut state = seed;
+        move |n| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        }
+    }
+
+    fn merged(tok: &Tokenizer, piece: &[u8]) -> Vec<u32> {
+        let mut ids = Vec::new();
+        tok.merge(piece, &mut ids);
+        ids
+    }
+
+    /// Merging as the tokenizer did before it kept a heap: scan every
+    /// adjacent pair, join the lowest ranked (the leftmost of equals), again.
+    fn merged_by_scanning(tok: &Tokenizer, piece: &[u8]) -> Vec<u32> {
+        let mut parts: Vec<u32> = piece.iter().map(|&b| tok.byte_ids[b as usize]).collect();
+        loop {
+            let best = (0..parts.len().saturating_sub(1))
+                .filter_map(|i| tok.merge_of(parts[i], parts[i + 1]).map(|(rank, id)| (rank, i, id)))
+                .min();
+            let Some((_, i, id)) = best else { return parts };
+            parts[i] = id;
+            parts.remove(i + 1);
+        }
+    }
+
+    /// Merging as tiktoken, which made the reference encodings, does: a
+    /// piece that is a token is that token; else scan every adjacent pair
+    /// and join the one whose bytes together are the token of the lowest
+    /// rank (here the rank of the merge in vocab.bpe that makes it).
+    fn merged_like_tiktoken(ranks: &HashMap<Vec<u8>, u32>, ids: &HashMap<Vec<u8>, u32>, piece: &[u8]) -> Vec<u32> {
+        if let Some(&id) = ids.get(piece) {
+            return vec![id];
+        }
+        let mut bounds: Vec<usize> = (0..=piece.len()).collect();
+        while let Some((_, i)) = (0..bounds.len().saturating_sub(2))
+            .filter_map(|i| ranks.get(&piece[bounds[i]..bounds[i + 2]]).map(|&rank| (rank, i)))
+            .min()
+        {
+            bounds.remove(i + 1);
+        }
+        bounds.windows(2).map(|w| ids[&piece[w[0]..w[1]]]).collect()
+    }
+
+    /// On the release's files, for many random short pieces (runs of a few
+    /// tokens' bytes, slices of the reference texts, strings of code's
+    /// commonest characters): the heap gives what scanning gives, and what
+    /// tiktoken's way of ranking gives.
+    #[test]
+    fn merging_with_a_heap_matches_scanning_and_tiktoken_on_the_release_files() {
+        let (encoder, vocab) = release_files();
+        let tok = Tokenizer::from_files(&encoder, &vocab).unwrap();
+        let ids: HashMap<Vec<u8>, u32> = tok.tokens.iter().enumerate().map(|(id, t)| (t.clone(), id as u32)).collect();
+        let byte_of = byte_of_char();
+        let bytes = |text: &str| text.chars().map(|c| byte_of[&c]).collect::<Vec<u8>>();
+        let ranks: HashMap<Vec<u8>, u32> = vocab
+            .lines()
+            .skip(1)
+            .enumerate()
+            .map(|(rank, line)| (bytes(&line.replace(' ', "")), rank as u32))
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tokenizer");
+        let cases: Vec<serde_json::Value> =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+        let texts: Vec<&[u8]> = cases.iter().map(|c| c["text"].as_str().unwrap().as_bytes()).filter(|t| !t.is_empty()).collect();
+        let common = b" \n\t=_().,:-#'\"0123456789abcdefghijklmnopqrstuvwxyzAE";
+        let tokens: Vec<&Vec<u8>> = tok.tokens.iter().filter(|t| !t.is_empty()).collect();
+        let mut next = random(0x9E37_79B9_7F4A_7C15);
+        for case in 0..30_000 {
+            let piece: Vec<u8> = match case % 3 {
+                0 => (0..1 + next(4)).flat_map(|_| tokens[next(tokens.len())].iter().copied()).collect(),
+                1 => {
+                    let text = &texts[next(texts.len())];
+                    let start = next(text.len());
+                    text[start..(start + 1 + next(32)).min(text.len())].to_vec()
+                }
+                _ => (0..1 + next(40)).map(|_| common[next(common.len())]).collect(),
+            };
+            let got = merged(&tok, &piece);
+            assert_eq!(got, merged_by_scanning(&tok, &piece), "case {case}: {piece:?}");
+            assert_eq!(got, merged_like_tiktoken(&ranks, &ids, &piece), "case {case}: {piece:?}");
+        }
+    }
+
+    /// Random merge lists over three letters, with ids in another order than
+    /// the merges and tokens that two merges make: the heap gives what
+    /// scanning gives on random pieces, runs of one letter among them.
+    #[test]
+    fn merging_with_a_heap_matches_scanning_on_random_merge_lists() {
+        let chars = char_of_byte();
+        let text = |bytes: &[u8]| bytes.iter().map(|&b| chars[b as usize]).collect::<String>();
+        let mut next = random(0x2545_F491_4F6C_DD1D);
+        for list in 0..200 {
+            let mut tokens: Vec<Vec<u8>> = vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()];
+            let mut merges: Vec<NamedMerge> = Vec::new();
+            let mut pairs = HashSet::new();
+            for _ in 0..next(40) {
+                let (left, right) = (next(tokens.len()), next(tokens.len()));
+                if !pairs.insert((left, right)) {
+                    continue;
+                }
+                let made = [&tokens[left][..], &tokens[right][..]].concat();
+                if !tokens.contains(&made) {
+                    tokens.push(made);
+                }
+                let at = format!("merge {}", merges.len());
+                merges.push((at, Some((text(&tokens[left]), text(&tokens[right])))));
+            }
+            // The 256 bytes, then the merged tokens under shuffled ids.
+            let mut vocab: Vec<(String, u32)> = (0..=255u8).map(|b| (text(&[b]), b as u32)).collect();
+            let mut ids: Vec<u32> = (256..256 + tokens.len() as u32 - 3).collect();
+            for i in (1..ids.len()).rev() {
+                ids.swap(i, next(i + 1));
+            }
+            vocab.extend(tokens[3..].iter().zip(ids).map(|(t, id)| (text(t), id)));
+            let parts = Parts { tokens_file: "encoder", merges_file: "merges", vocab, added: Vec::new(), merges };
+            let tok = Tokenizer::from_parts(parts).unwrap();
+            for case in 0..100 {
+                let piece: Vec<u8> = match case % 4 {
+                    0 => vec![b"abc"[next(3)]; 1 + next(60)],
+                    _ => (0..1 + next(30)).map(|_| b"abc"[next(3)]).collect(),
+                };
+                assert_eq!(merged(&tok, &piece), merged_by_scanning(&tok, &piece), "list {list}, case {case}: {piece:?}");
+            }
+        }
+    }
 }

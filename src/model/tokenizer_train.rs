@@ -18,22 +18,34 @@ pub struct TokenizerFiles {
 impl TokenizerFiles {
     /// The release's files for the tokenizer of a Hugging Face
     /// `tokenizer.json`, after checking it as [`Tokenizer::from_hf_json`]
-    /// does: the encoder in id order, the merges in rank order.
+    /// does: the encoder in id order, the merges in rank order. They are
+    /// checked as [`Tokenizer::from_files`] reads them too: they have no
+    /// place for an added token other than `<|endoftext|>` that no merge makes.
     pub fn from_hf_json(json: &str) -> Result<TokenizerFiles, ModelError> {
-        let (encoder, merges) = hf_parts(json)?;
-        Tokenizer::from_parts("tokenizer.json", &encoder, merges.iter().cloned())?;
-        let mut entries: Vec<(&String, &u32)> = encoder.iter().collect();
-        entries.sort_by_key(|(_, &id)| id);
+        let parts = hf_parts(json)?;
+        Tokenizer::from_parts(parts.clone())?;
+        // The added tokens join the encoder; one that repeats a vocabulary
+        // entry (checked to be the same text and id) is written once.
+        let mut entries: Vec<(u32, String)> = parts.vocab.into_iter().chain(parts.added).map(|(text, id)| (id, text)).collect();
+        entries.sort_unstable();
+        entries.dedup();
         let entries: Vec<String> = entries
             .iter()
-            .map(|(text, id)| format!("{}: {id}", serde_json::to_string(text).expect("strings serialize")))
+            .map(|(id, text)| format!("{}: {id}", serde_json::to_string(text).expect("strings serialize")))
             .collect();
         let mut vocab_bpe = String::from("#version: 0.2\n");
-        for (_, pair) in merges {
+        for (_, pair) in parts.merges {
             let (a, b) = pair.expect("checked by from_parts");
             vocab_bpe.push_str(&format!("{a} {b}\n"));
         }
-        Ok(TokenizerFiles { encoder_json: format!("{{{}}}", entries.join(", ")), vocab_bpe })
+        let files = TokenizerFiles { encoder_json: format!("{{{}}}", entries.join(", ")), vocab_bpe };
+        Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| match e {
+            ModelError::Tokenizer(e) => {
+                ModelError::Tokenizer(format!("tokenizer.json cannot be written as encoder.json and vocab.bpe: {e}"))
+            }
+            e => e,
+        })?;
+        Ok(files)
     }
 }
 

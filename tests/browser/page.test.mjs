@@ -450,6 +450,12 @@ test('a model with a tokenizer, from a URL or from files, takes a text prompt', 
   await page.getByTestId('model-files').setInputFiles(['config.json', 'model.safetensors', 'encoder.json', 'vocab.bpe'].map((f) => path.join(model, f)));
   await page.locator('[data-testid=model-status][data-source*="encoder.json"]').waitFor({ timeout: 60_000 });
   await check();
+  // 100,000 spaces tokenize in linear time: a message at once, and the page stays responsive.
+  await page.getByTestId('prompt-input').fill(' '.repeat(100_000));
+  await page.getByTestId('run-button').click();
+  await page.getByTestId('error-banner').filter({ hasText: 'more than the model\'s block_size' }).waitFor({ timeout: 10_000 });
+  assert.equal(await page.evaluate(() => 1 + 1), 2);
+  await check();
   assert.deepEqual(unexpected(errors), []);
   await page.close();
 });
@@ -894,6 +900,11 @@ test('a PyTorch checkpoint picked with its config is converted in the page, tens
   await page.getByTestId('model-files').setInputFiles([path.join(golden, 'config.json'), path.join(root, 'tests/fixtures/hostile.pt')]);
   await page.getByTestId('error-banner').filter({ hasText: 'posix.system' }).waitFor({ timeout: 60_000 });
   assert.match(await page.getByTestId('error-banner').textContent(), /never runs code/);
+  assert.match(await page.getByTestId('model-status').getAttribute('data-source'), /model\.pt/);
+  // A pickle nested 300,000 deep (a recursive drop overflows wasm's stack): a message, the model stays.
+  await page.getByTestId('model-files').setInputFiles([path.join(golden, 'config.json'), path.join(root, 'tests/fixtures/nested.pt')]);
+  await page.getByTestId('error-banner').filter({ hasText: 'nested.pt' }).waitFor({ timeout: 60_000 });
+  assert.match(await page.getByTestId('error-banner').textContent(), /no dict of tensors/);
   assert.match(await page.getByTestId('model-status').getAttribute('data-source'), /model\.pt/);
   await runPrompt(page, tokens.join(', '));
   assert.deepEqual(await shownPredictions(page), cliPredictions());
