@@ -5,7 +5,7 @@ SHELL := bash
 # Every recipe line runs with the toolchain chosen by setup on PATH.
 ENV := source scripts/env.sh &&
 
-.PHONY: setup serve test test-native test-wasm test-browser web bench-page
+.PHONY: setup serve test test-native test-fuzz test-wasm test-browser web bench-page fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -15,10 +15,23 @@ serve: setup
 	$(ENV) env $$WASM_ENV trunk serve --release
 
 test: setup
-	$(MAKE) --no-print-directory test-native test-wasm test-browser
+	$(MAKE) --no-print-directory test-native test-fuzz test-wasm test-browser
 
 test-native:
 	$(ENV) cargo test --locked
+
+# Every parser of untrusted input fuzzed for a minute, two targets at a time
+# (test-native ran each on its seeds and 300 mutations already). `make fuzz`
+# is the long run; README.md, "Fuzzing".
+test-fuzz:
+	$(ENV) FUZZ_SECONDS=$${FUZZ_SECONDS:-60} FUZZ_JOBS=$${FUZZ_JOBS:-2} cargo test --locked --test fuzz
+
+# Every fuzz target for 10 minutes; fails on a panic, an input over a second,
+# more than 512 MB live, or a crash, and names the saved inputs
+# (target/fuzz/<target>/failures/). FUZZ_SECONDS, FUZZ_TARGETS, FUZZ_SEED and
+# FUZZ_JOBS change it.
+fuzz: setup
+	$(ENV) FUZZ_SECONDS=$${FUZZ_SECONDS:-600} FUZZ_JOBS=$${FUZZ_JOBS:-2} cargo test --locked --test fuzz
 
 # The model core alone (no web, no GPU) must compile for wasm32 too.
 test-wasm:

@@ -115,6 +115,8 @@ pub enum CircuitError {
     Edge { index: usize, from: usize, to: usize, nodes: usize },
     #[error("mean_ablation has {values} values for {nodes} nodes")]
     Means { values: usize, nodes: usize },
+    #[error("mean_ablation value {index} is {value}, not a finite number")]
+    NotFinite { index: usize, value: f32 },
 }
 
 impl CircuitFile {
@@ -175,6 +177,11 @@ impl CircuitFile {
         }
         if file.mean_ablation.values.len() != nodes.len() {
             return Err(CircuitError::Means { values: file.mean_ablation.values.len(), nodes: nodes.len() });
+        }
+        // A value past f32's range reads as infinity, which an ablation would
+        // carry through the forward pass and the file could not write again.
+        if let Some((index, &value)) = file.mean_ablation.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(CircuitError::NotFinite { index, value });
         }
         Ok((file, nodes))
     }
@@ -273,6 +280,7 @@ mod tests {
         assert!(edited(&node("0.attn.act_in[3]")).contains("listed twice"));
         assert!(edited(&|j| j["edges"] = serde_json::json!([[0, 7]])).contains("edge 0 [0, 7]: only 3 nodes"));
         assert!(edited(&|j| j["mean_ablation"]["values"] = serde_json::json!([1.0])).contains("1 values for 3 nodes"));
+        assert!(edited(&|j| j["mean_ablation"]["values"] = serde_json::json!([0.5, 1e39, 1.0])).contains("value 1 is inf, not a finite number"));
         assert!(edited(&|j| j["format"] = "something".into()).contains("not a circuit file"));
         assert!(edited(&|j| j["version"] = 7.into()).contains("version 7 is newer"));
         assert!(edited(&|j| j["nodes"] = 3.into()).contains("not a circuit file"));

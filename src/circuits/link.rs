@@ -33,11 +33,14 @@ use crate::model::{Model, Site};
 
 /// The link format this build writes; it reads every version up to it.
 pub const LINK_VERSION: u32 = 1;
-/// Longer fragments are refused before they are parsed.
-pub const MAX_LINK_CHARS: usize = 32_768;
+/// Longer fragments are refused before they are parsed. Room for the
+/// longest link this build writes: the longest prompt percent-encoded (12
+/// characters for a 4-byte character: 98,304), the most nodes (about 28
+/// characters each when each starts a site: 114,688) and a model URL.
+pub const MAX_LINK_CHARS: usize = 256 * 1024;
 /// The most tokens' worth of text a link's prompt may hold.
 const MAX_PROMPT_CHARS: usize = 8_192;
-/// Nodes per set, more than any view draws.
+/// Nodes in all (shown, ablated and selected), more than any view draws.
 const MAX_NODES: usize = 4_096;
 
 /// Where a link's model comes from.
@@ -247,6 +250,13 @@ impl ViewLink {
             Some(&[node]) => Some(node),
             Some(_) => return Err(bad("sel", "not one node")),
         };
+        let shown_nodes = match &shown {
+            Shown::Nodes(nodes) => nodes.len(),
+            _ => 0,
+        };
+        if shown_nodes + ablations.len() > MAX_NODES {
+            return Err(bad("nodes", format!("more than {MAX_NODES} nodes in all")));
+        }
         let ranking = match get("rank") {
             None | Some("effect") => Ranking::Effect,
             Some("activation") => Ranking::Activation,
@@ -434,6 +444,21 @@ mod tests {
         assert_eq!(ViewLink::parse(&url.to_fragment()).unwrap(), url);
         let plain = ViewLink::of_model(LinkModel::Bundled("m".into()), String::new());
         assert_eq!(ViewLink::parse(&plain.to_fragment()).unwrap(), plain);
+    }
+
+    #[test]
+    fn the_longest_prompt_and_the_most_nodes_make_a_link_that_reads_back() {
+        // 4-byte characters take 12 each percent-encoded; every node in a site of its own.
+        let nodes: Vec<Node> = (0..MAX_NODES).map(|i| Node::new(1000 + i % 24, SiteKind::AttnResidDelta, (1 << 24) - 1 - i / 24)).collect();
+        for prompt in ["€".repeat(MAX_PROMPT_CHARS), "😀".repeat(MAX_PROMPT_CHARS)] {
+            let link = ViewLink { prompt, shown: Shown::Nodes(nodes.clone()), ablations: Vec::new(), selected: None, ..view() };
+            let fragment = link.to_fragment();
+            // Read back, it writes the same link (node sets come back in site order).
+            let again = ViewLink::parse(&fragment).map(|l| l.to_fragment());
+            assert!(again.as_ref() == Ok(&fragment), "a link of {} characters does not read back", fragment.len());
+        }
+        let too_many = ViewLink { shown: Shown::Nodes(nodes.clone()), ablations: vec![(nodes[0], AblationKind::Zero)], selected: None, ..view() };
+        assert!(ViewLink::parse(&too_many.to_fragment()).unwrap_err().to_string().contains("more than 4096 nodes in all"));
     }
 
     #[test]

@@ -114,6 +114,9 @@ struct RawConfig {
 /// Dimensions above this are refused: they are far beyond any released model
 /// and would only make later size arithmetic overflow.
 const MAX_DIM: usize = 1 << 24;
+/// More layers than any model has (GPT-3 has 96); a config's list of
+/// parameters grows with them, so they are bounded before it is made.
+const MAX_LAYERS: usize = 1024;
 
 impl Config {
     pub fn from_json(text: &str) -> Result<Config, ModelError> {
@@ -181,6 +184,9 @@ impl Config {
             if value == 0 || value > MAX_DIM {
                 return Err(ModelError::Config(format!("{name} = {value} is out of range 1..={MAX_DIM}")));
             }
+        }
+        if self.n_layer > MAX_LAYERS {
+            return Err(ModelError::Config(format!("n_layer = {} is out of range 1..={MAX_LAYERS}", self.n_layer)));
         }
         if self.n_head.checked_mul(self.d_head).is_none_or(|width| width > MAX_DIM) {
             return Err(ModelError::Config("n_head * d_head is too large".into()));
@@ -372,6 +378,8 @@ mod tests {
         assert!(e.contains("bogus"), "{e}");
         let e = Config::from_json(r#"{"n_head": 0}"#).unwrap_err().to_string();
         assert!(e.contains("n_head"), "{e}");
+        let e = Config::from_json(r#"{"n_layer": 1500000}"#).unwrap_err().to_string();
+        assert!(e.contains("n_layer = 1500000 is out of range 1..=1024"), "{e}");
         assert!(Config::from_json("[1,2]").is_err());
     }
 }
