@@ -474,3 +474,26 @@ fn consecutive_views_of_one_storage_convert_by_ranges() {
         assert!(ranged.model == whole.model, "chunk {chunk}");
     }
 }
+
+/// A big-endian checkpoint is refused read whole or by ranges alike (read
+/// by ranges, the byteorder entry was not loaded and its check skipped).
+#[test]
+fn big_endian_checkpoints_are_refused_whole_and_by_ranges() {
+    let config = r#"{"n_layer": 1, "d_model": 2, "n_head": 1, "d_head": 2, "d_mlp": 2, "vocab_size": 3, "block_size": 2, "bias": false, "rms_norm": true}"#;
+    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    zip.start_file("model/byteorder", stored).unwrap();
+    zip.write_all(b"big").unwrap();
+    zip.start_file("model/data.pkl", stored).unwrap();
+    zip.write_all(&views_pickle(4, &[("w", 0, &[4])])).unwrap();
+    zip.start_file("model/data/0", stored).unwrap();
+    zip.write_all(&[0; 16]).unwrap();
+    let bytes = zip.finish().unwrap().into_inner();
+    let whole = torch_bytes(bytes.clone(), config).err().unwrap().to_string();
+    assert!(whole.contains(r#"its storages are "big"-endian"#), "{whole}");
+    for chunk in [16, 1 << 20] {
+        let load = async |at: u64, count: u64| Ok(bytes[at as usize..(at + count) as usize].to_vec());
+        let ranged = pollster::block_on(convert_torch_by_ranges(config, bytes.len() as u64, chunk, load, &mut |_, _, _| {}));
+        assert_eq!(ranged.err().unwrap().to_string(), whole, "chunk {chunk}");
+    }
+}

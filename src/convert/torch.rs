@@ -16,6 +16,8 @@ pub struct TorchFile<R: Read + Seek> {
     zip: ZipArchive<R>,
     /// `<name>/`, the folder all entries sit in.
     prefix: String,
+    /// The file's length in bytes.
+    file_len: u64,
     /// The state dict's tensors, shared with the pickle's values: a file may
     /// name one record many times.
     tensors: Vec<(String, Rc<TensorRef>)>,
@@ -24,8 +26,9 @@ pub struct TorchFile<R: Read + Seek> {
 impl<R: Read + Seek> TorchFile<R> {
     /// Reads the archive's index and its pickle (refusing any pickle that
     /// asks for more than tensors and plain containers).
-    pub fn open(reader: R) -> Result<TorchFile<R>, ConvertError> {
+    pub fn open(mut reader: R) -> Result<TorchFile<R>, ConvertError> {
         let bad = |m: String| ConvertError::Torch(m);
+        let file_len = reader.seek(std::io::SeekFrom::End(0)).map_err(|e| bad(e.to_string()))?;
         let mut zip = ZipArchive::new(reader).map_err(|e| {
             bad(format!("not a zip archive ({e}); torch.save writes one since torch 1.6, so an older file must be saved again"))
         })?;
@@ -34,15 +37,20 @@ impl<R: Read + Seek> TorchFile<R> {
             return Err(bad(format!("a checkpoint holds one <name>/data.pkl; this archive holds {}", pickles.len())));
         };
         let prefix = pickle_name.trim_end_matches("data.pkl").to_string();
-        if let Ok(order) = read_entry(&mut zip, &format!("{prefix}byteorder")) {
+        // Older torch writes no byteorder entry; one that is there must be read
+        // (a read by ranges that misses it must load it, not skip the check).
+        let byteorder = format!("{prefix}byteorder");
+        if zip.index_for_name(&byteorder).is_some() {
+            let order = read_entry(&mut zip, &byteorder, file_len)?;
             if order.trim_ascii() != b"little" {
-                return Err(bad(format!("its storages are {}-endian; only little-endian is supported", String::from_utf8_lossy(&order))));
+                let order = String::from_utf8_lossy(&order[..order.len().min(16)]).into_owned();
+                return Err(bad(format!("its storages are {order:?}-endian; only little-endian is supported")));
             }
         }
-        let data = read_entry(&mut zip, pickle_name)?;
+        let data = read_entry(&mut zip, pickle_name, file_len)?;
         let root = pickle::load(&data)?;
         let tensors = state_dict(&root)?;
-        Ok(TorchFile { zip, prefix, tensors })
+        Ok(TorchFile { zip, prefix, file_len, tensors })
     }
 
     /// The size in bytes of tensor `name`'s storage, which reading it reads.
@@ -85,11 +93,14 @@ fn state_dict(root: &Value) -> Result<Vec<(String, Rc<TensorRef>)>, ConvertError
     }
 }
 
-fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Vec<u8>, ConvertError> {
+/// Entry `name` whole. `file_len` bounds what is reserved for it: entries
+/// are stored, never compressed, so an honest one is no larger than the file.
+fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str, file_len: u64) -> Result<Vec<u8>, ConvertError> {
     let bad = |m: String| ConvertError::Torch(format!("entry {name}: {m}"));
     let mut entry = zip.by_name(name).map_err(|e| bad(e.to_string()))?;
-    // The size is the archive's word for it: reserve no more than a storage of the released models.
-    let mut bytes = Vec::with_capacity(entry.size().min(1 << 28) as usize);
+    // The size is the archive's word for it (a hostile index claiming 4 GB
+    // had 256 MB reserved).
+    let mut bytes = Vec::with_capacity(entry.size().min(file_len) as usize);
     entry.read_to_end(&mut bytes).map_err(|e| bad(e.to_string()))?;
     Ok(bytes)
 }
@@ -110,7 +121,7 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
             StorageDtype::BF16 => Float::BF16,
             other => return Err(bad(format!("its storage is {other:?}; weights must be floating point"))),
         };
-        let bytes = read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, storage.key))?;
+        let bytes = read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, storage.key), self.file_len)?;
         let size = float.size();
         if bytes.len() < storage.numel.saturating_mul(size) {
             return Err(bad(format!("its storage {} holds {} bytes, not the {} elements the pickle says", storage.key, bytes.len(), storage.numel)));
