@@ -153,10 +153,17 @@ pub async fn convert_torch_by_ranges(
         file.insert(at, bytes);
         Ok(())
     };
+    // Each miss of one read loads twice what the last did, so a read of n
+    // bytes is retried O(log n) times, not n / chunk times (each retry reads
+    // the archive's index and the pickle again from the start).
+    let mut want = 4 * chunk;
     let mut torch = loop {
         match TorchFile::open(file.clone()) {
             Ok(torch) => break torch,
-            Err(e) => fill(e, 4 * chunk).await?,
+            Err(e) => {
+                fill(e, want).await?;
+                want = want.saturating_mul(2);
+            }
         }
     };
     file.clear();
@@ -168,12 +175,15 @@ pub async fn convert_torch_by_ranges(
             continue;
         }
         // The entry's header and its storage in one load.
-        let want = torch.storage_bytes(name).unwrap_or(0) + chunk;
+        let mut want = torch.storage_bytes(name).unwrap_or(0) + chunk;
         last_miss.set(None);
         let tensor = loop {
             match torch.read(name) {
                 Ok(tensor) => break tensor,
-                Err(e) => fill(e, want).await?,
+                Err(e) => {
+                    fill(e, want).await?;
+                    want = want.saturating_mul(2);
+                }
             }
         };
         file.clear();
