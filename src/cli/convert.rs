@@ -43,10 +43,10 @@ pub fn run(args: &ConvertArgs) -> Result<(), String> {
     let config = String::from_utf8(read(&config_path)?).map_err(|_| format!("{} is not UTF-8 text", config_path.display()))?;
     let tokenizer = args.tokenizer.as_deref().map(tokenizer_files).transpose()?;
     // A tokenizer with ids past the model's vocabulary belongs to another model.
-    if let (Some(files), Ok(model_config)) = (&tokenizer, Config::from_json(&config)) {
-        let ids = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
-        check_tokenizer(&model_config, &ids).map_err(|e| e.to_string())?;
+    if let (Some((_, ids)), Ok(model_config)) = (&tokenizer, Config::from_json(&config)) {
+        check_tokenizer(&model_config, ids).map_err(|e| e.to_string())?;
     }
+    let tokenizer = tokenizer.map(|(files, _)| files);
 
     let file = std::fs::File::open(&args.input).map_err(|e| format!("cannot read {}: {e}", args.input.display()))?;
     let input_bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -111,13 +111,13 @@ pub fn run(args: &ConvertArgs) -> Result<(), String> {
 }
 
 /// The tokenizer's files in the release's format, from a folder holding
-/// them or from a Hugging Face tokenizer.json, checked.
-fn tokenizer_files(path: &Path) -> Result<TokenizerFiles, String> {
+/// them or from a Hugging Face tokenizer.json, and the tokenizer they load as.
+fn tokenizer_files(path: &Path) -> Result<(TokenizerFiles, Tokenizer), String> {
     let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
-    if path.is_dir() {
-        let files = TokenizerFiles { encoder_json: read(&path.join("encoder.json"))?, vocab_bpe: read(&path.join("vocab.bpe"))? };
-        Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
-        return Ok(files);
-    }
-    TokenizerFiles::from_hf_json(&read(path)?).map_err(|e| e.to_string())
+    let files = match path.is_dir() {
+        true => TokenizerFiles { encoder_json: read(&path.join("encoder.json"))?, vocab_bpe: read(&path.join("vocab.bpe"))? },
+        false => TokenizerFiles::from_hf_json(&read(path)?).map_err(|e| e.to_string())?,
+    };
+    let tokenizer = Tokenizer::from_files(&files.encoder_json, &files.vocab_bpe).map_err(|e| e.to_string())?;
+    Ok((files, tokenizer))
 }

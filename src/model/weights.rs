@@ -443,10 +443,9 @@ impl<'a> TensorFile<'a> {
         }
         // The header's own account of the data's length tells a cut file
         // from one with bytes after its data.
-        let header = &bytes[8..][..header_len as usize];
-        let data_len = serde_json::from_slice::<safetensors::tensor::Metadata>(header)
-            .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?
-            .data_len() as u64;
+        let header: safetensors::tensor::Metadata = serde_json::from_slice(&bytes[8..][..header_len as usize])
+            .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
+        let data_len = header.data_len() as u64;
         let have = (bytes.len() - 8) as u64 - header_len;
         if have < data_len {
             return Err(file_error(format!("file is truncated: its tensor data is {have} bytes, but the header says {data_len}")));
@@ -455,9 +454,8 @@ impl<'a> TensorFile<'a> {
             return Err(file_error(format!("{} bytes follow the end of its tensor data: not a safetensors file, or two files joined", have - data_len)));
         }
         let tensors = SafeTensors::deserialize(bytes).map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
-        let metadata = SafeTensors::read_metadata(bytes)
-            .map(|(_, m)| m.metadata().clone().unwrap_or_default())
-            .map_err(|e| file_error(format!("not a valid safetensors file: {e}")))?;
+        // The shapes of compact tensors, from the header parsed above.
+        let metadata = header.metadata().clone().unwrap_or_default();
         Ok(TensorFile { tensors, metadata })
     }
 
