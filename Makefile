@@ -5,7 +5,7 @@ SHELL := bash
 # Every recipe line runs with the toolchain chosen by setup on PATH.
 ENV := source scripts/env.sh &&
 
-.PHONY: setup serve test test-native test-fuzz test-wasm test-browser web bench-page fuzz
+.PHONY: setup serve test test-native test-fuzz test-wasm test-browser web bench-page fuzz screenshots
 
 setup:
 	@bash scripts/setup.sh
@@ -56,3 +56,7 @@ test-browser: web
 bench-page: setup web
 	$(ENV) cargo build --locked
 	$(ENV) node tests/browser/bench.mjs
+
+# The README's screenshots (docs/screenshot.png, docs/tour.png), from the built page at 1440x900.
+screenshots: setup web
+	$(ENV) node tests/browser/screenshots.mjs

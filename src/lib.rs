@@ -4,6 +4,7 @@
 //! Layers, each depending only on those above it:
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
 //! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
+//! - [`runner`]: the one place that chooses between the CPU and the GPU, and falls back.
 //! - [`convert`]: released checkpoints (PyTorch `.pt`, dense safetensors) to compact model files.
 //! - [`circuits`]: nodes (channels at sites) and edges (nonzero weights).
 //! - [`tasks`]: the paper's kind of binary next-token tasks and a generated pretraining corpus.
@@ -13,7 +14,9 @@
 pub mod circuits;
 pub mod convert;
 pub mod model;
+pub mod platform;
 pub mod rng;
+pub mod runner;
 pub mod tasks;
 
 #[cfg(feature = "gpu")]

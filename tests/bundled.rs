@@ -111,7 +111,7 @@ fn the_bundled_circuits_are_small_and_as_faithful_as_their_files_say() {
 /// pass with the step's link applied, not by the tour code.
 #[test]
 fn the_bundled_tours_are_current_and_their_ablations_break_the_behaviour() {
-    use circuitscope::circuits::{AblationKind, Tours, ViewLink};
+    use circuitscope::circuits::{AblationKind, CircuitOrigin, LoadedCircuit, Tours, ViewLink};
     use circuitscope::model::forward_with_interventions;
 
     let dir = default_dir();
@@ -132,21 +132,25 @@ fn the_bundled_tours_are_current_and_their_ablations_break_the_behaviour() {
         assert_eq!(tour.steps.len(), 4, "{}", tour.task);
         let difference = |link: &ViewLink| {
             let tokens = tokenizer.encode(&link.prompt);
-            let ablations: Vec<_> = link.ablations.iter().map(|&(node, kind)| {
+            let ablations: Vec<_> = link.view.ablations.iter().map(|&(node, kind)| {
                 assert_eq!(kind, AblationKind::Mean);
                 means.ablation(node).unwrap()
             }).collect();
             let logits = forward_with_interventions(&model, &tokens, &ablations, &mut |_, _| {}).unwrap();
             let last = logits.row(tokens.len() - 1);
-            last[link.target.unwrap() as usize] - last[link.contrast.unwrap() as usize]
+            last[link.view.target.unwrap() as usize] - last[link.view.contrast.unwrap() as usize]
         };
         let first = ViewLink::parse(&tour.steps[0].view).unwrap();
         let last = ViewLink::parse(&tour.steps[3].view).unwrap();
-        first.check(&model).unwrap();
-        last.check(&model).unwrap();
-        assert!(first.ablations.is_empty() && !last.ablations.is_empty(), "{}", tour.task);
+        // Every step fits the model with the circuits that come with it, as the page checks it.
+        let json = std::fs::read_to_string(dir.join("circuits").join(format!("{}.json", tour.task))).unwrap();
+        let circuits = [std::sync::Arc::new(LoadedCircuit::parse(&json, &model, CircuitOrigin::Bundled).unwrap())];
+        for step in [&first, &last] {
+            step.check(&model, tokenizer.encode(&step.prompt).len(), &circuits).unwrap();
+        }
+        assert!(first.view.ablations.is_empty() && !last.view.ablations.is_empty(), "{}", tour.task);
         let (before, after) = (difference(&first), difference(&last));
-        eprintln!("{}: right - wrong {before:.2}, with {} nodes ablated {after:.2}", tour.task, last.ablations.len());
+        eprintln!("{}: right - wrong {before:.2}, with {} nodes ablated {after:.2}", tour.task, last.view.ablations.len());
         assert!(before >= 1.0 && after < 0.0, "{}: {before} then {after}", tour.task);
     }
 }

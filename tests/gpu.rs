@@ -327,12 +327,14 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
     }
 }
 
-/// The page's circuit search evaluates ablations on the GPU; the native
-/// pruner and `circuit-eval` on the CPU. Both give the same task losses for
-/// the same ablations of the bundled model on a real task.
+/// The circuit search evaluates ablations through the runner (here forced
+/// onto the GPU); the native pruner and `circuit-eval` on the CPU reference.
+/// Both give the same task losses for the same ablations of the bundled
+/// model on a real task.
 #[test]
 fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
-    use circuitscope::circuits::{keep_only, parse_samples, ready, Choice, CpuEval, Evaluate, GpuEval, Node, SiteMeans};
+    use circuitscope::circuits::{keep_only, parse_samples, ready, Choice, CpuEval, Evaluate, Node, RunnerEval, SiteMeans};
+    use circuitscope::runner::{Backend, Runner, Want};
     use circuitscope::model::Tokenizer;
     use circuitscope::tasks::Task;
 
@@ -355,8 +357,9 @@ fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
         keep_only(&model.config, &means, &circuit).unwrap(),
     ];
     let on_cpu = ready(CpuEval { model: &model, choices: &choices }.losses(&variants)).unwrap();
-    let mut gpu = engine(&model);
-    let on_gpu = pollster::block_on(GpuEval { engine: &mut gpu, choices: &choices, batch: 2 }.losses(&variants)).unwrap();
+    let runner = pollster::block_on(Runner::new(std::sync::Arc::new(model.clone()), Want::Gpu, Box::new(|_| {}))).unwrap();
+    let on_gpu = pollster::block_on(RunnerEval { runner: &runner, choices: &choices }.losses(&variants)).unwrap();
+    assert!(matches!(runner.backend(), Backend::Gpu(_)));
     for (i, (c, g)) in on_cpu.iter().zip(&on_gpu).enumerate() {
         assert!((c.loss - g.loss).abs() < 1e-4 * (1.0 + c.loss), "variant {i}: {c:?} vs {g:?}");
         assert_eq!(c.accuracy, g.accuracy, "variant {i}");

@@ -226,6 +226,52 @@ impl CircuitFile {
     }
 }
 
+/// Where a circuit listed in the page came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CircuitOrigin {
+    /// A circuit file bundled with the model.
+    Bundled,
+    /// A circuit file the user opened.
+    Opened,
+    /// Found in the page by the forward-pass search.
+    Found,
+}
+
+/// A circuit file checked against the model shown, with its nodes: plain data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadedCircuit {
+    pub file: CircuitFile,
+    pub nodes: Vec<Node>,
+    pub origin: CircuitOrigin,
+}
+
+impl LoadedCircuit {
+    pub fn parse(json: &str, model: &Model, origin: CircuitOrigin) -> Result<LoadedCircuit, String> {
+        let (file, nodes) = CircuitFile::parse(json, model).map_err(|e| e.to_string())?;
+        Ok(LoadedCircuit { file, nodes, origin })
+    }
+
+    /// A short name for buttons and tests: `bundled`, `opened` or `found`.
+    pub fn origin_name(&self) -> &'static str {
+        match self.origin {
+            CircuitOrigin::Bundled => "bundled",
+            CircuitOrigin::Opened => "opened",
+            CircuitOrigin::Found => "found",
+        }
+    }
+
+    /// A circuit of `nodes` for `task` with made-up figures, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_test(model: &Model, task: &str, nodes: Vec<Node>, origin: CircuitOrigin) -> LoadedCircuit {
+        let loss = TaskLoss { loss: 0.1, accuracy: 1.0 };
+        let faithfulness = Faithfulness { target_loss: 0.15, examples: 1, full: loss, circuit: loss, without_circuit: loss };
+        let method = Method { name: "test".into(), settings: serde_json::Value::Null, seconds: 0.0 };
+        let task = crate::tasks::Task::parse(task).expect("a task name");
+        let file = CircuitFile::new(model, "test".into(), &super::SiteMeans::default(), task, &nodes, faithfulness, Vec::new(), method);
+        LoadedCircuit { file, nodes, origin }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

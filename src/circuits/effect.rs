@@ -64,19 +64,6 @@ pub fn measure_effects(model: &Model, tokens: &[u32], nodes: &[Node], objective:
     Ok(ablated_objectives(model, tokens, nodes, objective)?.into_iter().map(|ablated| clean - ablated).collect())
 }
 
-/// [`ablated_objectives`] on the GPU, as one batch of variants.
-#[cfg(feature = "gpu")]
-pub async fn ablated_objectives_gpu(
-    engine: &mut crate::gpu::Engine,
-    tokens: &[u32],
-    nodes: &[Node],
-    objective: &Objective,
-) -> Result<Vec<f32>, crate::gpu::GpuError> {
-    let variants: Vec<_> = nodes.iter().map(|node| vec![node.zero_ablation()]).collect();
-    let logits = engine.run(tokens, &variants, &crate::gpu::Record::LogitsOnly, &mut |_| {}).await?;
-    Ok(logits.iter().map(|l| objective.of(l)).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,9 @@
 
 use std::collections::BTreeMap;
 
-use super::Node;
+use std::sync::Arc;
+
+use super::{AblationKind, LoadedCircuit, Node, Ranking, Shown, View, Zoom};
 use crate::model::{Model, Site};
 
 /// The link format this build writes; it reads every version up to it.
@@ -52,77 +54,13 @@ pub enum LinkModel {
     Url { url: String, weights_sha256: String },
 }
 
-/// How an ablated node is knocked out, at every position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AblationKind {
-    Zero,
-    /// Set to its mean over the model's sample prompts.
-    Mean,
-}
-
-/// How the graph picks its nodes when no circuit is drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ranking {
-    /// By measured effect on the chosen output.
-    Effect,
-    /// By |activation|.
-    Activation,
-}
-
-/// What the graph draws.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Shown {
-    /// The top nodes per site by the view's ranking.
-    Ranked,
-    /// The circuit listed for this task.
-    Circuit(String),
-    /// These nodes.
-    Nodes(Vec<Node>),
-}
-
-/// Pan and zoom of the graph: canvas pixel = content pixel * scale + offset.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Zoom {
-    pub scale: f64,
-    pub dx: f64,
-    pub dy: f64,
-}
-
-impl Zoom {
-    pub const IDENTITY: Zoom = Zoom { scale: 1.0, dx: 0.0, dy: 0.0 };
-    /// The scales the graph allows.
-    pub const SCALES: std::ops::RangeInclusive<f64> = 0.25..=8.0;
-
-    /// The content point under canvas point (x, y).
-    pub fn to_content(self, x: f64, y: f64) -> (f64, f64) {
-        ((x - self.dx) / self.scale, (y - self.dy) / self.scale)
-    }
-
-    /// Zoomed by `factor` about canvas point (x, y), which stays put.
-    pub fn zoomed(self, factor: f64, x: f64, y: f64) -> Zoom {
-        let scale = (self.scale * factor).clamp(*Self::SCALES.start(), *Self::SCALES.end());
-        let f = scale / self.scale;
-        Zoom { scale, dx: x - (x - self.dx) * f, dy: y - (y - self.dy) * f }
-    }
-}
-
-/// A view of the page, as a link holds it.
+/// A view of the page, as a link holds it: the model, the prompt run, and
+/// what is shown of the run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViewLink {
     pub model: LinkModel,
     pub prompt: String,
-    /// The token position shown (default: the last).
-    pub position: Option<usize>,
-    /// The output ranked for (default: the top prediction) and the one it is contrasted with.
-    pub target: Option<u32>,
-    pub contrast: Option<u32>,
-    pub shown: Shown,
-    pub ablations: Vec<(Node, AblationKind)>,
-    /// The node shown in the inspector.
-    pub selected: Option<Node>,
-    pub ranking: Ranking,
-    pub per_site: usize,
-    pub zoom: Zoom,
+    pub view: View,
 }
 
 /// Why a link cannot be opened.
@@ -149,19 +87,7 @@ fn bad(key: &'static str, problem: impl Into<String>) -> LinkError {
 impl ViewLink {
     /// The default view of a model: its prompt, nothing chosen.
     pub fn of_model(model: LinkModel, prompt: String) -> ViewLink {
-        ViewLink {
-            model,
-            prompt,
-            position: None,
-            target: None,
-            contrast: None,
-            shown: Shown::Ranked,
-            ablations: Vec::new(),
-            selected: None,
-            ranking: Ranking::Effect,
-            per_site: 8,
-            zoom: Zoom::IDENTITY,
-        }
+        ViewLink { model, prompt, view: View::default() }
     }
 
     /// The fragment (without `#`) that reopens this view.
@@ -173,13 +99,14 @@ impl ViewLink {
             LinkModel::Url { url, weights_sha256 } => out.append_pair("url", url).append_pair("sha256", weights_sha256),
         };
         out.append_pair("prompt", &self.prompt);
-        let numbers = [("at", self.position.map(|p| p as u64)), ("out", self.target.map(u64::from)), ("vs", self.contrast.map(u64::from))];
+        let view = &self.view;
+        let numbers = [("at", view.position.map(|p| p as u64)), ("out", view.target.map(u64::from)), ("vs", view.contrast.map(u64::from))];
         for (key, value) in numbers {
             if let Some(value) = value {
                 out.append_pair(key, &value.to_string());
             }
         }
-        match &self.shown {
+        match &view.shown {
             Shown::Ranked => {}
             Shown::Circuit(task) => {
                 out.append_pair("circuit", task);
@@ -189,18 +116,18 @@ impl ViewLink {
             }
         }
         for (key, kind) in [("zero", AblationKind::Zero), ("mean", AblationKind::Mean)] {
-            let nodes: Vec<Node> = self.ablations.iter().filter(|(_, k)| *k == kind).map(|(n, _)| *n).collect();
+            let nodes: Vec<Node> = view.ablations.iter().filter(|(_, k)| *k == kind).map(|(n, _)| *n).collect();
             if !nodes.is_empty() {
                 out.append_pair(key, &encode_nodes(&nodes));
             }
         }
-        if let Some(node) = self.selected {
+        if let Some(node) = view.selected {
             out.append_pair("sel", &encode_nodes(&[node]));
         }
-        out.append_pair("rank", if self.ranking == Ranking::Effect { "effect" } else { "activation" });
-        out.append_pair("per_site", &self.per_site.to_string());
-        if self.zoom != Zoom::IDENTITY {
-            let Zoom { scale, dx, dy } = self.zoom;
+        out.append_pair("rank", if view.ranking == Ranking::Effect { "effect" } else { "activation" });
+        out.append_pair("per_site", &view.per_site.to_string());
+        if view.zoom != Zoom::IDENTITY {
+            let Zoom { scale, dx, dy } = view.zoom;
             out.append_pair("zoom", &format!("{scale},{dx},{dy}"));
         }
         // `form_urlencoded` leaves `,` and `:` escaped; in a fragment they may stand as they are.
@@ -267,9 +194,7 @@ impl ViewLink {
             Some(n @ 1..=64) => n as usize,
             Some(n) => return Err(bad("per_site", format!("{n} is not between 1 and 64"))),
         };
-        Ok(ViewLink {
-            model,
-            prompt,
+        let view = View {
             position: number("at")?.map(|p| p as usize),
             target: number("out")?,
             contrast: number("vs")?,
@@ -279,12 +204,14 @@ impl ViewLink {
             ranking,
             per_site,
             zoom: get("zoom").map(parse_zoom).transpose()?.unwrap_or(Zoom::IDENTITY),
-        })
+        };
+        Ok(ViewLink { model, prompt, view })
     }
 
-    /// Checks the link against the model it opened: every node's site and
-    /// channel exist, the tokens are in the vocabulary, the weights match.
-    pub fn check(&self, model: &Model) -> Result<(), LinkError> {
+    /// Checks the link against the model it opened, its listed circuits
+    /// and its prompt's `seq_len` tokens: the weights match, and the view
+    /// fits ([`View::check`]).
+    pub fn check(&self, model: &Model, seq_len: usize, circuits: &[Arc<LoadedCircuit>]) -> Result<(), LinkError> {
         if let LinkModel::Url { weights_sha256, .. } = &self.model {
             let actual = model.weights_sha256();
             if &actual != weights_sha256 {
@@ -295,26 +222,7 @@ impl ViewLink {
                 )));
             }
         }
-        let config = &model.config;
-        for token in [self.target, self.contrast].into_iter().flatten() {
-            if token as usize >= config.vocab_size {
-                return Err(LinkError::Model(format!("token {token} is outside the vocabulary of {}", config.vocab_size)));
-            }
-        }
-        let shown = match &self.shown {
-            Shown::Nodes(nodes) => &nodes[..],
-            _ => &[],
-        };
-        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)).chain(&self.selected) {
-            let Site::Layer(layer, _) = node.site else { continue };
-            if layer >= config.n_layer {
-                return Err(LinkError::Model(format!("{node}: the model has {} layers", config.n_layer)));
-            }
-            if node.channel >= config.site_width(node.site) {
-                return Err(LinkError::Model(format!("{node}: {} has {} channels", node.site, config.site_width(node.site))));
-            }
-        }
-        Ok(())
+        self.view.check(model, seq_len, circuits).map_err(LinkError::Model)
     }
 }
 
@@ -419,9 +327,11 @@ mod tests {
     use crate::model::{Config, SiteKind};
 
     fn view() -> ViewLink {
-        ViewLink {
-            model: LinkModel::Bundled("python_tasks".into()),
-            prompt: "x = \"hi & bye #1 é\n".into(),
+        ViewLink { model: LinkModel::Bundled("python_tasks".into()), prompt: "x = \"hi & bye #1 é\n".into(), view: busy() }
+    }
+
+    fn busy() -> View {
+        View {
             position: Some(5),
             target: Some(6),
             contrast: Some(1),
@@ -440,7 +350,11 @@ mod tests {
         let fragment = link.to_fragment();
         assert!(fragment.contains("nodes=0.mlp.post_act:k-2,1.attn.v:3"), "{fragment}");
         assert_eq!(ViewLink::parse(&format!("#{fragment}")).unwrap(), link);
-        let url = ViewLink { model: LinkModel::Url { url: "https://example.org/m?a=1&b=2".into(), weights_sha256: "ab".repeat(32) }, shown: Shown::Circuit("bracket_type".into()), ..view() };
+        let url = ViewLink {
+            model: LinkModel::Url { url: "https://example.org/m?a=1&b=2".into(), weights_sha256: "ab".repeat(32) },
+            view: View { shown: Shown::Circuit("bracket_type".into()), ..busy() },
+            ..view()
+        };
         assert_eq!(ViewLink::parse(&url.to_fragment()).unwrap(), url);
         let plain = ViewLink::of_model(LinkModel::Bundled("m".into()), String::new());
         assert_eq!(ViewLink::parse(&plain.to_fragment()).unwrap(), plain);
@@ -451,13 +365,13 @@ mod tests {
         // 4-byte characters take 12 each percent-encoded; every node in a site of its own.
         let nodes: Vec<Node> = (0..MAX_NODES).map(|i| Node::new(1000 + i % 24, SiteKind::AttnResidDelta, (1 << 24) - 1 - i / 24)).collect();
         for prompt in ["€".repeat(MAX_PROMPT_CHARS), "😀".repeat(MAX_PROMPT_CHARS)] {
-            let link = ViewLink { prompt, shown: Shown::Nodes(nodes.clone()), ablations: Vec::new(), selected: None, ..view() };
+            let link = ViewLink { prompt, view: View { shown: Shown::Nodes(nodes.clone()), ablations: Vec::new(), selected: None, ..busy() }, ..view() };
             let fragment = link.to_fragment();
             // Read back, it writes the same link (node sets come back in site order).
             let again = ViewLink::parse(&fragment).map(|l| l.to_fragment());
             assert!(again.as_ref() == Ok(&fragment), "a link of {} characters does not read back", fragment.len());
         }
-        let too_many = ViewLink { shown: Shown::Nodes(nodes.clone()), ablations: vec![(nodes[0], AblationKind::Zero)], selected: None, ..view() };
+        let too_many = ViewLink { view: View { shown: Shown::Nodes(nodes.clone()), ablations: vec![(nodes[0], AblationKind::Zero)], selected: None, ..busy() }, ..view() };
         assert!(ViewLink::parse(&too_many.to_fragment()).unwrap_err().to_string().contains("more than 4096 nodes in all"));
     }
 
@@ -466,7 +380,7 @@ mod tests {
         // 60 nodes spread over a 2-layer model's sites, as the bundled circuits are.
         let config = Config::from_json(r#"{"n_layer": 2, "d_model": 256, "n_head": 8, "d_head": 32, "d_mlp": 1024, "vocab_size": 512, "block_size": 128}"#).unwrap();
         let nodes: Vec<Node> = super::super::all_nodes(&config).into_iter().step_by(5632 / 60).collect();
-        let link = ViewLink { shown: Shown::Nodes(nodes.clone()), ablations: nodes[..10].iter().map(|&n| (n, AblationKind::Mean)).collect(), ..view() };
+        let link = ViewLink { view: View { shown: Shown::Nodes(nodes.clone()), ablations: nodes[..10].iter().map(|&n| (n, AblationKind::Mean)).collect(), ..busy() }, ..view() };
         let chars = link.to_fragment().len();
         assert!(chars < 1000, "{chars} characters");
     }
@@ -512,22 +426,16 @@ mod tests {
     }
 
     #[test]
-    fn links_are_checked_against_the_model() {
+    fn links_are_checked_against_the_model_s_weights_and_then_their_view() {
         let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#).unwrap();
         let model = Model::synthetic(config, 0.5, 1);
-        let fits = ViewLink { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], selected: None, ..view() };
-        fits.check(&model).unwrap();
-        let wide = ViewLink { shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 12)]), ..fits.clone() };
-        assert!(wide.check(&model).unwrap_err().to_string().contains("1.mlp.post_act[12]: 1.mlp.post_act has 12 channels"));
-        let deep = ViewLink { ablations: vec![(Node::new(2, SiteKind::AttnQ, 0), AblationKind::Zero)], ..fits.clone() };
-        assert!(deep.check(&model).unwrap_err().to_string().contains("has 2 layers"));
-        let token = ViewLink { contrast: Some(10), ..fits.clone() };
-        let selected = ViewLink { selected: Some(Node::new(0, SiteKind::AttnV, 8)), ..fits.clone() };
-        assert!(selected.check(&model).unwrap_err().to_string().contains("0.attn.v[8]"));
-        assert!(token.check(&model).unwrap_err().to_string().contains("outside the vocabulary"));
+        let fits = ViewLink { view: View { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], selected: None, ..busy() }, ..view() };
+        fits.check(&model, 6, &[]).unwrap();
+        let wide = ViewLink { view: View { shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 12)]), ..fits.view.clone() }, ..fits.clone() };
+        assert!(wide.check(&model, 6, &[]).unwrap_err().to_string().contains("does not fit this model: 1.mlp.post_act[12]"));
         let moved = ViewLink { model: LinkModel::Url { url: "https://a.org/m".into(), weights_sha256: "0".repeat(64) }, ..fits.clone() };
-        assert!(moved.check(&model).unwrap_err().to_string().contains("has changed"));
+        assert!(moved.check(&model, 6, &[]).unwrap_err().to_string().contains("has changed"));
         let same = ViewLink { model: LinkModel::Url { url: "https://a.org/m".into(), weights_sha256: model.weights_sha256() }, ..fits };
-        same.check(&model).unwrap();
+        same.check(&model, 6, &[]).unwrap();
     }
 }

@@ -1,5 +1,8 @@
 //! Circuits: the nodes and edges the viewer draws and the circuit search
-//! works on (REFERENCE.md, "Circuits"). Built on the model core only.
+//! works on (docs/model.md, "Circuits"), and the page's view of them as
+//! plain data (`view.rs`, `link.rs`). Built on the model core, with the
+//! runner (`crate::runner`) for the search's and the effects' forward
+//! passes and the tasks (`crate::tasks`) for task circuits and tours.
 //!
 //! A node is one channel at one site: a residual read (`L.attn.act_in`,
 //! `L.mlp.act_in`), an attention channel (`L.attn.q/k/v`), an MLP neuron
@@ -15,23 +18,21 @@ mod search;
 mod tour;
 mod inspect;
 mod link;
+mod layout;
 mod means;
 mod view;
 
-pub use circuit::{CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
+pub use circuit::{CircuitOrigin, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
 pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
-#[cfg(feature = "gpu")]
-pub use search::GpuEval;
-pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, SearchProgress, SearchResult, SearchSettings, SearchStage};
+pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
-#[cfg(feature = "gpu")]
-pub use effect::ablated_objectives_gpu;
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
 pub use inspect::{inspect, NodeDetails};
 pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
-pub use link::{decode_nodes, encode_nodes, AblationKind, LinkError, LinkModel, Ranking, Shown, ViewLink, Zoom, LINK_VERSION};
+pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_VERSION};
 pub use means::{parse_samples, SiteMeans};
-pub use view::{GraphView, PlacedNode};
+pub use layout::{GraphView, PlacedNode};
+pub use view::{AblationKind, Ranking, Shown, View, Zoom, NODES_PER_SITE};
 
 /// A small random model for the unit tests (`extra` adds config fields, e.g.
 /// `"sink": true`), and its run on `tokens`: logits `[T, vocab]` and every site.

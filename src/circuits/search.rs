@@ -15,14 +15,14 @@
 //! loss is measured along that ranking (the loss-vs-k curve).
 //!
 //! Every loss comes from an [`Evaluate`]: the CPU reference ([`CpuEval`])
-//! or the GPU engine in batches of variants (`GpuEval`).
+//! or a [`Runner`] ([`RunnerEval`]), on whichever backend is faster.
 
 use std::future::Future;
 
-#[cfg(feature = "gpu")]
 use super::faithful::LossSum;
 use super::{curve_points, keep_only, task_loss, Choice, Node, SiteMeans, TaskLoss};
 use crate::model::{Config, Intervention, Model};
+use crate::runner::Runner;
 
 /// The task loss of a model over a task's prompts, under each of a set of
 /// interventions ("variants").
@@ -42,27 +42,19 @@ impl Evaluate for CpuEval<'_> {
     }
 }
 
-/// The GPU engine: every prompt run once per batch of up to `batch` variants.
-#[cfg(feature = "gpu")]
-pub struct GpuEval<'a> {
-    pub engine: &'a mut crate::gpu::Engine,
+/// A [`Runner`]: each prompt's variants on the faster backend, on the CPU
+/// if the GPU is lost on the way.
+pub struct RunnerEval<'a> {
+    pub runner: &'a Runner,
     pub choices: &'a [Choice],
-    pub batch: usize,
 }
 
-#[cfg(feature = "gpu")]
-impl Evaluate for GpuEval<'_> {
+impl Evaluate for RunnerEval<'_> {
     async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
         let mut sums = vec![LossSum::default(); variants.len()];
         for choice in self.choices {
-            for (chunk, sums) in variants.chunks(self.batch.max(1)).zip(sums.chunks_mut(self.batch.max(1))) {
-                let logits = self
-                    .engine
-                    .run(&choice.tokens, chunk, &crate::gpu::Record::LogitsOnly, &mut |_| {})
-                    .await
-                    .map_err(|e| e.to_string())?;
-                sums.iter_mut().zip(&logits).for_each(|(sum, logits)| sum.add(choice, logits));
-            }
+            let logits = self.runner.logits(&choice.tokens, variants).await?;
+            sums.iter_mut().zip(&logits).for_each(|(sum, logits)| sum.add(choice, logits));
         }
         Ok(sums.into_iter().map(|sum| sum.mean(self.choices.len())).collect())
     }

@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{all_nodes, candidates, remove, AblationKind, CircuitFile, LinkModel, Node, Ranking, Shown, SiteMeans, ViewLink};
+use super::{all_nodes, candidates, remove, AblationKind, CircuitFile, LinkModel, Node, Ranking, Shown, SiteMeans, View, ViewLink};
 use crate::model::{forward, forward_with_interventions, Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
 
@@ -131,7 +131,7 @@ pub fn task_tour(
     let (right, wrong) = (shown_token(choice.right), shown_token(choice.wrong));
     let f = &circuit.faithfulness;
     let view = |shown: Shown, ablations: Vec<(Node, AblationKind)>, selected: Option<Node>| {
-        let link = ViewLink {
+        let view = View {
             position: Some(choice.tokens.len() - 1),
             target: Some(choice.right),
             contrast: Some(choice.wrong),
@@ -139,8 +139,9 @@ pub fn task_tour(
             ablations,
             selected,
             ranking: Ranking::Effect,
-            ..ViewLink::of_model(LinkModel::Bundled(model_id.to_string()), choice.prompt.clone())
+            ..View::default()
         };
+        let link = ViewLink { model: LinkModel::Bundled(model_id.to_string()), prompt: choice.prompt.clone(), view };
         link.to_fragment()
     };
     let shown = || Shown::Circuit(task.name().to_string());

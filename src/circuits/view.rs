@@ -1,133 +1,332 @@
-//! Which nodes to show and where: the circuit graph of one run at one token.
+//! The view of the page as plain data: everything a link holds besides the
+//! model and the prompt (the token shown, the output ranked for, what the
+//! graph draws, the ablations, the selected node, pan and zoom), and the
+//! transitions the page makes on it. The page keeps one [`View`] in one
+//! signal; a link is `(model, prompt, View)` ([`super::ViewLink`]), written
+//! and read in one place. Everything here is tested without a browser.
 
-use super::{edges_between, Edge, Node};
-use crate::model::{Model, Recording, Site, SiteKind};
+use std::sync::Arc;
 
-/// A node placed in the graph: column by site (layers left to right), row by
-/// rank (for q, k and v: by head, then rank).
-#[derive(Clone, Debug, PartialEq)]
-pub struct PlacedNode {
-    pub node: Node,
-    pub label: String,
-    /// Activation at the selected token.
-    pub activation: f32,
-    /// Measured effect on the chosen output, when nodes are ranked by it.
-    pub effect: Option<f32>,
-    pub column: usize,
-    pub row: usize,
+use super::{LoadedCircuit, Node};
+use crate::model::{Model, Site};
+
+/// Channels shown per site in the circuit graph, at first.
+pub const NODES_PER_SITE: usize = 8;
+
+/// How an ablated node is knocked out, at every position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AblationKind {
+    Zero,
+    /// Set to its mean over the model's sample prompts.
+    Mean,
 }
 
-/// The graph the viewer draws: plain data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct GraphView {
-    /// The node sites, one column each, in forward order.
-    pub columns: Vec<Site>,
-    pub nodes: Vec<PlacedNode>,
-    pub edges: Vec<Edge>,
-    pub position: usize,
+/// How the graph picks its nodes when no circuit is drawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ranking {
+    /// By measured effect on the chosen output.
+    Effect,
+    /// By |activation|.
+    Activation,
 }
 
-impl GraphView {
-    /// The `per_site` channels of largest |activation| at token `position` of
-    /// every node site in `recording` (zeros are never shown), and every edge
-    /// among them.
-    pub fn top_activations(model: &Model, recording: &Recording, position: usize, per_site: usize) -> GraphView {
-        GraphView::build(model, recording, position, |_, row| {
-            let mut channels: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
-            channels.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
-            channels.truncate(per_site);
-            channels.into_iter().map(|c| (c, None)).collect()
-        })
+/// What the graph draws.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// The top nodes per site by the view's ranking.
+    Ranked,
+    /// The circuit that came with the model for this task.
+    Circuit(String),
+    /// These nodes: a circuit found in the page or opened from a file, or a
+    /// link's node set.
+    Nodes(Vec<Node>),
+}
+
+/// Pan and zoom of the graph: canvas pixel = content pixel * scale + offset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Zoom {
+    pub scale: f64,
+    pub dx: f64,
+    pub dy: f64,
+}
+
+impl Zoom {
+    pub const IDENTITY: Zoom = Zoom { scale: 1.0, dx: 0.0, dy: 0.0 };
+    /// The scales the graph allows.
+    pub const SCALES: std::ops::RangeInclusive<f64> = 0.25..=8.0;
+
+    /// The content point under canvas point (x, y).
+    pub fn to_content(self, x: f64, y: f64) -> (f64, f64) {
+        ((x - self.dx) / self.scale, (y - self.dy) / self.scale)
     }
 
-    /// The `per_site` nodes of largest |effect| of every node site (nodes
-    /// without effect are never shown), coloured by their activation at
-    /// `position`, and every edge among them.
-    pub fn top_effects(model: &Model, recording: &Recording, position: usize, per_site: usize, effects: &[(Node, f32)]) -> GraphView {
-        GraphView::build(model, recording, position, |site, _| {
-            let mut ranked: Vec<(usize, f32)> =
-                effects.iter().filter(|(n, e)| n.site == site && *e != 0.0).map(|(n, e)| (n.channel, *e)).collect();
-            ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
-            ranked.truncate(per_site);
-            ranked.into_iter().map(|(c, e)| (c, Some(e))).collect()
-        })
+    /// Zoomed by `factor` about canvas point (x, y), which stays put.
+    pub fn zoomed(self, factor: f64, x: f64, y: f64) -> Zoom {
+        let scale = (self.scale * factor).clamp(*Self::SCALES.start(), *Self::SCALES.end());
+        let f = scale / self.scale;
+        Zoom { scale, dx: x - (x - self.dx) * f, dy: y - (y - self.dy) * f }
     }
+}
 
-    /// Exactly `nodes` (a circuit), coloured by their activation at
-    /// `position`, and every edge among them.
-    pub fn of_nodes(model: &Model, recording: &Recording, position: usize, nodes: &[Node]) -> GraphView {
-        GraphView::build(model, recording, position, |site, _| {
-            nodes.iter().filter(|n| n.site == site).map(|n| (n.channel, None)).collect()
-        })
-    }
+/// What the page shows of a run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct View {
+    /// The token position whose predictions and graph are shown; `None`: the last.
+    pub position: Option<usize>,
+    /// The output ranked for (`None`: the top prediction) and the one it is
+    /// contrasted with.
+    pub target: Option<u32>,
+    pub contrast: Option<u32>,
+    pub shown: Shown,
+    /// Nodes ablated at every position, in the order they were ablated.
+    pub ablations: Vec<(Node, AblationKind)>,
+    /// The node shown in the inspector.
+    pub selected: Option<Node>,
+    pub ranking: Ranking,
+    pub per_site: usize,
+    pub zoom: Zoom,
+}
 
-    /// One column per node site; `choose(site, activations at position)`
-    /// gives the channels shown there, in rank order, with their effects.
-    fn build(
-        model: &Model,
-        recording: &Recording,
-        position: usize,
-        choose: impl Fn(Site, &[f32]) -> Vec<(usize, Option<f32>)>,
-    ) -> GraphView {
-        let mut columns = Vec::new();
-        let mut nodes = Vec::new();
-        for (site, acts) in recording.iter().filter(|(site, _)| Node::is_node_site(*site)) {
-            if position >= acts.rows {
-                continue;
-            }
-            let row = acts.row(position);
-            let column = columns.len();
-            columns.push(*site);
-            let mut chosen = choose(*site, row);
-            // q, k and v channels grouped by head, by rank within a head.
-            if let Site::Layer(_, SiteKind::AttnQ | SiteKind::AttnK | SiteKind::AttnV) = site {
-                chosen.sort_by_key(|&(channel, _)| channel / model.config.d_head.max(1));
-            }
-            nodes.extend(chosen.into_iter().enumerate().map(|(rank, (channel, effect))| {
-                let node = Node { site: *site, channel };
-                PlacedNode { label: node.label(&model.config), node, activation: row[channel], effect, column, row: rank }
-            }));
+impl Default for View {
+    fn default() -> View {
+        View {
+            position: None,
+            target: None,
+            contrast: None,
+            shown: Shown::Ranked,
+            ablations: Vec::new(),
+            selected: None,
+            ranking: Ranking::Effect,
+            per_site: NODES_PER_SITE,
+            zoom: Zoom::IDENTITY,
         }
-        let bare: Vec<Node> = nodes.iter().map(|n| n.node).collect();
-        let edges = edges_between(model, &bare);
-        GraphView { columns, nodes, edges, position }
+    }
+}
+
+impl View {
+    /// The position shown in a run of `seq_len` tokens.
+    pub fn at(&self, seq_len: usize) -> usize {
+        self.position.unwrap_or(usize::MAX).min(seq_len.saturating_sub(1))
     }
 
-    /// How strongly an edge carries this run: |weight x source activation|.
-    pub fn edge_strength(&self, edge: &Edge) -> f32 {
-        (edge.weight * self.nodes[edge.from].activation).abs()
+    /// A new prompt ran: what referred to the old one goes (the position,
+    /// the selected node, the ablations, the output chosen, a link's node
+    /// set); how the graph is drawn stays (a listed circuit, the ranking,
+    /// nodes per site, pan and zoom).
+    pub fn new_run(&mut self, circuits: &[Arc<LoadedCircuit>]) {
+        let listed = self.drawn(circuits).is_some();
+        *self = View {
+            shown: if listed { std::mem::replace(&mut self.shown, Shown::Ranked) } else { Shown::Ranked },
+            ranking: self.ranking,
+            per_site: self.per_site,
+            zoom: self.zoom,
+            ..View::default()
+        };
+    }
+
+    /// A token was clicked: predictions and graph are at it, and the output
+    /// and node chosen at the old position go.
+    pub fn click_token(&mut self, at: usize) {
+        self.position = Some(at);
+        self.selected = None;
+        self.target = None;
+        self.contrast = None;
+    }
+
+    /// A task's prompt ran: rank by the right answer's logit over the wrong one's.
+    pub fn pick_task(&mut self, right: u32, wrong: u32) {
+        self.ranking = Ranking::Effect;
+        self.target = Some(right);
+        self.contrast = Some(wrong);
+    }
+
+    /// Ablates `node` unless it already is; whether it was added.
+    pub fn ablate(&mut self, node: Node, kind: AblationKind) -> bool {
+        let new = !self.ablations.iter().any(|(n, _)| *n == node);
+        if new {
+            self.ablations.push((node, kind));
+        }
+        new
+    }
+
+    /// Draws a listed circuit: a bundled one by its task (as links name it),
+    /// any other by its nodes.
+    pub fn show_circuit(&mut self, circuit: &LoadedCircuit) {
+        self.shown = match circuit.origin {
+            super::CircuitOrigin::Bundled => Shown::Circuit(circuit.file.task.clone()),
+            _ => Shown::Nodes(circuit.nodes.clone()),
+        };
+    }
+
+    /// Shows `circuit`, or the ranked nodes again when it is the one shown.
+    pub fn toggle_circuit(&mut self, circuit: &LoadedCircuit, circuits: &[Arc<LoadedCircuit>]) {
+        if self.drawn(circuits).is_some_and(|c| **c == *circuit) {
+            self.shown = Shown::Ranked;
+        } else {
+            self.show_circuit(circuit);
+        }
+    }
+
+    /// The listed circuit drawn, if any: the bundled circuit of the task
+    /// shown, or the first listed circuit of exactly the nodes shown.
+    pub fn drawn<'a>(&self, circuits: &'a [Arc<LoadedCircuit>]) -> Option<&'a Arc<LoadedCircuit>> {
+        match &self.shown {
+            Shown::Ranked => None,
+            Shown::Circuit(task) => circuits.iter().find(|c| c.origin == super::CircuitOrigin::Bundled && c.file.task == *task),
+            Shown::Nodes(nodes) => circuits.iter().find(|c| c.nodes == *nodes),
+        }
+    }
+
+    /// The nodes the view draws, when it draws a set rather than a ranking.
+    pub fn shown_nodes<'a>(&'a self, circuits: &'a [Arc<LoadedCircuit>]) -> Option<&'a [Node]> {
+        match &self.shown {
+            Shown::Ranked => None,
+            Shown::Circuit(_) => self.drawn(circuits).map(|c| &c.nodes[..]),
+            Shown::Nodes(nodes) => Some(nodes),
+        }
+    }
+
+    /// Whether all of the view fits `model`, its listed `circuits` and a
+    /// run of `seq_len` tokens: every node's site and channel exist, the
+    /// tokens are in the vocabulary, the position is in the prompt and a
+    /// circuit named by its task comes with the model. A view that does not
+    /// fit is refused whole, not shown in part.
+    pub fn check(&self, model: &Model, seq_len: usize, circuits: &[Arc<LoadedCircuit>]) -> Result<(), String> {
+        let config = &model.config;
+        for token in [self.target, self.contrast].into_iter().flatten() {
+            if token as usize >= config.vocab_size {
+                return Err(format!("token {token} is outside the vocabulary of {}", config.vocab_size));
+            }
+        }
+        let shown = match &self.shown {
+            Shown::Nodes(nodes) => &nodes[..],
+            Shown::Circuit(task) if self.drawn(circuits).is_none() => return Err(format!("the circuit {task:?} does not come with this model")),
+            _ => &[],
+        };
+        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)).chain(&self.selected) {
+            let Site::Layer(layer, _) = node.site else { continue };
+            if layer >= config.n_layer {
+                return Err(format!("{node}: the model has {} layers", config.n_layer));
+            }
+            if node.channel >= config.site_width(node.site) {
+                return Err(format!("{node}: {} has {} channels", node.site, config.site_width(node.site)));
+            }
+        }
+        if let Some(at) = self.position.filter(|&at| at >= seq_len) {
+            return Err(format!("token position {at} is past the prompt's {seq_len} tokens"));
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuits::test_run;
+    use crate::circuits::CircuitOrigin;
+    use crate::model::{Config, SiteKind};
+
+    fn model() -> Model {
+        let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#).unwrap();
+        Model::synthetic(config, 0.5, 1)
+    }
+
+    /// A listed circuit of `nodes` for `task`.
+    fn listed(model: &Model, task: &str, nodes: Vec<Node>, origin: CircuitOrigin) -> Arc<LoadedCircuit> {
+        Arc::new(LoadedCircuit::for_test(model, task, nodes, origin))
+    }
+
+    fn busy_view() -> View {
+        View {
+            position: Some(3),
+            target: Some(4),
+            contrast: Some(5),
+            shown: Shown::Nodes(vec![Node::new(0, SiteKind::AttnV, 1)]),
+            ablations: vec![(Node::new(1, SiteKind::MlpPostAct, 2), AblationKind::Zero)],
+            selected: Some(Node::new(0, SiteKind::AttnV, 1)),
+            ranking: Ranking::Activation,
+            per_site: 12,
+            zoom: Zoom { scale: 2.0, dx: 1.0, dy: 2.0 },
+        }
+    }
 
     #[test]
-    fn shows_the_largest_nonzero_activations_and_their_edges() {
-        let (model, recording, _) = test_run(r#""n_layer": 2, "afrac": 0.25"#, 0.3, 9, &[1, 5, 7]);
-        let view = GraphView::top_activations(&model, &recording, 2, 3);
-        assert_eq!(view.columns.len(), 2 * 8, "8 node sites per layer");
-        for placed in &view.nodes {
-            assert!(placed.row < 3 && placed.activation != 0.0);
-            let acts = &recording.iter().find(|(s, _)| *s == placed.node.site).unwrap().1;
-            let row = acts.row(2);
-            // No unshown channel of this site is larger.
-            let shown = view.nodes.iter().filter(|n| n.node.site == placed.node.site).count();
-            let larger = row.iter().filter(|v| v.abs() > placed.activation.abs()).count();
-            assert!(larger < shown, "{}", placed.label);
-        }
-        assert_eq!(view.edges, edges_between(&model, &view.nodes.iter().map(|n| n.node).collect::<Vec<_>>()));
-        assert!(!view.edges.is_empty());
+    fn after_a_new_run_what_referred_to_the_old_prompt_is_cleared_and_how_the_graph_is_drawn_stays() {
+        let model = model();
+        let mut view = busy_view();
+        view.new_run(&[]);
+        let drawn_the_same = View { ranking: Ranking::Activation, per_site: 12, zoom: Zoom { scale: 2.0, dx: 1.0, dy: 2.0 }, ..View::default() };
+        assert_eq!(view, drawn_the_same, "a link's node set, the position, output, selection and ablations go");
+        // A listed circuit stays drawn: it is not about one prompt.
+        let found = listed(&model, "bracket_type", vec![Node::new(0, SiteKind::AttnV, 1)], CircuitOrigin::Found);
+        let mut view = busy_view();
+        view.new_run(std::slice::from_ref(&found));
+        assert_eq!(view.shown, Shown::Nodes(found.nodes.clone()));
+        assert_eq!(view.drawn(std::slice::from_ref(&found)), Some(&found));
+        assert!(view.ablations.is_empty() && view.selected.is_none() && view.position.is_none());
+    }
 
-        // A circuit's view holds exactly its nodes.
-        let circuit: Vec<Node> = view.nodes.iter().step_by(2).map(|n| n.node).collect();
-        let shown = GraphView::of_nodes(&model, &recording, 2, &circuit);
-        let mut nodes: Vec<Node> = shown.nodes.iter().map(|n| n.node).collect();
-        nodes.sort();
-        let mut expected = circuit.clone();
-        expected.sort();
-        assert_eq!(nodes, expected);
+    #[test]
+    fn clicking_a_token_moves_the_view_there_and_forgets_the_output_and_node_chosen() {
+        let mut view = busy_view();
+        view.click_token(1);
+        assert_eq!((view.position, view.target, view.contrast, view.selected), (Some(1), None, None, None));
+        assert_eq!(view.ablations.len(), 1, "ablations hold at every position");
+        assert_eq!(view.at(8), 1);
+        assert_eq!(View::default().at(8), 7, "no position: the last");
+        assert_eq!(View { position: Some(20), ..View::default() }.at(8), 7);
+    }
+
+    #[test]
+    fn picking_a_task_ranks_by_its_right_answer_over_its_wrong_one() {
+        let mut view = busy_view();
+        view.new_run(&[]);
+        view.pick_task(7, 2);
+        assert_eq!((view.ranking, view.target, view.contrast), (Ranking::Effect, Some(7), Some(2)));
+    }
+
+    #[test]
+    fn a_node_is_ablated_once() {
+        let mut view = View::default();
+        let node = Node::new(0, SiteKind::MlpPostAct, 3);
+        assert!(view.ablate(node, AblationKind::Zero));
+        assert!(!view.ablate(node, AblationKind::Mean));
+        assert_eq!(view.ablations, vec![(node, AblationKind::Zero)]);
+    }
+
+    #[test]
+    fn circuits_show_and_hide_bundled_ones_by_task_and_others_by_their_nodes() {
+        let model = model();
+        let bundled = listed(&model, "bracket_type", vec![Node::new(0, SiteKind::AttnQ, 0)], CircuitOrigin::Bundled);
+        let found = listed(&model, "bracket_type", vec![Node::new(1, SiteKind::AttnK, 2)], CircuitOrigin::Found);
+        let circuits = [bundled.clone(), found.clone()];
+        let mut view = View::default();
+        view.toggle_circuit(&bundled, &circuits);
+        assert_eq!(view.shown, Shown::Circuit("bracket_type".into()));
+        assert_eq!(view.drawn(&circuits), Some(&bundled));
+        assert_eq!(view.shown_nodes(&circuits), Some(&bundled.nodes[..]));
+        view.toggle_circuit(&found, &circuits);
+        assert_eq!(view.drawn(&circuits), Some(&found));
+        view.toggle_circuit(&found, &circuits);
+        assert_eq!(view.shown, Shown::Ranked);
+        assert_eq!(view.drawn(&circuits), None);
+    }
+
+    #[test]
+    fn a_view_that_does_not_fit_the_model_is_refused_whole_with_the_reason() {
+        let model = model();
+        let fits = View { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), position: Some(4), ..View::default() };
+        fits.check(&model, 5, &[]).unwrap();
+        let cases = [
+            (View { shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 12)]), ..fits.clone() }, "1.mlp.post_act[12]: 1.mlp.post_act has 12 channels"),
+            (View { ablations: vec![(Node::new(2, SiteKind::AttnQ, 0), AblationKind::Zero)], ..fits.clone() }, "has 2 layers"),
+            (View { contrast: Some(10), ..fits.clone() }, "outside the vocabulary"),
+            (View { selected: Some(Node::new(0, SiteKind::AttnV, 8)), ..fits.clone() }, "0.attn.v[8]"),
+            (View { position: Some(5), ..fits.clone() }, "position 5 is past the prompt's 5 tokens"),
+            (View { shown: Shown::Circuit("bracket_type".into()), ..fits.clone() }, "\"bracket_type\" does not come with this model"),
+        ];
+        for (view, expected) in cases {
+            let message = view.check(&model, 5, &[]).unwrap_err();
+            assert!(message.contains(expected), "{message}");
+        }
     }
 }

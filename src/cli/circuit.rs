@@ -4,16 +4,15 @@
 //! is (task loss with only the circuit kept, with it removed, against k).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 
 use super::forward::sample_means;
-#[cfg(feature = "gpu")]
-use crate::circuits::GpuEval;
 use super::Backend;
 use crate::circuits::{
-    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, SearchProgress, SearchResult, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
+    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN,
 };
 use crate::model::{Model, Tokenizer};
@@ -90,7 +89,7 @@ pub struct CircuitEvalArgs {
 
 /// A model folder's model, tokenizer and mean activations.
 struct Loaded {
-    model: Model,
+    model: Arc<Model>,
     tokenizer: Tokenizer,
     means: SiteMeans,
 }
@@ -100,7 +99,7 @@ fn load(dir: &Path) -> Result<Loaded, String> {
     let tokenizer = tokenizer
         .ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", dir.display()))?;
     let means = sample_means(&model, Some(&tokenizer), &dir.join("samples.json"))?;
-    Ok(Loaded { model, tokenizer, means })
+    Ok(Loaded { model: Arc::new(model), tokenizer, means })
 }
 
 fn parse_task(name: &str) -> Result<Task, String> {
@@ -211,36 +210,12 @@ fn ablation(args: &PruneArgs, loaded: &Loaded, search: &[Choice]) -> Result<Foun
             last = Some((p.stage, p.nodes));
         }
     };
-    let config = &loaded.model.config;
-    let found = match args.backend {
-        Backend::Cpu => ready(ablation_search(&mut CpuEval { model: &loaded.model, choices: search }, config, &loaded.means, &settings, &mut progress, &|| false)),
-        Backend::Gpu => gpu_ablation_search(&loaded.model, search, &loaded.means, &settings, &mut progress),
-    }?
-    .ok_or("the search was cancelled")?;
+    let runner = super::runner(loaded.model.clone(), args.backend)?;
+    let mut eval = RunnerEval { runner: &runner, choices: search };
+    let found = super::block_on(ablation_search(&mut eval, &loaded.model.config, &loaded.means, &settings, &mut progress, &|| false))?
+        .ok_or("the search was cancelled")?;
     let json = serde_json::json!({ "search": settings, "backend": format!("{:?}", args.backend).to_lowercase(), "search_examples": search.len(), "search_seed": SEARCH_SEED, "variants": found.variants });
     Ok((found.nodes, found.curve, ("ablation-search", json)))
-}
-
-#[cfg(feature = "gpu")]
-fn gpu_ablation_search(
-    model: &Model,
-    search: &[Choice],
-    means: &SiteMeans,
-    settings: &SearchSettings,
-    progress: &mut dyn FnMut(SearchProgress),
-) -> Result<Option<SearchResult>, String> {
-    use crate::gpu::{Engine, GpuContext};
-    pollster::block_on(async {
-        let ctx = GpuContext::new().await.map_err(|e| e.to_string())?;
-        let mut engine = Engine::new(ctx, model).map_err(|e| e.to_string())?;
-        let mut eval = GpuEval { engine: &mut engine, choices: search, batch: settings.batch };
-        ablation_search(&mut eval, &model.config, means, settings, progress, &|| false).await
-    })
-}
-
-#[cfg(not(feature = "gpu"))]
-fn gpu_ablation_search(_: &Model, _: &[Choice], _: &SiteMeans, _: &SearchSettings, _: &mut dyn FnMut(SearchProgress)) -> Result<Option<SearchResult>, String> {
-    Err("this build has no GPU backend (built without the `gpu` feature); use --backend cpu".into())
 }
 
 pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {

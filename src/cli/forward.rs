@@ -4,9 +4,7 @@ use clap::Args;
 
 use super::Backend;
 use crate::circuits::{parse_samples, Node, SiteMeans};
-use crate::model::{
-    activations_safetensors, forward, forward_with_interventions, parse_token_list, top_predictions, Intervention, Model, Recording, Tensor, Tokenizer,
-};
+use crate::model::{activations_safetensors, forward, parse_token_list, top_predictions, Model, Record, Recording, Tensor, Tokenizer};
 
 #[derive(Args)]
 pub struct ForwardArgs {
@@ -61,17 +59,8 @@ pub fn run(args: &ForwardArgs) -> Result<(), String> {
             interventions.push(means.ablation(n).ok_or_else(|| format!("--mean {text:?}: the model has no such site"))?);
         }
     }
-    let (logits, recording) = match args.backend {
-        Backend::Cpu => {
-            let mut recording = Recording::new();
-            let logits = forward_with_interventions(&model, &tokens, &interventions, &mut |site, acts| {
-                recording.push((site, acts.clone()))
-            })
-            .map_err(|e| e.to_string())?;
-            (logits, recording)
-        }
-        Backend::Gpu => gpu_forward(&model, &tokens, &interventions)?,
-    };
+    let runner = super::runner(std::sync::Arc::new(model), args.backend)?;
+    let (logits, recording) = super::block_on(runner.run(&tokens, &interventions, &Record::All, &mut |_, _| {}))?;
     if let Some(out) = &args.out {
         write_activations(out, &logits, &recording)?;
     }
@@ -106,28 +95,6 @@ pub(super) fn sample_means(model: &Model, tokenizer: Option<&Tokenizer>, samples
         means.add(&recording);
     }
     Ok(means)
-}
-
-#[cfg(feature = "gpu")]
-fn gpu_forward(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> Result<(Tensor, Recording), String> {
-    use crate::gpu::{Engine, GpuContext, Record};
-    pollster::block_on(async {
-        let ctx = GpuContext::new().await?;
-        let mut engine = Engine::new(ctx, model)?;
-        let mut recording = Recording::new();
-        let mut logits = engine
-            .run(tokens, &[interventions.to_vec()], &Record::All, &mut |stage| {
-                recording.extend(stage.sites.into_iter().flatten())
-            })
-            .await?;
-        Ok((logits.remove(0), recording))
-    })
-    .map_err(|e: crate::gpu::GpuError| e.to_string())
-}
-
-#[cfg(not(feature = "gpu"))]
-fn gpu_forward(_: &Model, _: &[u32], _: &[Intervention]) -> Result<(Tensor, Recording), String> {
-    Err("this build has no GPU backend (built without the `gpu` feature); use --backend cpu".into())
 }
 
 /// Writes `logits` and every recorded site as f32 safetensors, atomically:

@@ -72,6 +72,26 @@ pub enum Backend {
     Gpu,
 }
 
+/// A runner for `model` on `backend`: the GPU one must be there. A GPU
+/// lost on the way is said on stderr, and the work goes on on the CPU.
+fn runner(model: std::sync::Arc<crate::model::Model>, backend: Backend) -> Result<crate::runner::Runner, String> {
+    use crate::runner::{Runner, Want};
+    let want = match backend {
+        Backend::Cpu => Want::Cpu,
+        Backend::Gpu => Want::Gpu,
+    };
+    let on_backend = Box::new(|b: &crate::runner::Backend| eprintln!("note: now on {b:?}"));
+    block_on(Runner::new(model, want, on_backend))
+}
+
+/// Runs a runner's future to its end: natively nothing else runs meanwhile.
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    #[cfg(feature = "gpu")]
+    return pollster::block_on(future);
+    #[cfg(not(feature = "gpu"))]
+    return crate::circuits::ready(future);
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -7,7 +7,7 @@
 //! Stage s is submitted before stage s - 1 is read back, so the GPU always
 //! has the next layer queued while the caller looks at the previous one.
 
-use crate::model::{check_tokens, Config, Intervention, Recording, Site, SiteKind, Tensor, TopkSite};
+use crate::model::{check_tokens, Config, Intervention, Record, Recording, Site, SiteKind, Tensor, TopkSite};
 
 /// The activation fused into a sparse matmul, if any.
 type FusedActivation = Option<crate::model::Activation>;
@@ -16,27 +16,6 @@ use super::kernels::{Kernel, Params, ELEMENT_WORKGROUP, MATMUL_TILE};
 use super::readback::{finish_map, start_map};
 use super::weights::{GpuLinear, GpuMatrix, GpuNorm};
 use super::{GpuContext, GpuError, GpuWeights};
-
-/// Which activations a run reads back.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Record {
-    /// Every site of every layer, and the logits.
-    All,
-    /// These sites, and the logits.
-    Sites(Vec<Site>),
-    /// Only the logits.
-    LogitsOnly,
-}
-
-impl Record {
-    fn wants(&self, site: Site) -> bool {
-        match self {
-            Record::All => true,
-            Record::Sites(sites) => sites.contains(&site),
-            Record::LogitsOnly => false,
-        }
-    }
-}
 
 /// One stage's recorded sites, handed over as soon as the GPU finished it.
 #[derive(Clone, Debug)]

@@ -14,6 +14,7 @@ mod readback;
 mod weights;
 
 pub use context::GpuContext;
-pub use engine::{Engine, Record, StageOutput};
+pub use engine::{Engine, StageOutput};
+pub use crate::model::Record;
 pub use error::GpuError;
 pub use weights::GpuWeights;

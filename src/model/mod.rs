@@ -22,7 +22,7 @@ pub use error::ModelError;
 pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};
 pub use intervene::{resolve, Ablation, Assignment, Intervention};
 pub use predict::{top_predictions, Prediction};
-pub use sites::{Site, SiteKind};
+pub use sites::{Record, Site, SiteKind};
 pub use sparse::SparseMatrix;
 pub use tensor::Tensor;
 pub use tokenizer::Tokenizer;

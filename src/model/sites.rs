@@ -18,7 +18,10 @@ pub enum SiteKind {
 }
 
 impl SiteKind {
-    /// In the order the forward pass reaches them.
+    /// In layer order, attention before MLP, and q, k, v in the order
+    /// `c_attn` splits them (the forward pass records them k, q, v: the
+    /// reference applies their top-k in that order). The graph's columns,
+    /// the search's node order and links follow this order.
     pub const ALL: [SiteKind; 11] = [
         SiteKind::ResidIn,
         SiteKind::AttnActIn,
@@ -75,6 +78,28 @@ impl Site {
         let (layer, suffix) = name.split_once('.')?;
         let kind = SiteKind::ALL.into_iter().find(|k| k.suffix() == suffix)?;
         Some(Site::Layer(layer.parse().ok()?, kind))
+    }
+}
+
+/// Which activations a run reads back.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Record {
+    /// Every site of every layer, and the logits.
+    All,
+    /// These sites, and the logits.
+    Sites(Vec<Site>),
+    /// Only the logits.
+    LogitsOnly,
+}
+
+impl Record {
+    /// Whether `site` is read back.
+    pub fn wants(&self, site: Site) -> bool {
+        match self {
+            Record::All => true,
+            Record::Sites(sites) => sites.contains(&site),
+            Record::LogitsOnly => false,
+        }
     }
 }
 

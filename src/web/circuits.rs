@@ -1,55 +1,23 @@
-//! Task circuits in the page: the circuit files that come with a model or
-//! that the user opens, the search that finds one on the GPU (forward
-//! passes only, `circuits::ablation_search`), and the table that lists each
-//! task's prompt next to its circuits, their size and faithfulness.
+//! Task circuits in the page: the search that finds one with forward
+//! passes only (`circuits::ablation_search`, through the runner), and the
+//! table that lists each task's prompt next to its circuits (bundled,
+//! opened from a file, found here), their size and faithfulness.
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
 use super::components::files_of;
-use super::{next_frame, take_engine, Backend, SharedEngine};
+use super::page::{use_page, Page, Searching};
 use crate::circuits::{
-    ablation_search, keep_only, remove, Choice, CircuitFile, CpuEval, Evaluate, Faithfulness, GpuEval, Method,
-    Node, SearchProgress, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss,
+    ablation_search, keep_only, remove, Choice, CircuitFile, CircuitOrigin, Evaluate, Faithfulness, LoadedCircuit, Method, Node,
+    RunnerEval, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss,
 };
-use crate::model::{Intervention, Model, Tokenizer};
+use crate::model::Model;
+use crate::platform::{now_ms, sleep};
+use crate::runner::Place;
 use crate::tasks::{Task, TaskChoice};
-
-/// Where a circuit shown in the page came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CircuitOrigin {
-    /// A circuit file bundled with the model.
-    Bundled,
-    /// A circuit file the user opened.
-    Opened,
-    /// Found in this page by the forward-pass search.
-    Found,
-}
-
-/// A circuit file checked against the model shown: plain data.
-#[derive(Clone, Debug, PartialEq)]
-pub struct LoadedCircuit {
-    pub file: CircuitFile,
-    pub nodes: Vec<Node>,
-    pub origin: CircuitOrigin,
-}
-
-impl LoadedCircuit {
-    pub fn parse(json: &str, model: &Model, origin: CircuitOrigin) -> Result<LoadedCircuit, String> {
-        let (file, nodes) = CircuitFile::parse(json, model).map_err(|e| e.to_string())?;
-        Ok(LoadedCircuit { file, nodes, origin })
-    }
-
-    /// A short name for buttons and tests: `bundled`, `opened` or `found`.
-    pub fn origin_name(&self) -> &'static str {
-        match self.origin {
-            CircuitOrigin::Bundled => "bundled",
-            CircuitOrigin::Opened => "opened",
-            CircuitOrigin::Found => "found",
-        }
-    }
-}
 
 /// Seeds of the task examples the page searches on and reports on (the
 /// held-out seed is the CLI's, so the figures compare).
@@ -58,127 +26,96 @@ const HELD_OUT_SEED: u64 = 1_000_003;
 /// Held-out examples the page reports a found circuit's faithfulness on:
 /// as many as the CLI and the bundled circuits use, so the figures compare.
 const HELD_OUT: usize = 200;
-/// Variants per evaluator call: a GPU batch; on the CPU, small enough that
-/// the page answers (and can cancel) between calls.
-const GPU_BATCH: usize = 64;
-const CPU_BATCH: usize = 4;
-/// Variants timed on each backend before a search picks one.
-const PROBE: usize = 4;
 
-/// The CPU reference, handing the page back to the browser before each call.
-struct YieldingCpu<'a>(CpuEval<'a>);
-
-impl Evaluate for YieldingCpu<'_> {
-    async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
-        next_frame().await;
-        self.0.losses(variants).await
-    }
-}
-
-/// Finds a circuit for `task` with forward passes only, on the GPU when the
-/// page has one, and measures it on held-out examples. `None` when cancelled.
-#[allow(clippy::too_many_arguments)]
-pub async fn find_circuit(
-    shared: SharedEngine,
-    backend: RwSignal<Backend>,
-    model: &Model,
+/// What a search is given.
+struct Search {
+    model: Arc<Model>,
     model_name: String,
-    tokenizer: &Tokenizer,
-    means: &SiteMeans,
+    means: Arc<SiteMeans>,
     task: Task,
     examples: usize,
-    target_loss: f64,
-    on_backend: &dyn Fn(&'static str),
-    progress: &mut dyn FnMut(SearchProgress),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Option<LoadedCircuit>, String> {
-    let started = js_sys::Date::now();
-    let search = Choice::of_task(task, tokenizer, SEARCH_SEED, examples)?;
-    let held_out = Choice::of_task(task, tokenizer, HELD_OUT_SEED, HELD_OUT)?;
-    let config = &model.config;
-    let settings = SearchSettings { target_loss, ..SearchSettings::default() };
-    let Some(mut gpu) = take_engine(&shared, backend).await else {
-        on_backend("cpu");
-        let Some((found, losses)) = on_cpu(model, means, &search, &held_out, &settings, progress, cancelled).await? else {
-            return Ok(None);
-        };
-        return Ok(Some(circuit_file(model, model_name, means, task, &settings, examples, found, losses, started)));
-    };
-    let result = async {
-        // A software GPU can be far slower than the CPU reference for a
-        // model this small: time the same variants on both, keep the faster.
-        let probe: Vec<Vec<Intervention>> = crate::circuits::all_nodes(config)
-            .chunks(settings.block)
-            .take(PROBE)
-            .map(|group| remove(config, means, group))
-            .collect::<Result<_, _>>()?;
-        let at = js_sys::Date::now();
-        GpuEval { engine: &mut gpu, choices: &search, batch: PROBE }.losses(&probe).await?;
-        let gpu_ms = js_sys::Date::now() - at;
-        let at = js_sys::Date::now();
-        YieldingCpu(CpuEval { model, choices: &search }).losses(&probe).await?;
-        let cpu_ms = js_sys::Date::now() - at;
-        if cpu_ms < gpu_ms {
-            on_backend("cpu");
-            return on_cpu(model, means, &search, &held_out, &settings, progress, cancelled).await;
+    settings: SearchSettings,
+}
+
+impl Page {
+    /// Searches for `task`'s circuit in the page, with progress and a cancel
+    /// button; the circuit found joins the task's list and is shown. The
+    /// search waits for the means; a GPU lost on the way hands it to the CPU.
+    pub fn find_circuit(self, task: Task) {
+        let (Some(opened), Some(runner)) = (self.opened.get_untracked(), self.runner()) else { return };
+        let Some(tokenizer) = opened.tokenizer.clone() else { return };
+        if self.searching.get_untracked().is_some() {
+            return;
         }
-        on_backend("gpu");
-        let mut eval = GpuEval { engine: &mut gpu, choices: &search, batch: GPU_BATCH };
-        let Some(found) = ablation_search(&mut eval, config, means, &settings, progress, cancelled).await? else {
-            return Ok(None);
-        };
-        let losses = GpuEval { engine: &mut gpu, choices: &held_out, batch: GPU_BATCH }.losses(&measured(&model.config, means, &found.nodes)?).await?;
-        Ok(Some((found, losses)))
+        self.cancel_search.set_value(false);
+        self.error.set(None);
+        self.searching.set(Some(Searching { progress: None, place: None }));
+        let examples = self.search_examples.get_untracked();
+        spawn_local(async move {
+            while self.means.with_untracked(Option::is_none) && !self.cancel_search.get_value() {
+                sleep(100).await;
+            }
+            let Some(means) = self.means.get_untracked() else { return self.searching.set(None) };
+            let search = Search {
+                model: opened.model.clone(),
+                model_name: opened.bundled_id().to_string(),
+                means,
+                task,
+                examples,
+                settings: SearchSettings { target_loss: 0.15, ..SearchSettings::default() },
+            };
+            let started = now_ms();
+            let result = async {
+                let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
+                let held_out = Choice::of_task(task, &tokenizer, HELD_OUT_SEED, HELD_OUT)?;
+                let mut progress = |p| self.searching.set(Some(Searching { progress: Some(p), place: runner.batch_place() }));
+                let cancelled = || self.cancel_search.get_value();
+                let mut eval = RunnerEval { runner: &runner, choices: &choices };
+                let config = &search.model.config;
+                let Some(found) = ablation_search(&mut eval, config, &search.means, &search.settings, &mut progress, &cancelled).await? else {
+                    return Ok(None);
+                };
+                let measured = vec![Vec::new(), keep_only(config, &search.means, &found.nodes)?, remove(config, &search.means, &found.nodes)?];
+                let losses = RunnerEval { runner: &runner, choices: &held_out }.losses(&measured).await?;
+                Ok::<_, String>(Some(circuit_file(&search, found, losses, (now_ms() - started) / 1000.0)))
+            }
+            .await;
+            self.searching.set(None);
+            let still_open = self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
+            match result {
+                Ok(Some(found)) if still_open => {
+                    self.view.update(|v| v.show_circuit(&found));
+                    self.circuits.update(|list| {
+                        list.retain(|c| !(c.file.task == found.file.task && c.origin == found.origin));
+                        list.push(Arc::new(found));
+                    });
+                }
+                Ok(_) => {}
+                Err(message) => self.error.set(Some(format!("finding the {} circuit: {message}", task.name()))),
+            }
+        });
     }
-    .await;
-    *shared.borrow_mut() = Some(gpu);
-    let Some((found, losses)) = result? else { return Ok(None) };
-    Ok(Some(circuit_file(model, model_name, means, task, &settings, examples, found, losses, started)))
-}
 
-/// What a found circuit is measured with on the held-out examples: the
-/// full model, the circuit alone, the model without the circuit.
-fn measured(config: &crate::model::Config, means: &SiteMeans, nodes: &[Node]) -> Result<Vec<Vec<Intervention>>, String> {
-    Ok(vec![Vec::new(), keep_only(config, means, nodes)?, remove(config, means, nodes)?])
-}
-
-/// The search and the held-out measurement on the CPU reference, a few
-/// variants per call so the page stays responsive.
-async fn on_cpu(
-    model: &Model,
-    means: &SiteMeans,
-    search: &[Choice],
-    held_out: &[Choice],
-    settings: &SearchSettings,
-    progress: &mut dyn FnMut(SearchProgress),
-    cancelled: &dyn Fn() -> bool,
-) -> Result<Option<(SearchResult, Vec<TaskLoss>)>, String> {
-    let settings = SearchSettings { batch: CPU_BATCH, ..settings.clone() };
-    let mut eval = YieldingCpu(CpuEval { model, choices: search });
-    let Some(found) = ablation_search(&mut eval, &model.config, means, &settings, progress, cancelled).await? else {
-        return Ok(None);
-    };
-    let losses = YieldingCpu(CpuEval { model, choices: held_out }).losses(&measured(&model.config, means, &found.nodes)?).await?;
-    Ok(Some((found, losses)))
+    /// Lists a circuit file the user opened, and shows it.
+    pub fn open_circuit(self, name: String, json: String) {
+        let Some(model) = self.model() else { return };
+        match LoadedCircuit::parse(&json, &model, CircuitOrigin::Opened) {
+            Ok(opened) => {
+                self.view.update(|v| v.show_circuit(&opened));
+                self.circuits.update(|list| list.push(Arc::new(opened)));
+                self.error.set(None);
+            }
+            Err(message) => self.error.set(Some(format!("circuit file {name}: {message}"))),
+        }
+    }
 }
 
 /// A found circuit as a circuit file, with its held-out `losses` (full,
 /// circuit alone, circuit removed).
-#[allow(clippy::too_many_arguments)]
-fn circuit_file(
-    model: &Model,
-    model_name: String,
-    means: &SiteMeans,
-    task: Task,
-    settings: &SearchSettings,
-    search_examples: usize,
-    found: SearchResult,
-    losses: Vec<TaskLoss>,
-    started: f64,
-) -> LoadedCircuit {
-    let nodes = found.nodes.clone();
+fn circuit_file(search: &Search, found: SearchResult, losses: Vec<TaskLoss>, seconds: f64) -> LoadedCircuit {
+    let nodes: Vec<Node> = found.nodes.clone();
     let faithfulness = Faithfulness {
-        target_loss: settings.target_loss,
+        target_loss: search.settings.target_loss,
         examples: HELD_OUT,
         full: losses[0],
         circuit: losses[1],
@@ -186,10 +123,10 @@ fn circuit_file(
     };
     let method = Method {
         name: "ablation-search".into(),
-        settings: serde_json::json!({ "search": settings, "search_examples": search_examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
-        seconds: (js_sys::Date::now() - started) / 1000.0,
+        settings: serde_json::json!({ "search": search.settings, "search_examples": search.examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
+        seconds,
     };
-    let file = CircuitFile::new(model, model_name, means, task, &nodes, faithfulness, found.curve, method);
+    let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, search.task, &nodes, faithfulness, found.curve, method);
     LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
 }
 
@@ -197,27 +134,19 @@ fn circuit_file(
 /// circuits known for it with their size and faithfulness (a click shows
 /// one as the graph), and a button that searches for one in the page.
 #[component]
-#[allow(clippy::too_many_arguments)]
-pub fn TaskTable(
-    tasks: RwSignal<Vec<TaskChoice>>,
-    circuits: RwSignal<Vec<Arc<LoadedCircuit>>>,
-    /// Index into `circuits` of the one drawn as the graph.
-    shown: RwSignal<Option<usize>>,
-    ready: Signal<bool>,
-    searching: RwSignal<Option<SearchProgress>>,
-    search_backend: RwSignal<Option<&'static str>>,
-    /// Task examples a search runs on.
-    search_examples: RwSignal<usize>,
-    on_pick: impl Fn(TaskChoice) + Copy + Send + Sync + 'static,
-    on_find: impl Fn(String) + Copy + Send + Sync + 'static,
-    on_cancel: impl Fn() + Copy + Send + Sync + 'static,
-    /// A circuit file the user opened: its name and its text.
-    on_open: impl Fn(String, String) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
+pub fn TaskTable() -> impl IntoView {
+    let page = use_page();
+    let tasks = move || page.opened.with(|o| o.as_ref().map(|o| o.tasks.clone()).unwrap_or_default());
+    let ready = move || page.ready();
+    let pick = move |task: TaskChoice| {
+        page.run_prompt(task.prompt.clone(), None);
+        // After the run's reset: rank by the right answer's logit over the wrong one's.
+        page.view.update(|v| v.pick_task(task.right, task.wrong));
+    };
     let rows = move || {
         // The first prompt of each task.
         let mut firsts: Vec<TaskChoice> = Vec::new();
-        for task in tasks.get() {
+        for task in tasks() {
             if !firsts.iter().any(|t| t.task == task.task) {
                 firsts.push(task);
             }
@@ -227,19 +156,18 @@ pub fn TaskTable(
             .map(|task| {
                 let question = Task::parse(&task.task).map(Task::question).unwrap_or("");
                 let (name, prompt) = (task.task.clone(), task.prompt.clone());
-                let find_name = name.clone();
                 let known = {
                     let name = name.clone();
                     move || {
-                        circuits
+                        page.circuits
                             .get()
                             .into_iter()
-                            .enumerate()
-                            .filter(|(_, c)| c.file.task == name)
-                            .map(|(i, c)| view! { <CircuitSummary circuit=c index=i shown=shown /> })
+                            .filter(|c| c.file.task == name)
+                            .map(|c| view! { <CircuitSummary circuit=c /> })
                             .collect_view()
                     }
                 };
+                let searchable = Task::parse(&name);
                 view! {
                     <tr data-task=name.clone()>
                         <td>
@@ -248,8 +176,8 @@ pub fn TaskTable(
                                 data-testid="task-prompt"
                                 data-task=name.clone()
                                 title=prompt
-                                disabled=move || !ready.get()
-                                on:click=move |_| on_pick(task.clone())
+                                disabled=move || !ready()
+                                on:click=move |_| pick(task.clone())
                             >
                                 <strong>{name.clone()}</strong>
                                 <span class="question">{question}</span>
@@ -260,10 +188,14 @@ pub fn TaskTable(
                             <button
                                 type="button"
                                 data-testid="find-circuit"
-                                data-task=find_name.clone()
-                                title="Search for this task's circuit in the page, with forward passes on the GPU"
-                                disabled=move || !ready.get() || searching.with(Option::is_some)
-                                on:click=move |_| on_find(find_name.clone())
+                                data-task=name.clone()
+                                title="Search for this task's circuit in the page, with forward passes on the faster of the GPU and the CPU"
+                                disabled=move || !ready() || searchable.is_none() || page.searching.with(Option::is_some)
+                                on:click=move |_| {
+                                    if let Some(task) = searchable {
+                                        page.find_circuit(task);
+                                    }
+                                }
                             >
                                 "Find circuit"
                             </button>
@@ -273,35 +205,15 @@ pub fn TaskTable(
             })
             .collect_view()
     };
-    let progress = move || {
-        searching.get().map(|p| {
-            let stage = match p.stage {
-                SearchStage::Pruning { group: 1 } => format!("removing single nodes, {} left", p.nodes),
-                SearchStage::Pruning { group } => format!("removing groups of {group} channels, {} nodes left", p.nodes),
-                SearchStage::Curve => format!("measuring the loss along its {} nodes", p.nodes),
-            };
-            let backend = match search_backend.get() {
-                Some("gpu") => " on the GPU",
-                Some(_) => " on the CPU (faster here than this GPU, or no GPU)",
-                None => "",
-            };
-            view! {
-                <p class="status loading" data-testid="search-progress" data-backend=search_backend.get().unwrap_or("")>
-                    <progress></progress>
-                    " Finding the circuit"{backend}": "{stage}", "{p.variants}" ablations run "
-                    <button type="button" data-testid="cancel-search" on:click=move |_| on_cancel()>"Cancel"</button>
-                </p>
-            }
-        })
-    };
     view! {
-        <Show when=move || tasks.with(|t| !t.is_empty())>
+        <Show when=move || page.opened.with(|o| o.as_ref().is_some_and(|o| !o.tasks.is_empty()))>
             <section class="task-prompts" data-testid="task-prompts">
                 <h2>"Tasks and their circuits"</h2>
                 <table class="tasks">
                     <thead><tr><th>"Task (click to run its prompt)"</th><th>"Circuits"</th><th></th></tr></thead>
                     <tbody>{rows}</tbody>
                 </table>
+                <SearchProgress />
                 <label class="search-examples">
                     "Examples per search "
                     <input
@@ -309,10 +221,10 @@ pub fn TaskTable(
                         min="1"
                         max="256"
                         data-testid="search-examples"
-                        prop:value=move || search_examples.get().to_string()
+                        prop:value=move || page.search_examples.get().to_string()
                         on:change=move |ev| {
                             if let Ok(n) = event_target_value(&ev).parse::<usize>() {
-                                search_examples.set(n.clamp(1, 256));
+                                page.search_examples.set(n.clamp(1, 256));
                             }
                         }
                     />
@@ -326,55 +238,91 @@ pub fn TaskTable(
                         on:change=move |ev| {
                             let input: web_sys::HtmlInputElement = event_target(&ev);
                             if let Some(file) = files_of(input.files()).into_iter().next() {
-                                leptos::task::spawn_local(async move {
+                                spawn_local(async move {
                                     let text = wasm_bindgen_futures::JsFuture::from(file.text()).await;
                                     let text = text.ok().and_then(|t| t.as_string());
-                                    on_open(file.name(), text.unwrap_or_default());
+                                    page.open_circuit(file.name(), text.unwrap_or_default());
                                 });
                             }
                             input.set_value("");
                         }
                     />
                 </label>
-                {progress}
-                <CurveChart circuits=circuits shown=shown />
+                <CurveChart />
             </section>
         </Show>
     }
 }
 
+/// The search under way: its stage, where it runs, and a cancel button.
+#[component]
+fn SearchProgress() -> impl IntoView {
+    let page = use_page();
+    move || {
+        page.searching.get().map(|Searching { progress, place }| {
+            let stage = match progress {
+                None => "waiting for the mean activations".to_string(),
+                Some(p) => {
+                    let stage = match p.stage {
+                        SearchStage::Pruning { group: 1 } => format!("removing single nodes, {} left", p.nodes),
+                        SearchStage::Pruning { group } => format!("removing groups of {group} channels, {} nodes left", p.nodes),
+                        SearchStage::Curve => format!("measuring the loss along its {} nodes", p.nodes),
+                    };
+                    format!("{stage}, {} ablations run", p.variants)
+                }
+            };
+            let backend = match place {
+                Some(Place::Gpu) => " on the GPU",
+                Some(Place::Cpu) => " on the CPU (faster here than this GPU, or no GPU)",
+                None => "",
+            };
+            view! {
+                <p class="status loading" data-testid="search-progress" data-backend=place.map_or("", Place::name)>
+                    <progress></progress>
+                    " Finding the circuit"{backend}": "{stage}" "
+                    <button type="button" data-testid="cancel-search" on:click=move |_| page.cancel_search.set_value(true)>"Cancel"</button>
+                </p>
+            }
+        })
+    }
+}
+
 /// One circuit's size and faithfulness, and a button that shows it.
 #[component]
-fn CircuitSummary(circuit: Arc<LoadedCircuit>, index: usize, shown: RwSignal<Option<usize>>) -> impl IntoView {
+fn CircuitSummary(circuit: Arc<LoadedCircuit>) -> impl IntoView {
+    let page = use_page();
     let f = &circuit.file.faithfulness;
     let figures = format!(
-        "{} nodes, {} edges; task loss {:.3} alone, {:.3} removed ({:.3} full), {:.0} s",
+        "{} nodes, {} edges; task loss {:.3} alone, {:.3} removed ({:.3} full)",
         circuit.nodes.len(),
         circuit.file.edges.len(),
         f.circuit.loss,
         f.without_circuit.loss,
         f.full.loss,
-        circuit.file.method.seconds
     );
+    // How long the search took is for those who look: in the tooltip.
     let title = format!(
-        "{} ({}): accuracy {:.1}% with the circuit alone, {:.1}% with it removed, {:.1}% in full, on {} held-out examples",
+        "{} ({}, {:.0} s): accuracy {:.1}% with the circuit alone, {:.1}% with it removed, {:.1}% in full, on {} held-out examples",
         circuit.file.method.name,
         circuit.origin_name(),
+        circuit.file.method.seconds,
         100.0 * f.circuit.accuracy,
         100.0 * f.without_circuit.accuracy,
         100.0 * f.full.accuracy,
         f.examples
     );
-    let is_shown = move || shown.get() == Some(index);
+    let mine = circuit.clone();
+    let is_shown = Memo::new(move |_| page.drawn.with(|d| d.as_ref().is_some_and(|d| Arc::ptr_eq(d, &mine))));
+    let toggled = circuit.clone();
     view! {
         <div class="circuit-summary" data-testid="circuit" data-origin=circuit.origin_name() data-nodes=circuit.nodes.len() title=title>
             <button
                 type="button"
                 data-testid="show-circuit"
-                aria-pressed=move || is_shown().to_string()
-                on:click=move |_| shown.set(if is_shown() { None } else { Some(index) })
+                aria-pressed=move || is_shown.get().to_string()
+                on:click=move |_| page.circuits.with_untracked(|list| page.view.update(|v| v.toggle_circuit(&toggled, list)))
             >
-                {move || if is_shown() { "Hide" } else { "Show" }}
+                {move || if is_shown.get() { "Hide" } else { "Show" }}
             </button>
             " "<span class="method">{circuit.file.method.name.clone()}</span>": "{figures}
         </div>
@@ -384,12 +332,13 @@ fn CircuitSummary(circuit: Arc<LoadedCircuit>, index: usize, shown: RwSignal<Opt
 /// The shown circuit's task loss against k (the first k nodes of its
 /// search's ranking kept, the rest mean-ablated), with the target as a line.
 #[component]
-fn CurveChart(circuits: RwSignal<Vec<Arc<LoadedCircuit>>>, shown: RwSignal<Option<usize>>) -> impl IntoView {
+fn CurveChart() -> impl IntoView {
+    let page = use_page();
     const W: f64 = 360.0;
     const H: f64 = 140.0;
     const PAD: f64 = 28.0;
     move || {
-        let circuit = shown.get().and_then(|i| circuits.with(|c| c.get(i).cloned()))?;
+        let circuit = page.drawn.get()?;
         let curve = &circuit.file.curve;
         let max_k = curve.iter().map(|(k, _)| *k).max()?.max(1) as f64;
         let max_loss = curve.iter().map(|(_, l)| l.loss).fold(circuit.file.faithfulness.target_loss * 2.0, f64::max);

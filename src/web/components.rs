@@ -1,18 +1,22 @@
-use std::sync::Arc;
+//! The page's small components: the model picker and status, the prompt,
+//! the tokens, the predictions, the ablations and the per-layer sizes. Each
+//! reads and changes the page's state ([`use_page`]).
 
 use leptos::prelude::*;
 
-use super::load::{BundledModel, LoadProgress};
-use super::summary::{token_text, LayerSummary, ModelFacts};
-use super::{AblationKind, Backend};
-use crate::circuits::Node;
-use crate::model::{Model, Prediction, Tokenizer};
+use super::load::LoadProgress;
+use super::open::Source;
+use super::page::use_page;
+use super::summary::token_text;
+use crate::circuits::AblationKind;
+use crate::runner::Backend;
 
 /// The loaded model: where from, its shape, size and density; the load in progress.
 #[component]
-pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadProgress>) -> impl IntoView {
+pub fn ModelStatus() -> impl IntoView {
+    let page = use_page();
     let progress = move || {
-        let text = match loading.get() {
+        let text = match page.loading.get() {
             LoadProgress::Idle => return None,
             LoadProgress::Reading { file, done, total: Some(total) } => {
                 format!("Reading {file}: {} of {} KB", done / 1024, total / 1024)
@@ -24,7 +28,7 @@ pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadPr
         Some(view! { <p class="status loading" data-testid="load-progress">{text}</p> })
     };
     view! {
-        {move || match facts.get() {
+        {move || match page.opened.with(|o| o.as_ref().map(|o| o.facts.clone())) {
             None => view! { <p class="status" data-testid="model-status">"Loading the model..."</p> }.into_any(),
             Some(f) => view! {
                 <p class="status" data-testid="model-status" data-ready="true" data-source=f.source.clone()>
@@ -41,27 +45,24 @@ pub fn ModelStatus(facts: RwSignal<Option<ModelFacts>>, loading: RwSignal<LoadPr
 /// anywhere on the page (config .json, .safetensors or a PyTorch .pt, and
 /// optionally encoder.json and vocab.bpe).
 #[component]
-pub fn ModelPicker(
-    bundled: RwSignal<Vec<BundledModel>>,
-    current: RwSignal<String>,
-    busy: Signal<bool>,
-    on_bundled: impl Fn(BundledModel) + Copy + 'static,
-    on_url: impl Fn(String) + Copy + 'static,
-    on_files: impl Fn(Vec<web_sys::File>) + Copy + 'static,
-) -> impl IntoView {
+pub fn ModelPicker() -> impl IntoView {
+    let page = use_page();
+    let bundled = page.bundled;
+    let current = move || page.opened.with(|o| o.as_ref().map_or_else(String::new, |o| o.bundled_id().to_string()));
+    let busy = move || page.busy();
     let url = RwSignal::new(String::new());
     let options = move || {
         bundled
             .get()
             .into_iter()
             .map(|m| {
-                let selected = current.get() == m.id;
+                let selected = current() == m.id;
                 view! { <option value=m.id.clone() selected=selected title=m.about.clone()>{m.name.clone()}</option> }
             })
             .collect_view()
     };
     let about = move || {
-        let id = current.get();
+        let id = current();
         bundled.with(|list| list.iter().find(|m| m.id == id).map(|m| m.about.clone()))
     };
     view! {
@@ -70,23 +71,23 @@ pub fn ModelPicker(
                 "Model "
                 <select
                     data-testid="model-picker"
-                    disabled=move || busy.get()
+                    disabled=busy
                     on:change=move |ev| {
                         let id = event_target_value(&ev);
                         if let Some(m) = bundled.with_untracked(|list| list.iter().find(|m| m.id == id).cloned()) {
-                            on_bundled(m);
+                            page.open(Source::Bundled(m));
                         }
                     }
                 >
                     {options}
-                    <option value="" disabled=true selected=move || !bundled.with(|l| l.iter().any(|m| m.id == current.get()))>
+                    <option value="" disabled=true selected=move || !bundled.with(|l| l.iter().any(|m| m.id == current()))>
                         "(from a URL or files)"
                     </option>
                 </select>
             </label>
             <form class="model-url" on:submit=move |ev| {
                 ev.prevent_default();
-                on_url(url.get_untracked().trim().to_string());
+                page.open(Source::Url(url.get_untracked().trim().to_string()));
             }>
                 <input
                     data-testid="model-url"
@@ -95,7 +96,7 @@ pub fn ModelPicker(
                     prop:value=url
                     on:input=move |ev| url.set(event_target_value(&ev))
                 />
-                <button type="submit" data-testid="load-url" disabled=move || busy.get()>"Load"</button>
+                <button type="submit" data-testid="load-url" disabled=busy>"Load"</button>
             </form>
             <label class="model-files" title="config.json (or the release's beeg_config.json), model.safetensors or a PyTorch checkpoint such as final_model.pt, and optionally encoder.json and vocab.bpe">
                 "or files: "
@@ -103,10 +104,10 @@ pub fn ModelPicker(
                     type="file"
                     multiple=true
                     data-testid="model-files"
-                    disabled=move || busy.get()
+                    disabled=busy
                     on:change=move |ev| {
                         let input: web_sys::HtmlInputElement = event_target(&ev);
-                        on_files(files_of(input.files()));
+                        page.open(Source::Files(files_of(input.files())));
                         input.set_value("");
                     }
                 />
@@ -122,10 +123,11 @@ pub fn files_of(list: Option<web_sys::FileList>) -> Vec<web_sys::File> {
 }
 
 #[component]
-pub fn BackendStatus(backend: RwSignal<Backend>) -> impl IntoView {
+pub fn BackendStatus() -> impl IntoView {
+    let page = use_page();
     move || {
-        let (kind, text) = match backend.get() {
-            Backend::Probing => ("probing", "Looking for a WebGPU adapter...".to_string()),
+        let (kind, text) = match page.backend.get() {
+            Backend::Looking => ("probing", "Looking for a WebGPU adapter; the CPU answers meanwhile...".to_string()),
             Backend::Gpu(adapter) => ("gpu", format!("Runs on the GPU through WebGPU: {adapter}.")),
             Backend::Cpu(reason) => ("cpu", format!("Runs on the CPU (WebAssembly): {reason}.")),
         };
@@ -134,9 +136,10 @@ pub fn BackendStatus(backend: RwSignal<Backend>) -> impl IntoView {
 }
 
 #[component]
-pub fn ErrorBanner(error: RwSignal<Option<String>>) -> impl IntoView {
+pub fn ErrorBanner() -> impl IntoView {
+    let page = use_page();
     move || {
-        error.get().map(|message| {
+        page.error.get().map(|message| {
             view! { <div class="error-banner" role="alert" data-testid="error-banner">{message}</div> }
         })
     }
@@ -145,12 +148,12 @@ pub fn ErrorBanner(error: RwSignal<Option<String>>) -> impl IntoView {
 /// The prompt in, a run out: text when the model has a tokenizer, token ids
 /// otherwise.
 #[component]
-pub fn PromptForm(
-    text: RwSignal<String>,
-    has_tokenizer: Signal<bool>,
-    ready: Signal<bool>,
-    on_run: impl Fn(String) + Copy + 'static,
-) -> impl IntoView {
+pub fn PromptForm() -> impl IntoView {
+    let page = use_page();
+    let text = page.prompt;
+    let has_tokenizer = Signal::derive(move || page.opened.with(|o| o.as_ref().is_some_and(|o| o.tokenizer.is_some())));
+    let ready = Signal::derive(move || page.ready());
+    let on_run = move |text: String| page.run_prompt(text, None);
     view! {
         <form class="token-form" on:submit=move |ev| {
             ev.prevent_default();
@@ -189,16 +192,13 @@ pub fn PromptForm(
 
 /// The next-token predictions; with ablations, each next to its clean probability.
 #[component]
-pub fn Predictions(
-    predictions: Signal<Vec<Prediction>>,
-    clean: Signal<Vec<Prediction>>,
-    ablations: RwSignal<usize>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-) -> impl IntoView {
+pub fn Predictions() -> impl IntoView {
+    let page = use_page();
+    let clean = page.clean_top;
     move || {
-        let rows = predictions.get();
-        let n_ablated = ablations.get();
-        let tokenizer = tokenizer.get();
+        let rows = page.top.get();
+        let n_ablated = page.ablated.with(|a| a.as_ref().map_or(0, |a| a.ablations.len()));
+        let tokenizer = page.tokenizer();
         (!rows.is_empty()).then(|| {
             let items = rows
                 .into_iter()
@@ -235,15 +235,12 @@ pub fn Predictions(
 
 /// The run's tokens; clicking one shows the predictions and circuit there.
 #[component]
-pub fn TokenStrip(
-    tokens: RwSignal<Vec<u32>>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-    position: RwSignal<usize>,
-    on_select: impl Fn(usize) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
+pub fn TokenStrip() -> impl IntoView {
+    let page = use_page();
+    let position = page.position;
     move || {
-        let tokens = tokens.get();
-        let tokenizer = tokenizer.get();
+        let tokens = page.run.with(|r| r.as_ref().map(|r| r.tokens.clone()).unwrap_or_default());
+        let tokenizer = page.tokenizer();
         (!tokens.is_empty()).then(|| {
             let chips = tokens
                 .into_iter()
@@ -257,10 +254,7 @@ pub fn TokenStrip(
                             data-position=i
                             data-token=id
                             title=format!("position {i}, id {id}")
-                            on:click=move |_| {
-                                position.set(i);
-                                on_select(i);
-                            }
+                            on:click=move |_| page.view.update(|v| v.click_token(i))
                         >
                             {token_text(tokenizer.as_deref(), id)}
                         </button>
@@ -279,14 +273,11 @@ pub fn TokenStrip(
 
 /// The ablated nodes, with one button to clear them all.
 #[component]
-pub fn AblationList(
-    ablated: RwSignal<Vec<(Node, AblationKind)>>,
-    model: RwSignal<Option<Arc<Model>>>,
-    on_clear: impl Fn() + Copy + Send + Sync + 'static,
-) -> impl IntoView {
+pub fn AblationList() -> impl IntoView {
+    let page = use_page();
     move || {
-        let nodes = ablated.get();
-        let config = model.with(|m| m.as_ref().map(|m| m.config.clone()))?;
+        let nodes = page.ablations.get();
+        let config = page.model()?.config.clone();
         (!nodes.is_empty()).then(|| {
             let items = nodes
                 .iter()
@@ -302,7 +293,7 @@ pub fn AblationList(
                 <section class="ablations" data-testid="ablation-list">
                     <h3>"Ablated at every position"</h3>
                     <ul>{items}</ul>
-                    <button data-testid="clear-ablations" on:click=move |_| on_clear()>"Clear all"</button>
+                    <button data-testid="clear-ablations" on:click=move |_| page.view.update(|v| v.ablations.clear())>"Clear all"</button>
                 </section>
             }
         })
@@ -312,9 +303,10 @@ pub fn AblationList(
 /// One row per layer, added as each layer arrives: the root-mean-square of
 /// every recorded site, drawn as bars on one scale so layers compare at a glance.
 #[component]
-pub fn LayerTable(layers: RwSignal<Vec<LayerSummary>>) -> impl IntoView {
+pub fn LayerTable() -> impl IntoView {
+    let page = use_page();
     move || {
-        let layers = layers.get();
+        let layers = page.layers.get();
         let first = layers.first()?;
         let max = layers.iter().flat_map(|l| l.site_norms.iter().map(|(_, n)| *n)).fold(f32::MIN_POSITIVE, f32::max);
         let header = first.site_norms.iter().map(|(name, _)| view! { <th>{name.clone()}</th> }).collect_view();

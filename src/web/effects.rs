@@ -1,40 +1,32 @@
-//! Ranking nodes by their measured effect on a chosen output: the control
-//! for the output, and the measurement itself, batched on the GPU (or run
-//! on the CPU), a chunk at a time so the page stays responsive and shows
-//! progress.
+//! Ranking nodes by their measured effect on a chosen output: the
+//! measurement, through the runner (which times both backends on the first
+//! nodes and runs the rest on the faster), a chunk at a time so the page
+//! stays responsive and shows progress; and its controls.
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 
+use super::page::{use_page, Effects, Page};
 use super::summary::token_text;
-use super::{next_frame, take_engine, Backend, SharedEngine};
-use crate::circuits::{ablated_objectives, ablated_objectives_gpu, candidates, Node, Objective};
-use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
+use crate::circuits::{candidates, Objective, Ranking};
+use crate::model::{Intervention, Recording, Tensor};
+use crate::platform::sleep;
+use crate::runner::{Place, Runner};
 
-/// Ablation variants per GPU batch, per CPU chunk (the CPU blocks the page
-/// while it works), and per probe of either.
-const GPU_BATCH: usize = 64;
-const CPU_CHUNK: usize = 16;
-const PROBE: usize = 8;
-/// A node slower than this per ablation on the GPU is a large model: the
-/// CPU is probed with one node only, since the CPU blocks the page.
-const LARGE_MODEL_MS: f64 = 20.0;
+/// Ablated nodes per chunk between two looks at whether the result is
+/// still wanted (and a progress report).
+const CHUNK: usize = 64;
+/// Nodes a CPU probe may time (it stops after a slow one). The GPU is timed
+/// on one node: at the released shape on a software adapter it takes seconds.
+const CPU_PROBE: usize = 8;
 /// Measurements estimated to take longer are not started unasked: at the
 /// released scale, every node of a long prompt would take hours.
-pub const BUDGET_MS: f64 = 120_000.0;
-
-pub use crate::circuits::Ranking;
-
-/// Every candidate node's effect on `objective`, for one run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Effects {
-    pub objective: Objective,
-    pub values: Vec<(Node, f32)>,
-}
+const BUDGET_MS: f64 = 120_000.0;
 
 /// How a measurement ended.
-pub enum Measured {
+enum Measured {
     Done(Effects),
     /// Probed, and estimated past the budget: `seconds` for `nodes` nodes.
     OverBudget { seconds: f64, nodes: usize },
@@ -42,20 +34,14 @@ pub enum Measured {
 
 /// Measures the effect of every candidate node on `objective`: the clean
 /// objective minus the objective with the node zero-ablated everywhere.
-/// With a GPU, a first small chunk is timed on each backend and the rest
-/// runs on the faster one (a software adapter is slower than the CPU
-/// reference for models this small). Once both are probed, a measurement
-/// estimated past `budget_ms` (when given) stops there. `progress(done,
-/// total)` after every chunk; gives up (`None`) as soon as `still_wanted`
-/// says the result is no longer needed.
-#[allow(clippy::too_many_arguments)]
-pub async fn measure(
-    shared: SharedEngine,
-    backend: RwSignal<Backend>,
-    model: &Model,
+/// Until the runner knows which backend is faster, chunks are its probes;
+/// then a measurement estimated past `budget_ms` (when given) stops there.
+/// `progress(done, total)` after every chunk; gives up (`None`) as soon as
+/// `still_wanted` says the result is no longer needed.
+async fn measure(
+    runner: &Runner,
     tokens: &[u32],
-    clean: &Tensor,
-    recording: &Recording,
+    (clean, recording): (&Tensor, &Recording),
     objective: Objective,
     budget_ms: Option<f64>,
     progress: &dyn Fn(usize, usize),
@@ -64,65 +50,97 @@ pub async fn measure(
     let nodes = candidates(recording, objective.position);
     let clean = objective.of(clean);
     let mut values = Vec::with_capacity(nodes.len());
-    // Milliseconds per ablated node, once probed.
-    let (mut gpu_ms, mut cpu_ms) = (None::<f64>, None::<f64>);
     while values.len() < nodes.len() {
         progress(values.len(), nodes.len());
-        next_frame().await;
+        sleep(0).await;
         if !still_wanted() {
             return Ok(None);
         }
-        let has_gpu = matches!(backend.get_untracked(), Backend::Gpu(_));
-        let probed = if has_gpu { gpu_ms.is_some() && cpu_ms.is_some() } else { cpu_ms.is_some() };
-        let best = [gpu_ms, cpu_ms].into_iter().flatten().fold(f64::INFINITY, f64::min);
-        let estimate = best * (nodes.len() - values.len()) as f64;
-        if budget_ms.is_some_and(|budget| probed && estimate > budget) {
-            return Ok(Some(Measured::OverBudget { seconds: estimate / 1000.0, nodes: nodes.len() }));
+        let left = nodes.len() - values.len();
+        if let Some(ms) = runner.estimate_ms(tokens.len(), left) {
+            if budget_ms.is_some_and(|budget| ms > budget) {
+                return Ok(Some(Measured::OverBudget { seconds: ms / 1000.0, nodes: nodes.len() }));
+            }
         }
-        // Probes are one node where a node may take seconds.
-        let (on_gpu, size) = match (has_gpu, gpu_ms, cpu_ms) {
-            (false, _, None) => (false, 1),
-            (false, ..) => (false, CPU_CHUNK),
-            (true, None, _) => (true, 1),
-            (true, Some(g), None) => (false, if g < LARGE_MODEL_MS { PROBE } else { 1 }),
-            (true, Some(g), Some(c)) if g <= c => (true, GPU_BATCH),
-            (true, Some(_), Some(_)) => (false, CPU_CHUNK),
+        let size = match runner.probing() {
+            Some(Place::Gpu) => 1,
+            Some(Place::Cpu) => CPU_PROBE,
+            None => CHUNK,
         };
         let chunk = &nodes[values.len()..(values.len() + size).min(nodes.len())];
-        let started = js_sys::Date::now();
-        let ablated = if on_gpu {
-            let Some(mut gpu) = take_engine(&shared, backend).await else { continue };
-            let result = ablated_objectives_gpu(&mut gpu, tokens, chunk, &objective).await;
-            *shared.borrow_mut() = Some(gpu);
-            result.map_err(|e| e.to_string())?
-        } else {
-            ablated_objectives(model, tokens, chunk, &objective).map_err(|e| e.to_string())?
+        let variants: Vec<Vec<Intervention>> = chunk.iter().map(|node| vec![node.zero_ablation()]).collect();
+        let logits = match runner.probing() {
+            Some(_) => runner.probe(tokens, &variants).await?,
+            None => runner.logits(tokens, &variants).await?,
         };
-        let per_node = (js_sys::Date::now() - started) / chunk.len() as f64;
-        if on_gpu { gpu_ms.get_or_insert(per_node) } else { cpu_ms.get_or_insert(per_node) };
-        values.extend(chunk.iter().zip(ablated).map(|(node, ablated)| (*node, clean - ablated)));
+        let chunk = &chunk[..logits.len()];
+        values.extend(chunk.iter().zip(logits).map(|(node, logits)| (*node, clean - objective.of(&logits))));
     }
     progress(values.len(), nodes.len());
     Ok(Some(Measured::Done(Effects { objective, values })))
+}
+
+impl Page {
+    /// (Re)measures effects whenever the run, position or output changes; a
+    /// newer request makes an older measurement give up. A measurement too
+    /// long for the budget ranks by activation instead, saying why.
+    pub fn measure_effects_on_change(self) {
+        let generation = StoredValue::new(0u64);
+        Effect::new(move |_| {
+            let wanted = self.objective.get().filter(|_| self.ranking.get() == Ranking::Effect);
+            generation.update_value(|g| *g += 1);
+            let mine = generation.get_value();
+            let Some(wanted) = wanted else { return self.measuring.set(None) };
+            if self.effects.with_untracked(|e| e.as_ref().is_some_and(|e| e.objective == wanted)) {
+                return;
+            }
+            let (Some(run), Some(runner)) = (self.run.get_untracked(), self.runner()) else { return };
+            let budget = self.budgeted.get_untracked().then_some(BUDGET_MS);
+            spawn_local(async move {
+                let still_wanted = move || generation.get_value() == mine;
+                let progress = move |done, total| {
+                    if still_wanted() {
+                        self.measuring.set(Some((done, total)));
+                    }
+                };
+                let result = measure(&runner, &run.tokens, (&run.logits, &run.recording), wanted, budget, &progress, &still_wanted).await;
+                if !still_wanted() {
+                    return;
+                }
+                self.measuring.set(None);
+                match result {
+                    Ok(Some(Measured::Done(measured))) => self.effects.set(Some(Arc::new(measured))),
+                    Ok(Some(Measured::OverBudget { seconds, nodes })) => {
+                        self.ranking_note.set(Some(format!(
+                            "Ranked by activation: measuring the effect of all {nodes} nodes would take about {} here. Choose \"measured effect\" to measure anyway.",
+                            duration(seconds)
+                        )));
+                        self.view.update(|v| v.ranking = Ranking::Activation);
+                    }
+                    Ok(None) => {}
+                    Err(message) => self.error.set(Some(message)),
+                }
+            });
+        });
+    }
+}
+
+/// A rough duration for people: "40 s", "12 min", "3.5 h".
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 /// Rank by effect or activation; the output effects are measured on: a
 /// token's logit, or its difference to another token's, picked from the top
 /// predictions at the selected position.
 #[component]
-pub fn RankingControls(
-    ranking: RwSignal<Ranking>,
-    target: RwSignal<Option<u32>>,
-    contrast: RwSignal<Option<u32>>,
-    predictions: Signal<Vec<Prediction>>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-    progress: RwSignal<Option<(usize, usize)>>,
-    effects: RwSignal<Option<Arc<Effects>>>,
-    /// Why the ranking is by activation when effects were too slow to measure.
-    note: RwSignal<Option<String>>,
-    /// Whether effects are measured within [`BUDGET_MS`] (until asked for anyway).
-    budgeted: RwSignal<bool>,
-) -> impl IntoView {
+pub fn RankingControls() -> impl IntoView {
+    let page = use_page();
+    let (effects, note, predictions) = (page.effects, page.ranking_note, page.clean_top);
     // What the effects shown were measured on, e.g. `58-12@28`, for tests to wait on.
     let measured = move || {
         effects.with(|e| {
@@ -135,7 +153,7 @@ pub fn RankingControls(
     // The top predictions, and the chosen token too when it is not among them
     // (a task's answers need not be).
     let options = move |chosen: Option<u32>| {
-        let tokenizer = tokenizer.get();
+        let tokenizer = page.tokenizer();
         let mut items: Vec<(u32, String)> = predictions
             .get()
             .into_iter()
@@ -150,6 +168,9 @@ pub fn RankingControls(
             .collect_view()
     };
     let parse = |value: String| value.parse::<u32>().ok();
+    let by_effect = move || page.ranking.get() == Ranking::Effect;
+    let target = move || page.view.with(|v| v.target).or_else(|| predictions.with(|p| p.first().map(|p| p.token)));
+    let contrast = move || page.view.with(|v| v.contrast);
     view! {
         <div class="ranking" data-testid="ranking" data-measured=measured style:display=move || if predictions.with(Vec::is_empty) { "none" } else { "flex" }>
             <label>
@@ -159,37 +180,33 @@ pub fn RankingControls(
                     on:change=move |ev| {
                         let by_effect = event_target_value(&ev) != "activation";
                         // Asked for again after a note that it would be slow: measure anyway.
-                        budgeted.set(!(by_effect && note.get_untracked().is_some()));
+                        page.budgeted.set(!(by_effect && note.get_untracked().is_some()));
                         note.set(None);
-                        ranking.set(if by_effect { Ranking::Effect } else { Ranking::Activation })
+                        page.view.update(|v| v.ranking = if by_effect { Ranking::Effect } else { Ranking::Activation });
                     }
                 >
-                    <option value="effect" selected=move || ranking.get() == Ranking::Effect>
-                        "measured effect on"
-                    </option>
-                    <option value="activation" selected=move || ranking.get() == Ranking::Activation>
-                        "|activation| (no output)"
-                    </option>
+                    <option value="effect" selected=by_effect>"measured effect on"</option>
+                    <option value="activation" selected=move || !by_effect()>"|activation| (no output)"</option>
                 </select>
             </label>
-            <span class="objective" style:visibility=move || if ranking.get() == Ranking::Effect { "visible" } else { "hidden" }>
+            <span class="objective" style:visibility=move || if by_effect() { "visible" } else { "hidden" }>
                 <label>
                     " the logit of "
-                    <select data-testid="target-token" on:change=move |ev| target.set(parse(event_target_value(&ev)))>
-                        {move || options(target.get().or_else(|| predictions.with(|p| p.first().map(|p| p.token))))}
+                    <select data-testid="target-token" on:change=move |ev| page.view.update(|v| v.target = parse(event_target_value(&ev)))>
+                        {move || options(target())}
                     </select>
                 </label>
                 <label>
                     " minus "
-                    <select data-testid="contrast-token" on:change=move |ev| contrast.set(parse(event_target_value(&ev)))>
-                        <option value="" selected=move || contrast.get().is_none()>"nothing"</option>
-                        {move || options(contrast.get())}
+                    <select data-testid="contrast-token" on:change=move |ev| page.view.update(|v| v.contrast = parse(event_target_value(&ev)))>
+                        <option value="" selected=move || contrast().is_none()>"nothing"</option>
+                        {move || options(contrast())}
                     </select>
                 </label>
             </span>
             {move || note.get().map(|text| view! { <span class="hint" data-testid="ranking-note">{text}</span> })}
             {move || {
-                progress.get().map(|(done, total)| {
+                page.measuring.get().map(|(done, total)| {
                     view! {
                         <span class="measuring" data-testid="effect-progress">
                             <progress max=total value=done></progress>
@@ -205,26 +222,21 @@ pub fn RankingControls(
 /// The chosen output, clean and with the ablations: the number an ablation
 /// is meant to move.
 #[component]
-pub fn ObjectiveChange(
-    objective: Signal<Option<Objective>>,
-    clean: RwSignal<Option<Arc<Tensor>>>,
-    ablated: RwSignal<Option<Arc<Tensor>>>,
-    ablations: RwSignal<usize>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-) -> impl IntoView {
+pub fn ObjectiveChange() -> impl IntoView {
+    let page = use_page();
     move || {
-        let objective = objective.get()?;
-        let clean_value = objective.of(clean.get()?.as_ref());
-        let tokenizer = tokenizer.get();
+        let objective = page.objective.get()?;
+        let clean_value = objective.of(page.run.with(|r| r.as_ref().map(|r| r.logits.clone()))?.as_ref());
+        let tokenizer = page.tokenizer();
         let name = |t: u32| format!("logit({})", token_text(tokenizer.as_deref(), t));
         let what = match objective.contrast {
             Some(c) => format!("{} - {}", name(objective.target), name(c)),
             None => name(objective.target),
         };
-        let n = ablations.get();
-        let after = ablated.get().filter(|_| n > 0).map(|l| objective.of(&l));
+        let ablated = page.ablated.get();
+        let after = ablated.as_ref().map(|a| (a.ablations.len(), objective.of(&a.logits)));
         let text = match after {
-            Some(value) => format!(
+            Some((n, value)) => format!(
                 "{what} at position {}: {clean_value:.3} clean, {value:.3} with {n} node(s) ablated ({:+.3})",
                 objective.position,
                 value - clean_value
@@ -232,7 +244,7 @@ pub fn ObjectiveChange(
             None => format!("{what} at position {}: {clean_value:.3}", objective.position),
         };
         Some(view! {
-            <p class="objective-change" data-testid="objective-change" data-clean=clean_value data-ablated=after>
+            <p class="objective-change" data-testid="objective-change" data-clean=clean_value data-ablated=after.map(|(_, v)| v)>
                 {text}
             </p>
         })

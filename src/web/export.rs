@@ -2,15 +2,13 @@
 //! PNG, the shown circuit as a circuit file, the run's activations as
 //! safetensors; each handed to the browser as a download.
 
-use std::sync::Arc;
-
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use super::graph_canvas::{canvas_size, paint_graph, Painter, Segment};
-use super::LoadedCircuit;
+use super::graph_paint::{canvas_size, paint_graph, Painter, Segment};
+use super::page::use_page;
 use crate::circuits::GraphView;
-use crate::model::{activations_safetensors, Recording, Tensor};
+use crate::model::activations_safetensors;
 
 /// An SVG document being drawn.
 struct Svg {
@@ -97,13 +95,9 @@ pub fn download_url(name: &str, url: &str) -> Result<(), wasm_bindgen::JsValue> 
 
 /// Exports of the run and of the shown circuit.
 #[component]
-pub fn ExportBar(
-    /// The task circuit drawn as the graph, if one is.
-    circuit: Signal<Option<Arc<LoadedCircuit>>>,
-    /// The last run: logits `[T, vocab]` and every recorded site.
-    run: Signal<Option<(Arc<Tensor>, Arc<Recording>)>>,
-    error: RwSignal<Option<String>>,
-) -> impl IntoView {
+pub fn ExportBar() -> impl IntoView {
+    let page = use_page();
+    let (circuit, run, error) = (page.drawn, page.run, page.error);
     let export_circuit = move |_| {
         let Some(circuit) = circuit.get_untracked() else { return };
         let name = format!("{}.json", circuit.file.task);
@@ -112,8 +106,8 @@ pub fn ExportBar(
         }
     };
     let export_run = move |_| {
-        let Some((logits, recording)) = run.get_untracked() else { return };
-        let bytes = activations_safetensors(&logits, &recording);
+        let Some(run) = run.get_untracked() else { return };
+        let bytes = activations_safetensors(&run.logits, &run.recording);
         if let Err(message) = download("activations.safetensors", &bytes, "application/octet-stream") {
             error.set(Some(message));
         }

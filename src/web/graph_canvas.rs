@@ -2,84 +2,19 @@
 //! to right, one column per node site, nodes coloured by activation, edges
 //! by the sign of weight x activation with width by its size.
 
-use std::collections::BTreeMap;
-
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
-use super::sleep;
-use crate::circuits::{EdgeKind, GraphView, Node, Ranking, Zoom};
-use crate::model::{Site, SiteKind};
-
-const COLUMN_WIDTH: f64 = 44.0;
-const ROW_HEIGHT: f64 = 30.0;
-const MARGIN_LEFT: f64 = 30.0;
-const MARGIN_TOP: f64 = 64.0;
-const NODE_RADIUS: f64 = 7.0;
-
-/// Edge strengths are drawn in this many steps of width and opacity.
-const EDGE_LEVELS: u8 = 8;
+use super::export::{download, download_url, graph_svg};
+use super::graph_paint::{canvas_size, draw_node, effect_text, max_activation, node_xy, paint_graph, stroke_edges, NODE_RADIUS};
+use super::page::use_page;
+use crate::circuits::{GraphView, Node, Ranking, Zoom};
+use crate::platform::sleep;
 
 /// Wheel stillness after which a zoomed view is redrawn sharp.
 const ZOOM_SETTLE_MS: i32 = 150;
-
-/// Edges stroked as one path. One stroke per edge costs a call each; one
-/// path for thousands makes the rasteriser resolve all their overlaps at
-/// once, which is far slower (measured: BENCHMARKS.md).
-const EDGES_PER_STROKE: usize = 32;
-
-/// How an edge is coloured: the residual stream in grey, weights by the sign
-/// of weight x source activation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum EdgeLook {
-    Residual,
-    Positive,
-    Negative,
-}
-
-/// Canvas pixel size for a graph.
-pub(super) fn canvas_size(view: &GraphView) -> (u32, u32) {
-    let rows = view.nodes.iter().map(|n| n.row + 1).max().unwrap_or(1);
-    let width = MARGIN_LEFT * 2.0 + COLUMN_WIDTH * view.columns.len().max(1) as f64;
-    let height = MARGIN_TOP + ROW_HEIGHT * rows as f64 + 10.0;
-    (width as u32, height as u32)
-}
-
-fn node_xy(view: &GraphView, i: usize) -> (f64, f64) {
-    let n = &view.nodes[i];
-    (MARGIN_LEFT + COLUMN_WIDTH * (n.column as f64 + 0.5), MARGIN_TOP + ROW_HEIGHT * (n.row as f64 + 0.5))
-}
-
-fn short_name(site: Site) -> &'static str {
-    match site {
-        Site::Layer(_, kind) => match kind {
-            SiteKind::AttnActIn => "a.in",
-            SiteKind::AttnQ => "q",
-            SiteKind::AttnK => "k",
-            SiteKind::AttnV => "v",
-            SiteKind::AttnResidDelta => "a.out",
-            SiteKind::MlpActIn => "m.in",
-            SiteKind::MlpPostAct => "mlp",
-            SiteKind::MlpResidDelta => "m.out",
-            _ => "",
-        },
-        Site::FinalResid => "",
-    }
-}
-
-/// `rgba` for a signed value scaled by `max`: blue positive, red negative.
-pub(super) fn signed_colour(value: f32, max: f32, base_alpha: f64) -> String {
-    let t = if max > 0.0 { (value.abs() / max).min(1.0) as f64 } else { 0.0 };
-    let alpha = base_alpha + (1.0 - base_alpha) * t;
-    if value >= 0.0 {
-        format!("rgba(45, 105, 200, {alpha:.3})")
-    } else {
-        format!("rgba(205, 60, 50, {alpha:.3})")
-    }
-}
-
 
 /// Canvas pixels of a mouse event (the canvas may be scaled by CSS).
 fn canvas_point(canvas: &HtmlCanvasElement, ev: &MouseEvent) -> (f64, f64) {
@@ -90,55 +25,6 @@ fn canvas_point(canvas: &HtmlCanvasElement, ev: &MouseEvent) -> (f64, f64) {
 /// The 2D context of a canvas.
 fn context_2d(canvas: &HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
     canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
-}
-
-/// An edge's two ends, content pixels.
-pub(super) type Segment = ((f64, f64), (f64, f64));
-
-/// What a graph is drawn with: the canvas, or an SVG document (export).
-pub(super) trait Painter {
-    /// 11 px text centred on x, baseline at y.
-    fn text(&mut self, x: f64, y: f64, text: &str, colour: &str);
-    /// Edges between pairs of points, each an S-shaped cubic curve, in one look.
-    fn curves(&mut self, colour: &str, width: f64, ends: &[Segment]);
-    /// A node: opaque white under the translucent `fill`, so edges do not
-    /// show through, and a ring (colour, width).
-    fn circle(&mut self, x: f64, y: f64, radius: f64, fill: &str, ring: (&str, f64));
-}
-
-impl Painter for CanvasRenderingContext2d {
-    fn text(&mut self, x: f64, y: f64, text: &str, colour: &str) {
-        self.set_font("11px system-ui, sans-serif");
-        self.set_text_align("center");
-        self.set_fill_style_str(colour);
-        let _ = self.fill_text(text, x, y);
-    }
-
-    fn curves(&mut self, colour: &str, width: f64, ends: &[Segment]) {
-        self.set_stroke_style_str(colour);
-        self.set_line_width(width);
-        for chunk in ends.chunks(EDGES_PER_STROKE) {
-            self.begin_path();
-            for &((x0, y0), (x1, y1)) in chunk {
-                let bend = (x1 - x0) / 2.0;
-                self.move_to(x0, y0);
-                self.bezier_curve_to(x0 + bend, y0, x1 - bend, y1, x1, y1);
-            }
-            self.stroke();
-        }
-    }
-
-    fn circle(&mut self, x: f64, y: f64, radius: f64, fill: &str, ring: (&str, f64)) {
-        self.begin_path();
-        let _ = self.arc(x, y, radius, 0.0, std::f64::consts::TAU);
-        self.set_fill_style_str("#ffffff");
-        self.fill();
-        self.set_fill_style_str(fill);
-        self.fill();
-        self.set_stroke_style_str(ring.0);
-        self.set_line_width(ring.1);
-        self.stroke();
-    }
 }
 
 /// Everything that changes only with the graph and the view transform:
@@ -154,33 +40,10 @@ fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Zoom,
     paint_graph(&mut ctx.clone(), view);
 }
 
-/// The graph in content pixels: column headers with the layer over each
-/// group of its sites, all edges, all nodes.
-pub(super) fn paint_graph(painter: &mut impl Painter, view: &GraphView) {
-    for (column, site) in view.columns.iter().enumerate() {
-        let x = MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5);
-        painter.text(x, MARGIN_TOP - 10.0, short_name(*site), "#5a6570");
-        if let Site::Layer(layer, SiteKind::AttnActIn) = site {
-            painter.text(x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0, &format!("layer {layer}"), "#1d232a");
-        }
-    }
-    stroke_edges(painter, view, 0..view.edges.len(), false);
-    let max_activation = max_activation(view);
-    for i in 0..view.nodes.len() {
-        draw_node(painter, view, i, max_activation, ("#8a949e", 0.8));
-    }
-}
-
 /// On top of the scene: the selected node's edges highlighted, the rings of
 /// the selected and hovered nodes, and a cross on every ablated node.
-fn draw_overlay(
-    ctx: &CanvasRenderingContext2d,
-    view: &GraphView,
-    selected: Option<usize>,
-    hovered: Option<usize>,
-    ablated: &[Node],
-    transform: Zoom,
-) {
+fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
+    let Frame { view, selected, hovered, ablated, transform, .. } = *frame;
     let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
     let max_activation = max_activation(view);
@@ -214,65 +77,28 @@ fn draw_overlay(
     }
 }
 
-/// Edges `which` of the graph, batched into one path per look (strength
-/// level, colour) so thousands of edges are a few dozen calls; weakest
-/// first, so the strong ones are on top.
-fn stroke_edges(painter: &mut impl Painter, view: &GraphView, which: impl Iterator<Item = usize>, highlight: bool) {
-    let max_strength = view.edges.iter().map(|e| view.edge_strength(e)).fold(0.0f32, f32::max).max(1e-12);
-    let mut batches: BTreeMap<(u8, EdgeLook), Vec<usize>> = BTreeMap::new();
-    for i in which {
-        let edge = &view.edges[i];
-        let level = ((view.edge_strength(edge) / max_strength) * f32::from(EDGE_LEVELS)).round() as u8;
-        let look = match edge.kind {
-            EdgeKind::Residual if !highlight => EdgeLook::Residual,
-            _ if edge.weight * view.nodes[edge.from].activation >= 0.0 => EdgeLook::Positive,
-            _ => EdgeLook::Negative,
-        };
-        batches.entry((level, look)).or_default().push(i);
-    }
-    let base = if highlight { 0.5 } else { 0.12 };
-    for ((level, look), edges) in batches {
-        let t = f32::from(level) / f32::from(EDGE_LEVELS);
-        let colour = match look {
-            EdgeLook::Residual => format!("rgba(120, 130, 140, {:.3})", 0.08 + 0.4 * t),
-            EdgeLook::Positive => signed_colour(t, 1.0, base),
-            EdgeLook::Negative => signed_colour(-t, 1.0, base),
-        };
-        let ends: Vec<_> = edges.iter().map(|&i| (node_xy(view, view.edges[i].from), node_xy(view, view.edges[i].to))).collect();
-        painter.curves(&colour, 0.5 + 3.5 * f64::from(t), &ends);
-    }
-}
-
-/// The largest |activation| among the nodes, which sets the colour scale.
-fn max_activation(view: &GraphView) -> f32 {
-    view.nodes.iter().map(|n| n.activation.abs()).fold(0.0f32, f32::max)
-}
-
-/// Node `i`: filled by its activation on the scale `max_activation`, with a ring (colour, width).
-fn draw_node(painter: &mut impl Painter, view: &GraphView, i: usize, max_activation: f32, ring: (&str, f64)) {
-    let (x, y) = node_xy(view, i);
-    painter.circle(x, y, NODE_RADIUS, &signed_colour(view.nodes[i].activation, max_activation, 0.15), ring);
-}
-
 /// The scene drawn offscreen: the canvas, the graph version and transform
 /// it shows.
 type Scene = (HtmlCanvasElement, u64, Zoom);
 
-/// Draws the frame: the scene from the cache when the graph and transform
-/// are unchanged, or shifted and scaled while the view is `moving` (a drag,
-/// or wheel zooming that has not settled yet), else redrawn; then the overlay.
-#[allow(clippy::too_many_arguments)]
-fn draw(
-    canvas: &HtmlCanvasElement,
-    scene: &mut Option<Scene>,
+/// What a frame shows: the graph (and its version), the selected and
+/// hovered nodes, the ablated ones, and the pan and zoom, which is `moving`
+/// during a drag or a wheel zoom that has not settled yet.
+struct Frame<'a> {
     version: u64,
-    view: &GraphView,
+    view: &'a GraphView,
     selected: Option<usize>,
     hovered: Option<usize>,
-    ablated: &[Node],
+    ablated: &'a [Node],
     transform: Zoom,
     moving: bool,
-) {
+}
+
+/// Draws the frame: the scene from the cache when the graph and transform
+/// are unchanged, or shifted and scaled while the view is moving, else
+/// redrawn; then the overlay.
+fn draw(canvas: &HtmlCanvasElement, scene: &mut Option<Scene>, frame: &Frame) {
+    let Frame { version, view, transform, moving, .. } = *frame;
     let Some(ctx) = context_2d(canvas) else { return };
     let (width, height) = canvas_size(view);
     if canvas.width() != width || canvas.height() != height {
@@ -310,7 +136,7 @@ fn draw(
         f64::from(width) * f,
         f64::from(height) * f,
     );
-    draw_overlay(&ctx, view, selected, hovered, ablated, transform);
+    draw_overlay(&ctx, frame);
 }
 
 /// The node under the mouse, if any.
@@ -327,26 +153,35 @@ fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transf
         .map(|(i, _)| i)
 }
 
+/// The graph of the view, with its controls: nodes per site, pan and zoom
+/// (part of the view), export as PNG or SVG.
 #[component]
-pub fn CircuitCanvas(
-    graph: Signal<Option<GraphView>>,
-    selected: RwSignal<Option<usize>>,
-    ablated: Signal<Vec<Node>>,
-    per_site: RwSignal<usize>,
-    ranking: RwSignal<Ranking>,
-    /// What the shown task circuit is, when the graph is one.
-    circuit: Signal<Option<String>>,
-    /// Pan and zoom, part of the page's link.
-    transform: RwSignal<Zoom>,
-) -> impl IntoView {
+pub fn CircuitCanvas() -> impl IntoView {
+    let page = use_page();
+    let graph = page.graph;
+    let per_site = page.per_site;
+    let ranking = page.ranking;
+    let transform = page.zoom;
+    let set_transform = move |zoom: Zoom| page.view.update(|v| v.zoom = zoom);
+    // What the shown node set is, when the graph is one.
+    let circuit = move || {
+        let nodes = page.shown.with(|s| match s {
+            crate::circuits::Shown::Nodes(nodes) => Some(nodes.len()),
+            _ => None,
+        });
+        match page.drawn.get() {
+            Some(c) => Some(format!("the {} circuit ({}, {} nodes)", c.file.task, c.file.method.name, c.nodes.len())),
+            None => nodes.map(|n| format!("the link's {n} nodes")),
+        }
+    };
     let canvas = NodeRef::<Canvas>::new();
     let export_png = move || {
         let Some(url) = canvas.get_untracked().and_then(|c| c.to_data_url_with_type("image/png").ok()) else { return };
-        let _ = super::export::download_url("circuit.png", &url);
+        let _ = download_url("circuit.png", &url);
     };
     let export_svg = move || {
         if let Some(view) = graph.get_untracked() {
-            let _ = super::export::download("circuit.svg", super::export::graph_svg(&view).as_bytes(), "image/svg+xml");
+            let _ = download("circuit.svg", graph_svg(&view).as_bytes(), "image/svg+xml");
         }
     };
     let hovered = RwSignal::new(None::<usize>);
@@ -367,15 +202,15 @@ pub fn CircuitCanvas(
     let zooming = RwSignal::new(false);
     let wheel_events = StoredValue::new(0u64);
     Effect::new(move |_| {
-        let (selected, hovered, ablated, transform) = (selected.get(), hovered.get(), ablated.get(), transform.get());
+        let (selected, hovered, transform) = (page.selected_index(), hovered.get(), transform.get());
+        let ablated: Vec<Node> = page.ablations.with(|list| list.iter().map(|(n, _)| *n).collect());
         let (version, moving) = (version.get(), drag.with(Option::is_some) || zooming.get());
         graph.with(|view| {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
                 let clock = web_sys::window().and_then(|w| w.performance());
                 let started = clock.as_ref().map_or(0.0, |c| c.now());
-                scene.update_value(|scene| {
-                    draw(&canvas, scene, version, view, selected, hovered, &ablated, transform, moving);
-                });
+                let frame = Frame { version, view, selected, hovered, ablated: &ablated, transform, moving };
+                scene.update_value(|scene| draw(&canvas, scene, &frame));
                 draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);
             }
         });
@@ -391,7 +226,7 @@ pub fn CircuitCanvas(
             if (x - x0).abs() + (y - y0).abs() > 3.0 {
                 dragged.set(true);
             }
-            transform.set(Zoom { dx: start.dx + x - x0, dy: start.dy + y - y0, ..start });
+            set_transform(Zoom { dx: start.dx + x - x0, dy: start.dy + y - y0, ..start });
         }
         hovered.set(pick(&ev));
     };
@@ -402,7 +237,7 @@ pub fn CircuitCanvas(
             zooming.set(true);
             wheel_events.update_value(|n| *n += 1);
             let mine = wheel_events.get_value();
-            transform.update(|t| *t = t.zoomed((-ev.delta_y() * 0.0015).exp(), x, y));
+            set_transform(transform.get_untracked().zoomed((-ev.delta_y() * 0.0015).exp(), x, y));
             leptos::task::spawn_local(async move {
                 sleep(ZOOM_SETTLE_MS).await;
                 if wheel_events.get_value() == mine {
@@ -423,8 +258,12 @@ pub fn CircuitCanvas(
         <section class="circuit" style:display=move || if graph.with(Option::is_some) { "block" } else { "none" }>
             <h2>{move || graph.with(|v| v.as_ref().map(|v| format!("Circuit at position {}", v.position)))}</h2>
             <p class="hint">
-                {move || match (circuit.get(), ranking.get()) {
+                {move || match (circuit(), ranking.get()) {
                     (Some(circuit), _) => format!("Nodes: {circuit}, every node of it."),
+                    (None, Ranking::Effect) if !page.effects_shown() => format!(
+                        "Nodes: per site, the {} channels of largest |activation| at this token, until their measured effects arrive.",
+                        per_site.get()
+                    ),
                     (None, Ranking::Effect) => format!(
                         "Nodes: per site, the {} with the largest measured effect on the chosen output (how much it \
                          drops when the node is zero-ablated at every position).",
@@ -460,7 +299,8 @@ pub fn CircuitCanvas(
                 on:wheel=on_wheel
                 on:click=move |ev| {
                     if !dragged.get_untracked() {
-                        selected.set(pick(&ev));
+                        let node = pick(&ev).and_then(|i| graph.with_untracked(|g| g.as_ref().map(|g| g.nodes[i].node)));
+                        page.view.update(|v| v.selected = node);
                     }
                 }
             ></canvas>
@@ -475,14 +315,16 @@ pub fn CircuitCanvas(
                         prop:value=move || per_site.get().to_string()
                         on:input=move |ev| {
                             if let Ok(n) = event_target_value(&ev).parse::<usize>() {
-                                selected.set(None);
-                                per_site.set(n.clamp(1, 64));
+                                page.view.update(|v| {
+                                    v.selected = None;
+                                    v.per_site = n.clamp(1, 64);
+                                });
                             }
                         }
                     />
                     {move || per_site.get()}
                 </label>
-                <button data-testid="reset-view" on:click=move |_| transform.set(Zoom::IDENTITY)>"Reset view"</button>
+                <button data-testid="reset-view" on:click=move |_| set_transform(Zoom::IDENTITY)>"Reset view"</button>
                 <button data-testid="export-png" title="The graph as shown, as a PNG image" on:click=move |_| export_png()>"PNG"</button>
                 <button data-testid="export-svg" title="The whole graph, unzoomed, as an SVG drawing" on:click=move |_| export_svg()>"SVG"</button>
             </div>
@@ -491,16 +333,12 @@ pub fn CircuitCanvas(
     }
 }
 
-pub(super) fn effect_text(effect: Option<f32>) -> String {
-    effect.map(|e| format!(", effect {e:+.4}")).unwrap_or_default()
-}
-
-/// The shown nodes as a table: what the canvas draws, readable as text (and
 /// by screen readers).
 #[component]
-pub fn NodeTable(graph: Signal<Option<GraphView>>) -> impl IntoView {
+pub fn NodeTable() -> impl IntoView {
+    let page = use_page();
     move || {
-        graph.with(|view| {
+        page.graph.with(|view| {
             let view = view.as_ref()?;
             let rows = view
                 .nodes

@@ -10,39 +10,35 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 use web_sys::CanvasRenderingContext2d;
 
-use super::graph_canvas::{effect_text, signed_colour};
+use super::graph_paint::{effect_text, signed_colour};
+use super::page::{use_page, Page};
 use super::summary::token_text;
-use super::AblationKind;
-use crate::circuits::{inspect, EdgeKind, GraphView, Node, NodeDetails};
-use crate::model::{Config, Model, Recording, Tensor, Tokenizer};
+use crate::circuits::{inspect, AblationKind, EdgeKind, Node, NodeDetails};
+use crate::model::{Config, Tensor};
 
 /// Weights listed per direction before "and N more".
 const WEIGHTS_LISTED: usize = 12;
 /// Largest attention pattern cell, in canvas pixels.
 const CELL: f64 = 12.0;
 
+/// The selected node, if it is in the graph.
 #[component]
-pub fn NodeInspector(
-    graph: Signal<Option<GraphView>>,
-    selected: RwSignal<Option<usize>>,
-    model: RwSignal<Option<Arc<Model>>>,
-    recording: RwSignal<Option<Arc<Recording>>>,
-    tokens: RwSignal<Vec<u32>>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-    position: RwSignal<usize>,
-    mean_ready: Signal<bool>,
-    on_ablate: impl Fn(Node, AblationKind) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
+pub fn NodeInspector() -> impl IntoView {
+    let page = use_page();
+    let graph = page.graph;
+    let mean_ready = move || page.means.with(Option::is_some);
+    let on_ablate = move |node: Node, kind: AblationKind| page.view.update(|v| {
+        v.ablate(node, kind);
+    });
     let details = Memo::new(move |_| {
-        let i = selected.get()?;
-        let node = graph.with(|v| v.as_ref()?.nodes.get(i).map(|n| n.node))?;
-        let model = model.get()?;
-        recording.with(|r| inspect(&model, r.as_ref()?, node))
+        let node = page.selected.get()?;
+        let model = page.model()?;
+        page.run.with(|r| inspect(&model, &r.as_ref()?.recording, node))
     });
     move || {
-        let i = selected.get()?;
+        let i = page.selected_index()?;
         let details = details.get()?;
-        let config = model.with(|m| m.as_ref().map(|m| m.config.clone()))?;
+        let config = page.model()?.config.clone();
         graph.with(|view| {
             let view = view.as_ref()?;
             let node = view.nodes.get(i)?;
@@ -70,8 +66,8 @@ pub fn NodeInspector(
                         </button>
                         <button
                             data-testid="mean-ablate-button"
-                            disabled=move || !mean_ready.get()
-                            title=move || if mean_ready.get() {
+                            disabled=move || !mean_ready()
+                            title=move || if mean_ready() {
                                 "Set it to its mean over the model's sample prompts"
                             } else {
                                 "This model has no sample prompts (samples.json) for means"
@@ -82,11 +78,9 @@ pub fn NodeInspector(
                         </button>
                     </div>
                     <h3>"Activation at every token"</h3>
-                    <Heatmap details=details.clone() tokens=tokens tokenizer=tokenizer position=position />
-                    {details.attention.clone().map(|(head, pattern)| {
-                        view! { <AttentionPattern head=head pattern=pattern tokens=tokens tokenizer=tokenizer position=position /> }
-                    })}
-                    {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() tokenizer=tokenizer /> })}
+                    <Heatmap details=details.clone() />
+                    {details.attention.clone().map(|(head, pattern)| view! { <AttentionPattern head=head pattern=pattern /> })}
+                    {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() /> })}
                     <h3>"Edges in the graph: incoming"</h3>
                     <ul>{edge_rows(true)}</ul>
                     <h3>"Edges in the graph: outgoing"</h3>
@@ -101,16 +95,12 @@ pub fn NodeInspector(
 /// The prompt's tokens, each shaded by the node's activation there; a click
 /// selects the position.
 #[component]
-fn Heatmap(
-    details: NodeDetails,
-    tokens: RwSignal<Vec<u32>>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-    position: RwSignal<usize>,
-) -> impl IntoView {
+fn Heatmap(details: NodeDetails) -> impl IntoView {
+    let page = use_page();
+    let position = page.position;
     let max = details.activations.iter().fold(0.0f32, |m, a| m.max(a.abs()));
-    let tokenizer = tokenizer.get_untracked();
-    let cells = tokens
-        .get_untracked()
+    let tokenizer = page.tokenizer();
+    let cells = tokens_of(page)
         .into_iter()
         .zip(details.activations)
         .enumerate()
@@ -122,7 +112,7 @@ fn Heatmap(
                     data-value=value
                     style=format!("background: {}", signed_colour(value, max, 0.0))
                     title=format!("position {p}: {value:.4}")
-                    on:click=move |_| position.set(p)
+                    on:click=move |_| page.view.update(|v| v.position = Some(p))
                 >
                     {token_text(tokenizer.as_deref(), id)}
                 </span>
@@ -135,13 +125,9 @@ fn Heatmap(
 /// The head's attention pattern (rows: queries, columns: keys), and where the
 /// selected position looks most.
 #[component]
-fn AttentionPattern(
-    head: usize,
-    pattern: Tensor,
-    tokens: RwSignal<Vec<u32>>,
-    tokenizer: RwSignal<Option<Arc<Tokenizer>>>,
-    position: RwSignal<usize>,
-) -> impl IntoView {
+fn AttentionPattern(head: usize, pattern: Tensor) -> impl IntoView {
+    let page = use_page();
+    let position = page.position;
     let canvas = NodeRef::<Canvas>::new();
     let pattern = Arc::new(pattern);
     let drawn = pattern.clone();
@@ -157,8 +143,8 @@ fn AttentionPattern(
         let mut order: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0.0).collect();
         order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
         order.truncate(3);
-        let tokenizer = tokenizer.get();
-        let ids = tokens.get();
+        let tokenizer = page.tokenizer();
+        let ids = tokens_of(page);
         let text: Vec<String> = order
             .iter()
             .map(|&j| {
@@ -204,8 +190,8 @@ fn draw_pattern(canvas: &web_sys::HtmlCanvasElement, pattern: &Tensor, at: usize
 
 /// The tokens whose embedding writes to this residual channel most.
 #[component]
-fn EmbeddingTokens(details: NodeDetails, tokenizer: RwSignal<Option<Arc<Tokenizer>>>) -> impl IntoView {
-    let tokenizer = tokenizer.get_untracked();
+fn EmbeddingTokens(details: NodeDetails) -> impl IntoView {
+    let tokenizer = use_page().tokenizer();
     let items = details
         .embedding
         .iter()
@@ -243,4 +229,9 @@ fn AllWeights(details: NodeDetails, config: Config) -> impl IntoView {
             {list(&details.outgoing)}
         </details>
     }
+}
+
+/// The tokens of the run shown.
+fn tokens_of(page: Page) -> Vec<u32> {
+    page.run.with_untracked(|r| r.as_ref().map(|r| r.tokens.clone()).unwrap_or_default())
 }

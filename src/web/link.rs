@@ -1,12 +1,13 @@
 //! The page's side of circuit links (`circuits::ViewLink`): reading the
-//! link the page was opened with, and the "Copy link" bar.
+//! link the page was opened with, asking before a link's model is fetched,
+//! and the "Copy link" bar.
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::summary::encode_prompt;
+use super::open::Source;
+use super::page::use_page;
 use crate::circuits::{LinkError, ViewLink};
-use crate::model::{Model, Tokenizer};
 
 /// The link the page was opened with: `None` without a fragment.
 pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
@@ -14,18 +15,6 @@ pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
     let fragment = hash.strip_prefix('#').unwrap_or(&hash);
     // `#` alone, or a fragment that is not ours (no `v=`), is no link.
     (!fragment.is_empty()).then(|| ViewLink::parse(fragment))
-}
-
-/// Whether all of `link` fits `model`: its nodes, tokens and weights hash
-/// ([`ViewLink::check`]), and its token position within its prompt. A link
-/// that does not fit is not shown at all, not half of it.
-pub fn fits(link: &ViewLink, model: &Model, tokenizer: Option<&Tokenizer>) -> Result<(), String> {
-    link.check(model).map_err(|e| e.to_string())?;
-    let tokens = encode_prompt(model, tokenizer, &link.prompt)?;
-    match link.position {
-        Some(at) if at >= tokens.len() => Err(format!("the link's token position {at} is past its prompt's {} tokens", tokens.len())),
-        _ => Ok(()),
-    }
 }
 
 /// A link pasted into the address bar of an open page changes only its
@@ -50,14 +39,12 @@ fn address_with(fragment: &str) -> Option<String> {
 /// and on the clipboard, and shows it to select by hand where the clipboard
 /// is not allowed.
 #[component]
-pub fn LinkBar(
-    /// The current view's link fragment, or why there is none.
-    link: Signal<Result<String, String>>,
-) -> impl IntoView {
+pub fn LinkBar() -> impl IntoView {
+    let page = use_page();
     let shown = RwSignal::new(None::<String>);
     let status = RwSignal::new(String::new());
     let copy = move |_| {
-        let fragment = match link.get_untracked() {
+        let fragment = match untrack(|| page.link()) {
             Ok(fragment) => fragment,
             Err(why) => return status.set(why),
         };
@@ -89,18 +76,16 @@ pub fn LinkBar(
 /// Asks before a link's model is fetched from a URL: the user sees where it
 /// comes from first.
 #[component]
-pub fn LinkedModelPrompt(
-    /// The URL a link asks to open.
-    url: RwSignal<Option<String>>,
-    on_open: impl Fn(String) + Copy + Send + Sync + 'static,
-) -> impl IntoView {
+pub fn LinkedModelPrompt() -> impl IntoView {
+    let page = use_page();
+    let url = page.ask_url;
     move || {
         url.get().map(|address| {
             let open = address.clone();
             view! {
                 <div class="confirm" role="alertdialog" data-testid="linked-model">
                     "This link opens a model from "<code>{address}</code>". Load it?"
-                    <button type="button" data-testid="linked-model-open" on:click=move |_| { url.set(None); on_open(open.clone()) }>"Load it"</button>
+                    <button type="button" data-testid="linked-model-open" on:click=move |_| { url.set(None); page.open(Source::Url(open.clone())) }>"Load it"</button>
                     <button type="button" data-testid="linked-model-cancel" on:click=move |_| url.set(None)>"No, stay here"</button>
                 </div>
             }

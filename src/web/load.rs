@@ -8,8 +8,7 @@ use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::circuits::{CircuitOrigin, LoadedCircuit};
-use crate::circuits::{parse_samples, Tour, Tours};
+use crate::circuits::{parse_samples, CircuitOrigin, LoadedCircuit, Tour, Tours};
 use crate::convert::convert_torch_by_ranges;
 use crate::model::{check_tokenizer, Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};

@@ -4,8 +4,9 @@
 use leptos::ev;
 use leptos::prelude::*;
 
-use super::{next_frame, sleep};
-use crate::circuits::{Focus, Tour, ViewLink};
+use super::page::use_page;
+use crate::circuits::{Focus, ViewLink};
+use crate::platform::sleep;
 
 /// Sets the page large (the `classroom` class on `<html>`) or back.
 fn present(on: bool) {
@@ -17,7 +18,7 @@ fn present(on: bool) {
 /// Scrolls the part of the page a step is about to the top, once the
 /// step's run is done.
 async fn bring_into_view(focus: Focus, ready: Signal<bool>) {
-    next_frame().await;
+    sleep(0).await;
     while !ready.get_untracked() {
         sleep(50).await;
     }
@@ -43,17 +44,13 @@ fn typing(ev: &web_sys::KeyboardEvent) -> bool {
     matches!(tag.as_deref(), Some("INPUT" | "TEXTAREA" | "SELECT"))
 }
 
+/// The model's tours, each a button; the step shown, in a panel.
 #[component]
-pub fn Classroom(
-    tours: RwSignal<Vec<Tour>>,
-    /// The step shown: (tour, step).
-    touring: RwSignal<Option<(usize, usize)>>,
-    /// Whether the page can take a step now (no run under way).
-    ready: Signal<bool>,
-    /// Shows a step's view.
-    on_step: impl Fn(ViewLink) + Copy + Send + Sync + 'static,
-    error: RwSignal<Option<String>>,
-) -> impl IntoView {
+pub fn Classroom() -> impl IntoView {
+    let page = use_page();
+    let (touring, error) = (page.touring, page.error);
+    let tours = Memo::new(move |_| page.opened.with(|o| o.as_ref().map(|o| o.tours.clone()).unwrap_or_default()));
+    let ready = Signal::derive(move || page.ready());
     let go = move |at: Option<(usize, usize)>| {
         touring.set(at);
         present(at.is_some());
@@ -63,7 +60,7 @@ pub fn Classroom(
         };
         match ViewLink::parse(&view) {
             Ok(link) => {
-                on_step(link);
+                page.show_view(link);
                 leptos::task::spawn_local(bring_into_view(focus, ready));
             }
             Err(e) => error.set(Some(format!("tour step {}: {e}", step + 1))),

@@ -200,6 +200,38 @@ test('the circuit graph is the CLI\'s; clicking a node opens the inspector; abla
   await page.close();
 });
 
+test('on a 1440x900 screen the prompt, the graph and the inspector of a clicked node are all in view at once, without scrolling', async () => {
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const { page, errors } = await openPage(context, '');
+  await rankByActivation(page);
+  const canvas = page.getByTestId('circuit-canvas');
+  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor({ timeout: 60_000 });
+  // The graph as the CLI draws it for the tokens shown.
+  const ids = await page.getByTestId('token').evaluateAll((els) => els.map((e) => Number(e.dataset.token)));
+  const trained = path.join(root, 'www/models', JSON.parse(fs.readFileSync(path.join(root, 'www/models/index.json'), 'utf8')).models[0].id);
+  const expected = cliJson('graph', ['--rank', 'activation'], ids, trained);
+  const inView = async (locator) => {
+    const box = await locator.boundingBox();
+    return box !== null && box.x >= 0 && box.y >= 0 && box.x + box.width <= 1440 && box.y + Math.min(box.height, 120) <= 900;
+  };
+  const scrolled = () => page.evaluate(() => [document.scrollingElement.scrollTop, ...[...document.querySelectorAll('main > *')].map((e) => e.scrollTop)].some((y) => y > 0));
+  assert.ok(await inView(page.getByTestId('prompt-input')), 'the prompt is in view');
+  assert.ok(await inView(canvas), 'the graph is in view');
+  // Click the most active node where the page lays it out, without scrolling anything.
+  const box = await canvas.boundingBox();
+  const scale = box.width / (await canvas.evaluate((c) => c.width));
+  const node = expected.nodes.reduce((a, b) => (Math.abs(b.activation) > Math.abs(a.activation) ? b : a));
+  await page.mouse.click(box.x + (30 + 44 * (node.column + 0.5)) * scale, box.y + (64 + 30 * (node.row + 0.5)) * scale);
+  const inspector = page.getByTestId('node-inspector');
+  await inspector.locator('h2').filter({ hasText: node.label }).waitFor();
+  assert.ok(await inView(inspector.locator('h2')), 'the inspector is in view');
+  assert.ok(await inView(page.getByTestId('ablate-button')), 'its ablate button is in view');
+  assert.ok(await inView(canvas), 'the graph is still in view');
+  assert.equal(await scrolled(), false, 'nothing scrolled');
+  assert.deepEqual(errors, []);
+  await context.close();
+});
+
 test('the circuit zooms about the cursor and pans by dragging', async () => {
   const expected = cliJson('graph', ['--rank', 'activation']);
   const { page, errors } = await openPage();

@@ -395,7 +395,8 @@ fn link(input: &Input) -> Result<String, String> {
                 Ok(_) => return Err(format!("the link written again ({shown:?}…) parses as another view")),
                 Err(e) => return Err(format!("the link written again ({shown:?}…) does not parse: {e}")),
             }
-            match link.check(&bundled().model) {
+            let seq_len = bundled().tokenizer.encode(&link.prompt).len();
+            match link.check(&bundled().model, seq_len, &[]) {
                 Ok(()) => Ok("ok".into()),
                 Err(e) => Ok(format!("checked: {e}")),
             }
@@ -409,12 +410,12 @@ fn link(input: &Input) -> Result<String, String> {
 /// again in another order are the same view.
 fn as_sets(link: &ViewLink) -> ViewLink {
     let mut link = link.clone();
-    if let Shown::Nodes(nodes) = &mut link.shown {
+    if let Shown::Nodes(nodes) = &mut link.view.shown {
         nodes.sort();
         nodes.dedup();
     }
-    link.ablations.sort_by_key(|&(node, kind)| (kind == AblationKind::Mean, node));
-    link.ablations.dedup();
+    link.view.ablations.sort_by_key(|&(node, kind)| (kind == AblationKind::Mean, node));
+    link.view.ablations.dedup();
     link
 }
 

@@ -1,0 +1,425 @@
+//! One runner for every forward pass the page and the CLI make: the CPU
+//! reference and the GPU engine behind the same two calls, the choice
+//! between them, and the fallback to the CPU when the GPU is lost or fails.
+//! Nothing else in the crate chooses a backend.
+//!
+//! - [`Runner::run`]: one pass with its sites recorded, each layer handed
+//!   over as soon as it is computed (prompt runs, ablation re-runs, the
+//!   means, tours). On the GPU whenever there is one.
+//! - [`Runner::logits`]: the logits of a batch of intervention variants
+//!   (effect ranking, circuit search). The first calls after a model loads
+//!   time the same kind of work on each backend ([`Runner::probe`]), and the
+//!   rest runs on the faster: a software adapter is slower than the CPU
+//!   reference for the bundled model, a real GPU far faster at the released
+//!   shape.
+//!
+//! A GPU error that is not the input's fault (a lost device, a failed
+//! readback, a validation error) drops the GPU for good: the runner says so
+//! through its backend callback, and the same call finishes on the CPU.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::model::{forward_with_interventions, Intervention, Model, Record, Recording, Tensor};
+use crate::platform::{now_ms, sleep};
+
+/// Variants per GPU batch: enough to fill the GPU at the bundled model's
+/// size without making one call of the search long.
+const GPU_BATCH: usize = 64;
+/// Variants [`Runner::logits`] times the GPU on: a batch, but a small one
+/// (at the released shape on a software adapter one variant takes seconds).
+const GPU_PROBE: usize = 4;
+/// The CPU probe stops after this many variants, or after the first one
+/// that took longer than [`SLOW_VARIANT_MS`] (at the released shape one
+/// CPU pass takes seconds, and the CPU blocks the page while it works).
+const CPU_PROBE: usize = 8;
+const SLOW_VARIANT_MS: f64 = 20.0;
+/// CPU work between two hand-backs to the browser.
+const CPU_SLICE_MS: f64 = 30.0;
+
+/// Where passes run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// On the CPU while a GPU is looked for and readied.
+    Looking,
+    /// On this GPU adapter.
+    Gpu(String),
+    /// On the CPU, for this reason.
+    Cpu(String),
+}
+
+/// Which backends the runner may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// The CPU reference only.
+    Cpu,
+    /// The GPU, which must be there (the CLI's `--backend gpu`); still the
+    /// CPU if the GPU is lost on the way.
+    Gpu,
+    /// Passes with recording on the GPU when there is one; batches of
+    /// variants on whichever backend the probe found faster.
+    Fastest,
+}
+
+/// One of the two backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Cpu,
+    Gpu,
+}
+
+impl Place {
+    pub fn name(self) -> &'static str {
+        match self {
+            Place::Cpu => "cpu",
+            Place::Gpu => "gpu",
+        }
+    }
+}
+
+/// Milliseconds per variant per token on each backend, once probed.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Timing {
+    gpu: Option<f64>,
+    cpu: Option<f64>,
+}
+
+/// The model, the GPU engine when there is one, and where batches run.
+pub struct Runner {
+    want: Want,
+    model: RefCell<Arc<Model>>,
+    /// `None` once there is no (working) GPU. Behind an async lock so that
+    /// the page's concurrent tasks take turns, none holding a borrow across
+    /// an await.
+    #[cfg(feature = "gpu")]
+    gpu: async_lock::Mutex<Option<crate::gpu::Engine>>,
+    backend: RefCell<Backend>,
+    timing: Cell<Timing>,
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    on_backend: Box<dyn Fn(&Backend)>,
+}
+
+impl Runner {
+    /// A runner for `model`: with `Want::Cpu` on the CPU; otherwise it looks
+    /// for a GPU and readies the model there ([`Runner::attach_gpu`]),
+    /// settling for the CPU (and saying why) when there is none, except that
+    /// `Want::Gpu` makes that an error. `on_backend` hears of every later
+    /// change of backend ([`Runner::backend`] says the first).
+    pub async fn new(model: Arc<Model>, want: Want, on_backend: Box<dyn Fn(&Backend)>) -> Result<Runner, String> {
+        let runner = Runner::at_once(model, want, on_backend);
+        if want != Want::Cpu {
+            runner.attach_gpu().await;
+        }
+        match runner.backend() {
+            Backend::Cpu(why) if want == Want::Gpu => Err(why),
+            _ => Ok(runner),
+        }
+    }
+
+    /// A runner that answers on the CPU at once: with `Want::Cpu` for good,
+    /// otherwise until [`Runner::attach_gpu`] has readied a GPU (the page
+    /// opens with its first prediction while the GPU's pipelines compile).
+    pub fn at_once(model: Arc<Model>, want: Want, on_backend: Box<dyn Fn(&Backend)>) -> Runner {
+        let backend = match want {
+            Want::Cpu => Backend::Cpu("asked for".into()),
+            _ => Backend::Looking,
+        };
+        Runner {
+            want,
+            model: RefCell::new(model),
+            #[cfg(feature = "gpu")]
+            gpu: async_lock::Mutex::new(None),
+            backend: RefCell::new(backend),
+            timing: Cell::new(Timing::default()),
+            on_backend,
+        }
+    }
+
+    /// Looks for a GPU, uploads the model and compiles every pipeline with
+    /// a first small run; then passes go there (batches once timed). Without
+    /// one, the runner stays on the CPU and says why.
+    pub async fn attach_gpu(&self) {
+        let model = self.model();
+        let backend = match start_gpu(&model).await {
+            #[cfg(feature = "gpu")]
+            Ok((mut engine, name)) => {
+                let mut gpu = self.gpu.lock().await;
+                // A model loaded meanwhile replaces the one readied.
+                let current = self.model();
+                match Arc::ptr_eq(&current, &model) {
+                    true => Ok(()),
+                    false => engine.load(&current).map_err(|e| format!("the model cannot run on this GPU ({e})")),
+                }
+                .map(|()| {
+                    *gpu = Some(engine);
+                    Backend::Gpu(name)
+                })
+                .unwrap_or_else(Backend::Cpu)
+            }
+            #[cfg(not(feature = "gpu"))]
+            Ok(((), _)) => unreachable!("no GPU without the feature"),
+            Err(e) => Backend::Cpu(e),
+        };
+        *self.backend.borrow_mut() = backend.clone();
+        (self.on_backend)(&backend);
+    }
+
+    pub fn model(&self) -> Arc<Model> {
+        self.model.borrow().clone()
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend.borrow().clone()
+    }
+
+    /// Replaces the model, on the GPU too. A model the GPU refuses (say,
+    /// over the adapter's limits) is an error and the runner keeps the model
+    /// it had.
+    pub async fn load(&self, model: Arc<Model>) -> Result<(), String> {
+        #[cfg(feature = "gpu")]
+        {
+            let mut gpu = self.gpu.lock().await;
+            if let Some(engine) = gpu.as_mut() {
+                engine.load(&model).map_err(|e| format!("it cannot run on this GPU: {e}"))?;
+            }
+        }
+        *self.model.borrow_mut() = model;
+        self.timing.set(Timing::default());
+        Ok(())
+    }
+
+    /// One pass of `tokens` with `interventions`, recording `record`; each
+    /// layer's sites go to `on_layer` as soon as they are computed (on the
+    /// CPU, all at the end). Returns the logits `[T, vocab]` and the sites.
+    pub async fn run(
+        &self,
+        tokens: &[u32],
+        interventions: &[Intervention],
+        record: &Record,
+        on_layer: &mut dyn FnMut(usize, &Recording),
+    ) -> Result<(Tensor, Recording), String> {
+        #[cfg(feature = "gpu")]
+        if let Some(outcome) = self.run_on_gpu(tokens, interventions, record, on_layer).await {
+            return outcome;
+        }
+        let model = self.model();
+        let mut sites = Recording::new();
+        let logits = forward_with_interventions(&model, tokens, interventions, &mut |site, acts| {
+            if record.wants(site) {
+                sites.push((site, acts.clone()));
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        if !sites.is_empty() {
+            for layer in 0..model.config.n_layer {
+                on_layer(layer, &sites);
+            }
+        }
+        Ok((logits, sites))
+    }
+
+    /// The logits `[T, vocab]` of `tokens` under each of `variants`, on the
+    /// faster backend (probing both first when that is not known yet).
+    pub async fn logits(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Result<Vec<Tensor>, String> {
+        let mut out = Vec::with_capacity(variants.len());
+        while out.len() < variants.len() {
+            let rest = &variants[out.len()..];
+            let done = match self.probing() {
+                Some(Place::Gpu) => self.probe(tokens, &rest[..rest.len().min(GPU_PROBE)]).await?,
+                Some(Place::Cpu) => self.probe(tokens, rest).await?,
+                None => {
+                    let place = self.batch_place().unwrap_or(Place::Cpu);
+                    self.logits_on(place, tokens, &rest[..rest.len().min(GPU_BATCH)]).await?
+                }
+            };
+            out.extend(done);
+        }
+        Ok(out)
+    }
+
+    /// Times `variants` on the backend [`Runner::probing`] names and returns
+    /// their logits: on the GPU all of them (up to a batch), on the CPU up to
+    /// [`CPU_PROBE`], or only the first where that one was slow; so it may
+    /// return fewer than it was given. Callers that must stop early (a time
+    /// budget) probe until [`Runner::estimate_ms`] answers; otherwise
+    /// [`Runner::logits`] probes by itself.
+    pub async fn probe(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Result<Vec<Tensor>, String> {
+        let (place, limit) = match self.probing() {
+            Some(Place::Gpu) => (Place::Gpu, GPU_BATCH),
+            _ => (Place::Cpu, CPU_PROBE),
+        };
+        self.logits_on(place, tokens, &variants[..variants.len().min(limit)]).await
+    }
+
+    /// The backend the next probe times, while one that could be faster is
+    /// not timed yet: the GPU first.
+    pub fn probing(&self) -> Option<Place> {
+        if self.batch_place().is_some() {
+            return None;
+        }
+        let timing = self.timing.get();
+        Some(if self.usable_gpu() && timing.gpu.is_none() { Place::Gpu } else { Place::Cpu })
+    }
+
+    /// Where the next batch of variants runs, or `None` while a backend
+    /// that could be faster has not been timed.
+    pub fn batch_place(&self) -> Option<Place> {
+        let Timing { gpu, cpu } = self.timing.get();
+        if !self.usable_gpu() {
+            return cpu.map(|_| Place::Cpu);
+        }
+        if self.want == Want::Gpu {
+            return Some(Place::Gpu);
+        }
+        match (gpu, cpu) {
+            (Some(g), Some(c)) => Some(if g <= c { Place::Gpu } else { Place::Cpu }),
+            _ => None,
+        }
+    }
+
+    /// About how long `variants` variants of a `seq_len`-token prompt take
+    /// on the faster backend, once both are timed.
+    pub fn estimate_ms(&self, seq_len: usize, variants: usize) -> Option<f64> {
+        let Timing { gpu, cpu } = self.timing.get();
+        let per = match self.batch_place()? {
+            Place::Gpu => gpu?,
+            Place::Cpu => cpu?,
+        };
+        Some(per * (seq_len * variants) as f64)
+    }
+
+    /// Destroys the GPU device, as a driver reset or a lost GPU process
+    /// would: the fallback's tests use it.
+    #[cfg(feature = "gpu")]
+    pub async fn lose_gpu(&self) {
+        if let Some(engine) = self.gpu.lock().await.as_ref() {
+            engine.context().device.destroy();
+        }
+    }
+
+    fn usable_gpu(&self) -> bool {
+        matches!(*self.backend.borrow(), Backend::Gpu(_))
+    }
+
+    /// Runs `variants` on `place` and times them, per variant and token,
+    /// for a backend not timed yet; a lost GPU hands them to the CPU.
+    async fn logits_on(&self, place: Place, tokens: &[u32], variants: &[Vec<Intervention>]) -> Result<Vec<Tensor>, String> {
+        let started = now_ms();
+        #[cfg(not(feature = "gpu"))]
+        let _ = place;
+        #[cfg(feature = "gpu")]
+        if place == Place::Gpu {
+            if let Some(outcome) = self.logits_on_gpu(tokens, variants).await {
+                let logits = outcome?;
+                self.remember(Place::Gpu, started, tokens.len() * logits.len());
+                return Ok(logits);
+            }
+        }
+        let model = self.model();
+        let probing = self.timing.get().cpu.is_none();
+        let mut logits = Vec::with_capacity(variants.len());
+        let mut slice_started = now_ms();
+        for variant in variants {
+            if now_ms() - slice_started > CPU_SLICE_MS {
+                sleep(0).await;
+                slice_started = now_ms();
+            }
+            logits.push(forward_with_interventions(&model, tokens, variant, &mut |_, _| {}).map_err(|e| e.to_string())?);
+            if probing && now_ms() - started > SLOW_VARIANT_MS {
+                break;
+            }
+        }
+        self.remember(Place::Cpu, started, tokens.len() * logits.len());
+        Ok(logits)
+    }
+
+    /// Keeps the first timing of `place` after a model loads.
+    fn remember(&self, place: Place, started: f64, variant_tokens: usize) {
+        let per = (now_ms() - started) / variant_tokens.max(1) as f64;
+        let mut timing = self.timing.get();
+        match place {
+            Place::Gpu => timing.gpu.get_or_insert(per),
+            Place::Cpu => timing.cpu.get_or_insert(per),
+        };
+        self.timing.set(timing);
+    }
+
+    /// The GPU gave an error that is not the input's: from now on, the CPU.
+    #[cfg(feature = "gpu")]
+    fn drop_gpu(&self, gpu: &mut Option<crate::gpu::Engine>, error: &crate::gpu::GpuError) {
+        *gpu = None;
+        let backend = Backend::Cpu(format!("the GPU failed ({error})"));
+        *self.backend.borrow_mut() = backend.clone();
+        (self.on_backend)(&backend);
+    }
+
+    /// [`Runner::run`] on the GPU; `None` when there is no (working) GPU.
+    #[cfg(feature = "gpu")]
+    async fn run_on_gpu(
+        &self,
+        tokens: &[u32],
+        interventions: &[Intervention],
+        record: &Record,
+        on_layer: &mut dyn FnMut(usize, &Recording),
+    ) -> Option<Result<(Tensor, Recording), String>> {
+        let mut gpu = self.gpu.lock().await;
+        let engine = gpu.as_mut()?;
+        let mut sites = Recording::new();
+        let result = engine
+            .run(tokens, std::slice::from_ref(&interventions.to_vec()), record, &mut |mut stage| {
+                if let Some(layer) = stage.layer {
+                    on_layer(layer, &stage.sites[0]);
+                }
+                sites.append(&mut stage.sites[0]);
+            })
+            .await;
+        match result {
+            Ok(mut logits) => Some(Ok((logits.remove(0), sites))),
+            // Bad input is the input's fault; anything else is the GPU's.
+            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            Err(e) => {
+                self.drop_gpu(&mut gpu, &e);
+                None
+            }
+        }
+    }
+
+    /// The logits of `variants` in one GPU batch; `None` when there is no
+    /// (working) GPU.
+    #[cfg(feature = "gpu")]
+    async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<Vec<Tensor>, String>> {
+        let mut gpu = self.gpu.lock().await;
+        let engine = gpu.as_mut()?;
+        match engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await {
+            Ok(logits) => Some(Ok(logits)),
+            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            Err(e) => {
+                self.drop_gpu(&mut gpu, &e);
+                None
+            }
+        }
+    }
+}
+
+/// A GPU with `model` uploaded, and the adapter's description.
+#[cfg(feature = "gpu")]
+async fn start_gpu(model: &Model) -> Result<(crate::gpu::Engine, String), String> {
+    use crate::gpu::{Engine, GpuContext};
+    let missing = if cfg!(target_arch = "wasm32") { "WebGPU is not available" } else { "no GPU" };
+    let ctx = GpuContext::new().await.map_err(|e| format!("{missing} ({e})"))?;
+    let name = ctx.describe();
+    let mut engine = Engine::new(ctx, model).map_err(|e| format!("the model cannot run on this GPU ({e})"))?;
+    // Every kernel compiled now, by one token twice, the second with an
+    // intervention: a first run would otherwise wait for them.
+    let ablation = Intervention { site: crate::model::Site::Layer(0, crate::model::SiteKind::MlpPostAct), positions: vec![], channels: vec![0], ablation: crate::model::Ablation::Zero };
+    engine
+        .run(&[0], &[Vec::new(), vec![ablation]], &Record::All, &mut |_| {})
+        .await
+        .map_err(|e| format!("the GPU failed a first run ({e})"))?;
+    Ok((engine, name))
+}
+
+#[cfg(not(feature = "gpu"))]
+async fn start_gpu(_: &Model) -> Result<((), String), String> {
+    Err("this build has no GPU backend (built without the `gpu` feature)".into())
+}

@@ -1,0 +1,284 @@
+//! The page's state: the model with what came with it, the last run, one
+//! [`View`] of it (what a link holds), and the work under way. Plain data in
+//! signals, shared with every component through Leptos' context
+//! ([`use_page`]); the GPU stays outside the signals, in the runner. What the
+//! page does to this state lives next to it: `open.rs` (loading a model),
+//! `run.rs` (runs, ablations, links), `effects.rs` (ranking by effect),
+//! `circuits.rs` (the circuit search).
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use leptos::prelude::*;
+
+use super::load::{BundledModel, LoadProgress};
+use super::summary::{predictions_at, LayerSummary, ModelFacts};
+use crate::circuits::{
+    AblationKind, GraphView, LinkModel, LoadedCircuit, Node, Objective, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
+    ViewLink, Zoom,
+};
+use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
+use crate::runner::{Backend, Place, Runner};
+use crate::tasks::TaskChoice;
+
+/// A model that opened, and everything that came with it: replaced whole.
+pub struct Opened {
+    pub model: Arc<Model>,
+    pub tokenizer: Option<Arc<Tokenizer>>,
+    pub facts: ModelFacts,
+    /// Task prompts with their answers' tokens (may be empty).
+    pub tasks: Vec<TaskChoice>,
+    pub tours: Vec<Tour>,
+    /// How a link names it; `None` for a model opened from files.
+    pub link_model: Option<LinkModel>,
+    /// Sample prompts as token ids, for the means (may be empty).
+    pub samples: Vec<Vec<u32>>,
+}
+
+impl Opened {
+    /// The bundled model's id, or "" for one from a URL or files.
+    pub fn bundled_id(&self) -> &str {
+        match &self.link_model {
+            Some(LinkModel::Bundled(id)) => id,
+            _ => "",
+        }
+    }
+}
+
+/// A finished run of a prompt.
+pub struct Run {
+    pub prompt: String,
+    pub tokens: Vec<u32>,
+    /// `[T, vocab]`
+    pub logits: Arc<Tensor>,
+    /// Every site, each `[T, width]`.
+    pub recording: Arc<Recording>,
+}
+
+/// The last run again with nodes ablated at every position.
+pub struct Ablated {
+    pub ablations: Vec<(Node, AblationKind)>,
+    /// `[T, vocab]`
+    pub logits: Tensor,
+}
+
+/// Every candidate node's effect on `objective`, for one run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Effects {
+    pub objective: Objective,
+    pub values: Vec<(Node, f32)>,
+}
+
+/// A circuit search under way: how far it is, and where it runs once the
+/// runner has chosen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Searching {
+    pub progress: Option<SearchProgress>,
+    pub place: Option<Place>,
+}
+
+/// The page's state; `Copy`, every field a handle.
+#[derive(Clone, Copy)]
+pub struct Page {
+    pub bundled: RwSignal<Vec<BundledModel>>,
+    pub opened: RwSignal<Option<Arc<Opened>>>,
+    /// The model's circuits: bundled, opened from files, found here.
+    pub circuits: RwSignal<Vec<Arc<LoadedCircuit>>>,
+    /// Mean activations over the sample prompts, for mean ablation.
+    pub means: RwSignal<Option<Arc<SiteMeans>>>,
+    pub run: RwSignal<Option<Arc<Run>>>,
+    /// The layers of the run under way, as they arrive.
+    pub layers: RwSignal<Vec<LayerSummary>>,
+    pub view: RwSignal<View>,
+    pub ablated: RwSignal<Option<Arc<Ablated>>>,
+    pub effects: RwSignal<Option<Arc<Effects>>>,
+    /// Nodes measured of all, while effects are measured.
+    pub measuring: RwSignal<Option<(usize, usize)>>,
+    /// Why the ranking is by activation when effects were too slow to measure.
+    pub ranking_note: RwSignal<Option<String>>,
+    /// Whether effects are measured within a time budget (until asked anyway).
+    pub budgeted: RwSignal<bool>,
+    pub searching: RwSignal<Option<Searching>>,
+    pub cancel_search: StoredValue<bool>,
+    /// Task examples a search runs on.
+    pub search_examples: RwSignal<usize>,
+    pub loading: RwSignal<LoadProgress>,
+    pub running: RwSignal<bool>,
+    /// Finished runs, for tests and screen readers to wait on.
+    pub runs: RwSignal<usize>,
+    /// Where passes run (the runner's word).
+    pub backend: RwSignal<Backend>,
+    pub error: RwSignal<Option<String>>,
+    /// The prompt box's text.
+    pub prompt: RwSignal<String>,
+    /// The tour step shown: (tour, step).
+    pub touring: RwSignal<Option<(usize, usize)>>,
+    /// A link's model URL, waiting for the user's yes.
+    pub ask_url: RwSignal<Option<String>>,
+    /// A link waiting for its model to open, and one waiting for its prompt's run.
+    pub waiting_link: StoredValue<Option<ViewLink>>,
+    /// A message for the error banner once the next model has opened.
+    pub notice: StoredValue<Option<String>>,
+    runner: StoredValue<Option<Rc<Runner>>, LocalStorage>,
+    // Parts of the view, each notifying only when it changes.
+    pub position: Memo<usize>,
+    pub ranking: Memo<Ranking>,
+    pub per_site: Memo<usize>,
+    pub shown: Memo<Shown>,
+    pub ablations: Memo<Vec<(Node, AblationKind)>>,
+    pub selected: Memo<Option<Node>>,
+    pub zoom: Memo<Zoom>,
+    // Derived.
+    pub drawn: Memo<Option<Arc<LoadedCircuit>>>,
+    pub clean_top: Memo<Vec<Prediction>>,
+    pub top: Memo<Vec<Prediction>>,
+    pub objective: Memo<Option<Objective>>,
+    pub graph: Memo<Option<GraphView>>,
+}
+
+/// The page's state, from any component.
+pub fn use_page() -> Page {
+    expect_context::<Page>()
+}
+
+impl Page {
+    pub fn new() -> Page {
+        let opened = RwSignal::new(None::<Arc<Opened>>);
+        let circuits = RwSignal::new(Vec::<Arc<LoadedCircuit>>::new());
+        let run = RwSignal::new(None::<Arc<Run>>);
+        let view = RwSignal::new(View::default());
+        let ablated = RwSignal::new(None::<Arc<Ablated>>);
+        let effects = RwSignal::new(None::<Arc<Effects>>);
+        let seq_len = move || run.with(|r| r.as_ref().map_or(0, |r| r.tokens.len()));
+        let position = Memo::new(move |_| view.with(|v| v.at(seq_len())));
+        let ranking = Memo::new(move |_| view.with(|v| v.ranking));
+        let per_site = Memo::new(move |_| view.with(|v| v.per_site));
+        let shown = Memo::new(move |_| view.with(|v| v.shown.clone()));
+        let target = Memo::new(move |_| view.with(|v| (v.target, v.contrast)));
+        let drawn = Memo::new(move |_| {
+            shown.track();
+            circuits.with(|list| view.with_untracked(|v| v.drawn(list).cloned()))
+        });
+        let clean_top = Memo::new(move |_| run.with(|r| r.as_ref().map(|r| predictions_at(&r.logits, position.get())).unwrap_or_default()));
+        let top = Memo::new(move |_| match ablated.get() {
+            Some(ablated) => predictions_at(&ablated.logits, position.get()),
+            None => clean_top.get(),
+        });
+        let objective = Memo::new(move |_| {
+            let rows = run.with(|r| r.as_ref().map(|r| r.logits.rows))?;
+            let (target, contrast) = target.get();
+            let target = target.or_else(|| clean_top.with(|p| p.first().map(|p| p.token)))?;
+            Some(Objective { position: position.get().min(rows - 1), target, contrast })
+        });
+        let graph = Memo::new(move |_| {
+            let model = opened.with(|o| o.as_ref().map(|o| o.model.clone()))?;
+            let run = run.get()?;
+            let (at, recording) = (position.get(), &run.recording);
+            let nodes = shown.with(|shown| match shown {
+                Shown::Ranked => None,
+                Shown::Nodes(nodes) => Some(nodes.clone()),
+                Shown::Circuit(_) => drawn.with(|c| c.as_ref().map(|c| c.nodes.clone())),
+            });
+            if let Some(nodes) = nodes {
+                return Some(GraphView::of_nodes(&model, recording, at, &nodes));
+            }
+            match ranking.get() {
+                Ranking::Activation => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
+                // By activation until the measured effects arrive.
+                Ranking::Effect => match effects.get().filter(|e| objective.get() == Some(e.objective)) {
+                    Some(measured) => Some(GraphView::top_effects(&model, recording, at, per_site.get(), &measured.values)),
+                    None => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
+                },
+            }
+        });
+        Page {
+            bundled: RwSignal::new(Vec::new()),
+            opened,
+            circuits,
+            means: RwSignal::new(None),
+            run,
+            layers: RwSignal::new(Vec::new()),
+            view,
+            ablated,
+            effects,
+            measuring: RwSignal::new(None),
+            ranking_note: RwSignal::new(None),
+            budgeted: RwSignal::new(true),
+            searching: RwSignal::new(None),
+            cancel_search: StoredValue::new(false),
+            search_examples: RwSignal::new(64),
+            loading: RwSignal::new(LoadProgress::Idle),
+            running: RwSignal::new(false),
+            runs: RwSignal::new(0),
+            backend: RwSignal::new(Backend::Looking),
+            error: RwSignal::new(None),
+            prompt: RwSignal::new(String::new()),
+            touring: RwSignal::new(None),
+            ask_url: RwSignal::new(None),
+            waiting_link: StoredValue::new(None),
+            notice: StoredValue::new(None),
+            runner: StoredValue::new_local(None),
+            position,
+            ranking,
+            per_site,
+            shown,
+            ablations: Memo::new(move |_| view.with(|v| v.ablations.clone())),
+            selected: Memo::new(move |_| view.with(|v| v.selected)),
+            zoom: Memo::new(move |_| view.with(|v| v.zoom)),
+            drawn,
+            clean_top,
+            top,
+            objective,
+            graph,
+        }
+    }
+
+    pub fn model(&self) -> Option<Arc<Model>> {
+        self.opened.with(|o| o.as_ref().map(|o| o.model.clone()))
+    }
+
+    pub fn tokenizer(&self) -> Option<Arc<Tokenizer>> {
+        self.opened.with(|o| o.as_ref().and_then(|o| o.tokenizer.clone()))
+    }
+
+    pub fn runner(&self) -> Option<Rc<Runner>> {
+        self.runner.get_value()
+    }
+
+    pub(super) fn set_runner(&self, runner: Rc<Runner>) {
+        self.runner.set_value(Some(runner));
+    }
+
+    /// Loading or running: the controls wait.
+    pub fn busy(&self) -> bool {
+        self.loading.get() != LoadProgress::Idle || self.running.get()
+    }
+
+    /// A model is open and nothing is under way (the CPU answers while a
+    /// GPU is readied).
+    pub fn ready(&self) -> bool {
+        self.opened.with(Option::is_some) && !self.busy()
+    }
+
+    /// Whether the graph is ranked by effects measured for the output chosen.
+    pub fn effects_shown(&self) -> bool {
+        let objective = self.objective.get();
+        self.effects.with(|e| e.as_ref().is_some_and(|e| Some(e.objective) == objective))
+    }
+
+    /// The selected node's index in the graph, if it is drawn.
+    pub fn selected_index(&self) -> Option<usize> {
+        let node = self.selected.get()?;
+        self.graph.with(|g| g.as_ref()?.nodes.iter().position(|n| n.node == node))
+    }
+
+    /// The link fragment of what is shown, or why there is none.
+    pub fn link(&self) -> Result<String, String> {
+        let link_model = self.opened.with(|o| o.as_ref().map(|o| o.link_model.clone())).ok_or("no model is open")?;
+        let model = link_model.ok_or("a model opened from files has no link: open it from a URL to share it")?;
+        let prompt = self.run.with(|r| r.as_ref().map_or_else(String::new, |r| r.prompt.clone()));
+        let mut view = self.view.get();
+        view.position = Some(self.position.get());
+        Ok(ViewLink { model, prompt, view }.to_fragment())
+    }
+}

@@ -1,0 +1,45 @@
+// The README's screenshots, from the built page in headless Chromium at
+// 1440x900: the workspace with a task prompt run, its circuit shown and a
+// node inspected (docs/screenshot.png), and a classroom tour's second step
+// (docs/tour.png). `make screenshots` builds the page first.
+import path from 'node:path';
+import { chromium } from 'playwright-core';
+import { serveStatic } from './serve.mjs';
+
+const root = path.resolve(import.meta.dirname, '../..');
+const chrome = process.env.CHROME || '/usr/lib/chromium/chromium';
+const server = await serveStatic(path.join(root, 'dist'));
+const browser = await chromium.launch({ executablePath: chrome, args: ['--no-sandbox', '--enable-unsafe-webgpu'] });
+const page = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+await page.goto(server.url);
+await page.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 120_000 });
+
+// A task's prompt, its bundled circuit, and the circuit's first node inspected.
+await page.locator('[data-testid=task-prompt][data-task=single_double_quote]:enabled').click();
+await page.locator('main[data-runs="2"]').waitFor({ timeout: 120_000 });
+await page.locator('tr[data-task=single_double_quote] [data-origin=bundled] [data-testid=show-circuit]').click();
+await page.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
+const canvas = page.getByTestId('circuit-canvas');
+await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
+const box = await canvas.boundingBox();
+const scale = box.width / (await canvas.evaluate((c) => c.width));
+// The first node of the first column, where the page lays it out.
+await page.mouse.click(box.x + (30 + 22) * scale, box.y + (64 + 15) * scale);
+await page.getByTestId('node-inspector').waitFor();
+await page.mouse.move(0, 0);
+await page.waitForTimeout(300);
+await page.screenshot({ path: path.join(root, 'docs/screenshot.png') });
+
+// A classroom tour, at its second step.
+await page.locator('[data-testid=start-tour][data-task=single_double_quote]:enabled').click();
+await page.locator('[data-testid=tour][data-step="0"]').waitFor();
+await page.locator('[data-testid=tour-next]:enabled').click();
+await page.locator('[data-testid=tour][data-step="1"]').waitFor();
+await page.locator('[data-testid=tour-next]:enabled').waitFor({ timeout: 120_000 });
+await page.waitForTimeout(500);
+await page.screenshot({ path: path.join(root, 'docs/tour.png') });
+
+await browser.close();
+server.close();
+console.log('wrote docs/screenshot.png and docs/tour.png');

@@ -1,0 +1,111 @@
+//! The runner (the one place that chooses between the CPU and the GPU) on
+//! the bundled model: a GPU lost in the middle of a circuit search hands the
+//! rest of the search to the CPU, which finds the same circuit; batches of
+//! variants agree across backends.
+#![cfg(feature = "gpu")]
+
+use std::cell::RefCell;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use circuitscope::circuits::{ablation_search, parse_samples, Choice, Evaluate, RunnerEval, SearchSettings, SiteMeans, TaskLoss};
+use circuitscope::model::{forward, Intervention, Model, Recording, Tokenizer};
+use circuitscope::runner::{Backend, Place, Runner, Want};
+use circuitscope::tasks::Task;
+
+const MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/www/models/python_tasks");
+
+fn bundled() -> (Arc<Model>, Tokenizer, SiteMeans) {
+    let dir = Path::new(MODEL);
+    let model = Model::load_dir(dir).unwrap();
+    let tokenizer = Tokenizer::load_dir(dir).unwrap().unwrap();
+    let mut means = SiteMeans::default();
+    let samples = std::fs::read_to_string(dir.join("samples.json")).unwrap();
+    for tokens in parse_samples(&samples, &model.config, Some(&tokenizer)).unwrap() {
+        let mut recording = Recording::new();
+        forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+        means.add(&recording);
+    }
+    (Arc::new(model), tokenizer, means)
+}
+
+/// A runner that reports its backend changes into `heard`.
+fn runner(model: &Arc<Model>, want: Want, heard: &Rc<RefCell<Vec<Backend>>>) -> Runner {
+    let heard = heard.clone();
+    pollster::block_on(Runner::new(model.clone(), want, Box::new(move |b| heard.borrow_mut().push(b.clone())))).unwrap()
+}
+
+/// An evaluator that destroys the runner's GPU device before its `at`-th call.
+struct LosesTheGpu<'a> {
+    eval: RunnerEval<'a>,
+    calls: usize,
+    at: usize,
+}
+
+impl Evaluate for LosesTheGpu<'_> {
+    async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
+        self.calls += 1;
+        if self.calls == self.at {
+            self.eval.runner.lose_gpu().await;
+        }
+        self.eval.losses(variants).await
+    }
+}
+
+#[test]
+fn a_gpu_lost_in_the_middle_of_a_circuit_search_hands_the_rest_to_the_cpu_and_the_circuit_is_the_same() {
+    let (model, tokenizer, means) = bundled();
+    let choices = Choice::of_task(Task::SingleDoubleQuote, &tokenizer, 3_000_017, 8).unwrap();
+    let settings = SearchSettings::default();
+
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let on_cpu = runner(&model, Want::Cpu, &heard);
+    let mut eval = RunnerEval { runner: &on_cpu, choices: &choices };
+    let expected = pollster::block_on(ablation_search(&mut eval, &model.config, &means, &settings, &mut |_| {}, &|| false))
+        .unwrap()
+        .unwrap();
+
+    // Forced onto the GPU, so that the search is there when the device goes.
+    let gpu = runner(&model, Want::Gpu, &heard);
+    assert!(matches!(gpu.backend(), Backend::Gpu(_)), "{:?}", gpu.backend());
+    let mut eval = LosesTheGpu { eval: RunnerEval { runner: &gpu, choices: &choices }, calls: 0, at: 4 };
+    let found = pollster::block_on(ablation_search(&mut eval, &model.config, &means, &settings, &mut |_| {}, &|| false))
+        .unwrap()
+        .unwrap();
+    assert!(eval.calls > 4, "the search went on after the loss ({} calls)", eval.calls);
+    match &heard.borrow()[..] {
+        [Backend::Cpu(why)] => assert!(why.contains("the GPU failed"), "{why}"),
+        other => panic!("the runner should have said once that it moved to the CPU: {other:?}"),
+    }
+    assert_eq!(gpu.backend(), heard.borrow()[0]);
+    assert_eq!(found.nodes, expected.nodes, "the circuit");
+    assert_eq!(found.variants, expected.variants);
+    assert!((found.loss.loss - expected.loss.loss).abs() < 1e-4, "{:?} vs {:?}", found.loss, expected.loss);
+}
+
+#[test]
+fn a_batch_of_variants_gives_the_same_logits_on_either_backend_and_the_probe_times_both() {
+    let (model, tokenizer, _) = bundled();
+    let tokens = tokenizer.encode("print(\"hello\")");
+    let nodes = circuitscope::circuits::all_nodes(&model.config);
+    let variants: Vec<Vec<Intervention>> = nodes.iter().step_by(nodes.len() / 100).map(|n| vec![n.zero_ablation()]).collect();
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let cpu = runner(&model, Want::Cpu, &heard);
+    let fastest = runner(&model, Want::Fastest, &heard);
+    assert_eq!(fastest.batch_place(), None, "nothing is timed before the first batch");
+    assert_eq!(fastest.estimate_ms(tokens.len(), 100), None);
+    let on_cpu = pollster::block_on(cpu.logits(&tokens, &variants)).unwrap();
+    let anywhere = pollster::block_on(fastest.logits(&tokens, &variants)).unwrap();
+    assert_eq!(on_cpu.len(), variants.len());
+    assert_eq!(anywhere.len(), variants.len());
+    for (c, a) in on_cpu.iter().zip(&anywhere) {
+        let worst = c.data.iter().zip(&a.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "logits differ by {worst}");
+    }
+    // More than one GPU batch: both were timed, and the faster one is where the next batches go.
+    assert!(variants.len() > 64);
+    assert!(matches!(fastest.batch_place(), Some(Place::Cpu | Place::Gpu)));
+    assert!(fastest.estimate_ms(tokens.len(), 100).is_some_and(|ms| ms > 0.0));
+    assert!(heard.borrow().is_empty(), "no backend changed: {:?}", heard.borrow());
+}
