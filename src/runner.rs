@@ -95,6 +95,9 @@ pub struct Runner {
     gpu: async_lock::Mutex<Option<crate::gpu::Engine>>,
     backend: RefCell<Backend>,
     timing: Cell<Timing>,
+    /// When CPU work last handed control back (to the browser): across
+    /// calls, since callers make many short ones.
+    last_pause: Cell<f64>,
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     on_backend: Box<dyn Fn(&Backend)>,
 }
@@ -108,7 +111,7 @@ impl Runner {
     pub async fn new(model: Arc<Model>, want: Want, on_backend: Box<dyn Fn(&Backend)>) -> Result<Runner, String> {
         let runner = Runner::at_once(model, want, on_backend);
         if want != Want::Cpu {
-            runner.attach_gpu().await;
+            runner.attach(false).await;
         }
         match runner.backend() {
             Backend::Cpu(why) if want == Want::Gpu => Err(why),
@@ -131,14 +134,19 @@ impl Runner {
             gpu: async_lock::Mutex::new(None),
             backend: RefCell::new(backend),
             timing: Cell::new(Timing::default()),
+            last_pause: Cell::new(now_ms()),
             on_backend,
         }
     }
 
     /// Looks for a GPU, uploads the model and compiles every pipeline with
     /// a first small run; then passes go there (batches once timed). Without
-    /// one, the runner stays on the CPU and says why.
+    /// one, the runner stays on the CPU and says why, to `on_backend` too.
     pub async fn attach_gpu(&self) {
+        self.attach(true).await;
+    }
+
+    async fn attach(&self, announce: bool) {
         let model = self.model();
         let backend = match start_gpu(&model).await {
             #[cfg(feature = "gpu")]
@@ -161,7 +169,9 @@ impl Runner {
             Err(e) => Backend::Cpu(e),
         };
         *self.backend.borrow_mut() = backend.clone();
-        (self.on_backend)(&backend);
+        if announce {
+            (self.on_backend)(&backend);
+        }
     }
 
     pub fn model(&self) -> Arc<Model> {
@@ -180,7 +190,7 @@ impl Runner {
         {
             let mut gpu = self.gpu.lock().await;
             if let Some(engine) = gpu.as_mut() {
-                engine.load(&model).map_err(|e| format!("it cannot run on this GPU: {e}"))?;
+                engine.load(&model).map_err(|e| e.to_string())?;
             }
         }
         *self.model.borrow_mut() = model;
@@ -202,6 +212,34 @@ impl Runner {
         if let Some(outcome) = self.run_on_gpu(tokens, interventions, record, on_layer).await {
             return outcome;
         }
+        self.on_cpu(tokens, interventions, record, on_layer).await
+    }
+
+    /// A pass whose sites are wanted in bulk (the means over sample
+    /// prompts): on the backend batches go to, so a software adapter that
+    /// the CPU outruns is not asked to read back every site.
+    pub async fn record(&self, tokens: &[u32], record: &Record) -> Result<(Tensor, Recording), String> {
+        // Not timed yet: the CPU when it is known to take a pass in stride.
+        let cpu_is_quick = self.timing.get().cpu.is_some_and(|ms| ms * (tokens.len() as f64) < SLOW_VARIANT_MS);
+        let on_gpu = match self.batch_place() {
+            Some(place) => place == Place::Gpu,
+            None => self.usable_gpu() && !cpu_is_quick,
+        };
+        if on_gpu {
+            return self.run(tokens, &[], record, &mut |_, _| {}).await;
+        }
+        self.on_cpu(tokens, &[], record, &mut |_, _| {}).await
+    }
+
+    /// [`Runner::run`] on the CPU reference.
+    async fn on_cpu(
+        &self,
+        tokens: &[u32],
+        interventions: &[Intervention],
+        record: &Record,
+        on_layer: &mut dyn FnMut(usize, &Recording),
+    ) -> Result<(Tensor, Recording), String> {
+        self.pause_now_and_then().await;
         let model = self.model();
         let mut sites = Recording::new();
         let logits = forward_with_interventions(&model, tokens, interventions, &mut |site, acts| {
@@ -265,6 +303,10 @@ impl Runner {
     /// that could be faster has not been timed.
     pub fn batch_place(&self) -> Option<Place> {
         let Timing { gpu, cpu } = self.timing.get();
+        // While a GPU is readied, the CPU works in probe-sized steps.
+        if *self.backend.borrow() == Backend::Looking {
+            return None;
+        }
         if !self.usable_gpu() {
             return cpu.map(|_| Place::Cpu);
         }
@@ -304,43 +346,59 @@ impl Runner {
     /// Runs `variants` on `place` and times them, per variant and token,
     /// for a backend not timed yet; a lost GPU hands them to the CPU.
     async fn logits_on(&self, place: Place, tokens: &[u32], variants: &[Vec<Intervention>]) -> Result<Vec<Tensor>, String> {
-        let started = now_ms();
+        let model = self.model();
         #[cfg(not(feature = "gpu"))]
         let _ = place;
         #[cfg(feature = "gpu")]
         if place == Place::Gpu {
             if let Some(outcome) = self.logits_on_gpu(tokens, variants).await {
-                let logits = outcome?;
-                self.remember(Place::Gpu, started, tokens.len() * logits.len());
+                let (logits, ms) = outcome?;
+                self.remember(&model, Place::Gpu, ms, tokens.len() * logits.len());
                 return Ok(logits);
             }
         }
-        let model = self.model();
+        let started = now_ms();
         let probing = self.timing.get().cpu.is_none();
         let mut logits = Vec::with_capacity(variants.len());
-        let mut slice_started = now_ms();
+        let mut paused = 0.0;
         for variant in variants {
-            if now_ms() - slice_started > CPU_SLICE_MS {
-                sleep(0).await;
-                slice_started = now_ms();
-            }
+            paused += self.pause_now_and_then().await;
             logits.push(forward_with_interventions(&model, tokens, variant, &mut |_, _| {}).map_err(|e| e.to_string())?);
-            if probing && now_ms() - started > SLOW_VARIANT_MS {
+            if probing && now_ms() - started - paused > SLOW_VARIANT_MS {
                 break;
             }
         }
-        self.remember(Place::Cpu, started, tokens.len() * logits.len());
+        self.remember(&model, Place::Cpu, now_ms() - started - paused, tokens.len() * logits.len());
         Ok(logits)
     }
 
-    /// Keeps the first timing of `place` after a model loads.
-    fn remember(&self, place: Place, started: f64, variant_tokens: usize) {
-        let per = (now_ms() - started) / variant_tokens.max(1) as f64;
+    /// Hands control back (to the browser, which paints and takes input)
+    /// once CPU work has held it for [`CPU_SLICE_MS`]; the milliseconds it
+    /// was away.
+    async fn pause_now_and_then(&self) -> f64 {
+        let at = now_ms();
+        if at - self.last_pause.get() < CPU_SLICE_MS {
+            return 0.0;
+        }
+        sleep(0).await;
+        let back = now_ms();
+        self.last_pause.set(back);
+        back - at
+    }
+
+    /// Keeps the fastest time per variant and token seen on `place` for
+    /// `model`, unless another model has been loaded meanwhile.
+    fn remember(&self, model: &Arc<Model>, place: Place, ms: f64, variant_tokens: usize) {
+        if !Arc::ptr_eq(model, &self.model.borrow()) || variant_tokens == 0 {
+            return;
+        }
+        let per = ms / variant_tokens as f64;
         let mut timing = self.timing.get();
-        match place {
-            Place::Gpu => timing.gpu.get_or_insert(per),
-            Place::Cpu => timing.cpu.get_or_insert(per),
+        let slot = match place {
+            Place::Gpu => &mut timing.gpu,
+            Place::Cpu => &mut timing.cpu,
         };
+        *slot = Some(slot.map_or(per, |known| known.min(per)));
         self.timing.set(timing);
     }
 
@@ -384,14 +442,15 @@ impl Runner {
         }
     }
 
-    /// The logits of `variants` in one GPU batch; `None` when there is no
-    /// (working) GPU.
+    /// The logits of `variants` in one GPU batch and the milliseconds it
+    /// took once the GPU was free; `None` when there is no (working) GPU.
     #[cfg(feature = "gpu")]
-    async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<Vec<Tensor>, String>> {
+    async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<(Vec<Tensor>, f64), String>> {
         let mut gpu = self.gpu.lock().await;
         let engine = gpu.as_mut()?;
+        let started = now_ms();
         match engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await {
-            Ok(logits) => Some(Ok(logits)),
+            Ok(logits) => Some(Ok((logits, now_ms() - started))),
             Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
             Err(e) => {
                 self.drop_gpu(&mut gpu, &e);

@@ -109,3 +109,24 @@ fn a_batch_of_variants_gives_the_same_logits_on_either_backend_and_the_probe_tim
     assert!(fastest.estimate_ms(tokens.len(), 100).is_some_and(|ms| ms > 0.0));
     assert!(heard.borrow().is_empty(), "no backend changed: {:?}", heard.borrow());
 }
+
+#[test]
+fn a_runner_answers_on_the_cpu_at_once_and_moves_to_the_gpu_once_it_is_ready() {
+    use circuitscope::model::Record;
+    let (model, tokenizer, _) = bundled();
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let told = heard.clone();
+    let runner = Runner::at_once(model.clone(), Want::Fastest, Box::new(move |b| told.borrow_mut().push(b.clone())));
+    assert_eq!(runner.backend(), Backend::Looking);
+    let tokens = tokenizer.encode("x = f(a, b");
+    let (on_cpu, sites) = pollster::block_on(runner.run(&tokens, &[], &Record::All, &mut |_, _| {})).unwrap();
+    assert_eq!(sites.len(), model.config.n_layer * 11 + 1, "every site recorded");
+    // While the GPU is readied, batches go to the CPU a probe at a time and nothing is estimated.
+    assert_eq!((runner.batch_place(), runner.probing()), (None, Some(Place::Cpu)));
+    pollster::block_on(runner.attach_gpu());
+    assert!(matches!(&heard.borrow()[..], [Backend::Gpu(_)]), "{:?}", heard.borrow());
+    assert_eq!(runner.probing(), Some(Place::Gpu), "the GPU is timed next");
+    let (on_gpu, _) = pollster::block_on(runner.run(&tokens, &[], &Record::LogitsOnly, &mut |_, _| {})).unwrap();
+    let worst = on_cpu.data.iter().zip(&on_gpu.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "logits differ by {worst}");
+}

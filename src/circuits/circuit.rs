@@ -98,6 +98,17 @@ pub struct Method {
     pub seconds: f64,
 }
 
+/// What a circuit search found: the parts of a circuit file that are not
+/// read off the model.
+pub struct Finding<'a> {
+    pub task: crate::tasks::Task,
+    /// Most important first.
+    pub nodes: &'a [Node],
+    pub faithfulness: Faithfulness,
+    pub curve: Vec<(usize, TaskLoss)>,
+    pub method: Method,
+}
+
 /// Why a circuit file cannot be used with a model.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum CircuitError {
@@ -120,20 +131,11 @@ pub enum CircuitError {
 }
 
 impl CircuitFile {
-    /// The file for `nodes` (most important first) found on `model` for
-    /// `task`: their edges and mean-ablation values are taken from the
-    /// model and `means`.
-    #[allow(clippy::too_many_arguments)] // one per part of the file
-    pub fn new(
-        model: &Model,
-        model_name: String,
-        means: &super::SiteMeans,
-        task: crate::tasks::Task,
-        nodes: &[Node],
-        faithfulness: Faithfulness,
-        curve: Vec<(usize, TaskLoss)>,
-        method: Method,
-    ) -> CircuitFile {
+    /// The file for what was `found` on `model` (named `model_name`): the
+    /// nodes' edges and mean-ablation values are taken from the model and
+    /// `means`.
+    pub fn new(model: &Model, model_name: String, means: &super::SiteMeans, found: Finding) -> CircuitFile {
+        let Finding { task, nodes, faithfulness, curve, method } = found;
         CircuitFile {
             format: FORMAT.into(),
             version: VERSION,
@@ -267,7 +269,8 @@ impl LoadedCircuit {
         let faithfulness = Faithfulness { target_loss: 0.15, examples: 1, full: loss, circuit: loss, without_circuit: loss };
         let method = Method { name: "test".into(), settings: serde_json::Value::Null, seconds: 0.0 };
         let task = crate::tasks::Task::parse(task).expect("a task name");
-        let file = CircuitFile::new(model, "test".into(), &super::SiteMeans::default(), task, &nodes, faithfulness, Vec::new(), method);
+        let found = Finding { task, nodes: &nodes, faithfulness, curve: Vec::new(), method };
+        let file = CircuitFile::new(model, "test".into(), &super::SiteMeans::default(), found);
         LoadedCircuit { file, nodes, origin }
     }
 }

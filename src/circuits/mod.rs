@@ -22,7 +22,7 @@ mod layout;
 mod means;
 mod view;
 
-pub use circuit::{CircuitOrigin, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
+pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
 pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};

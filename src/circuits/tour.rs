@@ -12,7 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{all_nodes, candidates, remove, AblationKind, CircuitFile, LinkModel, Node, Ranking, Shown, SiteMeans, View, ViewLink};
+use super::{all_nodes, candidates, remove, AblationKind, LinkModel, LoadedCircuit, Node, Ranking, Shown, SiteMeans, View, ViewLink};
 use crate::model::{forward, forward_with_interventions, Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
 
@@ -86,20 +86,19 @@ fn first_flip(model: &Model, means: &SiteMeans, choice: &TaskChoice, ranked: &[N
     Ok(None)
 }
 
-/// The tour of `task` on `choice` (a prompt the model gets right by at least
-/// [`CLEAR_MARGIN`]), through `circuit` (`nodes`, most important first).
+/// The tour of `circuit`'s task on `choice` (a prompt the model gets right
+/// by at least [`CLEAR_MARGIN`]), through its nodes (most important first).
 /// `model_id` names the model in the views.
-#[allow(clippy::too_many_arguments)] // each is a separate input of the tour
 pub fn task_tour(
     model: &Model,
     model_id: &str,
     tokenizer: &Tokenizer,
     means: &SiteMeans,
-    task: Task,
     choice: &TaskChoice,
-    circuit: &CircuitFile,
-    nodes: &[Node],
+    circuit: &LoadedCircuit,
 ) -> Result<Tour, String> {
+    let task = Task::parse(&circuit.file.task).ok_or_else(|| format!("{:?} is not a task", circuit.file.task))?;
+    let (nodes, circuit) = (&circuit.nodes[..], &circuit.file);
     let config = &model.config;
     let full = difference_without(model, means, choice, &[])?;
     if full < CLEAR_MARGIN {

@@ -168,12 +168,13 @@ impl View {
     }
 
     /// The listed circuit drawn, if any: the bundled circuit of the task
-    /// shown, or the first listed circuit of exactly the nodes shown.
+    /// shown, or the latest found or opened circuit of exactly the nodes shown.
     pub fn drawn<'a>(&self, circuits: &'a [Arc<LoadedCircuit>]) -> Option<&'a Arc<LoadedCircuit>> {
         match &self.shown {
             Shown::Ranked => None,
             Shown::Circuit(task) => circuits.iter().find(|c| c.origin == super::CircuitOrigin::Bundled && c.file.task == *task),
-            Shown::Nodes(nodes) => circuits.iter().find(|c| c.nodes == *nodes),
+            // A found or opened circuit before a bundled one of the same nodes.
+            Shown::Nodes(nodes) => circuits.iter().rev().find(|c| c.origin != super::CircuitOrigin::Bundled && c.nodes == *nodes),
         }
     }
 

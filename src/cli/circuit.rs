@@ -13,7 +13,7 @@ use super::forward::sample_means;
 use super::Backend;
 use crate::circuits::{
     curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
-    SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN,
+    SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, CircuitOrigin, Finding, LoadedCircuit,
 };
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
@@ -148,7 +148,8 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
     let seconds = started.elapsed().as_secs_f64();
     let faithfulness = faithfulness(&loaded, &held_out, nodes, args.target_loss)?;
     let method = Method { name: method.0.into(), settings: method.1, seconds };
-    let file = CircuitFile::new(&loaded.model, folder_name(&args.model), &loaded.means, task, nodes, faithfulness, curve, method);
+    let found = Finding { task, nodes, faithfulness, curve, method };
+    let file = CircuitFile::new(&loaded.model, folder_name(&args.model), &loaded.means, found);
     let out = args.out.clone().unwrap_or_else(|| args.model.join("circuits").join(format!("{}.json", task.name())));
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -258,7 +259,7 @@ pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
     for task in Task::ALL {
         let name = format!("circuits/{}.json", task.name());
         let Ok(json) = read(&name) else { continue };
-        let (circuit, nodes) = CircuitFile::parse(&json, &loaded.model).map_err(|e| format!("{name}: {e}"))?;
+        let circuit = LoadedCircuit::parse(&json, &loaded.model, CircuitOrigin::Bundled).map_err(|e| format!("{name}: {e}"))?;
         // The first of the task's prompts (tasks.json, then generated ones) that the model gets clearly right.
         let generated = Choice::of_task(task, &loaded.tokenizer, TOUR_SEED, 50)?.into_iter().map(|c| TaskChoice {
             task: task.name().into(),
@@ -272,7 +273,7 @@ pub fn run_tours(args: &ToursArgs) -> Result<(), String> {
         let Some(choice) = listed.find(clear) else {
             return Err(format!("the model gets none of its {} prompts clearly right", task.name()));
         };
-        let tour = task_tour(&loaded.model, &id, &loaded.tokenizer, &loaded.means, task, &choice, &circuit, &nodes)?;
+        let tour = task_tour(&loaded.model, &id, &loaded.tokenizer, &loaded.means, &choice, &circuit)?;
         tours.push(tour);
     }
     if tours.is_empty() {

@@ -79,7 +79,7 @@ pub fn run(args: &ConvertArgs) -> Result<(), String> {
     }
     let converted = converted?;
 
-    let mut files = vec![("config.json", config.into_bytes()), ("model.safetensors", converted.compact)];
+    let mut files = vec![("config.json", config.into_bytes()), ("model.safetensors", converted.compact())];
     if let Some(tokenizer) = tokenizer {
         files.push(("encoder.json", tokenizer.encoder_json.into_bytes()));
         files.push(("vocab.bpe", tokenizer.vocab_bpe.into_bytes()));

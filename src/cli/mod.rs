@@ -80,7 +80,11 @@ fn runner(model: std::sync::Arc<crate::model::Model>, backend: Backend) -> Resul
         Backend::Cpu => Want::Cpu,
         Backend::Gpu => Want::Gpu,
     };
-    let on_backend = Box::new(|b: &crate::runner::Backend| eprintln!("note: now on {b:?}"));
+    let on_backend = Box::new(|b: &crate::runner::Backend| {
+        if let crate::runner::Backend::Cpu(why) = b {
+            eprintln!("note: going on on the CPU: {why}");
+        }
+    });
     block_on(Runner::new(model, want, on_backend))
 }
 

@@ -1,8 +1,8 @@
-//! Released checkpoints to compact model files: a PyTorch `.pt` state dict
-//! or a dense safetensors file, with the release's config, becomes the
-//! compact `model.safetensors` that stores only nonzeros (see
-//! [`crate::model::Model::to_compact_safetensors`]). Tensors are read one at
-//! a time, so memory is the largest tensor plus the nonzeros.
+//! Released checkpoints to models: a PyTorch `.pt` state dict or a dense
+//! safetensors file, with the release's config, is read a tensor at a time
+//! into a [`Model`] (memory is the largest tensor plus the nonzeros); the
+//! compact `model.safetensors` that stores only nonzeros is written only
+//! when a file is asked for ([`Converted::compact`]).
 
 mod partial;
 mod pickle;
@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 
 use thiserror::Error;
 
-use crate::model::{CompactFile, Config, Model, ModelError};
+use crate::model::{finite, sparse_from_nonzeros, Config, Model, ModelError, SparseMatrix, Tensor, TensorSource};
 
 pub use partial::{NotLoaded, PartialFile};
 pub use safetensors_file::SafetensorsFile;
@@ -83,13 +83,18 @@ pub trait Checkpoint {
 /// What a conversion made.
 pub struct Converted {
     pub model: Model,
-    /// The compact `model.safetensors`.
-    pub compact: Vec<u8>,
     /// The model's parameters as dense f32, in bytes.
     pub dense_bytes: usize,
     /// Tensors of the checkpoint the model does not use, by their names in
     /// the checkpoint.
     pub dropped: Vec<Dropped>,
+}
+
+impl Converted {
+    /// The compact `model.safetensors` (see [`Model::to_compact_safetensors`]).
+    pub fn compact(&self) -> Vec<u8> {
+        self.model.to_compact_safetensors()
+    }
 }
 
 /// A tensor left out, and why.
@@ -196,12 +201,11 @@ pub async fn convert_torch_by_ranges(
 /// A conversion driven one tensor at a time, for callers that fetch each
 /// tensor's bytes themselves (the page reads a dropped `.pt` by ranges).
 pub struct Converter {
-    config_json: String,
     config: Config,
     /// The parameters the config's model has, by name.
     parameters: HashSet<String>,
     /// The tensors read so far, as the model's loader reads them.
-    staged: CompactFile,
+    staged: Staged,
     dropped: Vec<Dropped>,
     /// wte and lm_head, kept when the config ties them: they must be equal.
     tied: [Option<Vec<f32>>; 2],
@@ -230,10 +234,9 @@ impl Converter {
             return Err(ConvertError::Fit(format!("tensor `{}` is missing, but the config needs it", missing.name)));
         }
         Ok(Converter {
-            config_json: config_json.to_string(),
             parameters: spec.into_iter().map(|p| p.name).collect(),
             config,
-            staged: CompactFile::default(),
+            staged: Staged::default(),
             dropped: Vec::new(),
             tied: [None, None],
         })
@@ -275,21 +278,21 @@ impl Converter {
         }
         let numel = tensor.values.len();
         let nnz = tensor.values.iter().filter(|v| **v != 0.0).count();
-        if tensor.shape.len() == 2 && 2 * nnz < numel && u32::try_from(numel).is_ok() {
+        let stored = if tensor.shape.len() == 2 && 2 * nnz < numel && u32::try_from(numel).is_ok() {
             let (index, values): (Vec<u32>, Vec<f32>) =
                 tensor.values.iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, &v)| (i as u32, v)).unzip();
-            self.staged.nonzeros(canonical, &tensor.shape, &index, &values);
+            Stored::Nonzeros { shape: tensor.shape, index, values }
         } else {
-            self.staged.dense(canonical, tensor.shape, &tensor.values);
-        }
+            Stored::Dense(tensor)
+        };
+        self.staged.0.insert(canonical.to_string(), stored);
     }
 
     /// The model from the staged tensors, checked against the config.
     pub fn finish(self) -> Result<Converted, ConvertError> {
-        let staging = self.staged.to_bytes().map_err(ConvertError::Fit)?;
-        // The model's own checks name the tensor at fault; the file they name is the staging file.
+        // The model's own checks name the tensor at fault.
         let fit = |e: ModelError| ConvertError::Fit(e.to_string().trim_start_matches("model.safetensors: ").to_string());
-        let model = Model::from_bytes(&self.config_json, &staging).map_err(fit)?;
+        let model = Model::from_source(self.config, &self.staged).map_err(fit)?;
         if let [Some(wte), Some(lm_head)] = &self.tied {
             if wte != lm_head {
                 return Err(ConvertError::Fit(
@@ -298,7 +301,69 @@ impl Converter {
             }
         }
         let dense_bytes = model.weight_stats().iter().map(|s| 4 * s.numel()).sum();
-        Ok(Converted { compact: model.to_compact_safetensors(), model, dense_bytes, dropped: self.dropped })
+        Ok(Converted { model, dense_bytes, dropped: self.dropped })
+    }
+}
+
+/// A checkpoint's tensors as they are read, by their names without wrapper
+/// prefixes: matrices that are mostly zero by their nonzeros (memory
+/// follows the nonzeros), everything else dense.
+#[derive(Default)]
+struct Staged(HashMap<String, Stored>);
+
+enum Stored {
+    /// `values` at the ascending row-major positions `index`.
+    Nonzeros { shape: Vec<usize>, index: Vec<u32>, values: Vec<f32> },
+    Dense(DenseTensor),
+}
+
+impl Staged {
+    /// Tensor `name`, checked to be of `shape` and finite.
+    fn get(&self, name: &str, shape: &[usize]) -> Result<&Stored, ModelError> {
+        let stored = self.0.get(name).ok_or_else(|| ModelError::MissingTensor { name: name.into() })?;
+        let (found, values) = match stored {
+            Stored::Nonzeros { shape, values, .. } => (shape, values),
+            Stored::Dense(tensor) => (&tensor.shape, &tensor.values),
+        };
+        if found != shape {
+            return Err(ModelError::Shape { name: name.into(), found: found.clone(), expected: shape.to_vec() });
+        }
+        finite(name, values.iter().copied())?;
+        Ok(stored)
+    }
+
+    /// Tensor `name`'s values, dense.
+    fn values(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        Ok(match self.get(name, shape)? {
+            Stored::Nonzeros { index, values, .. } => {
+                let mut dense = vec![0.0; shape.iter().product()];
+                index.iter().zip(values).for_each(|(&i, &v)| dense[i as usize] = v);
+                dense
+            }
+            Stored::Dense(tensor) => tensor.values.clone(),
+        })
+    }
+}
+
+impl TensorSource for Staged {
+    fn has(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>, ModelError> {
+        self.values(name, &[len])
+    }
+
+    fn dense(&self, name: &str, rows: usize, cols: usize) -> Result<Tensor, ModelError> {
+        Ok(Tensor::from_vec(rows, cols, self.values(name, &[rows, cols])?))
+    }
+
+    fn sparse(&self, name: &str, rows: usize, cols: usize) -> Result<SparseMatrix, ModelError> {
+        match self.get(name, &[rows, cols])? {
+            Stored::Nonzeros { index, values, .. } => Ok(sparse_from_nonzeros(rows, cols, index, values)),
+            Stored::Dense(tensor) => SparseMatrix::from_dense(rows, cols, tensor.values.iter().copied())
+                .ok_or_else(|| ModelError::File(format!("tensor `{name}` has too many nonzeros to index"))),
+        }
     }
 }
 

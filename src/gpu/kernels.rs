@@ -1,5 +1,5 @@
-//! The compute kernels: one WGSL file per op family in `shaders/`, and the
-//! 32-byte parameter block each dispatch reads from a uniform buffer.
+//! The compute kernels: one WGSL file per op family in `shaders/` (their
+//! parameter blocks are in `ops.rs`).
 
 /// A compute pipeline: a shader file and entry point (and, for attention,
 /// the head size the shader is specialised for).
@@ -58,7 +58,3 @@ impl Kernel {
         }
     }
 }
-
-/// Every kernel's parameters: eight 32-bit words, laid out as the `Params`
-/// struct of its shader (f32 values as their bits).
-pub type Params = [u32; 8];

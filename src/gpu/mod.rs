@@ -9,9 +9,12 @@
 mod context;
 mod engine;
 mod error;
+mod interventions;
 mod kernels;
+mod ops;
 mod readback;
 mod weights;
+mod workspace;
 
 pub use context::GpuContext;
 pub use engine::{Engine, StageOutput};

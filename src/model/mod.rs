@@ -16,6 +16,7 @@ mod tokenizer;
 mod tokenizer_train;
 mod tokens;
 mod weights;
+mod weights_file;
 
 pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
@@ -28,5 +29,6 @@ pub use tensor::Tensor;
 pub use tokenizer::Tokenizer;
 pub use tokenizer_train::TokenizerFiles;
 pub use tokens::{check_tokenizer, check_tokens, parse_token_list};
-pub use weights::{activations_safetensors, f32_safetensors, Layer, Linear, Model, Norm, WeightStats};
-pub(crate) use weights::CompactFile;
+pub use weights::{Layer, Linear, Model, Norm, WeightStats};
+pub use weights_file::{activations_safetensors, f32_safetensors, TensorSource};
+pub(crate) use weights_file::{finite, sparse_from_nonzeros};

@@ -11,7 +11,7 @@ use leptos::task::spawn_local;
 use super::components::files_of;
 use super::page::{use_page, Page, Searching};
 use crate::circuits::{
-    ablation_search, keep_only, remove, Choice, CircuitFile, CircuitOrigin, Evaluate, Faithfulness, LoadedCircuit, Method, Node,
+    ablation_search, keep_only, remove, Choice, CircuitFile, CircuitOrigin, Evaluate, Faithfulness, Finding, LoadedCircuit, Method, Node,
     RunnerEval, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss,
 };
 use crate::model::Model;
@@ -62,14 +62,20 @@ impl Page {
                 means,
                 task,
                 examples,
-                settings: SearchSettings { target_loss: 0.15, ..SearchSettings::default() },
+                // On the CPU, small calls: the page answers (and can cancel) between them.
+                settings: SearchSettings {
+                    target_loss: 0.15,
+                    batch: if runner.batch_place() == Some(Place::Gpu) { SearchSettings::default().batch } else { 4 },
+                    ..SearchSettings::default()
+                },
             };
             let started = now_ms();
             let result = async {
                 let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
                 let held_out = Choice::of_task(task, &tokenizer, HELD_OUT_SEED, HELD_OUT)?;
                 let mut progress = |p| self.searching.set(Some(Searching { progress: Some(p), place: runner.batch_place() }));
-                let cancelled = || self.cancel_search.get_value();
+                let still_open = || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
+                let cancelled = || self.cancel_search.get_value() || !still_open();
                 let mut eval = RunnerEval { runner: &runner, choices: &choices };
                 let config = &search.model.config;
                 let Some(found) = ablation_search(&mut eval, config, &search.means, &search.settings, &mut progress, &cancelled).await? else {
@@ -126,7 +132,8 @@ fn circuit_file(search: &Search, found: SearchResult, losses: Vec<TaskLoss>, sec
         settings: serde_json::json!({ "search": search.settings, "search_examples": search.examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
         seconds,
     };
-    let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, search.task, &nodes, faithfulness, found.curve, method);
+    let finding = Finding { task: search.task, nodes: &nodes, faithfulness, curve: found.curve, method };
+    let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, finding);
     LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
 }
 

@@ -156,8 +156,11 @@ impl Page {
         self.layers.set(Vec::new());
         self.means.set(None);
         self.touring.set(None);
+        // A search on the old model stops; the view keeps how the graph is drawn.
+        self.cancel_search.set_value(true);
+        self.effects.set(None);
+        self.view.update(|v| v.new_run(&[]));
         self.circuits.set(circuits);
-        self.view.set(Default::default());
         self.budgeted.set(true);
         self.ranking_note.set(None);
         self.opened.set(Some(opened.clone()));
@@ -180,15 +183,16 @@ impl Page {
     /// circuit search: in the background, after the first run.
     fn compute_means(self, opened: Arc<Opened>) {
         spawn_local(async move {
-            // The first view first: the means wait for the runs under way.
+            // The first view first: the means wait for the runs under way,
+            // then run where batches do (reading back every site of every
+            // sample from a software adapter took 20 s, the CPU far less).
             while self.running.get_untracked() {
                 sleep(50).await;
             }
             let Some(runner) = self.runner() else { return };
             let mut sums = SiteMeans::default();
             for tokens in &opened.samples {
-                sleep(0).await; // the page answers between samples
-                match runner.run(tokens, &[], &Record::All, &mut |_, _| {}).await {
+                match runner.record(tokens, &Record::All).await {
                     Ok((_, sites)) => sums.add(&sites),
                     Err(message) => return self.error.set(Some(format!("the sample prompts: {message}"))),
                 }

@@ -233,12 +233,15 @@ impl Page {
         }
     }
 
+    /// The model shown (untracked: a new model comes with a new run, which
+    /// is what views track).
     pub fn model(&self) -> Option<Arc<Model>> {
-        self.opened.with(|o| o.as_ref().map(|o| o.model.clone()))
+        self.opened.with_untracked(|o| o.as_ref().map(|o| o.model.clone()))
     }
 
+    /// Its tokenizer, untracked as [`Page::model`].
     pub fn tokenizer(&self) -> Option<Arc<Tokenizer>> {
-        self.opened.with(|o| o.as_ref().and_then(|o| o.tokenizer.clone()))
+        self.opened.with_untracked(|o| o.as_ref().and_then(|o| o.tokenizer.clone()))
     }
 
     pub fn runner(&self) -> Option<Rc<Runner>> {

@@ -64,7 +64,10 @@ impl Page {
         }
         let same_prompt = self.run.with_untracked(|r| r.as_ref().is_some_and(|r| r.prompt == link.prompt));
         if same_prompt {
-            self.view.set(link.view);
+            // Without a position of its own, the view stays at the token shown.
+            let mut view = link.view;
+            view.position = view.position.or_else(|| self.view.with_untracked(|v| v.position));
+            self.view.set(view);
         } else {
             self.run_prompt(link.prompt, Some(link.view));
         }
@@ -79,7 +82,9 @@ impl Page {
             let (Some(run), Some(runner), false) = (self.run.get(), self.runner(), ablations.is_empty()) else {
                 return self.ablated.set(None);
             };
-            let means = self.means.get();
+            // The means only matter (and are only tracked) for mean ablations.
+            let needs_means = ablations.iter().any(|(_, kind)| *kind == AblationKind::Mean);
+            let means = if needs_means { self.means.get() } else { None };
             let interventions: Option<Vec<Intervention>> = ablations
                 .iter()
                 .map(|&(node, kind)| match kind {
@@ -88,7 +93,7 @@ impl Page {
                 })
                 .collect();
             // Mean ablations wait for the means: this runs again when they come.
-            let Some(interventions) = interventions else { return };
+            let Some(interventions) = interventions else { return self.ablated.set(None) };
             self.running.set(true);
             spawn_local(async move {
                 let result = runner.run(&run.tokens, &interventions, &Record::LogitsOnly, &mut |_, _| {}).await;

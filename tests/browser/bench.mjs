@@ -29,36 +29,45 @@ const ms = (x) => `${x.toFixed(1)} ms`;
 
 // Opening the page: milliseconds from navigation (performance.now() counts
 // from it) to the first prediction, the first graph and the graph ranked by
-// measured effect, each in a fresh context (nothing cached but the HTTP cache).
+// measured effect, each in a fresh context (nothing cached but the HTTP
+// cache). BENCH_BASELINE=<another build's dist> measures that build too, in
+// turns with this one, for an old/new comparison in the same run.
 const OPENS = 5;
-const opens = [];
+const builds = [['this build', server]];
+if (process.env.BENCH_BASELINE) builds.push(['baseline', await serveStatic(path.resolve(process.env.BENCH_BASELINE))]);
+const opens = new Map(builds.map(([name]) => [name, []]));
 for (let i = 0; i < OPENS; i++) {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-  const fresh = await context.newPage();
-  await fresh.addInitScript(() => {
-    window.opened = {};
-    const look = () => {
-      const seen = (key, selector) => {
-        if (window.opened[key] === undefined && document.querySelector(selector)) window.opened[key] = performance.now();
+  for (const [name, served] of builds) {
+    const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+    const fresh = await context.newPage();
+    await fresh.addInitScript(() => {
+      window.opened = {};
+      const look = () => {
+        const seen = (key, selector) => {
+          if (window.opened[key] === undefined && document.querySelector(selector)) window.opened[key] = performance.now();
+        };
+        seen('prediction', '[data-testid=prediction]');
+        seen('graph', '[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])');
+        seen('effects', '[data-testid=ranking][data-measured]');
       };
-      seen('prediction', '[data-testid=prediction]');
-      seen('graph', '[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])');
-      seen('effects', '[data-testid=ranking][data-measured]');
-    };
-    new MutationObserver(look).observe(document, { childList: true, subtree: true, attributes: true });
-  });
-  await fresh.goto(server.url);
-  await fresh.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
-  opens.push(await fresh.evaluate(() => window.opened));
-  await context.close();
+      new MutationObserver(look).observe(document, { childList: true, subtree: true, attributes: true });
+    });
+    await fresh.goto(served.url);
+    await fresh.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
+    opens.get(name).push(await fresh.evaluate(() => window.opened));
+    await context.close();
+  }
 }
 console.log('| measure | median |\n|---|---|');
-console.log(`| Opening the page (fresh context): navigation to the first prediction | ${ms(median(opens.map((o) => o.prediction)))} |`);
-console.log(`| Opening the page (fresh context): navigation to the first circuit graph | ${ms(median(opens.map((o) => o.graph)))} |`);
-console.log(`| Opening the page (fresh context): navigation to the graph ranked by measured effect | ${ms(median(opens.map((o) => o.effects)))} |`);
+for (const [name, list] of opens) {
+  const label = builds.length > 1 ? ` (${name})` : '';
+  console.log(`| Opening the page${label}: navigation to the first prediction | ${ms(median(list.map((o) => o.prediction)))} |`);
+  console.log(`| Opening the page${label}: navigation to the first circuit graph | ${ms(median(list.map((o) => o.graph)))} |`);
+  console.log(`| Opening the page${label}: navigation to the graph ranked by measured effect | ${ms(median(list.map((o) => o.effects)))} |`);
+}
 if (process.env.BENCH_ONLY === 'open') {
   await browser.close();
-  server.close();
+  for (const [, served] of builds) served.close();
   process.exit(0);
 }
 

@@ -266,7 +266,7 @@ fn same(a: &Model, b: &Model) -> bool {
 /// compact file, the same.
 fn converted(config: &str, result: Result<Converted, ConvertError>) -> Result<String, String> {
     match result {
-        Ok(c) => match untimed(|| Model::from_bytes(config, &c.compact)) {
+        Ok(c) => match untimed(|| Model::from_bytes(config, &c.compact())) {
             Ok(again) if same(&again, &c.model) => Ok(format!("ok: {} dropped", c.dropped.len())),
             Ok(_) => Err("the converted model loads from its compact file as another model".into()),
             Err(e) => Err(format!("the converted model's compact file does not load: {e}")),
