@@ -346,7 +346,7 @@ pub fn NodeTable() -> impl IntoView {
                 .map(|n| {
                     let effect = n.effect.map(|e| format!("{e:+.4}")).unwrap_or_default();
                     view! {
-                        <tr data-label=n.label.clone() data-effect=n.effect data-activation=n.activation>
+                        <tr data-label=n.label.clone() data-effect=n.effect data-activation=n.activation data-column=n.column data-row=n.row>
                             <td>{n.label.clone()}</td>
                             <td>{format!("{:.4}", n.activation)}</td>
                             <td>{effect}</td>

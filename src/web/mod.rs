@@ -36,7 +36,7 @@ use inspector::NodeInspector;
 use link::{LinkBar, LinkedModelPrompt};
 use open::Source;
 use page::{use_page, Page};
-use tour::Classroom;
+use tour::{TourList, TourPanel};
 
 pub fn start() {
     console_error_panic_hook::set_once();
@@ -58,6 +58,7 @@ fn App() -> impl IntoView {
             <LinkBar />
         </header>
         <Workspace />
+        <TourPanel />
     }
 }
 
@@ -83,7 +84,7 @@ fn Workspace() -> impl IntoView {
             <aside class="sidebar" aria-label="Models, tasks, tours and export">
                 <ModelPicker />
                 <TaskTable />
-                <Classroom />
+                <TourList />
                 <ExportBar />
                 <details class="layers-panel">
                     <summary>"Activation size per layer"</summary>

@@ -4,7 +4,7 @@
 use leptos::ev;
 use leptos::prelude::*;
 
-use super::page::use_page;
+use super::page::{use_page, Page};
 use crate::circuits::{Focus, ViewLink};
 use crate::platform::sleep;
 
@@ -24,7 +24,7 @@ async fn bring_into_view(focus: Focus, ready: Signal<bool>) {
     }
     let selector = match focus {
         Focus::Prompt => ".token-strip",
-        Focus::Circuit => "section.circuit",
+        Focus::Circuit => "[data-testid=circuit-canvas]",
         Focus::Inspector => "[data-testid=node-inspector]",
         Focus::Ablation => "section:has(> ol.predictions)",
     };
@@ -44,50 +44,40 @@ fn typing(ev: &web_sys::KeyboardEvent) -> bool {
     matches!(tag.as_deref(), Some("INPUT" | "TEXTAREA" | "SELECT"))
 }
 
-/// The model's tours, each a button; the step shown, in a panel.
-#[component]
-pub fn Classroom() -> impl IntoView {
-    let page = use_page();
-    let (touring, error) = (page.touring, page.error);
-    let tours = Memo::new(move |_| page.opened.with(|o| o.as_ref().map(|o| o.tours.clone()).unwrap_or_default()));
-    let ready = Signal::derive(move || page.ready());
-    let go = move |at: Option<(usize, usize)>| {
-        touring.set(at);
+impl Page {
+    /// Shows step `at` = (tour, step) of the model's tours, its prompt run
+    /// first when it is another; `None` leaves the tour.
+    pub fn tour_step(self, at: Option<(usize, usize)>) {
+        self.touring.set(at);
         present(at.is_some());
         let Some((tour, step)) = at else { return };
-        let Some((view, focus)) = tours.with_untracked(|list| list.get(tour)?.steps.get(step).map(|s| (s.view.clone(), s.focus))) else {
-            return;
-        };
+        let found = self.opened.with_untracked(|o| o.as_ref()?.tours.get(tour)?.steps.get(step).map(|s| (s.view.clone(), s.focus)));
+        let Some((view, focus)) = found else { return };
         match ViewLink::parse(&view) {
             Ok(link) => {
-                page.show_view(link);
-                leptos::task::spawn_local(bring_into_view(focus, ready));
+                self.show_view(link);
+                leptos::task::spawn_local(bring_into_view(focus, Signal::derive(move || self.ready())));
             }
-            Err(e) => error.set(Some(format!("tour step {}: {e}", step + 1))),
+            Err(e) => self.error.set(Some(format!("tour step {}: {e}", step + 1))),
         }
-    };
-    let step_by = move |delta: isize| {
-        let Some((tour, step)) = touring.get_untracked() else { return };
-        let steps = tours.with_untracked(|list| list.get(tour).map_or(0, |t| t.steps.len()));
-        let next = step as isize + delta;
-        if ready.get_untracked() && (0..steps as isize).contains(&next) {
-            go(Some((tour, next as usize)));
-        }
-    };
-    let keys = window_event_listener(ev::keydown, move |ev| {
-        if touring.get_untracked().is_none() || typing(&ev) {
-            return;
-        }
-        match ev.key().as_str() {
-            "ArrowRight" | "PageDown" => step_by(1),
-            "ArrowLeft" | "PageUp" => step_by(-1),
-            "Escape" => go(None),
-            _ => return,
-        }
-        ev.prevent_default();
-    });
-    on_cleanup(move || keys.remove());
+    }
 
+    /// The next (`delta` 1) or previous (-1) step of the tour shown, once the page is ready.
+    fn tour_step_by(self, delta: isize) {
+        let Some((tour, step)) = self.touring.get_untracked() else { return };
+        let steps = self.opened.with_untracked(|o| o.as_ref().and_then(|o| o.tours.get(tour)).map_or(0, |t| t.steps.len()));
+        let next = step as isize + delta;
+        if untrack(|| self.ready()) && (0..steps as isize).contains(&next) {
+            self.tour_step(Some((tour, next as usize)));
+        }
+    }
+}
+
+/// The model's tours in the side bar, each a button that starts it.
+#[component]
+pub fn TourList() -> impl IntoView {
+    let page = use_page();
+    let tours = Memo::new(move |_| page.opened.with(|o| o.as_ref().map(|o| o.tours.clone()).unwrap_or_default()));
     let list = move || {
         tours
             .get()
@@ -95,30 +85,12 @@ pub fn Classroom() -> impl IntoView {
             .enumerate()
             .map(|(index, tour)| {
                 view! {
-                    <button type="button" data-testid="start-tour" data-task=tour.task.clone() disabled=move || !ready.get() on:click=move |_| go(Some((index, 0)))>
+                    <button type="button" data-testid="start-tour" data-task=tour.task.clone() disabled=move || !page.ready() on:click=move |_| page.tour_step(Some((index, 0)))>
                         {tour.task.clone()}
                     </button>
                 }
             })
             .collect_view()
-    };
-    let panel = move || {
-        let (index, step) = touring.get()?;
-        let tour = tours.with(|list| list.get(index).cloned())?;
-        let shown = tour.steps.get(step)?.clone();
-        let last = tour.steps.len() - 1;
-        Some(view! {
-            <div class="tour-panel" role="dialog" aria-label=tour.title.clone() data-testid="tour" data-task=tour.task.clone() data-step=step>
-                <p class="tour-title">{tour.title.clone()}" · step "{step + 1}" of "{tour.steps.len()}</p>
-                <h2 data-testid="tour-step-title">{shown.title}</h2>
-                <p data-testid="tour-text">{shown.text}</p>
-                <div class="tour-buttons">
-                    <button type="button" data-testid="tour-back" disabled=move || step == 0 || !ready.get() on:click=move |_| step_by(-1)>"← Back"</button>
-                    <button type="button" data-testid="tour-next" disabled=move || step == last || !ready.get() on:click=move |_| step_by(1)>"Next →"</button>
-                    <button type="button" data-testid="tour-exit" on:click=move |_| go(None)>"Leave the tour (Esc)"</button>
-                </div>
-            </div>
-        })
     };
     view! {
         <Show when=move || tours.with(|t| !t.is_empty())>
@@ -127,6 +99,45 @@ pub fn Classroom() -> impl IntoView {
                 <div class="tour-list">{list}</div>
             </section>
         </Show>
-        {panel}
+    }
+}
+
+/// The step shown, in a panel along the bottom of the page, stepped with
+/// its buttons or the keyboard (arrows, Page Up/Down, Escape to leave).
+#[component]
+pub fn TourPanel() -> impl IntoView {
+    let page = use_page();
+    let touring = page.touring;
+    let keys = window_event_listener(ev::keydown, move |ev| {
+        if touring.get_untracked().is_none() || typing(&ev) {
+            return;
+        }
+        match ev.key().as_str() {
+            "ArrowRight" | "PageDown" => page.tour_step_by(1),
+            "ArrowLeft" | "PageUp" => page.tour_step_by(-1),
+            "Escape" => page.tour_step(None),
+            _ => return,
+        }
+        ev.prevent_default();
+    });
+    on_cleanup(move || keys.remove());
+    move || {
+        let (index, step) = touring.get()?;
+        let tour = page.opened.with(|o| o.as_ref()?.tours.get(index).cloned())?;
+        let shown = tour.steps.get(step)?.clone();
+        let last = tour.steps.len() - 1;
+        let ready = move || page.ready();
+        Some(view! {
+            <div class="tour-panel" role="dialog" aria-label=tour.title.clone() data-testid="tour" data-task=tour.task.clone() data-step=step>
+                <p class="tour-title">{tour.title.clone()}" · step "{step + 1}" of "{tour.steps.len()}</p>
+                <h2 data-testid="tour-step-title">{shown.title}</h2>
+                <p data-testid="tour-text">{shown.text}</p>
+                <div class="tour-buttons">
+                    <button type="button" data-testid="tour-back" disabled=move || step == 0 || !ready() on:click=move |_| page.tour_step_by(-1)>"← Back"</button>
+                    <button type="button" data-testid="tour-next" disabled=move || step == last || !ready() on:click=move |_| page.tour_step_by(1)>"Next →"</button>
+                    <button type="button" data-testid="tour-exit" on:click=move |_| page.tour_step(None)>"Leave the tour (Esc)"</button>
+                </div>
+            </div>
+        })
     }
 }

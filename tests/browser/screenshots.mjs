@@ -24,8 +24,10 @@ const canvas = page.getByTestId('circuit-canvas');
 await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
 const box = await canvas.boundingBox();
 const scale = box.width / (await canvas.evaluate((c) => c.width));
-// The first node of the first column, where the page lays it out.
-await page.mouse.click(box.x + (30 + 22) * scale, box.y + (64 + 15) * scale);
+// The circuit's most active node, where the page lays it out (the node table says where).
+const rows = await page.locator('[data-testid=node-table] tbody tr').evaluateAll((trs) => trs.map((tr) => ({ a: Math.abs(Number(tr.dataset.activation)), column: Number(tr.dataset.column), row: Number(tr.dataset.row) })));
+const node = rows.reduce((best, r) => (r.a > best.a ? r : best));
+await page.mouse.click(box.x + (30 + 44 * (node.column + 0.5)) * scale, box.y + (64 + 30 * (node.row + 0.5)) * scale);
 await page.getByTestId('node-inspector').waitFor();
 await page.mouse.move(0, 0);
 await page.waitForTimeout(300);
