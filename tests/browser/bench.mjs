@@ -74,6 +74,7 @@ if (process.env.BENCH_ONLY === 'open') {
 const page = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
 await page.goto(server.url);
 await page.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 120_000 });
 const backend = await page.getByTestId('backend').textContent();
 
 // One run of the prompt in the box, timed from the click in the page itself,
