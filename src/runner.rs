@@ -1,11 +1,16 @@
 //! One runner for every forward pass the page and the CLI make: the CPU
-//! reference and the GPU engine behind the same two calls, the choice
-//! between them, and the fallback to the CPU when the GPU is lost or fails.
-//! Nothing else in the crate chooses a backend.
+//! reference and the GPU engine behind the same calls, the choice between
+//! them, and the fallback to the CPU when the GPU is lost or fails. Nothing
+//! else in the crate chooses a backend. A runner can answer on the CPU at
+//! once and ready the GPU meanwhile ([`Runner::at_once`], then
+//! [`Runner::attach_gpu`]): the page's first prediction does not wait for
+//! pipelines to compile.
 //!
 //! - [`Runner::run`]: one pass with its sites recorded, each layer handed
-//!   over as soon as it is computed (prompt runs, ablation re-runs, the
-//!   means, tours). On the GPU whenever there is one.
+//!   over as soon as it is computed (prompt runs, ablation re-runs, tours).
+//!   On the GPU whenever there is one.
+//! - [`Runner::record`]: a pass whose sites are wanted in bulk (the means),
+//!   where batches go.
 //! - [`Runner::logits`]: the logits of a batch of intervention variants
 //!   (effect ranking, circuit search). The first calls after a model loads
 //!   time the same kind of work on each backend ([`Runner::probe`]), and the
