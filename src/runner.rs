@@ -282,7 +282,7 @@ impl Runner {
 
     /// Times `variants` on the backend [`Runner::probing`] names and returns
     /// their logits: on the GPU all of them (up to a batch), on the CPU up to
-    /// [`CPU_PROBE`], or only the first where that one was slow; so it may
+    /// eight (`CPU_PROBE`), or only the first where that one was slow; so it may
     /// return fewer than it was given. Callers that must stop early (a time
     /// budget) probe until [`Runner::estimate_ms`] answers; otherwise
     /// [`Runner::logits`] probes by itself.

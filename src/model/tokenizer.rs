@@ -114,7 +114,7 @@ impl<'de> serde::Deserialize<'de> for Entries {
 
 impl Tokenizer {
     /// Builds the tokenizer from the text of `encoder.json` and `vocab.bpe`,
-    /// checking them as [`Tokenizer::from_parts`] does.
+    /// checking them as `Tokenizer::from_parts` does.
     pub fn from_files(encoder_json: &str, vocab_bpe: &str) -> Result<Tokenizer, ModelError> {
         let Entries(vocab) = serde_json::from_str(encoder_json)
             .map_err(|e| ModelError::Tokenizer(format!("encoder.json is not a JSON object of ids: {e}")))?;
@@ -135,7 +135,7 @@ impl Tokenizer {
     /// Builds the tokenizer from a Hugging Face `tokenizer.json` of a
     /// byte-level BPE (its `model.vocab`, `model.merges` as `"a b"` or
     /// `["a", "b"]`, and `added_tokens`), checking it as
-    /// [`Tokenizer::from_parts`] does.
+    /// `Tokenizer::from_parts` does.
     pub fn from_hf_json(json: &str) -> Result<Tokenizer, ModelError> {
         Tokenizer::from_parts(hf_parts(json)?)
     }
