@@ -154,7 +154,8 @@ pub async fn convert_torch_by_ranges(
     let mut fill = async |error: ConvertError, want: u64| -> Result<(), ConvertError> {
         let Some(at) = file.take_miss().filter(|&at| Some(at) != last_miss.get() && at < len) else { return Err(error) };
         last_miss.set(Some(at));
-        let bytes = load(at, want.min(len - at)).await.map_err(ConvertError::Torch)?;
+        // Up to the next loaded range: what is loaded is never loaded again.
+        let bytes = load(at, want.min(file.gap_from(at))).await.map_err(ConvertError::Torch)?;
         file.insert(at, bytes);
         Ok(())
     };

@@ -36,6 +36,21 @@ impl std::fmt::Display for NotLoaded {
 
 impl std::error::Error for NotLoaded {}
 
+impl Ranges {
+    /// How many loaded bytes from `at` on one range holds (0 when `at` is
+    /// not loaded).
+    fn loaded_from(&self, at: u64) -> u64 {
+        let hit = self.chunks.range(..=at).next_back().filter(|(start, bytes)| at < **start + bytes.len() as u64);
+        hit.map_or(0, |(start, bytes)| *start + bytes.len() as u64 - at)
+    }
+
+    /// Bytes from `at` to the next loaded range's start or the file's end.
+    fn gap_from(&self, at: u64) -> u64 {
+        let next = self.chunks.range(at..).next().map_or(self.len, |(start, _)| *start);
+        next.max(at) - at
+    }
+}
+
 impl PartialFile {
     /// A file of `len` bytes with nothing loaded.
     pub fn new(len: u64) -> PartialFile {
@@ -50,9 +65,40 @@ impl PartialFile {
         self.len() == 0
     }
 
-    /// Makes `bytes` the file's contents from `offset` on.
-    pub fn insert(&self, offset: u64, bytes: Vec<u8>) {
-        self.shared.borrow_mut().chunks.insert(offset, bytes);
+    /// Makes `bytes` the file's contents from `offset` on, where nothing is
+    /// loaded yet: bytes over a loaded range are dropped, so loaded ranges
+    /// never overlap and never hold more than the file's length (a hostile
+    /// archive whose reads miss at many offsets once made retries load the
+    /// same megabytes hundreds of times over).
+    pub fn insert(&self, offset: u64, mut bytes: Vec<u8>) {
+        let mut ranges = self.shared.borrow_mut();
+        let mut at = offset;
+        while !bytes.is_empty() {
+            // Skip what a loaded range already holds, then keep what fits
+            // before the next one.
+            let covered = ranges.loaded_from(at);
+            if covered > 0 {
+                let skip = covered.min(bytes.len() as u64) as usize;
+                bytes.drain(..skip);
+                at += skip as u64;
+                continue;
+            }
+            let gap = ranges.gap_from(at).min(bytes.len() as u64) as usize;
+            let rest = bytes.split_off(gap);
+            ranges.chunks.insert(at, std::mem::replace(&mut bytes, rest));
+            at += gap as u64;
+        }
+    }
+
+    /// How many bytes from `at` on are not loaded: up to the next loaded
+    /// range or the file's end. What a read that missed at `at` should load.
+    pub fn gap_from(&self, at: u64) -> u64 {
+        self.shared.borrow().gap_from(at)
+    }
+
+    /// Bytes of the file loaded now.
+    pub fn loaded_bytes(&self) -> u64 {
+        self.shared.borrow().chunks.values().map(|c| c.len() as u64).sum()
     }
 
     /// Drops every loaded range, to keep memory to what one read needs.
@@ -73,8 +119,9 @@ impl Read for PartialFile {
             return Ok(0);
         }
         let at = self.position;
-        // The chunk that holds `at`, if any: the last one starting at or before it.
-        let hit = ranges.chunks.range(..=at).rev().find(|(start, bytes)| at < **start + bytes.len() as u64);
+        // The chunk that holds `at`, if any: the last one starting at or
+        // before it (chunks never overlap).
+        let hit = ranges.chunks.range(..=at).next_back().filter(|(start, bytes)| at < **start + bytes.len() as u64);
         let Some((start, bytes)) = hit else {
             ranges.miss = Some(at);
             return Err(std::io::Error::other(NotLoaded(at)));
@@ -126,5 +173,24 @@ mod tests {
         file.insert(7, vec![7, 8, 9]);
         assert_eq!(reader.read(&mut got).unwrap(), 1);
         assert_eq!(reader.read(&mut got).unwrap(), 0);
+    }
+
+    #[test]
+    fn loaded_ranges_never_overlap_so_a_file_never_holds_more_than_its_length() {
+        let file = PartialFile::new(10);
+        file.insert(4, vec![4, 5]);
+        assert_eq!(file.gap_from(0), 4);
+        assert_eq!(file.gap_from(6), 4);
+        // Over the loaded range and past it: only the gaps are kept.
+        file.insert(2, vec![2, 3, 40, 50, 6, 7]);
+        file.insert(0, (0..10).collect());
+        assert_eq!(file.loaded_bytes(), 10);
+        let mut all = Vec::new();
+        file.clone().read_to_end(&mut all).unwrap();
+        assert_eq!(all, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], "the first bytes loaded stay");
+        for _ in 0..100 {
+            file.insert(1, vec![0; 9]);
+        }
+        assert_eq!(file.loaded_bytes(), 10);
     }
 }
