@@ -49,7 +49,7 @@ fn the_default_model_is_trained_sparse_small_and_does_its_tasks() {
     assert!(nnz as f64 <= 0.02 * total as f64, "{nnz} of {total} weights nonzero");
 
     // Attention is not uniform: every layer kept some q and k weights.
-    for (l, layer) in model.layers.iter().enumerate() {
+    for (l, layer) in model.params.layers.iter().enumerate() {
         let d_attn = model.config.d_attn();
         let rows = |r: std::ops::Range<usize>| r.map(|r| layer.c_attn.weight.row(r).0.len()).sum::<usize>();
         assert!(rows(0..d_attn) > 0 && rows(d_attn..2 * d_attn) > 0, "layer {l} has no q or no k weights");

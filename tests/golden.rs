@@ -63,7 +63,7 @@ fn models_round_trip_through_the_compact_form() {
         // The weights' identity does not depend on the file's form, and changes with any weight.
         assert_eq!(again.weights_sha256(), model.weights_sha256());
         let mut changed = model.clone();
-        changed.final_logits_bias[0] += 1.0;
+        changed.params.final_logits_bias[0] += 1.0;
         assert_ne!(changed.weights_sha256(), model.weights_sha256());
     }
 }

@@ -98,7 +98,7 @@ pub fn edges_between(model: &Model, nodes: &[Node]) -> Vec<Edge> {
     let mut edges = Vec::new();
     for (to, node) in nodes.iter().enumerate() {
         let Site::Layer(l, kind) = node.site else { continue };
-        let Some(layer) = model.layers.get(l) else { continue };
+        let Some(layer) = model.params.layers.get(l) else { continue };
         if matches!(kind, SiteKind::AttnActIn | SiteKind::MlpActIn) {
             residual_edges_into(c, &index, l, kind, node.channel, to, &mut edges);
             continue;
@@ -143,7 +143,7 @@ pub type NodeWeights = Vec<(Node, f32)>;
 pub fn weights_of(model: &Model, node: Node) -> (NodeWeights, NodeWeights) {
     let c = &model.config;
     let Site::Layer(l, kind) = node.site else { return (Vec::new(), Vec::new()) };
-    let Some(layer) = model.layers.get(l) else { return (Vec::new(), Vec::new()) };
+    let Some(layer) = model.params.layers.get(l) else { return (Vec::new(), Vec::new()) };
     let mut incoming = weights_into(c, layer, l, kind, node.channel);
     // Outgoing: the rows of the matrix that reads this site with an entry in its column.
     let readers: &[SiteKind] = match kind {
@@ -227,7 +227,7 @@ mod tests {
         let weight_edges = edges.iter().filter(|e| e.kind == EdgeKind::Weight).count();
         // c_attn, c_fc and mlp c_proj fully; attn c_proj from v channels, all of them.
         let expected: usize = m
-            .layers
+            .params.layers
             .iter()
             .map(|l| l.c_attn.weight.nnz() + l.attn_proj.weight.nnz() + l.c_fc.weight.nnz() + l.mlp_proj.weight.nnz())
             .sum();
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn only_edges_between_the_given_nodes() {
         let m = model();
-        let (cols, values) = m.layers[1].c_fc.weight.row(5);
+        let (cols, values) = m.params.layers[1].c_fc.weight.row(5);
         let nodes = vec![Node::new(1, SiteKind::MlpActIn, cols[0] as usize), Node::new(1, SiteKind::MlpPostAct, 5)];
         let edges = edges_between(&m, &nodes);
         assert_eq!(edges, vec![Edge { from: 0, to: 1, weight: values[0], kind: EdgeKind::Weight }]);

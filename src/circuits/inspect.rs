@@ -32,7 +32,7 @@ pub fn inspect(model: &Model, recording: &Recording, node: Node) -> Option<NodeD
             let head = node.channel / c.d_head;
             let q = site_acts(recording, Site::Layer(l, SiteKind::AttnQ))?;
             let k = site_acts(recording, Site::Layer(l, SiteKind::AttnK))?;
-            let sink = model.layers[l].sink_logit.as_ref().map(|s| s[head]);
+            let sink = model.params.layers[l].sink_logit.as_ref().map(|s| s[head]);
             Some((head, attention_pattern(q, k, head, c.d_head, sink)))
         }
         _ => None,
@@ -52,7 +52,7 @@ fn site_acts(recording: &Recording, site: Site) -> Option<&Tensor> {
 
 /// The tokens with the largest |wte[token, channel]|.
 fn top_embedding_tokens(model: &Model, channel: usize) -> Vec<(u32, f32)> {
-    let wte = &model.wte;
+    let wte = &model.params.wte;
     let mut entries: Vec<(u32, f32)> = (0..wte.rows)
         .filter_map(|token| {
             let (cols, values) = wte.row(token);
@@ -82,13 +82,13 @@ mod tests {
             assert!(total > 0.0 && total < 1.0, "the sink takes some weight: {total}");
             assert!(row[i + 1..].iter().all(|&w| w == 0.0), "causal");
         }
-        let dense = model.layers[0].c_attn.weight.to_dense();
+        let dense = model.params.layers[0].c_attn.weight.to_dense();
         let d_in = model.config.d_in();
         assert_eq!(q.incoming.len(), (0..d_in).filter(|&c| dense[11 * d_in + c] != 0.0).count());
 
         let read = inspect(&model, &recording, Node::new(0, SiteKind::AttnActIn, 3)).unwrap();
         assert!(read.attention.is_none() && !read.embedding.is_empty());
-        let wte = model.wte.to_dense();
+        let wte = model.params.wte.to_dense();
         for &(token, value) in &read.embedding {
             assert_eq!(wte[token as usize * 16 + 3], value);
         }

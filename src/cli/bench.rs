@@ -32,7 +32,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let stats = model.weight_stats();
     let params: usize = stats.iter().map(|s| s.numel()).sum();
     let nnz: usize = stats.iter().map(|s| s.nnz).sum();
-    let bigram_bytes = model.bigram_table.as_ref().map_or(0, |t| 4 * t.data.len());
+    let bigram_bytes = model.params.bigram_table.as_ref().map_or(0, |t| 4 * t.data.len());
     let cpu_bytes: usize = stats.iter().map(|s| s.bytes).sum();
 
     pollster::block_on(async {

@@ -216,18 +216,18 @@ pub(super) fn build_workspace(
     let mut b = StepBuilder { ctx, w, steps: Vec::new(), slots: 0, slot_stride };
     let mut stages: Vec<Vec<Unbound>> = Vec::new();
 
-    for (l, layer) in w.layers.iter().enumerate() {
+    for (l, layer) in w.params.layers.iter().enumerate() {
         if l == 0 {
             let embed = |table: &GpuMatrix, ids_are_positions: bool, add_pos: bool| Op::Embed {
                 width: if ids_are_positions { c.d_pos_emb.unwrap_or(d) as u32 } else { d as u32 },
                 table: (table.rows, table.nnz),
-                pos: (w.wpe.rows, w.wpe.nnz),
+                pos: (w.params.wpe.rows, w.params.wpe.nnz),
                 ids_are_positions,
                 add_pos,
             };
-            b.op(embed(&w.wte, false, c.d_pos_emb.is_none()), &[&tokens, &w.wte.buffer, &w.wpe.buffer, &x]);
+            b.op(embed(&w.params.wte, false, c.d_pos_emb.is_none()), &[&tokens, &w.params.wte.buffer, &w.params.wpe.buffer, &x]);
             if let Some(pos) = &pos {
-                b.op(embed(&w.wpe, true, false), &[&tokens, &w.wpe.buffer, &w.wpe.buffer, pos]);
+                b.op(embed(&w.params.wpe, true, false), &[&tokens, &w.params.wpe.buffer, &w.params.wpe.buffer, pos]);
             }
         }
         let site = |b: &mut StepBuilder, kind: SiteKind, buffer: &wgpu::Buffer| {
@@ -274,9 +274,9 @@ pub(super) fn build_workspace(
 
     // Final stage: ln_f into act_in (as [R, d_model]), unembedding, bigram.
     b.site(Site::FinalResid, &x, d, &intervention_index, &intervention_value);
-    let ln_f = Op::Norm { width: d as u32, out_stride: d as u32, out_offset: 0, rms: w.ln_f.rms, has_bias: w.ln_f.bias.is_some() };
-    b.op(ln_f, &[&x, &w.ln_f.weight, w.ln_f.bias.as_ref().unwrap_or(&w.placeholder), &act_in]);
-    let unembed = w.unembedding();
+    let ln_f = Op::Norm { width: d as u32, out_stride: d as u32, out_offset: 0, rms: w.params.ln_f.rms, has_bias: w.params.ln_f.bias.is_some() };
+    b.op(ln_f, &[&x, &w.params.ln_f.weight, w.params.ln_f.bias.as_ref().unwrap_or(&w.placeholder), &act_in]);
+    let unembed = w.params.unembedding();
     let matmul = Op::Matmul {
         in_width: d as u32,
         out: c.vocab_size as u32,
@@ -286,8 +286,8 @@ pub(super) fn build_workspace(
         has_bias: true,
         activation: None,
     };
-    b.op(matmul, &[&act_in, &unembed.buffer, &w.final_logits_bias, &logits]);
-    if let Some(table) = &w.bigram_table {
+    b.op(matmul, &[&act_in, &unembed.buffer, &w.params.final_logits_bias, &logits]);
+    if let Some(table) = &w.params.bigram_table {
         b.op(Op::Bigram { vocab: c.vocab_size as u32 }, &[&tokens, table, &logits]);
     }
     stages.push(std::mem::take(&mut b.steps));

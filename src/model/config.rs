@@ -5,6 +5,7 @@
 
 use serde::Deserialize;
 
+use super::params::Leaf;
 use super::ModelError;
 
 /// Where an AbsTopK activation-sparsity step may run (`afrac_loctypes`).
@@ -241,48 +242,18 @@ pub const MAX_RUN_BYTES: u64 = 2 << 30;
 
 impl Config {
     /// Every parameter of a model of this config, in the order
-    /// `Model::weight_stats` lists them. Sizes are known before any tensor
-    /// is read, so memory can be checked first.
+    /// `Model::weight_stats` lists them.
     pub fn parameters(&self) -> Vec<ParamSpec> {
-        let (d, d_in, d_attn) = (self.d_model, self.d_in(), self.d_attn());
-        let spec = |name: String, shape: Vec<usize>, sparse: bool| ParamSpec { name, shape, sparse, required: true };
-        let mut out = vec![
-            spec("transformer.wte.weight".into(), vec![self.vocab_size, d], true),
-            spec("transformer.wpe.weight".into(), vec![self.block_size, self.d_pos_emb.unwrap_or(d)], true),
-        ];
-        if !self.tied_unembed {
-            out.push(spec("lm_head.weight".into(), vec![self.vocab_size, d], true));
-        }
-        let norm = |out: &mut Vec<ParamSpec>, prefix: &str, width: usize| {
-            out.push(spec(format!("{prefix}.weight"), vec![width], false));
-            if !self.rms_norm && self.ln_bias {
-                out.push(spec(format!("{prefix}.bias"), vec![width], false));
-            }
-        };
-        for l in 0..self.n_layer {
-            let p = format!("transformer.h.{l}");
-            norm(&mut out, &format!("{p}.ln_1"), d);
-            norm(&mut out, &format!("{p}.ln_2"), d);
-            if let Some(dp) = self.d_pos_emb {
-                norm(&mut out, &format!("{p}.ln_p1"), dp);
-                norm(&mut out, &format!("{p}.ln_p2"), dp);
-            }
-            let linears = [("attn.c_attn", 3 * d_attn, d_in), ("attn.c_proj", d, d_attn), ("mlp.c_fc", self.d_mlp, d_in), ("mlp.c_proj", d, self.d_mlp)];
-            for (name, rows, cols) in linears {
-                out.push(spec(format!("{p}.{name}.weight"), vec![rows, cols], true));
-                if self.bias {
-                    out.push(spec(format!("{p}.{name}.bias"), vec![rows], false));
-                }
-            }
-            if self.sink {
-                out.push(spec(format!("{p}.attn.attn_imp.sink_logit"), vec![self.n_head], false));
-            }
-        }
-        norm(&mut out, "transformer.ln_f", d);
-        out.push(ParamSpec { required: false, ..spec("final_logits_bias".into(), vec![self.vocab_size], false) });
-        if self.enable_bigram_table {
-            out.push(spec("bigram_table".into(), vec![self.vocab_size, self.vocab_size], false));
-        }
+        let mut out = Vec::new();
+        self.tree().for_each(|name, leaf| {
+            let (Leaf::Matrix(spec) | Leaf::Vector(spec) | Leaf::Table(spec)) = leaf;
+            out.push(ParamSpec {
+                name: name.to_string(),
+                shape: spec.shape.clone(),
+                sparse: spec.role.sparse(),
+                required: spec.role.required(),
+            });
+        });
         out
     }
 

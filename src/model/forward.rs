@@ -25,13 +25,13 @@ pub fn forward(
 
     // Token embedding, plus the position embedding unless it is concatenated
     // to every attention and MLP input instead.
-    let mut x = model.wte.gather_rows(tokens.iter().map(|&id| id as usize)); // [T, d_model]
-    let pos = model.wpe.gather_rows(0..t); // [T, d_model or d_pos_emb]
+    let mut x = model.params.wte.gather_rows(tokens.iter().map(|&id| id as usize)); // [T, d_model]
+    let pos = model.params.wpe.gather_rows(0..t); // [T, d_model or d_pos_emb]
     if c.d_pos_emb.is_none() {
         x.add_assign(&pos);
     }
 
-    for (l, layer) in model.layers.iter().enumerate() {
+    for (l, layer) in model.params.layers.iter().enumerate() {
         let mut site = |kind: SiteKind, acts: &mut Tensor| on_site(Site::Layer(l, kind), acts);
 
         // Attention half.
@@ -80,9 +80,9 @@ pub fn forward(
     }
 
     on_site(Site::FinalResid, &mut x);
-    let mut logits = model.unembedding().matmul_transposed(&model.ln_f.apply(&x)); // [T, vocab]
-    logits.add_row_vector(&model.final_logits_bias);
-    if let Some(table) = &model.bigram_table {
+    let mut logits = model.unembedding().matmul_transposed(&model.params.ln_f.apply(&x)); // [T, vocab]
+    logits.add_row_vector(&model.params.final_logits_bias);
+    if let Some(table) = &model.params.bigram_table {
         for (&token, row) in tokens.iter().zip(logits.rows_iter_mut()) {
             row.iter_mut().zip(table.row(token as usize)).for_each(|(l, b)| *l += b);
         }

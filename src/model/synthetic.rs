@@ -1,7 +1,7 @@
 //! Random weight-sparse models of any shape: for benchmarks at the released
 //! model's scale and for tests over many shapes, without a checkpoint.
 
-use super::{Config, Layer, Linear, Model, Norm, SparseMatrix, Tensor};
+use super::{Config, Layer, Linear, Model, Norm, Params, SparseMatrix, Tensor};
 use crate::rng::SplitMix;
 
 impl Model {
@@ -76,7 +76,7 @@ impl Model {
                 mlp_proj: Linear { weight: sparse(c.d_model, c.d_mlp), bias: b_mlp_proj },
             })
             .collect();
-        Model {
+        let params = Params {
             wte: sparse(c.vocab_size, c.d_model),
             wpe: sparse(c.block_size, c.d_pos_emb.unwrap_or(c.d_model)),
             lm_head: (!c.tied_unembed).then(|| sparse(c.vocab_size, c.d_model)),
@@ -84,7 +84,7 @@ impl Model {
             ln_f,
             final_logits_bias,
             bigram_table,
-            config,
-        }
+        };
+        Model { config, params }
     }
 }

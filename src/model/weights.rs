@@ -2,58 +2,16 @@
 //! nonzeros), built from a model folder (`config.json` + `model.safetensors`
 //! with PyTorch names, `weights_file.rs`) or from any [`TensorSource`].
 
+use super::params::{Leaf, Params, Spec, Visit};
 use super::weights_file::{CompactFile, DenseView, TensorFile, TensorSource};
 use super::{Config, ModelError, SparseMatrix, Tensor};
-
-/// LayerNorm (eps 1e-5, optional bias) or RMSNorm (eps = f32 epsilon, no bias).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Norm {
-    pub rms: bool,
-    pub weight: Vec<f32>,
-    pub bias: Option<Vec<f32>>,
-}
-
-/// `y = x @ weight^T (+ bias)` with a sparse `[out, in]` weight.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Linear {
-    pub weight: SparseMatrix,
-    pub bias: Option<Vec<f32>>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Layer {
-    pub ln_1: Norm,
-    pub ln_2: Norm,
-    /// Norms of the concatenated position embedding (`d_pos_emb` set).
-    pub ln_p1: Option<Norm>,
-    pub ln_p2: Option<Norm>,
-    /// `[3 * n_head * d_head, d_in]`: q, k, v in that order.
-    pub c_attn: Linear,
-    /// `[d_model, n_head * d_head]`
-    pub attn_proj: Linear,
-    /// `[n_head]`: logit of the always-visible zero-valued key (`sink`).
-    pub sink_logit: Option<Vec<f32>>,
-    /// `[d_mlp, d_in]`
-    pub c_fc: Linear,
-    /// `[d_model, d_mlp]`
-    pub mlp_proj: Linear,
-}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Model {
     pub config: Config,
-    /// `[vocab_size, d_model]`
-    pub wte: SparseMatrix,
-    /// `[block_size, d_model]`, or `[block_size, d_pos_emb]` when concatenated.
-    pub wpe: SparseMatrix,
-    pub layers: Vec<Layer>,
-    pub ln_f: Norm,
-    /// `[vocab_size, d_model]`; None when tied to `wte`.
-    pub lm_head: Option<SparseMatrix>,
-    /// `[vocab_size]`; zeros when the file has none, as in the reference.
-    pub final_logits_bias: Vec<f32>,
-    /// `[vocab_size, vocab_size]`, dense: the release's table is.
-    pub bigram_table: Option<Tensor>,
+    /// Every weight matrix and embedding sparse, vectors and the bigram
+    /// table dense, in the tree `config.tree()` describes.
+    pub params: Params,
 }
 
 /// Sizes for `circuitscope info`.
@@ -84,59 +42,8 @@ impl Model {
     /// Builds a model of `config` from `file`'s tensors, each checked
     /// against the config, by their PyTorch names.
     pub fn from_source(config: Config, file: &dyn TensorSource) -> Result<Model, ModelError> {
-        let c = &config;
-        let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
-        let norm = |prefix: &str, width: usize| -> Result<Norm, ModelError> {
-            let has_bias = !c.rms_norm && c.ln_bias;
-            Ok(Norm {
-                rms: c.rms_norm,
-                weight: file.vector(&format!("{prefix}.weight"), width)?,
-                bias: has_bias.then(|| file.vector(&format!("{prefix}.bias"), width)).transpose()?,
-            })
-        };
-        let linear = |prefix: &str, out: usize, inp: usize| -> Result<Linear, ModelError> {
-            Ok(Linear {
-                weight: file.sparse(&format!("{prefix}.weight"), out, inp)?,
-                bias: c.bias.then(|| file.vector(&format!("{prefix}.bias"), out)).transpose()?,
-            })
-        };
-        let layers = (0..c.n_layer)
-            .map(|l| {
-                let p = format!("transformer.h.{l}");
-                let pos_norm = |name: &str| c.d_pos_emb.map(|dp| norm(&format!("{p}.{name}"), dp)).transpose();
-                Ok(Layer {
-                    ln_1: norm(&format!("{p}.ln_1"), d)?,
-                    ln_2: norm(&format!("{p}.ln_2"), d)?,
-                    ln_p1: pos_norm("ln_p1")?,
-                    ln_p2: pos_norm("ln_p2")?,
-                    c_attn: linear(&format!("{p}.attn.c_attn"), 3 * d_attn, d_in)?,
-                    attn_proj: linear(&format!("{p}.attn.c_proj"), d, d_attn)?,
-                    sink_logit: c
-                        .sink
-                        .then(|| file.vector(&format!("{p}.attn.attn_imp.sink_logit"), c.n_head))
-                        .transpose()?,
-                    c_fc: linear(&format!("{p}.mlp.c_fc"), c.d_mlp, d_in)?,
-                    mlp_proj: linear(&format!("{p}.mlp.c_proj"), d, c.d_mlp)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let model = Model {
-            wte: file.sparse("transformer.wte.weight", c.vocab_size, d)?,
-            wpe: file.sparse("transformer.wpe.weight", c.block_size, c.d_pos_emb.unwrap_or(d))?,
-            layers,
-            ln_f: norm("transformer.ln_f", d)?,
-            lm_head: (!c.tied_unembed).then(|| file.sparse("lm_head.weight", c.vocab_size, d)).transpose()?,
-            final_logits_bias: match file.has("final_logits_bias") {
-                true => file.vector("final_logits_bias", c.vocab_size)?,
-                false => vec![0.0; c.vocab_size],
-            },
-            bigram_table: c
-                .enable_bigram_table
-                .then(|| file.dense("bigram_table", c.vocab_size, c.vocab_size))
-                .transpose()?,
-            config,
-        };
-        Ok(model)
+        let params = config.tree().map(&mut Reader { file })?;
+        Ok(Model { config, params })
     }
 
     /// Loads `dir/config.json` and `dir/model.safetensors`.
@@ -154,7 +61,7 @@ impl Model {
 
     /// The unembedding `[vocab_size, d_model]`: `lm_head`, or `wte` when tied.
     pub fn unembedding(&self) -> &SparseMatrix {
-        self.lm_head.as_ref().unwrap_or(&self.wte)
+        self.params.unembedding()
     }
 
     /// Every stored tensor with its shape, nonzeros and bytes in memory.
@@ -212,46 +119,15 @@ impl Model {
 
     /// Every parameter under its PyTorch name, as stored.
     fn parameters(&self) -> Vec<(String, Param<'_>)> {
-        let mut out: Vec<(String, Param<'_>)> = vec![
-            ("transformer.wte.weight".into(), Param::Sparse(&self.wte)),
-            ("transformer.wpe.weight".into(), Param::Sparse(&self.wpe)),
-        ];
-        if let Some(lm_head) = &self.lm_head {
-            out.push(("lm_head.weight".into(), Param::Sparse(lm_head)));
-        }
-        for (l, layer) in self.layers.iter().enumerate() {
-            let p = format!("transformer.h.{l}");
-            let norms = [("ln_1", Some(&layer.ln_1)), ("ln_2", Some(&layer.ln_2)), ("ln_p1", layer.ln_p1.as_ref()), ("ln_p2", layer.ln_p2.as_ref())];
-            for (name, norm) in norms.into_iter().filter_map(|(n, norm)| norm.map(|norm| (n, norm))) {
-                out.push((format!("{p}.{name}.weight"), vector(&norm.weight)));
-                if let Some(bias) = &norm.bias {
-                    out.push((format!("{p}.{name}.bias"), vector(bias)));
-                }
-            }
-            let linears = [
-                ("attn.c_attn", &layer.c_attn),
-                ("attn.c_proj", &layer.attn_proj),
-                ("mlp.c_fc", &layer.c_fc),
-                ("mlp.c_proj", &layer.mlp_proj),
-            ];
-            for (name, linear) in linears {
-                out.push((format!("{p}.{name}.weight"), Param::Sparse(&linear.weight)));
-                if let Some(bias) = &linear.bias {
-                    out.push((format!("{p}.{name}.bias"), vector(bias)));
-                }
-            }
-            if let Some(sink) = &layer.sink_logit {
-                out.push((format!("{p}.attn.attn_imp.sink_logit"), vector(sink)));
-            }
-        }
-        out.push(("transformer.ln_f.weight".into(), vector(&self.ln_f.weight)));
-        if let Some(bias) = &self.ln_f.bias {
-            out.push(("transformer.ln_f.bias".into(), vector(bias)));
-        }
-        out.push(("final_logits_bias".into(), vector(&self.final_logits_bias)));
-        if let Some(table) = &self.bigram_table {
-            out.push(("bigram_table".into(), Param::Dense(vec![table.rows, table.cols], &table.data)));
-        }
+        let mut out = Vec::new();
+        self.params.for_each(|name, leaf| {
+            let param = match leaf {
+                Leaf::Matrix(m) => Param::Sparse(m),
+                Leaf::Vector(v) => Param::Dense(vec![v.len()], v),
+                Leaf::Table(t) => Param::Dense(vec![t.rows, t.cols], &t.data),
+            };
+            out.push((name.to_string(), param));
+        });
         out
     }
 
@@ -321,7 +197,30 @@ pub(super) enum Param<'a> {
     Dense(Vec<usize>, &'a [f32]),
 }
 
-/// A dense vector parameter.
-fn vector(values: &[f32]) -> Param<'_> {
-    Param::Dense(vec![values.len()], values)
+/// Reads each leaf a config's tree names from a tensor source, checking
+/// its shape.
+struct Reader<'a> {
+    file: &'a dyn TensorSource,
+}
+
+impl<'s> Visit<'s, Spec, Spec, Spec> for Reader<'_> {
+    type Matrix = SparseMatrix;
+    type Vector = Vec<f32>;
+    type Table = Tensor;
+    type Error = ModelError;
+
+    fn matrix(&mut self, name: &str, spec: &Spec) -> Result<SparseMatrix, ModelError> {
+        self.file.sparse(name, spec.shape[0], spec.shape[1])
+    }
+
+    fn vector(&mut self, name: &str, spec: &Spec) -> Result<Vec<f32>, ModelError> {
+        match spec.role.required() || self.file.has(name) {
+            true => self.file.vector(name, spec.shape[0]),
+            false => Ok(vec![0.0; spec.shape[0]]),
+        }
+    }
+
+    fn table(&mut self, name: &str, spec: &Spec) -> Result<Tensor, ModelError> {
+        self.file.dense(name, spec.shape[0], spec.shape[1])
+    }
 }

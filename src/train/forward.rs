@@ -5,7 +5,10 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
-use crate::model::{Activation, Config, Site, SiteKind, TopkSite};
+use crate::model::{Activation, Config, Model, Params, Site, SiteKind, SparseMatrix, TopkSite, Visit};
+
+/// The model's tree in candle: every parameter a dense tensor.
+pub type Tensors = Params<Tensor, Tensor, Tensor>;
 
 /// The architectures this pass builds: the paper's (RMSNorm, no linear
 /// biases, no concatenated position embedding, identity residual).
@@ -18,31 +21,29 @@ pub fn check_supported(config: &Config) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// `tokens` [B, T] -> logits [B, T, vocab]. `param` gives each tensor by its
-/// PyTorch name. `on_node_site` sees every node site's activations
+/// `tokens` [B, T] -> logits [B, T, vocab] with the parameters `p`.
+/// `on_node_site` sees every node site's activations
 /// ([B, T, width], after AbsTopK, as the reference records them) and
 /// returns what the rest of the pass uses instead (the pruner's masks).
-pub fn logits<'a>(
+pub fn logits(
     c: &Config,
-    param: &dyn Fn(&str) -> &'a Tensor,
+    p: &Tensors,
     tokens: &Tensor,
     on_node_site: &mut dyn FnMut(Site, Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let (b, t) = tokens.dims2()?;
     let (h, dh) = (c.n_head, c.d_head);
     let flat = tokens.flatten_all()?;
-    let wte = param("transformer.wte.weight");
-    let mut x = wte.index_select(&flat, 0)?.reshape((b, t, c.d_model))?; // [B, T, d]
-    x = x.broadcast_add(&param("transformer.wpe.weight").narrow(0, 0, t)?)?;
+    let mut x = p.wte.index_select(&flat, 0)?.reshape((b, t, c.d_model))?; // [B, T, d]
+    x = x.broadcast_add(&p.wpe.narrow(0, 0, t)?)?;
     // Causal mask with the sink's always-visible extra key last: [T, T + 1].
     let mask: Vec<f32> =
         (0..t).flat_map(|i| (0..=t).map(move |j| if j <= i || j == t { 0.0 } else { f32::NEG_INFINITY })).collect();
     let mask = Tensor::from_vec(mask, (t, t + 1), &Device::Cpu)?;
-    for l in 0..c.n_layer {
-        let p = format!("transformer.h.{l}");
+    for (l, layer) in p.layers.iter().enumerate() {
         let mut node = |kind: SiteKind, acts: Tensor| on_node_site(Site::Layer(l, kind), acts);
-        let a = node(SiteKind::AttnActIn, topk(c, TopkSite::AttnIn, &rms_norm(&x, param(&format!("{p}.ln_1.weight")))?)?)?;
-        let qkv = a.broadcast_matmul(&param(&format!("{p}.attn.c_attn.weight")).t()?)?; // [B, T, 3 d_attn]
+        let a = node(SiteKind::AttnActIn, topk(c, TopkSite::AttnIn, &rms_norm(&x, &layer.ln_1.weight)?)?)?;
+        let qkv = a.broadcast_matmul(&layer.c_attn.weight.t()?)?; // [B, T, 3 d_attn]
         let d_attn = c.d_attn();
         let k = node(SiteKind::AttnK, topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?)?;
         let q = node(SiteKind::AttnQ, topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?)?;
@@ -50,32 +51,31 @@ pub fn logits<'a>(
         let heads = |m: &Tensor| m.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous(); // [B, H, T, dh]
         let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
         let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
-        let sink = match c.sink {
-            true => param(&format!("{p}.attn.attn_imp.sink_logit")).reshape((1, h, 1, 1))?.broadcast_as((b, h, t, 1))?,
-            false => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
+        let sink = match &layer.sink_logit {
+            Some(logit) => logit.reshape((1, h, 1, 1))?.broadcast_as((b, h, t, 1))?,
+            None => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
         };
         let scores = Tensor::cat(&[&scores, &sink.contiguous()?], 3)?.broadcast_add(&mask)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?.narrow(3, 0, t)?; // the sink's value is zero
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d_attn))?;
-        let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&param(&format!("{p}.attn.c_proj.weight")).t()?)?)?;
+        let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&layer.attn_proj.weight.t()?)?)?;
         let o = node(SiteKind::AttnResidDelta, o)?;
         x = topk(c, TopkSite::ResidPostAttn, &(x + o)?)?;
-        let m = node(SiteKind::MlpActIn, topk(c, TopkSite::MlpIn, &rms_norm(&x, param(&format!("{p}.ln_2.weight")))?)?)?;
-        let pre = m.broadcast_matmul(&param(&format!("{p}.mlp.c_fc.weight")).t()?)?;
+        let m = node(SiteKind::MlpActIn, topk(c, TopkSite::MlpIn, &rms_norm(&x, &layer.ln_2.weight)?)?)?;
+        let pre = m.broadcast_matmul(&layer.c_fc.weight.t()?)?;
         let act = match c.activation {
             Activation::Gelu => pre.gelu_erf()?,
             Activation::Relu => pre.relu()?,
         };
         let hidden = node(SiteKind::MlpPostAct, topk(c, TopkSite::MlpNeuron, &act)?)?;
-        let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&param(&format!("{p}.mlp.c_proj.weight")).t()?)?)?;
+        let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&layer.mlp_proj.weight.t()?)?)?;
         let o = node(SiteKind::MlpResidDelta, o)?;
         x = topk(c, TopkSite::ResidPostMlp, &(x + o)?)?;
     }
-    let unembed = if c.tied_unembed { wte } else { param("lm_head.weight") };
-    let mut logits = rms_norm(&x, param("transformer.ln_f.weight"))?.broadcast_matmul(&unembed.t()?)?;
-    logits = logits.broadcast_add(param("final_logits_bias"))?;
-    if c.enable_bigram_table {
-        let rows = param("bigram_table").index_select(&flat, 0)?.reshape((b, t, c.vocab_size))?;
+    let mut logits = rms_norm(&x, &p.ln_f.weight)?.broadcast_matmul(&p.unembedding().t()?)?;
+    logits = logits.broadcast_add(&p.final_logits_bias)?;
+    if let Some(table) = &p.bigram_table {
+        let rows = table.index_select(&flat, 0)?.reshape((b, t, c.vocab_size))?;
         logits = (logits + rows)?;
     }
     Ok(logits)
@@ -100,4 +100,31 @@ fn topk(c: &Config, site: TopkSite, x: &Tensor) -> Result<Tensor> {
     let threshold = sorted.narrow(D::Minus1, k - 1, 1)?;
     let keep = magnitude.broadcast_ge(&threshold)?.to_dtype(DType::F32)?;
     x * keep
+}
+
+/// `model`'s parameters as candle tensors, dense.
+pub fn tensors(model: &Model) -> Result<Tensors> {
+    model.params.map(&mut ToCandle)
+}
+
+/// [`tensors`]'s walk.
+struct ToCandle;
+
+impl<'m> Visit<'m, SparseMatrix, Vec<f32>, crate::model::Tensor> for ToCandle {
+    type Matrix = Tensor;
+    type Vector = Tensor;
+    type Table = Tensor;
+    type Error = candle_core::Error;
+
+    fn matrix(&mut self, _: &str, m: &SparseMatrix) -> Result<Tensor> {
+        Tensor::from_vec(m.to_dense(), (m.rows, m.cols), &Device::Cpu)
+    }
+
+    fn vector(&mut self, _: &str, v: &Vec<f32>) -> Result<Tensor> {
+        Tensor::from_slice(v, v.len(), &Device::Cpu)
+    }
+
+    fn table(&mut self, _: &str, t: &crate::model::Tensor) -> Result<Tensor> {
+        Tensor::from_slice(&t.data, (t.rows, t.cols), &Device::Cpu)
+    }
 }

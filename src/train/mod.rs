@@ -15,7 +15,7 @@ pub use prune::{learn_masks, MaskProgress, MaskSettings, NodeScore};
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 
-use crate::model::{f32_safetensors, Config, Model};
+use crate::model::{f32_safetensors, Config, Model, Role, Spec, Visit};
 use crate::rng::SplitMix;
 
 /// candle allocates fresh buffers for every op of every step. glibc hands
@@ -71,7 +71,7 @@ struct Param {
     var: Var,
     prune: Prune,
     /// Pruned as this many matrices of equal rows: 3 for `c_attn`, whose
-    /// rows are q, k and v. Pruned as one, the larger v weights crowd out
+    /// rows are q, k and v ([`Role::Weight`]). Pruned as one, the larger v weights crowd out
     /// every q and k weight and attention goes uniform.
     blocks: usize,
     /// AdamW's first and second moment estimates, one per entry.
@@ -97,11 +97,70 @@ impl Param {
     }
 }
 
+/// Creates the trained tensor of each leaf of a config's tree, with its
+/// first values; returns the tensor, which shares the variable's storage.
+struct Create<'t> {
+    params: &'t mut Vec<Param>,
+    rng: &'t mut SplitMix,
+}
+
+impl Create<'_> {
+    fn add(&mut self, name: &str, spec: &Spec) -> Result<Tensor, String> {
+        let uniform = |fan_in: usize| (3.0 / fan_in as f32).sqrt() * 0.5;
+        // Small embeddings (std about 0.03, as GPT-2): the tied unembedding then
+        // starts near uniform logits instead of a loss far above ln(vocab).
+        let (start, prune, blocks) = match spec.role {
+            Role::TokenEmbedding | Role::Unembedding => (Start::Uniform(0.05), Prune::Embedding, 1),
+            Role::PositionEmbedding => (Start::Uniform(0.02), Prune::Embedding, 1),
+            Role::Weight { stacked } => (Start::Uniform(uniform(spec.shape[1])), Prune::Matrix, stacked),
+            Role::Gain => (Start::Fill(1.0), Prune::Dense, 1),
+            Role::LogitBias => (Start::Fill(0.0), Prune::Embedding, 1),
+            Role::Bias | Role::SinkLogit | Role::BigramTable => (Start::Fill(0.0), Prune::Dense, 1),
+        };
+        let n: usize = spec.shape.iter().product();
+        let values: Vec<f32> = match start {
+            Start::Uniform(scale) => (0..n).map(|_| scale * self.rng.signed()).collect(),
+            Start::Fill(value) => vec![value; n],
+        };
+        let var = Var::from_tensor(&Tensor::from_vec(values, spec.shape.clone(), &Device::Cpu).map_err(err)?).map_err(err)?;
+        let tensor = var.as_tensor().clone();
+        let (first_moment, second_moment) = (vec![0.0; n], vec![0.0; n]);
+        self.params.push(Param { name: name.to_string(), shape: spec.shape.clone(), var, prune, blocks, first_moment, second_moment });
+        Ok(tensor)
+    }
+}
+
+/// A tensor's first values: uniform in `[-scale, scale]`, or all one value.
+enum Start {
+    Uniform(f32),
+    Fill(f32),
+}
+
+impl<'s> Visit<'s, Spec, Spec, Spec> for Create<'_> {
+    type Matrix = Tensor;
+    type Vector = Tensor;
+    type Table = Tensor;
+    type Error = String;
+    fn matrix(&mut self, name: &str, spec: &Spec) -> Result<Tensor, String> {
+        self.add(name, spec)
+    }
+    fn vector(&mut self, name: &str, spec: &Spec) -> Result<Tensor, String> {
+        self.add(name, spec)
+    }
+    fn table(&mut self, name: &str, spec: &Spec) -> Result<Tensor, String> {
+        self.add(name, spec)
+    }
+}
+
 /// The parameters, trained in place.
 pub struct Trainer {
     config: Config,
     config_json: String,
+    /// In the order of `config.tree()`'s walk.
     params: Vec<Param>,
+    /// The same tensors as `params`' variables, in the model's tree, for
+    /// the forward pass.
+    tensors: forward::Tensors,
     settings: Settings,
     rng: SplitMix,
     step: usize,
@@ -125,45 +184,9 @@ impl Trainer {
             }
         }
         let mut rng = SplitMix(settings.seed);
-        let (d, v) = (config.d_model, config.vocab_size);
         let mut params = Vec::new();
-        let mut add = |name: String, shape: Vec<usize>, scale: f32, fill: Option<f32>, prune: Prune| -> Result<(), String> {
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = (0..n).map(|_| fill.unwrap_or_else(|| scale * rng.signed())).collect();
-            let tensor = Tensor::from_vec(values, shape.clone(), &Device::Cpu).map_err(err)?;
-            let var = Var::from_tensor(&tensor).map_err(err)?;
-            let blocks = if name.ends_with("c_attn.weight") { 3 } else { 1 };
-            params.push(Param { name, shape, var, prune, blocks, first_moment: vec![0.0; n], second_moment: vec![0.0; n] });
-            Ok(())
-        };
-        let init = |fan_in: usize| (3.0 / fan_in as f32).sqrt() * 0.5;
-        use Prune::{Dense, Embedding, Matrix};
-        // Small embeddings (std about 0.03, as GPT-2): the tied unembedding then
-        // starts near uniform logits instead of a loss far above ln(vocab).
-        add("transformer.wte.weight".into(), vec![v, d], 0.05, None, Embedding)?;
-        add("transformer.wpe.weight".into(), vec![config.block_size, d], 0.02, None, Embedding)?;
-        let d_attn = config.d_attn();
-        for l in 0..config.n_layer {
-            let p = format!("transformer.h.{l}");
-            add(format!("{p}.ln_1.weight"), vec![d], 0.0, Some(1.0), Dense)?;
-            add(format!("{p}.attn.c_attn.weight"), vec![3 * d_attn, d], init(d), None, Matrix)?;
-            add(format!("{p}.attn.c_proj.weight"), vec![d, d_attn], init(d_attn), None, Matrix)?;
-            if config.sink {
-                add(format!("{p}.attn.attn_imp.sink_logit"), vec![config.n_head], 0.0, Some(0.0), Dense)?;
-            }
-            add(format!("{p}.ln_2.weight"), vec![d], 0.0, Some(1.0), Dense)?;
-            add(format!("{p}.mlp.c_fc.weight"), vec![config.d_mlp, d], init(d), None, Matrix)?;
-            add(format!("{p}.mlp.c_proj.weight"), vec![d, config.d_mlp], init(config.d_mlp), None, Matrix)?;
-        }
-        add("transformer.ln_f.weight".into(), vec![d], 0.0, Some(1.0), Dense)?;
-        add("final_logits_bias".into(), vec![v], 0.0, Some(0.0), Embedding)?;
-        if config.enable_bigram_table {
-            add("bigram_table".into(), vec![v, v], 0.0, Some(0.0), Dense)?;
-        }
-        if !config.tied_unembed {
-            add("lm_head.weight".into(), vec![v, d], 0.05, None, Embedding)?;
-        }
-        Ok(Trainer { config, config_json: config_json.to_string(), params, settings, rng, step: 0 })
+        let tensors = config.tree().map(&mut Create { params: &mut params, rng: &mut rng })?;
+        Ok(Trainer { config, config_json: config_json.to_string(), params, tensors, settings, rng, step: 0 })
     }
 
     /// The weight matrices' kept fraction after step `step` (0-based):
@@ -217,7 +240,7 @@ impl Trainer {
         }
         let inputs = Tensor::from_vec(inputs, (b, t), &Device::Cpu).map_err(err)?;
         let targets = Tensor::from_vec(targets, b * t, &Device::Cpu).map_err(err)?;
-        let logits = forward::logits(&self.config, &|name| self.param(name), &inputs, &mut |_, x| Ok(x)).map_err(err)?; // [B, T, vocab]
+        let logits = forward::logits(&self.config, &self.tensors, &inputs, &mut |_, x| Ok(x)).map_err(err)?; // [B, T, vocab]
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * t, self.config.vocab_size)).map_err(err)?, &targets)
             .map_err(err)?;
         let grads = loss.backward().map_err(err)?;
@@ -262,10 +285,6 @@ impl Trainer {
             p.var.set(&Tensor::from_vec(values, p.shape.clone(), &Device::Cpu).map_err(err)?).map_err(err)?;
         }
         Ok(())
-    }
-
-    fn param(&self, name: &str) -> &Tensor {
-        self.params.iter().find(|p| p.name == name).map(|p| p.var.as_tensor()).expect("every parameter is created in new")
     }
 
     /// Takes `model`'s weights (a model of this trainer's config): to train
@@ -391,7 +410,7 @@ mod tests {
         }
         let window = &tokens[100..124];
         let input = Tensor::from_vec(window.to_vec(), (1, 24), &Device::Cpu).unwrap();
-        let ours: Vec<Vec<f32>> = forward::logits(&trainer.config, &|name| trainer.param(name), &input, &mut |_, x| Ok(x))
+        let ours: Vec<Vec<f32>> = forward::logits(&trainer.config, &trainer.tensors, &input, &mut |_, x| Ok(x))
             .unwrap().squeeze(0).unwrap().to_vec2().unwrap();
         let reference = forward(&trainer.model().unwrap(), window, &mut |_, _| {}).unwrap();
         for (p, row) in ours.iter().enumerate() {

@@ -112,12 +112,7 @@ pub fn learn_masks(
     if choices.is_empty() {
         return Err("no task examples to learn the masks on".into());
     }
-    let weights: std::collections::HashMap<String, Tensor> = model
-        .dense_tensors()
-        .into_iter()
-        .map(|(name, shape, values)| Ok((name, Tensor::from_vec(values, shape, &Device::Cpu).map_err(err)?)))
-        .collect::<Result<_, String>>()?;
-    let param = |name: &str| weights.get(name).unwrap_or_else(|| panic!("the model core stores {name}"));
+    let params = forward::tensors(model).map_err(err)?;
     let mut rng = SplitMix(settings.seed);
     let mut masks = new_masks(model, means, &mut |_| settings.init_bias + settings.init_noise * f64::from(rng.signed()))?;
     let temperature = settings.temperature;
@@ -129,7 +124,7 @@ pub fn learn_masks(
         let tokens: Vec<u32> = batch.iter().flat_map(|c| c.tokens.iter().copied().chain(std::iter::repeat(0)).take(t)).collect();
         let tokens = Tensor::from_vec(tokens, (batch.len(), t), &Device::Cpu).map_err(err)?;
         let mut gates = Vec::new();
-        let logits = masked_logits(model, &param, &masks, &tokens, temperature, &mut gates).map_err(err)?; // [B, T, vocab]
+        let logits = masked_logits(model, &params, &masks, &tokens, temperature, &mut gates).map_err(err)?; // [B, T, vocab]
         let task_loss = batch_task_loss(&logits, &batch).map_err(err)?;
         let kept = Tensor::stack(&gates, 0).and_then(|g| g.sum_all()).map_err(err)?;
         let loss = (&task_loss + (kept.clone() * settings.node_cost).map_err(err)?).map_err(err)?;
@@ -169,15 +164,15 @@ pub fn learn_masks(
 /// tau > 0, its mean elsewhere (forward), the gradient of
 /// sigmoid(tau / temperature) (backward). `gates` gets each site's number
 /// of kept nodes, differentiable.
-fn masked_logits<'a>(
+fn masked_logits(
     model: &Model,
-    param: &dyn Fn(&str) -> &'a Tensor,
+    params: &forward::Tensors,
     masks: &[SiteMask],
     tokens: &Tensor,
     temperature: f64,
     gates: &mut Vec<Tensor>,
 ) -> candle_core::Result<Tensor> {
-    forward::logits(&model.config, param, tokens, &mut |site, acts| {
+    forward::logits(&model.config, params, tokens, &mut |site, acts| {
         let mask = masks.iter().find(|m| m.site == site).expect("a mask per node site");
         let soft = candle_nn::ops::sigmoid(&(mask.tau.as_tensor() / temperature)?)?;
         let hard = mask.tau.as_tensor().gt(0.0)?.to_dtype(DType::F32)?;
@@ -207,10 +202,6 @@ mod tests {
     use super::*;
     use crate::circuits::{bisect, keep_only, task_loss, Choice};
 
-    fn weights(model: &Model) -> std::collections::HashMap<String, Tensor> {
-        model.dense_tensors().into_iter().map(|(n, shape, v)| (n, Tensor::from_vec(v, shape, &Device::Cpu).unwrap())).collect()
-    }
-
     /// The masked candle pass is the reference forward pass with every
     /// masked node mean-ablated, and its batched loss is the reference's task loss.
     #[test]
@@ -225,14 +216,13 @@ mod tests {
                 tau.into_iter().enumerate().filter(|(_, t)| *t > 0.0).map(|(channel, _)| Node { site: m.site, channel }).collect::<Vec<_>>()
             })
             .collect();
-        let weights = weights(&model);
-        let param = |name: &str| &weights[name];
+        let params = forward::tensors(&model).unwrap();
         let batch: Vec<&Choice> = choices.iter().collect();
         let t = batch.iter().map(|c| c.tokens.len()).max().unwrap();
         let tokens: Vec<u32> = batch.iter().flat_map(|c| c.tokens.iter().copied().chain(std::iter::repeat(0)).take(t)).collect();
         let tokens = Tensor::from_vec(tokens, (batch.len(), t), &Device::Cpu).unwrap();
         let mut gates = Vec::new();
-        let logits = masked_logits(&model, &param, &masks, &tokens, 1.0, &mut gates).unwrap();
+        let logits = masked_logits(&model, &params, &masks, &tokens, 1.0, &mut gates).unwrap();
         let counted: f32 = gates.iter().map(|g| g.to_scalar::<f32>().unwrap()).sum();
         assert_eq!(counted as usize, kept.len());
 
