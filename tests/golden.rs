@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use circuitscope::model::{forward, Model, Recording};
+use circuitscope::model::{forward, gradients, Model, Objective, Recording};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use common::{assert_close, golden_cases, read_expected, read_tokens};
+use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
 
 #[test]
 fn every_golden_case_matches_at_every_site() {
@@ -31,6 +31,33 @@ fn every_golden_case_matches_at_every_site() {
         assert_eq!(our_names, their_names, "{case}: recorded sites differ from the reference's");
         for (name, tensor) in &ours {
             assert_close(&format!("{case} {name}"), tensor, &expected[name]);
+        }
+    }
+}
+
+/// The backward pass against the reference's autograd: the gradient of
+/// `logit(target) - logit(contrast)` (objective.json) at every recorded site.
+#[test]
+fn every_golden_case_has_the_reference_gradient_at_every_site() {
+    for dir in golden_cases() {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let model = Model::load_dir(&dir).unwrap();
+        let tokens = read_tokens(&dir);
+        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
+        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
+        let position = objective["position"].as_u64().unwrap() as usize;
+        let ours = gradients(&model, &tokens, &Objective::LogitDifference { position, target: id("target"), contrast: Some(id("contrast")) }).unwrap();
+        let value = objective["value"].as_f64().unwrap();
+        assert!((ours.value - value).abs() <= 1e-4 * value.abs().max(1.0), "{case}: objective {} but the reference's is {value}", ours.value);
+
+        let expected = read_safetensors(&dir.join("grads.safetensors"));
+        let mut our_names: Vec<String> = ours.gradients.iter().map(|(s, _)| s.to_string()).collect();
+        let mut their_names: Vec<String> = expected.keys().cloned().collect();
+        our_names.sort();
+        their_names.sort();
+        assert_eq!(our_names, their_names, "{case}: sites with gradients differ from the reference's");
+        for (site, gradient) in &ours.gradients {
+            assert_close(&format!("{case} d/d {site}"), gradient, &expected[&site.to_string()]);
         }
     }
 }

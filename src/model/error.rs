@@ -26,6 +26,8 @@ pub enum ModelError {
     TokenList(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    #[error("objective: {0}")]
+    Objective(String),
     #[error("intervention {0}")]
     Intervention(String),
     #[error("{path}: {message}")]

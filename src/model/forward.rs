@@ -127,6 +127,8 @@ fn residual_activation(c: &Config, x: &mut Tensor) {
 
 /// AbsTopK: per token keep the k entries of largest |x| over the whole row
 /// (all heads together for q/k/v) and zero the rest, if `site` is sparsified.
+/// Ties go to the lower index: the values are the same either way, but the
+/// backward pass reads the kept set back (`backward::kept`) by this rule.
 fn topk(c: &Config, site: TopkSite, x: &mut Tensor) {
     let Some(k) = c.topk_k(site, x.cols) else { return };
     if k >= x.cols {
@@ -136,7 +138,7 @@ fn topk(c: &Config, site: TopkSite, x: &mut Tensor) {
     for row in x.rows_iter_mut() {
         order.clear();
         order.extend(0..row.len());
-        order.sort_unstable_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()));
+        order.sort_unstable_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
         for &i in &order[k..] {
             row[i] = 0.0;
         }
@@ -177,7 +179,7 @@ pub fn attention_pattern(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_l
 
 /// Softmax over `q_i . k_j / sqrt(d_head)` for j <= i (and the sink's logit,
 /// whose weight is dropped) of head `h`, into `weights[..=i]`.
-fn attention_weights(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_logit: Option<f32>, i: usize, weights: &mut [f32]) {
+pub(super) fn attention_weights(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_logit: Option<f32>, i: usize, weights: &mut [f32]) {
     let cols = h * d_head..(h + 1) * d_head;
     let scale = 1.0 / (d_head as f32).sqrt();
     let qi = &q.row(i)[cols.clone()];
@@ -197,6 +199,13 @@ fn attention_weights(q: &Tensor, k: &Tensor, h: usize, d_head: usize, sink_logit
 fn gelu(x: f32) -> f32 {
     let x = f64::from(x);
     (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32
+}
+
+/// d gelu / dx = Phi(x) + x phi(x).
+pub(super) fn gelu_derivative(x: f32) -> f32 {
+    let x = f64::from(x);
+    let density = (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    (0.5 * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)) + x * density) as f32
 }
 
 fn relu(x: f32) -> f32 {

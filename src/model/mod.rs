@@ -2,6 +2,7 @@
 //! forward pass. No GPU and no web here: it compiles for every target and is
 //! the specification that the GPU engine is checked against.
 
+mod backward;
 mod config;
 mod error;
 mod forward;
@@ -19,6 +20,7 @@ mod tokens;
 mod weights;
 mod weights_file;
 
+pub use backward::{gradients, Gradients, Objective};
 pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
 pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};
