@@ -79,6 +79,52 @@ fn forward_writes_every_site_matching_the_reference() {
     }
 }
 
+/// `attribute --out` writes the reference's gradients (objective.json's
+/// logit difference) at every site; `--check` measures the top nodes'
+/// effects and says how well attribution agreed.
+#[test]
+fn attribute_writes_the_reference_gradients_and_checks_its_top_nodes() {
+    for dir in golden_cases() {
+        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let out = out_dir.path().join("grads.safetensors");
+        let number = |key: &str| objective[key].to_string();
+        let result = circuitscope(&[
+            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &number("position"),
+            "--target", &number("target"), "--contrast", &number("contrast"), "--check", "12", "--json", "--out", out.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let ours = read_safetensors(&out);
+        let expected = read_safetensors(&dir.join("grads.safetensors"));
+        assert_eq!(ours.keys().collect::<Vec<_>>(), expected.keys().collect::<Vec<_>>());
+        for (name, tensor) in &expected {
+            assert_close(name, &ours[name], tensor);
+        }
+        let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+        let value = json["objective"]["value"].as_f64().unwrap();
+        assert!((value - objective["value"].as_f64().unwrap()).abs() < 1e-4, "{value}");
+        let nodes = json["nodes"].as_array().unwrap();
+        let scores: Vec<f64> = nodes.iter().map(|n| n["attribution"].as_f64().unwrap().abs()).collect();
+        assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by |attribution|");
+        assert_eq!(nodes.iter().filter(|n| n.get("effect").is_some()).count(), 12.min(nodes.len()));
+        let spearman = json["agreement"]["spearman"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&spearman), "{spearman}");
+    }
+}
+
+#[test]
+fn attribute_refuses_a_position_or_token_the_run_does_not_have() {
+    let dir = case_dir();
+    let model = dir.to_str().unwrap();
+    let tokens = tokens_arg(&dir);
+    let beyond = expect_failure_with(&["attribute", "--model", model, "--tokens", &tokens, "--position", "999"]);
+    assert!(beyond.contains("position 999"), "{beyond}");
+    let vocab = expect_failure_with(&["attribute", "--model", model, "--tokens", &tokens, "--target", "100000"]);
+    assert!(vocab.contains("100000"), "{vocab}");
+    let mean = expect_failure_with(&["attribute", "--model", model, "--tokens", &tokens, "--ablation", "mean"]);
+    assert!(mean.contains("samples.json"), "{mean}");
+}
+
 #[test]
 fn forward_json_ranks_the_reference_logits() {
     let dir = case_dir();

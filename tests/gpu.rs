@@ -7,9 +7,9 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, forward_with_interventions, Ablation, Intervention, Model, Recording, Site, SiteKind, Tensor,
+    forward, forward_with_interventions, gradients, Ablation, Intervention, Model, Objective, Recording, Site, SiteKind, Tensor,
 };
-use common::{assert_close, golden_cases, read_expected, read_tokens};
+use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
 
 fn engine(model: &Model) -> Engine {
     pollster::block_on(async {
@@ -45,6 +45,33 @@ fn every_golden_case_matches_at_every_site_on_the_gpu() {
         assert_close(&format!("{case} logits CPU vs GPU"), &logits, &cpu_logits);
         for ((site, g), (_, c)) in recording.iter().zip(&cpu_recording) {
             assert_close(&format!("{case} {site} CPU vs GPU"), g, c);
+        }
+    }
+}
+
+/// The backward pass in WGSL against the reference's autograd gradients
+/// (objective.json's logit difference) at every site of every case, and
+/// against the CPU's backward pass.
+#[test]
+fn every_golden_case_has_the_reference_gradient_at_every_site_on_the_gpu() {
+    for dir in golden_cases() {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let model = Model::load_dir(&dir).unwrap();
+        let tokens = read_tokens(&dir);
+        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
+        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
+        let objective = Objective::LogitDifference { position: objective["position"].as_u64().unwrap() as usize, target: id("target"), contrast: Some(id("contrast")) };
+        let mut gpu = engine(&model);
+        let ours = pollster::block_on(gpu.gradients(&tokens, &objective)).unwrap();
+        let expected = read_safetensors(&dir.join("grads.safetensors"));
+        assert_eq!(ours.gradients.len(), expected.len(), "{case}: sites with gradients");
+        for (site, gradient) in &ours.gradients {
+            assert_close(&format!("{case} d/d {site} (GPU)"), gradient, &expected[&site.to_string()]);
+        }
+        let cpu = gradients(&model, &tokens, &objective).unwrap();
+        assert!((cpu.value - ours.value).abs() < 1e-4, "{case}: objective {} on the CPU, {} on the GPU", cpu.value, ours.value);
+        for ((site, g), (_, c)) in ours.gradients.iter().zip(&cpu.gradients) {
+            assert_close(&format!("{case} d/d {site} CPU vs GPU"), g, c);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The native command line: `circuitscope info | convert | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
 
 #[cfg(feature = "gpu")]
+mod attribute;
 mod bench;
 mod circuit;
 mod convert;
@@ -39,6 +40,8 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Run the model on token ids; write the logits and every recorded site.
     Forward(forward::ForwardArgs),
+    /// Every node's attribution: its effect on an output estimated from one forward and one backward pass.
+    Attribute(attribute::AttributeArgs),
     /// The circuit graph of a run at one token: the most active channels per site and the nonzero weights between them.
     Graph(graph::GraphArgs),
     /// One node of a run: activation per position, attention pattern, embedding, weights in and out.
@@ -102,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Info { model } => info::run(&model),
         Command::Convert(args) => convert::run(&args),
         Command::Forward(args) => forward::run(&args),
+        Command::Attribute(args) => attribute::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Synthetic(args) => synthetic::run(&args),

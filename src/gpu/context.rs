@@ -95,7 +95,7 @@ impl GpuContext {
                     label: Some(kernel.label()),
                     layout: None,
                     module: &module,
-                    entry_point: Some("main"),
+                    entry_point: Some(kernel.entry()),
                     compilation_options: Default::default(),
                     cache: None,
                 })

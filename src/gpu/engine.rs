@@ -30,9 +30,9 @@ pub struct StageOutput {
 /// activation buffers and bind groups created once and reused by every run
 /// of up to `capacity` rows (tokens x variants).
 pub struct Engine {
-    ctx: GpuContext,
-    config: Config,
-    weights: GpuWeights,
+    pub(super) ctx: GpuContext,
+    pub(super) config: Config,
+    pub(super) weights: GpuWeights,
     workspace: Option<Workspace>,
 }
 

@@ -13,6 +13,13 @@ pub enum Kernel {
     ResidualAdd,
     Bigram,
     Intervene,
+    TopKBackward,
+    ActivationBackward,
+    NormBackward,
+    /// attention_backward.wgsl's two entry points: dq (and the weights and
+    /// score gradients), then dk and dv.
+    AttentionBackwardQueries { d_head: u32 },
+    AttentionBackwardKeys { d_head: u32 },
 }
 
 const EMBED: &str = include_str!("../../shaders/embed.wgsl");
@@ -23,6 +30,12 @@ const TOPK: &str = include_str!("../../shaders/topk.wgsl");
 const RESIDUAL: &str = include_str!("../../shaders/residual.wgsl");
 const BIGRAM: &str = include_str!("../../shaders/bigram.wgsl");
 const INTERVENE: &str = include_str!("../../shaders/intervene.wgsl");
+const TOPK_BACKWARD: &str = include_str!("../../shaders/topk_backward.wgsl");
+const ACTIVATION_BACKWARD: &str = include_str!("../../shaders/activation_backward.wgsl");
+const NORM_BACKWARD: &str = include_str!("../../shaders/norm_backward.wgsl");
+const ATTENTION_BACKWARD: &str = include_str!("../../shaders/attention_backward.wgsl");
+/// `erf`, for the kernels with the exact GELU.
+const ERF: &str = include_str!("../../shaders/erf.wgsl");
 
 /// Invocations per workgroup of the one-invocation-per-element kernels.
 pub const ELEMENT_WORKGROUP: u32 = 64;
@@ -35,9 +48,15 @@ impl Kernel {
         match self {
             Kernel::Embed => EMBED.into(),
             Kernel::Norm => NORM.into(),
-            Kernel::SparseMatmul => SPARSE_MATMUL.into(),
+            Kernel::SparseMatmul => format!("{ERF}\n{SPARSE_MATMUL}"),
             // Private arrays need a constant size: specialise the text.
             Kernel::Attention { d_head } => ATTENTION.replace("{{D_HEAD}}", &d_head.to_string()),
+            Kernel::AttentionBackwardQueries { d_head } | Kernel::AttentionBackwardKeys { d_head } => {
+                ATTENTION_BACKWARD.replace("{{D_HEAD}}", &d_head.to_string())
+            }
+            Kernel::TopKBackward => TOPK_BACKWARD.into(),
+            Kernel::ActivationBackward => format!("{ERF}\n{ACTIVATION_BACKWARD}"),
+            Kernel::NormBackward => NORM_BACKWARD.into(),
             Kernel::TopK => TOPK.into(),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
@@ -55,6 +74,20 @@ impl Kernel {
             Kernel::ResidualAdd => "residual_add",
             Kernel::Bigram => "bigram",
             Kernel::Intervene => "intervene",
+            Kernel::TopKBackward => "topk_backward",
+            Kernel::ActivationBackward => "activation_backward",
+            Kernel::NormBackward => "norm_backward",
+            Kernel::AttentionBackwardQueries { .. } => "attention_backward queries",
+            Kernel::AttentionBackwardKeys { .. } => "attention_backward keys",
+        }
+    }
+
+    /// The shader's entry point.
+    pub fn entry(self) -> &'static str {
+        match self {
+            Kernel::AttentionBackwardQueries { .. } => "queries",
+            Kernel::AttentionBackwardKeys { .. } => "keys",
+            _ => "main",
         }
     }
 }

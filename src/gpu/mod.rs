@@ -6,6 +6,7 @@
 //! - [`Engine`] runs forward passes: ops described as data, encoded per layer,
 //!   each layer's recorded sites streamed to the caller as soon as it is done.
 
+mod backward;
 mod context;
 mod engine;
 mod error;

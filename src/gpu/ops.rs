@@ -72,6 +72,21 @@ shader_params! {
     InterveneParams in "intervene.wgsl" { count: u32, start: u32, width: u32, seq_len: u32 }
 }
 
+shader_params! {
+    /// `topk_backward.wgsl`: `k` = `width` keeps every entry.
+    TopKBackwardParams in "topk_backward.wgsl" { rows: u32, width: u32, k: u32, relu: u32, out_stride: u32, out_offset: u32, _pad0: u32, _pad1: u32 }
+}
+shader_params! {
+    /// `activation_backward.wgsl`: `activation` 1 GELU, 2 ReLU.
+    ActivationBackwardParams in "activation_backward.wgsl" { n: u32, activation: u32, _pad0: u32, _pad1: u32 }
+}
+shader_params! {
+    NormBackwardParams in "norm_backward.wgsl" { rows: u32, width: u32, dout_stride: u32, rms: u32, has_residual: u32, eps: f32, _pad0: u32, _pad1: u32 }
+}
+shader_params! {
+    AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, n_head: u32, has_sink: u32, scale: f32 }
+}
+
 /// What one dispatch computes, with the sizes that do not change between runs.
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
@@ -84,6 +99,13 @@ pub enum Op {
     Bigram { vocab: u32 },
     /// Applies a site's intervention entries; `width` is the site's, for whole-column entries.
     Intervene { width: u32 },
+    /// The gradient through a top-k (`k` = `width`: none there) and, with
+    /// `relu`, the residual ReLU, into columns `out_offset..` of rows `out_stride` wide.
+    TopKBackward { width: u32, k: u32, relu: bool, out_stride: u32, out_offset: u32 },
+    ActivationBackward { width: u32, activation: Activation },
+    NormBackward { width: u32, dout_stride: u32, rms: bool, has_residual: bool },
+    /// `keys`: the second pass (dk, dv); else the first (dq).
+    AttentionBackward { n_head: u32, d_head: u32, has_sink: bool, keys: bool },
 }
 
 impl Op {
@@ -97,6 +119,11 @@ impl Op {
             Op::ResidualAdd { .. } => Kernel::ResidualAdd,
             Op::Bigram { .. } => Kernel::Bigram,
             Op::Intervene { .. } => Kernel::Intervene,
+            Op::TopKBackward { .. } => Kernel::TopKBackward,
+            Op::ActivationBackward { .. } => Kernel::ActivationBackward,
+            Op::NormBackward { .. } => Kernel::NormBackward,
+            Op::AttentionBackward { d_head, keys: false, .. } => Kernel::AttentionBackwardQueries { d_head },
+            Op::AttentionBackward { d_head, keys: true, .. } => Kernel::AttentionBackwardKeys { d_head },
         }
     }
 
@@ -133,6 +160,24 @@ impl Op {
             Op::ResidualAdd { width, relu } => block(ResidualParams { n: rows * width, relu: b(relu), ..Default::default() }),
             Op::Bigram { vocab } => block(BigramParams { rows, vocab, ..Default::default() }),
             Op::Intervene { width } => block(InterveneParams { count: span.1, start: span.0, width, seq_len }),
+            Op::TopKBackward { width, k, relu, out_stride, out_offset } => {
+                block(TopKBackwardParams { rows, width, k, relu: b(relu), out_stride, out_offset, ..Default::default() })
+            }
+            Op::ActivationBackward { width, activation } => {
+                let activation = match activation {
+                    Activation::Gelu => 1,
+                    Activation::Relu => 2,
+                };
+                block(ActivationBackwardParams { n: rows * width, activation, ..Default::default() })
+            }
+            Op::NormBackward { width, dout_stride, rms, has_residual } => {
+                let eps = if rms { f32::EPSILON } else { 1e-5 };
+                let p = NormBackwardParams { rows, width, dout_stride, rms: b(rms), has_residual: b(has_residual), eps, ..Default::default() };
+                block(p)
+            }
+            Op::AttentionBackward { n_head, d_head, has_sink, .. } => {
+                block(AttentionBackwardParams { rows, n_head, has_sink: b(has_sink), scale: 1.0 / (d_head as f32).sqrt() })
+            }
         }
     }
 
@@ -140,7 +185,10 @@ impl Op {
     pub fn workgroups(self, rows: u32, count: u32) -> u32 {
         let elements = |n: u32| n.div_ceil(ELEMENT_WORKGROUP);
         match self {
-            Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } => rows,
+            Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } => rows,
+            Op::TopKBackward { .. } => elements(rows),
+            Op::ActivationBackward { width, .. } => elements(rows * width),
+            Op::AttentionBackward { n_head, .. } => elements(rows * n_head),
             Op::Matmul { out, .. } => elements(rows.div_ceil(MATMUL_TILE) * out),
             Op::Attention { n_head, .. } => elements(rows * n_head),
             Op::ResidualAdd { width, .. } => elements(rows * width),
@@ -188,13 +236,30 @@ mod tests {
         check::<ResidualParams>();
         check::<BigramParams>();
         check::<InterveneParams>();
+        check::<TopKBackwardParams>();
+        check::<ActivationBackwardParams>();
+        check::<NormBackwardParams>();
+        check::<AttentionBackwardParams>();
         // And every shader with parameters has a struct here.
         let shaders: Vec<String> = std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|name| std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders").join(name)).unwrap().contains("struct Params"))
             .collect();
-        let covered = [EmbedParams::SHADER, NormParams::SHADER, MatmulParams::SHADER, AttentionParams::SHADER, TopKParams::SHADER, ResidualParams::SHADER, BigramParams::SHADER, InterveneParams::SHADER];
+        let covered = [
+            EmbedParams::SHADER,
+            NormParams::SHADER,
+            MatmulParams::SHADER,
+            AttentionParams::SHADER,
+            TopKParams::SHADER,
+            ResidualParams::SHADER,
+            BigramParams::SHADER,
+            InterveneParams::SHADER,
+            TopKBackwardParams::SHADER,
+            ActivationBackwardParams::SHADER,
+            NormBackwardParams::SHADER,
+            AttentionBackwardParams::SHADER,
+        ];
         for shader in shaders {
             assert!(covered.contains(&shader.as_str()), "{shader} has no parameter struct");
         }

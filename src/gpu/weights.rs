@@ -20,10 +20,24 @@ pub type GpuNorm = Norm<wgpu::Buffer>;
 /// A sparse `[out, in]` weight and an `[out]` bias.
 pub type GpuLinear = Linear<GpuMatrix, wgpu::Buffer>;
 
+/// The transposes of a layer's weights, `[in, out]` each: the backward pass
+/// multiplies a gradient by a weight, `dy @ W`, as `W^T` times it, which the
+/// forward's kernel computes reading rows (columns of W are scattered).
+pub struct LayerTransposes {
+    pub c_attn: GpuMatrix,
+    pub attn_proj: GpuMatrix,
+    pub c_fc: GpuMatrix,
+    pub mlp_proj: GpuMatrix,
+}
+
 pub struct GpuWeights {
     /// The model core's tree, every matrix packed, every vector and the
     /// bigram table (`[vocab_size, vocab_size]`) a dense buffer.
     pub params: Params<GpuMatrix, wgpu::Buffer, wgpu::Buffer>,
+    /// For the backward pass: each layer's transposes, and the unembedding's
+    /// `[d_model, vocab_size]`. As many nonzeros again.
+    pub transposes: Vec<LayerTransposes>,
+    pub unembedding_transposed: GpuMatrix,
     /// Bound where a kernel's optional input is absent (no bias, no sink).
     pub placeholder: wgpu::Buffer,
     /// Bytes of all weight buffers on the GPU.
@@ -34,8 +48,20 @@ impl GpuWeights {
     pub fn upload(ctx: &GpuContext, model: &Model) -> Result<GpuWeights, GpuError> {
         let mut up = Uploader { ctx, bytes: 0 };
         let params = model.params.map(&mut up)?;
+        let mut transposed = |name: &str, m: &SparseMatrix| up.matrix(&format!("{name}^T"), &m.transpose());
+        let transposes = (model.params.layers.iter())
+            .map(|layer| {
+                Ok(LayerTransposes {
+                    c_attn: transposed("c_attn", &layer.c_attn.weight)?,
+                    attn_proj: transposed("attn.c_proj", &layer.attn_proj.weight)?,
+                    c_fc: transposed("c_fc", &layer.c_fc.weight)?,
+                    mlp_proj: transposed("mlp.c_proj", &layer.mlp_proj.weight)?,
+                })
+            })
+            .collect::<Result<_, GpuError>>()?;
+        let unembedding_transposed = transposed("unembedding", model.unembedding())?;
         let placeholder = up.floats("placeholder", &[0.0])?;
-        Ok(GpuWeights { params, placeholder, bytes: up.bytes })
+        Ok(GpuWeights { params, transposes, unembedding_transposed, placeholder, bytes: up.bytes })
     }
 }
 

@@ -45,7 +45,7 @@ impl Objective {
     }
 
     /// d objective / d logits, as its few nonzero terms `(position, token, gradient)`.
-    fn logit_gradient(&self, logits: &Tensor) -> Vec<(usize, u32, f32)> {
+    pub fn logit_gradient(&self, logits: &Tensor) -> Vec<(usize, u32, f32)> {
         match *self {
             Objective::LogitDifference { position, target, contrast } => {
                 let mut terms = vec![(position, target, 1.0)];
@@ -62,7 +62,7 @@ impl Objective {
     }
 
     /// Refuses a position or token the run does not have.
-    fn check(&self, tokens: usize, vocab_size: usize) -> Result<(), ModelError> {
+    pub fn check(&self, tokens: usize, vocab_size: usize) -> Result<(), ModelError> {
         let (position, ids) = match *self {
             Objective::LogitDifference { position, target, contrast } => (position, [Some(target), contrast]),
             Objective::TaskLoss { position, right, wrong, .. } => (position, [Some(right), Some(wrong)]),

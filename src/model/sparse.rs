@@ -77,6 +77,25 @@ impl SparseMatrix {
         out
     }
 
+    /// `W^T` `[cols, rows]`, in the same form: what the GPU's backward pass
+    /// multiplies by (its kernel reads rows, not columns).
+    pub fn transpose(&self) -> SparseMatrix {
+        let mut counts = vec![0u32; self.cols + 1];
+        self.col_idx.iter().for_each(|&c| counts[c as usize + 1] += 1);
+        let row_ptr: Vec<u32> = counts.iter().scan(0u32, |sum, &n| { *sum += n; Some(*sum) }).collect();
+        let mut next = row_ptr.clone();
+        let (mut col_idx, mut values) = (vec![0u32; self.nnz()], vec![0f32; self.nnz()]);
+        for r in 0..self.rows {
+            let (cols, vals) = self.row(r);
+            for (&c, &v) in cols.iter().zip(vals) {
+                let at = next[c as usize] as usize;
+                (col_idx[at], values[at]) = (r as u32, v);
+                next[c as usize] += 1;
+            }
+        }
+        SparseMatrix { rows: self.cols, cols: self.rows, row_ptr, col_idx, values }
+    }
+
     /// Rows `ids` stacked densely: `[ids.len(), cols]` (an embedding lookup).
     pub fn gather_rows(&self, ids: impl IntoIterator<Item = usize>) -> Tensor {
         let ids: Vec<usize> = ids.into_iter().collect();
@@ -105,6 +124,9 @@ mod tests {
         let y = w.matmul_transposed(&x);
         assert_eq!(y.data, vec![3.0, 0.0, 3.0, 4.5, 0.0, -3.0]);
         assert_eq!(w.gather_rows([2, 0]).data, vec![0.0, 3.0, 0.0, 1.0, 0.0, 2.0]);
+        let t = w.transpose();
+        assert_eq!(t.to_dense(), vec![1.0, 0.0, 0.0, 0.0, 0.0, 3.0, 2.0, 0.0, 0.0]);
+        assert_eq!(t.transpose(), w);
     }
 
     #[test]

@@ -1,0 +1,303 @@
+//! The backward pass on the GPU: `model/backward.rs` op by op, in WGSL. A
+//! forward pass records every site; the activations the backward pass needs
+//! are uploaded again (the page holds them anyway, and the engine's forward
+//! workspace reuses one buffer per site across layers), then one command
+//! buffer runs every layer in reverse and copies each site's gradient out.
+//!
+//! Products with a weight's transpose run in the forward's sparse kernel
+//! on the uploaded transposes (`GpuWeights::transposes`): work scales with
+//! nonzeros, as forward.
+
+use wgpu::util::DeviceExt;
+
+use super::engine::Engine;
+use super::ops::{Op, PARAMS_BYTES};
+use super::readback::{finish_map, start_map};
+use super::weights::{GpuMatrix, GpuNorm};
+use super::GpuError;
+use crate::model::{Gradients, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite};
+
+/// One step of the backward pass: a dispatch with its buffers by binding
+/// number, or a site's gradient copied out.
+enum Step {
+    Dispatch { op: Op, bindings: Vec<(u32, wgpu::Buffer)> },
+    Emit { site: Site, buffer: wgpu::Buffer, width: usize },
+}
+
+impl Engine {
+    /// Runs `tokens` and differentiates `objective` back to every site, as
+    /// `model::gradients` does on the CPU.
+    pub async fn gradients(&mut self, tokens: &[u32], objective: &Objective) -> Result<Gradients, GpuError> {
+        objective.check(tokens.len(), self.config.vocab_size)?;
+        let (logits, activations) = self.forward(tokens, &Record::All).await?;
+        let value = objective.value(&logits);
+        let dlogits = objective.logit_gradient(&logits);
+        let gradients = self.backward(&activations, &dlogits).await?;
+        Ok(Gradients { logits, activations, gradients, value })
+    }
+
+    /// From d objective / d logits (`(position, token, gradient)` terms) to
+    /// every site's gradient, in forward order.
+    async fn backward(&mut self, activations: &Recording, dlogits: &[(usize, u32, f32)]) -> Result<Recording, GpuError> {
+        let c = self.config.clone();
+        let t = activations.first().map_or(0, |(_, a)| a.rows);
+        let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
+        let ctx = &self.ctx;
+        let w = &self.weights;
+        let storage = |label: &str, floats: usize| {
+            ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: 4 * floats.max(1) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        // The forward's activations, `[T, width]` each.
+        let saved: Vec<(Site, wgpu::Buffer)> = activations
+            .iter()
+            .map(|(site, a)| {
+                let contents = bytemuck::cast_slice(&a.data);
+                let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("saved activation"),
+                    contents: if contents.is_empty() { &[0; 4] } else { contents },
+                    usage: wgpu::BufferUsages::STORAGE,
+                });
+                (*site, buffer)
+            })
+            .collect();
+        let act = |site: Site| &saved.iter().find(|(s, _)| *s == site).expect("every site is recorded").1;
+        let mut dense_dlogits = vec![0f32; t * c.vocab_size];
+        for &(position, token, g) in dlogits {
+            dense_dlogits[position * c.vocab_size + token as usize] += g;
+        }
+        let dlogits = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("dlogits"),
+            contents: bytemuck::cast_slice(&dense_dlogits),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        // Scratch, reused by every layer.
+        let dx = storage("dx [T, d_model]", t * d);
+        let dsum = storage("dsum [T, d_model]", t * d);
+        let dmasked = storage("dmasked [T, d_model]", t * d);
+        let dnormed = storage("dnormed [T, d_model]", t * d);
+        let dh = storage("dh [T, d_mlp]", t * c.d_mlp);
+        let dh_masked = storage("dh masked [T, d_mlp]", t * c.d_mlp);
+        let dpre = storage("dpre [T, d_mlp]", t * c.d_mlp);
+        let pre = storage("pre [T, d_mlp]", t * c.d_mlp);
+        let dm = storage("dm [T, d_in]", t * d_in);
+        let dm_masked = storage("dm masked [T, d_in]", t * d_in);
+        let dy = storage("dy [T, d_attn]", t * d_attn);
+        let (dq, dk, dv) = (storage("dq", t * d_attn), storage("dk", t * d_attn), storage("dv", t * d_attn));
+        let dqkv = storage("dqkv [T, 3 d_attn]", t * 3 * d_attn);
+        let pairs = c.n_head * t * t;
+        let (weights, dscores) = (storage("weights [H, T, T]", pairs), storage("dscores [H, T, T]", pairs));
+
+        let mut b = Steps { c: &c, placeholder: &w.placeholder, steps: Vec::new() };
+
+        // logits = ln_f(x) @ unembedding^T + ...: dnormed = dlogits @ unembedding.
+        b.matmul_t(&w.unembedding_transposed, c.vocab_size, [&dlogits, &dnormed]);
+        b.norm(&w.params.ln_f, d, [act(Site::FinalResid), &dnormed, &dx], None);
+        b.emit(Site::FinalResid, &dx, d);
+        for (l, layer) in w.params.layers.iter().enumerate().rev() {
+            let site = |kind: SiteKind| act(Site::Layer(l, kind));
+            let transposes = &w.transposes[l];
+            let relu = c.residual_relu;
+
+            // MLP half, in reverse: x_out = topk(relu?(x_mid + o)).
+            let x_out = if l + 1 == c.n_layer { act(Site::FinalResid) } else { act(Site::Layer(l + 1, SiteKind::ResidIn)) };
+            b.topk(TopkSite::ResidPostMlp, d, relu, [x_out, &dx, &dsum], None);
+            b.emit(Site::Layer(l, SiteKind::MlpResidDelta), &dsum, d);
+            b.topk(TopkSite::MlpOut, d, false, [site(SiteKind::MlpResidDelta), &dsum, &dmasked], None);
+            b.matmul_t(&transposes.mlp_proj, d, [&dmasked, &dh]);
+            b.emit(Site::Layer(l, SiteKind::MlpPostAct), &dh, c.d_mlp);
+            b.topk(TopkSite::MlpNeuron, c.d_mlp, false, [site(SiteKind::MlpPostAct), &dh, &dh_masked], None);
+            let fc = &layer.c_fc;
+            let forward_fc = Op::Matmul {
+                in_width: d_in as u32,
+                out: c.d_mlp as u32,
+                row0: 0,
+                w_rows: fc.weight.rows,
+                w_nnz: fc.weight.nnz,
+                has_bias: fc.bias.is_some(),
+                activation: None,
+            };
+            b.op(forward_fc, &[site(SiteKind::MlpActIn), &fc.weight.buffer, fc.bias.as_ref().unwrap_or(&w.placeholder), &pre]);
+            b.op(Op::ActivationBackward { width: c.d_mlp as u32, activation: c.activation }, &[&pre, &dh_masked, &dpre]);
+            b.matmul_t(&transposes.c_fc, c.d_mlp, [&dpre, &dm]);
+            b.emit(Site::Layer(l, SiteKind::MlpActIn), &dm, d_in);
+            b.topk(TopkSite::MlpIn, d_in, false, [site(SiteKind::MlpActIn), &dm, &dm_masked], None);
+            b.norm(&layer.ln_2, d_in, [site(SiteKind::ResidMid), &dm_masked, &dx], Some(&dsum));
+            b.emit(Site::Layer(l, SiteKind::ResidMid), &dx, d);
+
+            // Attention half, in reverse: x_mid = topk(relu?(x_in + o)).
+            b.topk(TopkSite::ResidPostAttn, d, relu, [site(SiteKind::ResidMid), &dx, &dsum], None);
+            b.emit(Site::Layer(l, SiteKind::AttnResidDelta), &dsum, d);
+            b.topk(TopkSite::AttnOut, d, false, [site(SiteKind::AttnResidDelta), &dsum, &dmasked], None);
+            b.matmul_t(&transposes.attn_proj, d, [&dmasked, &dy]);
+            b.emit(Site::Layer(l, SiteKind::AttnY), &dy, d_attn);
+            let (q, k, v) = (site(SiteKind::AttnQ), site(SiteKind::AttnK), site(SiteKind::AttnV));
+            let sink = layer.sink_logit.as_ref().unwrap_or(&w.placeholder);
+            let attention = |keys| Op::AttentionBackward { n_head: c.n_head as u32, d_head: c.d_head as u32, has_sink: layer.sink_logit.is_some(), keys };
+            b.bound(attention(false), vec![(1, q), (2, k), (3, v), (4, sink), (5, &dy), (6, &weights), (7, &dscores), (8, &dq)]);
+            b.bound(attention(true), vec![(1, q), (5, &dy), (6, &weights), (7, &dscores), (9, &dk), (10, &dv)]);
+            b.emit(Site::Layer(l, SiteKind::AttnQ), &dq, d_attn);
+            b.emit(Site::Layer(l, SiteKind::AttnK), &dk, d_attn);
+            b.emit(Site::Layer(l, SiteKind::AttnV), &dv, d_attn);
+            b.topk(TopkSite::AttnQ, d_attn, false, [q, &dq, &dqkv], Some((3 * d_attn, 0)));
+            b.topk(TopkSite::AttnK, d_attn, false, [k, &dk, &dqkv], Some((3 * d_attn, d_attn)));
+            b.topk(TopkSite::AttnV, d_attn, false, [v, &dv, &dqkv], Some((3 * d_attn, 2 * d_attn)));
+            b.matmul_t(&transposes.c_attn, 3 * d_attn, [&dqkv, &dm]);
+            b.emit(Site::Layer(l, SiteKind::AttnActIn), &dm, d_in);
+            b.topk(TopkSite::AttnIn, d_in, false, [site(SiteKind::AttnActIn), &dm, &dm_masked], None);
+            b.norm(&layer.ln_1, d_in, [site(SiteKind::ResidIn), &dm_masked, &dx], Some(&dsum));
+            b.emit(Site::Layer(l, SiteKind::ResidIn), &dx, d);
+        }
+        let steps = b.steps;
+        let mut gradients = self.submit(steps, t).await?;
+        // Into forward order, as the activations are.
+        gradients.sort_by_key(|(site, _)| activations.iter().position(|(s, _)| s == site));
+        Ok(gradients)
+    }
+
+    /// Encodes `steps` in one command buffer (one compute pass between the
+    /// copies out), submits it and reads every emitted gradient back.
+    async fn submit(&self, steps: Vec<Step>, t: usize) -> Result<Recording, GpuError> {
+        let ctx = &self.ctx;
+        let slot_stride = PARAMS_BYTES.next_multiple_of(u64::from(ctx.limits.min_uniform_buffer_offset_alignment));
+        let dispatches = steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count();
+        let mut params = vec![0u8; dispatches.max(1) * slot_stride as usize];
+        let mut slot = 0;
+        for step in &steps {
+            if let Step::Dispatch { op, .. } = step {
+                let block = op.params(t as u32, t as u32, (0, 0));
+                params[slot * slot_stride as usize..][..block.len()].copy_from_slice(&block);
+                slot += 1;
+            }
+        }
+        let params = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("backward params"),
+            contents: &params,
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let floats: usize = steps.iter().map(|s| if let Step::Emit { width, .. } = s { t * width } else { 0 }).sum();
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("gradients staging"),
+            size: 4 * floats.max(1) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("backward") });
+        let mut pass: Option<wgpu::ComputePass<'static>> = None;
+        let (mut slot, mut offset) = (0u64, 0usize);
+        let mut copies: Vec<(Site, usize, usize)> = Vec::new();
+        for step in &steps {
+            match step {
+                Step::Dispatch { op, bindings } => {
+                    let pipeline = ctx.pipeline(op.kernel());
+                    let mut entries = vec![wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &params,
+                            offset: slot * slot_stride,
+                            size: wgpu::BufferSize::new(PARAMS_BYTES),
+                        }),
+                    }];
+                    entries.extend(bindings.iter().map(|(binding, buffer)| wgpu::BindGroupEntry { binding: *binding, resource: buffer.as_entire_binding() }));
+                    let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                        label: Some(op.kernel().label()),
+                        layout: &pipeline.get_bind_group_layout(0),
+                        entries: &entries,
+                    });
+                    slot += 1;
+                    let groups = op.workgroups(t as u32, 0);
+                    if groups == 0 {
+                        continue;
+                    }
+                    let pass = pass.get_or_insert_with(|| {
+                        encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("backward"), timestamp_writes: None }).forget_lifetime()
+                    });
+                    let (x, y) = ctx.grid(groups);
+                    pass.set_pipeline(&pipeline);
+                    pass.set_bind_group(0, &bind_group, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+                Step::Emit { site, buffer, width } => {
+                    pass = None; // copies go between passes
+                    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 4 * offset as u64, 4 * (t * width) as u64);
+                    copies.push((*site, *width, offset));
+                    offset += t * width;
+                }
+            }
+        }
+        drop(pass);
+        let submission = ctx.queue.submit([encoder.finish()]);
+        let mapped = start_map(&staging);
+        let data = finish_map(&ctx.device, &staging, mapped, Some(submission), floats).await?;
+        if let Some(fault) = ctx.take_fault() {
+            return Err(fault);
+        }
+        Ok(copies.into_iter().map(|(site, width, at)| (site, Tensor::from_vec(t, width, data[at..at + t * width].to_vec()))).collect())
+    }
+}
+
+/// The backward pass's steps, as they are listed.
+struct Steps<'a> {
+    c: &'a crate::model::Config,
+    placeholder: &'a wgpu::Buffer,
+    steps: Vec<Step>,
+}
+
+impl Steps<'_> {
+    /// A dispatch of `op` with `buffers` at bindings 1.. in order.
+    fn op(&mut self, op: Op, buffers: &[&wgpu::Buffer]) {
+        let bindings = buffers.iter().enumerate().map(|(i, b)| (i as u32 + 1, (*b).clone())).collect();
+        self.steps.push(Step::Dispatch { op, bindings });
+    }
+
+    /// A dispatch of `op` with buffers at the bindings named (an entry
+    /// point binds only what it uses).
+    fn bound(&mut self, op: Op, bindings: Vec<(u32, &wgpu::Buffer)>) {
+        let bindings = bindings.into_iter().map(|(i, b)| (i, b.clone())).collect();
+        self.steps.push(Step::Dispatch { op, bindings });
+    }
+
+    /// `site`'s gradient, in `buffer` (`[T, width]`), copied out here.
+    fn emit(&mut self, site: Site, buffer: &wgpu::Buffer, width: usize) {
+        self.steps.push(Step::Emit { site, buffer: buffer.clone(), width });
+    }
+
+    /// `out = g @ W` (`[T, in_width]` from `g` `[T, out]`... of the forward),
+    /// given `transposed` = W^T `[in, out]`: the forward's kernel on it.
+    fn matmul_t(&mut self, transposed: &GpuMatrix, g_width: usize, [g, out]: [&wgpu::Buffer; 2]) {
+        let op = Op::Matmul {
+            in_width: g_width as u32,
+            out: transposed.rows,
+            row0: 0,
+            w_rows: transposed.rows,
+            w_nnz: transposed.nnz,
+            has_bias: false,
+            activation: None,
+        };
+        let placeholder = self.placeholder.clone();
+        self.op(op, &[g, &transposed.buffer, &placeholder, out]);
+    }
+
+    /// AbsTopK's backward at `site` (everything kept where the config does not
+    /// sparsify it), with the residual ReLU when `relu`; into `out` at
+    /// (row stride, column offset), or densely.
+    fn topk(&mut self, site: TopkSite, width: usize, relu: bool, [kept, g, out]: [&wgpu::Buffer; 3], at: Option<(usize, usize)>) {
+        let k = self.c.topk_k(site, width).filter(|&k| k < width).unwrap_or(width);
+        let (stride, offset) = at.unwrap_or((width, 0));
+        let op = Op::TopKBackward { width: width as u32, k: k as u32, relu, out_stride: stride as u32, out_offset: offset as u32 };
+        self.op(op, &[kept, g, out]);
+    }
+
+    /// `out = residual + (the gradient at the norm's input x)`, from the
+    /// gradient at its output read from the first d_model columns of rows
+    /// `dout_stride` wide.
+    fn norm(&mut self, norm: &GpuNorm, dout_stride: usize, [x, dout, out]: [&wgpu::Buffer; 3], residual: Option<&wgpu::Buffer>) {
+        let op = Op::NormBackward { width: self.c.d_model as u32, dout_stride: dout_stride as u32, rms: norm.rms, has_residual: residual.is_some() };
+        let residual = residual.unwrap_or(self.placeholder).clone();
+        self.op(op, &[x, dout, &norm.weight, &residual, out]);
+    }
+}
