@@ -1,12 +1,12 @@
 //! The GPU engine inside headless Chromium (WebGPU on SwiftShader): every
-//! golden case at every site, as natively. Run by wasm-bindgen-test-runner
+//! golden case at every site, forward and backward, as natively. Run by wasm-bindgen-test-runner
 //! through chromedriver (`make test-browser-gpu`).
 #![cfg(all(target_arch = "wasm32", feature = "gpu"))]
 
 mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record};
-use circuitscope::model::Model;
+use circuitscope::model::{Model, Objective};
 use common::{assert_close, parse_safetensors};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -43,6 +43,32 @@ async fn every_golden_case_matches_at_every_site_on_webgpu() {
         assert_close(&format!("{case} logits (WebGPU)"), &logits, &expected["logits"]);
         for (site, tensor) in &recording {
             assert_close(&format!("{case} {site} (WebGPU)"), tensor, &expected[&site.to_string()]);
+        }
+    }
+}
+
+#[wasm_bindgen_test]
+async fn every_golden_case_has_the_reference_gradient_at_every_site_on_webgpu() {
+    let cases = [
+        (golden!("all_sites_relu_untied"), include_bytes!("golden/all_sites_relu_untied/grads.safetensors").as_slice(), include_str!("golden/all_sites_relu_untied/objective.json")),
+        (golden!("cat_pos_emb"), include_bytes!("golden/cat_pos_emb/grads.safetensors").as_slice(), include_str!("golden/cat_pos_emb/objective.json")),
+        (golden!("gpt2_ln_gelu"), include_bytes!("golden/gpt2_ln_gelu/grads.safetensors").as_slice(), include_str!("golden/gpt2_ln_gelu/objective.json")),
+        (golden!("paper_rms_topk_sink"), include_bytes!("golden/paper_rms_topk_sink/grads.safetensors").as_slice(), include_str!("golden/paper_rms_topk_sink/objective.json")),
+    ];
+    for ((case, config, weights, _, tokens), grads, objective) in cases {
+        let model = Model::from_bytes(config, weights).unwrap();
+        let tokens: Vec<u32> = serde_json::from_str(tokens).unwrap();
+        let objective: serde_json::Value = serde_json::from_str(objective).unwrap();
+        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
+        let position = objective["position"].as_u64().unwrap() as usize;
+        let objective = Objective::LogitDifference { position, target: id("target"), contrast: Some(id("contrast")) };
+        let ctx = GpuContext::new().await.expect("a WebGPU adapter");
+        let mut engine = Engine::new(ctx, &model).unwrap();
+        let ours = engine.gradients(&tokens, &objective).await.unwrap();
+        let expected = parse_safetensors(grads);
+        assert_eq!(ours.gradients.len(), expected.len(), "{case}: sites with gradients");
+        for (site, gradient) in &ours.gradients {
+            assert_close(&format!("{case} d/d {site} (WebGPU)"), gradient, &expected[&site.to_string()]);
         }
     }
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use circuitscope::circuits::{ablation_search, parse_samples, Choice, Evaluate, RunnerEval, SearchSettings, SiteMeans, TaskLoss};
-use circuitscope::model::{forward, Intervention, Model, Recording, Tokenizer};
+use circuitscope::model::{forward, Intervention, Model, Objective, Recording, Tokenizer};
 use circuitscope::runner::{Backend, Place, Runner, Want};
 use circuitscope::tasks::Task;
 
@@ -129,4 +129,30 @@ fn a_runner_answers_on_the_cpu_at_once_and_moves_to_the_gpu_once_it_is_ready() {
     let (on_gpu, _) = pollster::block_on(runner.run(&tokens, &[], &Record::LogitsOnly, &mut |_, _| {})).unwrap();
     let worst = on_cpu.data.iter().zip(&on_gpu.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "logits differ by {worst}");
+}
+
+/// Gradients go to the GPU with `Want::Gpu` and agree with the CPU's; a GPU
+/// lost before the next call hands it to the CPU, with the same result.
+#[test]
+fn gradients_agree_on_either_backend_and_a_lost_gpu_hands_them_to_the_cpu() {
+    let (model, tokenizer, _) = bundled();
+    let tokens = tokenizer.encode("x = 'hello");
+    let objective = Objective::LogitDifference { position: tokens.len() - 1, target: 6, contrast: Some(7) };
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let on_gpu = runner(&model, Want::Gpu, &heard);
+    let on_cpu = runner(&model, Want::Cpu, &heard);
+    let gpu = pollster::block_on(on_gpu.gradients(&tokens, &objective)).unwrap();
+    let cpu = pollster::block_on(on_cpu.gradients(&tokens, &objective)).unwrap();
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
+    assert_eq!(gpu.gradients.len(), cpu.gradients.len());
+    for ((site, g), (_, c)) in gpu.gradients.iter().zip(&cpu.gradients) {
+        assert!(close(&g.data, &c.data), "d/d {site} differs between the GPU and the CPU");
+    }
+    assert!(heard.borrow().is_empty(), "no change of backend yet: {:?}", heard.borrow());
+    pollster::block_on(on_gpu.lose_gpu());
+    let after = pollster::block_on(on_gpu.gradients(&tokens, &objective)).unwrap();
+    assert!(matches!(on_gpu.backend(), Backend::Cpu(_)), "{:?}", on_gpu.backend());
+    for ((site, a), (_, c)) in after.gradients.iter().zip(&cpu.gradients) {
+        assert_eq!(a.data, c.data, "d/d {site}: the CPU fallback is the CPU's pass");
+    }
 }

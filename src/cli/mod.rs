@@ -1,7 +1,7 @@
-//! The native command line: `circuitscope info | convert | forward | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
+//! The native command line: `circuitscope info | convert | forward | attribute | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
 
-#[cfg(feature = "gpu")]
 mod attribute;
+#[cfg(feature = "gpu")]
 mod bench;
 mod circuit;
 mod convert;

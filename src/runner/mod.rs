@@ -10,7 +10,8 @@
 //!   over as soon as it is computed (prompt runs, ablation re-runs, tours).
 //!   On the GPU whenever there is one.
 //! - [`Runner::record`]: a pass whose sites are wanted in bulk (the means),
-//!   where batches go.
+//!   where batches go; [`Runner::gradients`], a pass and its backward pass
+//!   (attribution), likewise.
 //! - [`Runner::logits`]: the logits of a batch of intervention variants
 //!   (effect ranking, circuit search). The first calls after a model loads
 //!   time the same kind of work on each backend ([`Runner::probe`]), and the
@@ -22,10 +23,16 @@
 //! readback, a validation error) drops the GPU for good: the runner says so
 //! through its backend callback, and the same call finishes on the CPU.
 
+#[cfg(feature = "gpu")]
+mod gpu;
+
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
-use crate::model::{forward_with_interventions, Intervention, Model, Record, Recording, Tensor};
+#[cfg(feature = "gpu")]
+use gpu::start_gpu;
+
+use crate::model::{forward_with_interventions, gradients, Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
 use crate::platform::{now_ms, sleep};
 
 /// Variants per GPU batch: enough to fill the GPU at the bundled model's
@@ -224,16 +231,35 @@ impl Runner {
     /// prompts): on the backend batches go to, so a software adapter that
     /// the CPU outruns is not asked to read back every site.
     pub async fn record(&self, tokens: &[u32], record: &Record) -> Result<(Tensor, Recording), String> {
-        // Not timed yet: the CPU when it is known to take a pass in stride.
-        let cpu_is_quick = self.timing.get().cpu.is_some_and(|ms| ms * (tokens.len() as f64) < SLOW_VARIANT_MS);
-        let on_gpu = match self.batch_place() {
-            Some(place) => place == Place::Gpu,
-            None => self.usable_gpu() && !cpu_is_quick,
-        };
-        if on_gpu {
+        if self.bulk_on_gpu(tokens.len()) {
             return self.run(tokens, &[], record, &mut |_, _| {}).await;
         }
         self.on_cpu(tokens, &[], record, &mut |_, _| {}).await
+    }
+
+    /// The gradient of `objective` at every site of `tokens`' run, with the
+    /// run: where bulk work goes, as [`Runner::record`]; a GPU that fails
+    /// hands it to the CPU.
+    pub async fn gradients(&self, tokens: &[u32], objective: &Objective) -> Result<Gradients, String> {
+        #[cfg(feature = "gpu")]
+        if self.bulk_on_gpu(tokens.len()) {
+            if let Some(outcome) = self.gradients_on_gpu(tokens, objective).await {
+                return outcome;
+            }
+        }
+        self.pause_now_and_then().await;
+        gradients(&self.model(), tokens, objective).map_err(|e| e.to_string())
+    }
+
+    /// Whether bulk work (every site read back) on `seq_len` tokens goes to
+    /// the GPU: where batches go once timed, and before that the GPU unless
+    /// the CPU is known to take a pass in stride.
+    fn bulk_on_gpu(&self, seq_len: usize) -> bool {
+        let cpu_is_quick = self.timing.get().cpu.is_some_and(|ms| ms * (seq_len as f64) < SLOW_VARIANT_MS);
+        match self.batch_place() {
+            Some(place) => place == Place::Gpu,
+            None => self.usable_gpu() && !cpu_is_quick,
+        }
     }
 
     /// [`Runner::run`] on the CPU reference.
@@ -406,81 +432,6 @@ impl Runner {
         *slot = Some(slot.map_or(per, |known| known.min(per)));
         self.timing.set(timing);
     }
-
-    /// The GPU gave an error that is not the input's: from now on, the CPU.
-    #[cfg(feature = "gpu")]
-    fn drop_gpu(&self, gpu: &mut Option<crate::gpu::Engine>, error: &crate::gpu::GpuError) {
-        *gpu = None;
-        let backend = Backend::Cpu(format!("the GPU failed ({error})"));
-        *self.backend.borrow_mut() = backend.clone();
-        (self.on_backend)(&backend);
-    }
-
-    /// [`Runner::run`] on the GPU; `None` when there is no (working) GPU.
-    #[cfg(feature = "gpu")]
-    async fn run_on_gpu(
-        &self,
-        tokens: &[u32],
-        interventions: &[Intervention],
-        record: &Record,
-        on_layer: &mut dyn FnMut(usize, &Recording),
-    ) -> Option<Result<(Tensor, Recording), String>> {
-        let mut gpu = self.gpu.lock().await;
-        let engine = gpu.as_mut()?;
-        let mut sites = Recording::new();
-        let result = engine
-            .run(tokens, std::slice::from_ref(&interventions.to_vec()), record, &mut |mut stage| {
-                if let Some(layer) = stage.layer {
-                    on_layer(layer, &stage.sites[0]);
-                }
-                sites.append(&mut stage.sites[0]);
-            })
-            .await;
-        match result {
-            Ok(mut logits) => Some(Ok((logits.remove(0), sites))),
-            // Bad input is the input's fault; anything else is the GPU's.
-            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
-            Err(e) => {
-                self.drop_gpu(&mut gpu, &e);
-                None
-            }
-        }
-    }
-
-    /// The logits of `variants` in one GPU batch and the milliseconds it
-    /// took once the GPU was free; `None` when there is no (working) GPU.
-    #[cfg(feature = "gpu")]
-    async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<(Vec<Tensor>, f64), String>> {
-        let mut gpu = self.gpu.lock().await;
-        let engine = gpu.as_mut()?;
-        let started = now_ms();
-        match engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await {
-            Ok(logits) => Some(Ok((logits, now_ms() - started))),
-            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
-            Err(e) => {
-                self.drop_gpu(&mut gpu, &e);
-                None
-            }
-        }
-    }
-}
-
-/// A GPU with `model` uploaded, and the adapter's description.
-#[cfg(feature = "gpu")]
-async fn start_gpu(model: &Model) -> Result<(crate::gpu::Engine, String), String> {
-    use crate::gpu::{Engine, GpuContext};
-    let missing = if cfg!(target_arch = "wasm32") { "WebGPU is not available" } else { "no GPU" };
-    let ctx = GpuContext::new().await.map_err(|e| format!("{missing} ({e})"))?;
-    let name = ctx.describe();
-    let mut engine = Engine::new(ctx, model).map_err(|e| format!("the model cannot run on this GPU ({e})"))?;
-    // Every kernel compiled now, by one token twice, the second with an
-    // intervention: a first run would otherwise wait for them.
-    let ablation = Intervention { site: crate::model::Site::Layer(0, crate::model::SiteKind::MlpPostAct), positions: vec![], channels: vec![0], ablation: crate::model::Ablation::Zero };
-    engine
-        .run(&[0], &[Vec::new(), vec![ablation]], &Record::All, &mut |_| {})
-        .await
-        .map_err(|e| format!("the GPU failed a first run ({e})"))?;
-    Ok((engine, name))
 }
 
 #[cfg(not(feature = "gpu"))]

@@ -1,0 +1,94 @@
+//! The runner's GPU side: passes, batches and gradients on the engine, and
+//! dropping the GPU for the CPU when it fails.
+
+use super::{Backend, Runner};
+use crate::model::{Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
+use crate::platform::now_ms;
+
+impl Runner {
+    /// The GPU gave an error that is not the input's: from now on, the CPU.
+    fn drop_gpu(&self, gpu: &mut Option<crate::gpu::Engine>, error: &crate::gpu::GpuError) {
+        *gpu = None;
+        let backend = Backend::Cpu(format!("the GPU failed ({error})"));
+        *self.backend.borrow_mut() = backend.clone();
+        (self.on_backend)(&backend);
+    }
+
+    /// [`Runner::run`] on the GPU; `None` when there is no (working) GPU.
+    pub(super) async fn run_on_gpu(
+        &self,
+        tokens: &[u32],
+        interventions: &[Intervention],
+        record: &Record,
+        on_layer: &mut dyn FnMut(usize, &Recording),
+    ) -> Option<Result<(Tensor, Recording), String>> {
+        let mut gpu = self.gpu.lock().await;
+        let engine = gpu.as_mut()?;
+        let mut sites = Recording::new();
+        let result = engine
+            .run(tokens, std::slice::from_ref(&interventions.to_vec()), record, &mut |mut stage| {
+                if let Some(layer) = stage.layer {
+                    on_layer(layer, &stage.sites[0]);
+                }
+                sites.append(&mut stage.sites[0]);
+            })
+            .await;
+        match result {
+            Ok(mut logits) => Some(Ok((logits.remove(0), sites))),
+            // Bad input is the input's fault; anything else is the GPU's.
+            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            Err(e) => {
+                self.drop_gpu(&mut gpu, &e);
+                None
+            }
+        }
+    }
+
+    /// The logits of `variants` in one GPU batch and the milliseconds it
+    /// took once the GPU was free; `None` when there is no (working) GPU.
+    pub(super) async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<(Vec<Tensor>, f64), String>> {
+        let mut gpu = self.gpu.lock().await;
+        let engine = gpu.as_mut()?;
+        let started = now_ms();
+        match engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await {
+            Ok(logits) => Some(Ok((logits, now_ms() - started))),
+            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            Err(e) => {
+                self.drop_gpu(&mut gpu, &e);
+                None
+            }
+        }
+    }
+
+    /// [`Runner::gradients`] on the GPU; `None` when there is no (working) GPU.
+    pub(super) async fn gradients_on_gpu(&self, tokens: &[u32], objective: &Objective) -> Option<Result<Gradients, String>> {
+        let mut gpu = self.gpu.lock().await;
+        let engine = gpu.as_mut()?;
+        match engine.gradients(tokens, objective).await {
+            Ok(gradients) => Some(Ok(gradients)),
+            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            Err(e) => {
+                self.drop_gpu(&mut gpu, &e);
+                None
+            }
+        }
+    }
+}
+
+/// A GPU with `model` uploaded, and the adapter's description.
+pub(super) async fn start_gpu(model: &Model) -> Result<(crate::gpu::Engine, String), String> {
+    use crate::gpu::{Engine, GpuContext};
+    let missing = if cfg!(target_arch = "wasm32") { "WebGPU is not available" } else { "no GPU" };
+    let ctx = GpuContext::new().await.map_err(|e| format!("{missing} ({e})"))?;
+    let name = ctx.describe();
+    let mut engine = Engine::new(ctx, model).map_err(|e| format!("the model cannot run on this GPU ({e})"))?;
+    // Every kernel compiled now, by one token twice, the second with an
+    // intervention: a first run would otherwise wait for them.
+    let ablation = Intervention { site: crate::model::Site::Layer(0, crate::model::SiteKind::MlpPostAct), positions: vec![], channels: vec![0], ablation: crate::model::Ablation::Zero };
+    engine
+        .run(&[0], &[Vec::new(), vec![ablation]], &Record::All, &mut |_| {})
+        .await
+        .map_err(|e| format!("the GPU failed a first run ({e})"))?;
+    Ok((engine, name))
+}
+
