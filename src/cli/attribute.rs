@@ -210,7 +210,7 @@ fn run_tasks(args: &AttributeArgs, model: &Model, tokenizer: Option<&Tokenizer>)
         let median = |f: &dyn Fn(&Agreement) -> f64| {
             let mut v: Vec<f64> = rows.iter().filter(|(p, ..)| p.task == task).map(|(_, _, a, _)| f(a)).collect();
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
         };
         println!("  {task:<22} Spearman {:.3}  top-20 overlap {:.2}", median(&|a| a.spearman), median(&|a| a.top_overlap));
     }

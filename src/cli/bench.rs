@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use crate::gpu::{Engine, GpuContext, Record};
-use crate::model::{forward, Ablation, Config, Intervention, Model, Site, SiteKind};
+use crate::model::{forward, gradients, Ablation, Config, Intervention, Model, Objective, Site, SiteKind};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -105,7 +105,32 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 forward(&model, &tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
                 cpu.push(start.elapsed());
             }
-            println!("| CPU reference forward, {t} tokens | {} |", ms(median(cpu)));
+            let cpu_forward = median(cpu);
+            println!("| CPU reference forward, {t} tokens | {} |", ms(cpu_forward));
+
+            // Forward (every site recorded) and backward: the gradient of a logit
+            // difference at the last position at every site (attribution's cost).
+            let objective = Objective::LogitDifference { position: t - 1, target: 1, contrast: Some(2) };
+            let mut gpu = Vec::new();
+            for _ in 0..reps + 1 {
+                let start = Instant::now();
+                engine.gradients(&tokens, &objective).await.map_err(|e| e.to_string())?;
+                gpu.push(start.elapsed());
+            }
+            gpu.remove(0);
+            println!("| GPU forward + backward (gradient at every site), {t} tokens | {} |", ms(median(gpu)));
+            let mut cpu = Vec::new();
+            for _ in 0..cpu_reps {
+                let start = Instant::now();
+                gradients(&model, &tokens, &objective).map_err(|e| e.to_string())?;
+                cpu.push(start.elapsed());
+            }
+            let cpu_both = median(cpu);
+            println!(
+                "| CPU reference forward + backward, {t} tokens | {} ({:.1}x the forward) |",
+                ms(cpu_both),
+                cpu_both.as_secs_f64() / cpu_forward.as_secs_f64()
+            );
         }
 
         // A batch of ablation variants of one 64-token prompt: each zero-ablates
