@@ -50,7 +50,7 @@ impl Objective {
 }
 
 /// Attributes `objective` on `tokens` to every candidate node, for zero
-/// ablation or, with `means`, mean ablation.
+/// ablation or, with `means`, mean ablation, on the CPU.
 pub fn attribute(
     model: &Model,
     tokens: &[u32],
@@ -58,20 +58,27 @@ pub fn attribute(
     ablation: AblationKind,
     means: Option<&SiteMeans>,
 ) -> Result<Attribution, ModelError> {
-    let run = gradients(model, tokens, &objective.differentiated())?;
-    let ablation = match (ablation, means) {
-        (AblationKind::Zero, _) => Ablations::Zero,
-        (AblationKind::Mean, Some(means)) => Ablations::Mean(
-            run.activations.iter().filter_map(|(site, _)| means.of(*site).map(|m| (*site, m))).collect(),
-        ),
-        (AblationKind::Mean, None) => {
-            return Err(ModelError::Objective("mean ablation needs the means over the sample prompts".into()))
-        }
-    };
-    let nodes = candidates(&run.activations, objective.position);
-    let mut attribution = Attribution { nodes, scores: Vec::new(), run, ablation };
-    attribution.scores = attribution.nodes.iter().map(|&node| attribution.per_position(node).iter().sum()).collect();
-    Ok(attribution)
+    Attribution::of(gradients(model, tokens, &objective.differentiated())?, objective, ablation, means)
+}
+
+impl Attribution {
+    /// Every candidate's attribution, from a run with its gradients (of
+    /// `objective`, from `Runner::gradients` or `model::gradients`).
+    pub fn of(run: Gradients, objective: &Objective, ablation: AblationKind, means: Option<&SiteMeans>) -> Result<Attribution, ModelError> {
+        let ablation = match (ablation, means) {
+            (AblationKind::Zero, _) => Ablations::Zero,
+            (AblationKind::Mean, Some(means)) => Ablations::Mean(
+                run.activations.iter().filter_map(|(site, _)| means.of(*site).map(|m| (*site, m))).collect(),
+            ),
+            (AblationKind::Mean, None) => {
+                return Err(ModelError::Objective("mean ablation needs the means over the sample prompts".into()))
+            }
+        };
+        let nodes = candidates(&run.activations, objective.position);
+        let mut attribution = Attribution { nodes, scores: Vec::new(), run, ablation };
+        attribution.scores = attribution.nodes.iter().map(|&node| attribution.per_position(node).iter().sum()).collect();
+        Ok(attribution)
+    }
 }
 
 impl Attribution {

@@ -124,7 +124,12 @@ impl ViewLink {
         if let Some(node) = view.selected {
             out.append_pair("sel", &encode_nodes(&[node]));
         }
-        out.append_pair("rank", if view.ranking == Ranking::Effect { "effect" } else { "activation" });
+        let rank = match view.ranking {
+            Ranking::Attribution => "attribution",
+            Ranking::Effect => "effect",
+            Ranking::Activation => "activation",
+        };
+        out.append_pair("rank", rank);
         out.append_pair("per_site", &view.per_site.to_string());
         if view.zoom != Zoom::IDENTITY {
             let Zoom { scale, dx, dy } = view.zoom;
@@ -186,8 +191,9 @@ impl ViewLink {
         }
         let ranking = match get("rank") {
             None | Some("effect") => Ranking::Effect,
+            Some("attribution") => Ranking::Attribution,
             Some("activation") => Ranking::Activation,
-            Some(other) => return Err(bad("rank", format!("{other:?} is neither effect nor activation"))),
+            Some(other) => return Err(bad("rank", format!("{other:?} is not attribution, effect or activation"))),
         };
         let per_site = match number("per_site")? {
             None => 8,
@@ -403,7 +409,7 @@ mod tests {
             ("v=1&model=m&nodes=0.resid_in:1", "is not a node site"),
             ("v=1&model=m&zero=0.attn.q:zzzzzzzzzz", "is not a channel step"),
             ("v=1&model=m&mean=0.attn.q:zzzzz-zzzzz-zzzzz", "out of range"),
-            ("v=1&model=m&rank=random", "neither effect nor activation"),
+            ("v=1&model=m&rank=random", "is not attribution, effect or activation"),
             ("v=1&model=m&sel=0.attn.q:1-1", "sel is not valid: not one node"),
             ("v=1&model=m&per_site=0", "not between 1 and 64"),
             ("v=1&model=m&zoom=1,2", "not three numbers"),

@@ -24,6 +24,9 @@ pub enum AblationKind {
 /// How the graph picks its nodes when no circuit is drawn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ranking {
+    /// By attribution: each node's effect on the chosen output estimated from
+    /// one backward pass, the shown nodes then measured.
+    Attribution,
     /// By measured effect on the chosen output.
     Effect,
     /// By |activation|.
@@ -96,7 +99,7 @@ impl Default for View {
             shown: Shown::Ranked,
             ablations: Vec::new(),
             selected: None,
-            ranking: Ranking::Effect,
+            ranking: Ranking::Attribution,
             per_site: NODES_PER_SITE,
             zoom: Zoom::IDENTITY,
         }
@@ -135,7 +138,7 @@ impl View {
 
     /// A task's prompt ran: rank by the right answer's logit over the wrong one's.
     pub fn pick_task(&mut self, right: u32, wrong: u32) {
-        self.ranking = Ranking::Effect;
+        self.ranking = Ranking::Attribution;
         self.target = Some(right);
         self.contrast = Some(wrong);
     }
@@ -282,7 +285,7 @@ mod tests {
         let mut view = busy_view();
         view.new_run(&[]);
         view.pick_task(7, 2);
-        assert_eq!((view.ranking, view.target, view.contrast), (Ranking::Effect, Some(7), Some(2)));
+        assert_eq!((view.ranking, view.target, view.contrast), (Ranking::Attribution, Some(7), Some(2)));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::ops::{Op, PARAMS_BYTES};
 use super::readback::{finish_map, start_map};
 use super::weights::{GpuMatrix, GpuNorm};
 use super::GpuError;
-use crate::model::{Gradients, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite};
+use crate::model::{check_every_site, Gradients, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite};
 
 /// One step of the backward pass: a dispatch with its buffers by binding
 /// number, or a site's gradient copied out.
@@ -30,6 +30,17 @@ impl Engine {
     pub async fn gradients(&mut self, tokens: &[u32], objective: &Objective) -> Result<Gradients, GpuError> {
         objective.check(tokens.len(), self.config.vocab_size)?;
         let (logits, activations) = self.forward(tokens, &Record::All).await?;
+        self.gradients_of_run(logits, activations, objective).await
+    }
+
+    /// [`Engine::gradients`] of a run already made (its logits and every
+    /// site), as `model::gradients_of_run`: the backward pass alone.
+    pub async fn gradients_of_run(&mut self, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, GpuError> {
+        objective.check(logits.rows, self.config.vocab_size)?;
+        if let Some(fault) = self.ctx.take_fault() {
+            return Err(fault);
+        }
+        check_every_site(&self.config, logits.rows, &activations)?;
         let value = objective.value(&logits);
         let dlogits = objective.logit_gradient(&logits);
         let gradients = self.backward(&activations, &dlogits).await?;

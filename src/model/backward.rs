@@ -99,13 +99,33 @@ impl Gradients {
 
 /// Runs `model` on `tokens` and differentiates `objective` back to every site.
 pub fn gradients(model: &Model, tokens: &[u32], objective: &Objective) -> Result<Gradients, ModelError> {
-    let c = &model.config;
-    objective.check(tokens.len(), c.vocab_size)?;
+    objective.check(tokens.len(), model.config.vocab_size)?;
     let mut activations = Recording::new();
     let logits = forward(model, tokens, &mut |site, acts| activations.push((site, acts.clone())))?;
+    gradients_of_run(model, logits, activations, objective)
+}
+
+/// [`gradients`] of a run already made: its logits `[T, vocab]` and every
+/// site's activation (all sites, as `forward` records them).
+pub fn gradients_of_run(model: &Model, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, ModelError> {
+    objective.check(logits.rows, model.config.vocab_size)?;
+    check_every_site(&model.config, logits.rows, &activations)?;
     let value = objective.value(&logits);
     let gradients = backward(model, &activations, &objective.logit_gradient(&logits));
     Ok(Gradients { logits, activations, gradients, value })
+}
+
+/// Refuses a recording without every site of every layer `[rows, width]`
+/// (the backward pass reads them all).
+pub fn check_every_site(config: &Config, rows: usize, activations: &Recording) -> Result<(), ModelError> {
+    let layers = (0..config.n_layer).flat_map(|l| SiteKind::ALL.map(|kind| Site::Layer(l, kind)));
+    for site in layers.chain([Site::FinalResid]) {
+        match activations.iter().find(|(s, _)| *s == site) {
+            Some((_, a)) if a.rows == rows && a.cols == config.site_width(site) => {}
+            _ => return Err(ModelError::Objective(format!("the run has no recording of {site} to differentiate through"))),
+        }
+    }
+    Ok(())
 }
 
 /// The backward pass proper: `dlogits` holds d objective / d logits as
@@ -423,5 +443,21 @@ mod tests {
                 assert!(checked >= 100, "variant {variant}: only {checked} entries checked, {skipped} on a top-k or ReLU edge");
             }
         }
+    }
+
+    #[test]
+    fn the_backward_pass_of_a_recorded_run_is_the_same_and_needs_every_site() {
+        let model = Model::synthetic(Config::from_json(VARIANTS[0]).unwrap(), 0.4, 3);
+        let tokens = [1, 2, 3, 4];
+        let objective = Objective::LogitDifference { position: 3, target: 1, contrast: Some(2) };
+        let full = gradients(&model, &tokens, &objective).unwrap();
+        let again = gradients_of_run(&model, full.logits.clone(), full.activations.clone(), &objective).unwrap();
+        assert_eq!(again.gradients, full.gradients);
+        let mut partial = full.activations.clone();
+        let (dropped, _) = partial.remove(3);
+        let error = gradients_of_run(&model, full.logits.clone(), partial, &objective).unwrap_err().to_string();
+        assert!(error.contains(&format!("no recording of {dropped}")), "{error}");
+        let beyond = Objective::LogitDifference { position: 9, target: 1, contrast: None };
+        assert!(gradients_of_run(&model, full.logits, full.activations, &beyond).unwrap_err().to_string().contains("position 9"));
     }
 }

@@ -22,50 +22,51 @@ impl Runner {
         record: &Record,
         on_layer: &mut dyn FnMut(usize, &Recording),
     ) -> Option<Result<(Tensor, Recording), String>> {
-        let mut gpu = self.gpu.lock().await;
-        let engine = gpu.as_mut()?;
-        let mut sites = Recording::new();
-        let result = engine
-            .run(tokens, std::slice::from_ref(&interventions.to_vec()), record, &mut |mut stage| {
-                if let Some(layer) = stage.layer {
-                    on_layer(layer, &stage.sites[0]);
-                }
-                sites.append(&mut stage.sites[0]);
-            })
-            .await;
-        match result {
-            Ok(mut logits) => Some(Ok((logits.remove(0), sites))),
-            // Bad input is the input's fault; anything else is the GPU's.
-            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
-            Err(e) => {
-                self.drop_gpu(&mut gpu, &e);
-                None
-            }
-        }
+        self.on_engine(async |engine| {
+            let mut sites = Recording::new();
+            let variant = [interventions.to_vec()];
+            let mut logits = engine
+                .run(tokens, &variant, record, &mut |mut stage| {
+                    if let Some(layer) = stage.layer {
+                        on_layer(layer, &stage.sites[0]);
+                    }
+                    sites.append(&mut stage.sites[0]);
+                })
+                .await?;
+            Ok((logits.remove(0), sites))
+        })
+        .await
     }
 
     /// The logits of `variants` in one GPU batch and the milliseconds it
     /// took once the GPU was free; `None` when there is no (working) GPU.
     pub(super) async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<(Vec<Tensor>, f64), String>> {
-        let mut gpu = self.gpu.lock().await;
-        let engine = gpu.as_mut()?;
-        let started = now_ms();
-        match engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await {
-            Ok(logits) => Some(Ok((logits, now_ms() - started))),
-            Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
-            Err(e) => {
-                self.drop_gpu(&mut gpu, &e);
-                None
-            }
-        }
+        self.on_engine(async |engine| {
+            let started = now_ms();
+            let logits = engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await?;
+            Ok((logits, now_ms() - started))
+        })
+        .await
+    }
+
+    /// [`Runner::gradients_of_run`] on the GPU; `None` when there is no (working) GPU.
+    pub(super) async fn gradients_of_run_on_gpu(&self, logits: Tensor, activations: Recording, objective: &Objective) -> Option<Result<Gradients, String>> {
+        self.on_engine(async |engine| engine.gradients_of_run(logits, activations, objective).await).await
     }
 
     /// [`Runner::gradients`] on the GPU; `None` when there is no (working) GPU.
     pub(super) async fn gradients_on_gpu(&self, tokens: &[u32], objective: &Objective) -> Option<Result<Gradients, String>> {
+        self.on_engine(async |engine| engine.gradients(tokens, objective).await).await
+    }
+
+    /// `work` on the engine; `None` when there is no (working) GPU. Bad
+    /// input is the input's fault (an error); any other GPU error is the
+    /// GPU's, and drops it.
+    async fn on_engine<T>(&self, work: impl AsyncFnOnce(&mut crate::gpu::Engine) -> Result<T, crate::gpu::GpuError>) -> Option<Result<T, String>> {
         let mut gpu = self.gpu.lock().await;
         let engine = gpu.as_mut()?;
-        match engine.gradients(tokens, objective).await {
-            Ok(gradients) => Some(Ok(gradients)),
+        match work(engine).await {
+            Ok(value) => Some(Ok(value)),
             Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
             Err(e) => {
                 self.drop_gpu(&mut gpu, &e);

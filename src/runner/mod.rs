@@ -32,7 +32,7 @@ use std::sync::Arc;
 #[cfg(feature = "gpu")]
 use gpu::start_gpu;
 
-use crate::model::{forward_with_interventions, gradients, Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
+use crate::model::{forward_with_interventions, gradients, gradients_of_run, Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
 use crate::platform::{now_ms, sleep};
 
 /// Variants per GPU batch: enough to fill the GPU at the bundled model's
@@ -249,6 +249,19 @@ impl Runner {
         }
         self.pause_now_and_then().await;
         gradients(&self.model(), tokens, objective).map_err(|e| e.to_string())
+    }
+
+    /// [`Runner::gradients`] of a run already made (its logits `[T, vocab]`
+    /// and every site): the backward pass alone.
+    pub async fn gradients_of_run(&self, logits: &Tensor, activations: &Recording, objective: &Objective) -> Result<Gradients, String> {
+        #[cfg(feature = "gpu")]
+        if self.bulk_on_gpu(logits.rows) {
+            if let Some(outcome) = self.gradients_of_run_on_gpu(logits.clone(), activations.clone(), objective).await {
+                return outcome;
+            }
+        }
+        self.pause_now_and_then().await;
+        gradients_of_run(&self.model(), logits.clone(), activations.clone(), objective).map_err(|e| e.to_string())
     }
 
     /// Whether bulk work (every site read back) on `seq_len` tokens goes to

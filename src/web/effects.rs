@@ -8,10 +8,11 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
+use super::attribution::AttributionAgreement;
 use super::page::{use_page, Effects, Page};
 use super::summary::token_text;
-use crate::circuits::{candidates, Objective, Ranking};
-use crate::model::{Intervention, Recording, Tensor};
+use crate::circuits::{candidates, Node, Objective, Ranking};
+use crate::model::{Intervention, Tensor};
 use crate::platform::sleep;
 use crate::runner::{Place, Runner};
 
@@ -26,28 +27,29 @@ const CPU_PROBE: usize = 8;
 const BUDGET_MS: f64 = 120_000.0;
 
 /// How a measurement ended.
-enum Measured {
+pub(super) enum Measured {
     Done(Effects),
-    /// Probed, and estimated past the budget: `seconds` for `nodes` nodes.
-    OverBudget { seconds: f64, nodes: usize },
+    /// Probed, and estimated past the budget: `seconds` for `nodes` nodes;
+    /// the effects measured by then.
+    OverBudget { seconds: f64, nodes: usize, partial: Vec<(Node, f32)> },
 }
 
-/// Measures the effect of every candidate node on `objective`: the clean
-/// objective minus the objective with the node zero-ablated everywhere.
-/// Until the runner knows which backend is faster, chunks are its probes;
-/// then a measurement estimated past `budget_ms` (when given) stops there.
-/// `progress(done, total)` after every chunk; gives up (`None`) as soon as
-/// `still_wanted` says the result is no longer needed.
-async fn measure(
+/// Measures the effect of each of `nodes` on `objective` for a run of
+/// `tokens` whose logits are `clean`: the clean objective minus the objective with the node
+/// zero-ablated everywhere. Until the runner knows which backend is faster,
+/// chunks are its probes; then a measurement estimated past `budget_ms`
+/// (when given) stops there. `progress(done, total)` after every chunk;
+/// gives up (`None`) as soon as `still_wanted` says the result is no longer
+/// needed.
+pub(super) async fn measure(
     runner: &Runner,
-    tokens: &[u32],
-    (clean, recording): (&Tensor, &Recording),
+    (tokens, clean): (&[u32], &Tensor),
+    nodes: Vec<Node>,
     objective: Objective,
     budget_ms: Option<f64>,
     progress: &dyn Fn(usize, usize),
     still_wanted: &dyn Fn() -> bool,
 ) -> Result<Option<Measured>, String> {
-    let nodes = candidates(recording, objective.position);
     let clean = objective.of(clean);
     let mut values = Vec::with_capacity(nodes.len());
     while values.len() < nodes.len() {
@@ -59,7 +61,7 @@ async fn measure(
         let left = nodes.len() - values.len();
         if let Some(ms) = runner.estimate_ms(tokens.len(), left) {
             if budget_ms.is_some_and(|budget| ms > budget) {
-                return Ok(Some(Measured::OverBudget { seconds: ms / 1000.0, nodes: nodes.len() }));
+                return Ok(Some(Measured::OverBudget { seconds: ms / 1000.0, nodes: nodes.len(), partial: values }));
             }
         }
         let size = match runner.probing() {
@@ -103,14 +105,15 @@ impl Page {
                         self.measuring.set(Some((done, total)));
                     }
                 };
-                let result = measure(&runner, &run.tokens, (&run.logits, &run.recording), wanted, budget, &progress, &still_wanted).await;
+                let nodes = candidates(&run.recording, wanted.position);
+                let result = measure(&runner, (&run.tokens, &run.logits), nodes, wanted, budget, &progress, &still_wanted).await;
                 if !still_wanted() {
                     return;
                 }
                 self.measuring.set(None);
                 match result {
                     Ok(Some(Measured::Done(measured))) => self.effects.set(Some(Arc::new(measured))),
-                    Ok(Some(Measured::OverBudget { seconds, nodes })) => {
+                    Ok(Some(Measured::OverBudget { seconds, nodes, .. })) => {
                         self.ranking_note.set(Some(format!(
                             "Ranked by activation: measuring the effect of all {nodes} nodes would take about {} here. Choose \"measured effect\" to measure anyway.",
                             duration(seconds)
@@ -125,8 +128,14 @@ impl Page {
     }
 }
 
+/// An objective as the page's data attributes name it, e.g. `58-12@28`
+/// (tests wait on them).
+fn objective_key(o: &Objective) -> String {
+    format!("{}{}@{}", o.target, o.contrast.map(|c| format!("-{c}")).unwrap_or_default(), o.position)
+}
+
 /// A rough duration for people: "40 s", "12 min", "3.5 h".
-fn duration(seconds: f64) -> String {
+pub(super) fn duration(seconds: f64) -> String {
     match seconds {
         s if s < 90.0 => format!("{s:.0} s"),
         s if s < 5400.0 => format!("{:.0} min", s / 60.0),
@@ -142,14 +151,7 @@ pub fn RankingControls() -> impl IntoView {
     let page = use_page();
     let (effects, note, predictions) = (page.effects, page.ranking_note, page.clean_top);
     // What the effects shown were measured on, e.g. `58-12@28`, for tests to wait on.
-    let measured = move || {
-        effects.with(|e| {
-            e.as_ref().map(|e| {
-                let o = e.objective;
-                format!("{}{}@{}", o.target, o.contrast.map(|c| format!("-{c}")).unwrap_or_default(), o.position)
-            })
-        })
-    };
+    let measured = move || effects.with(|e| e.as_ref().map(|e| objective_key(&e.objective)));
     // The top predictions, and the chosen token too when it is not among them
     // (a task's answers need not be).
     let options = move |chosen: Option<u32>| {
@@ -168,28 +170,39 @@ pub fn RankingControls() -> impl IntoView {
             .collect_view()
     };
     let parse = |value: String| value.parse::<u32>().ok();
-    let by_effect = move || page.ranking.get() == Ranking::Effect;
+    let ranking = page.ranking;
+    let on_output = move || ranking.get() != Ranking::Activation;
+    // What the attributions shown were computed for, as `data-measured`.
+    let attributed = move || {
+        page.attributed.with(|a| a.as_ref().filter(|_| page.attribution_shown()).map(|a| objective_key(&a.objective)))
+    };
+    let confirmed = move || page.confirmed_now().map(|c| objective_key(&c.objective));
     let target = move || page.view.with(|v| v.target).or_else(|| predictions.with(|p| p.first().map(|p| p.token)));
     let contrast = move || page.view.with(|v| v.contrast);
     view! {
-        <div class="ranking" data-testid="ranking" data-measured=measured style:display=move || if predictions.with(Vec::is_empty) { "none" } else { "flex" }>
+        <div class="ranking" data-testid="ranking" data-measured=measured data-attributed=attributed data-confirmed=confirmed style:display=move || if predictions.with(Vec::is_empty) { "none" } else { "flex" }>
             <label>
                 "Rank nodes by "
                 <select
                     data-testid="rank-by"
                     on:change=move |ev| {
-                        let by_effect = event_target_value(&ev) != "activation";
+                        let ranking = match event_target_value(&ev).as_str() {
+                            "attribution" => Ranking::Attribution,
+                            "effect" => Ranking::Effect,
+                            _ => Ranking::Activation,
+                        };
                         // Asked for again after a note that it would be slow: measure anyway.
-                        page.budgeted.set(!(by_effect && note.get_untracked().is_some()));
+                        page.budgeted.set(!(ranking == Ranking::Effect && note.get_untracked().is_some()));
                         note.set(None);
-                        page.view.update(|v| v.ranking = if by_effect { Ranking::Effect } else { Ranking::Activation });
+                        page.view.update(|v| v.ranking = ranking);
                     }
                 >
-                    <option value="effect" selected=by_effect>"measured effect on"</option>
-                    <option value="activation" selected=move || !by_effect()>"|activation| (no output)"</option>
+                    <option value="attribution" selected=move || ranking.get() == Ranking::Attribution>"attribution (estimated effect) on"</option>
+                    <option value="effect" selected=move || ranking.get() == Ranking::Effect>"measured effect on"</option>
+                    <option value="activation" selected=move || ranking.get() == Ranking::Activation>"|activation| (no output)"</option>
                 </select>
             </label>
-            <span class="objective" style:visibility=move || if by_effect() { "visible" } else { "hidden" }>
+            <span class="objective" style:visibility=move || if on_output() { "visible" } else { "hidden" }>
                 <label>
                     " the logit of "
                     <select data-testid="target-token" on:change=move |ev| page.view.update(|v| v.target = parse(event_target_value(&ev)))>
@@ -205,6 +218,7 @@ pub fn RankingControls() -> impl IntoView {
                 </label>
             </span>
             {move || note.get().map(|text| view! { <span class="hint" data-testid="ranking-note">{text}</span> })}
+            <AttributionAgreement />
             {move || {
                 page.measuring.get().map(|(done, total)| {
                     view! {

@@ -251,7 +251,8 @@ pub fn CircuitCanvas() -> impl IntoView {
         let i = hovered.get()?;
         graph.with(|view| {
             let node = view.as_ref()?.nodes.get(i)?;
-            Some(format!("{}: activation {:.4}{}", node.label, node.activation, effect_text(node.effect)))
+            let measured = page.measured_effect(node.node).map(|e| format!(" (measured {e:+.4})")).unwrap_or_default();
+            Some(format!("{}: activation {:.4}{}{measured}", node.label, node.activation, effect_text(node.effect)))
         })
     };
     view! {
@@ -267,6 +268,15 @@ pub fn CircuitCanvas() -> impl IntoView {
                     (None, Ranking::Effect) => format!(
                         "Nodes: per site, the {} with the largest measured effect on the chosen output (how much it \
                          drops when the node is zero-ablated at every position).",
+                        per_site.get()
+                    ),
+                    (None, Ranking::Attribution) if !page.attribution_shown() => format!(
+                        "Nodes: per site, the {} channels of largest |activation| at this token, until their attributions arrive.",
+                        per_site.get()
+                    ),
+                    (None, Ranking::Attribution) => format!(
+                        "Nodes: per site, the {} of largest attribution on the chosen output (its effect estimated from one \
+                         backward pass: gradient x activation, summed over positions); then each is zero-ablated to confirm it.",
                         per_site.get()
                     ),
                     (None, Ranking::Activation) => {
@@ -345,20 +355,23 @@ pub fn NodeTable() -> impl IntoView {
                 .iter()
                 .map(|n| {
                     let effect = n.effect.map(|e| format!("{e:+.4}")).unwrap_or_default();
+                    let measured = page.measured_effect(n.node);
                     view! {
-                        <tr data-label=n.label.clone() data-effect=n.effect data-activation=n.activation data-column=n.column data-row=n.row>
+                        <tr data-label=n.label.clone() data-effect=n.effect data-measured=measured data-activation=n.activation data-column=n.column data-row=n.row>
                             <td>{n.label.clone()}</td>
                             <td>{format!("{:.4}", n.activation)}</td>
                             <td>{effect}</td>
+                            <td>{measured.map(|e| format!("{e:+.4}")).unwrap_or_default()}</td>
                         </tr>
                     }
                 })
                 .collect_view();
+            let effect_header = if page.ranking.get() == Ranking::Attribution { "attribution" } else { "effect" };
             Some(view! {
                 <details class="node-table">
                     <summary>{format!("The {} nodes as a table", view.nodes.len())}</summary>
                     <table data-testid="node-table">
-                        <thead><tr><th>"node"</th><th>"activation"</th><th>"effect"</th></tr></thead>
+                        <thead><tr><th>"node"</th><th>"activation"</th><th>{effect_header}</th><th>"measured (confirmed)"</th></tr></thead>
                         <tbody>{rows}</tbody>
                     </table>
                 </details>

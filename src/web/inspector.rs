@@ -56,6 +56,10 @@ pub fn NodeInspector() -> impl IntoView {
                     .collect_view()
             };
             let target = node.node;
+            let attribution = page
+                .attributed
+                .with(|a| a.as_ref().filter(|_| page.attribution_shown()).map(|a| a.attribution.per_position(target)))
+                .filter(|values| !values.is_empty());
             Some(view! {
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
@@ -78,7 +82,12 @@ pub fn NodeInspector() -> impl IntoView {
                         </button>
                     </div>
                     <h3>"Activation at every token"</h3>
-                    <Heatmap details=details.clone() />
+                    <Heatmap values=details.activations.clone() testid="node-heatmap" />
+                    {attribution.map(|values| view! {
+                        <h3>"Attribution at every token"</h3>
+                        <p class="hint">"What zero-ablating it at that token alone would change the output by, to first order."</p>
+                        <Heatmap values=values testid="node-attribution" />
+                    })}
                     {details.attention.clone().map(|(head, pattern)| view! { <AttentionPattern head=head pattern=pattern /> })}
                     {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() /> })}
                     <h3>"Edges in the graph: incoming"</h3>
@@ -92,17 +101,17 @@ pub fn NodeInspector() -> impl IntoView {
     }
 }
 
-/// The prompt's tokens, each shaded by the node's activation there; a click
-/// selects the position.
+/// The prompt's tokens, each shaded by one of the node's values there (its
+/// activation, its attribution); a click selects the position.
 #[component]
-fn Heatmap(details: NodeDetails) -> impl IntoView {
+fn Heatmap(values: Vec<f32>, testid: &'static str) -> impl IntoView {
     let page = use_page();
     let position = page.position;
-    let max = details.activations.iter().fold(0.0f32, |m, a| m.max(a.abs()));
+    let max = values.iter().fold(0.0f32, |m, a| m.max(a.abs()));
     let tokenizer = page.tokenizer();
     let cells = tokens_of(page)
         .into_iter()
-        .zip(details.activations)
+        .zip(values)
         .enumerate()
         .map(|(p, (id, value))| {
             view! {
@@ -119,7 +128,7 @@ fn Heatmap(details: NodeDetails) -> impl IntoView {
             }
         })
         .collect_view();
-    view! { <div class="heatmap" data-testid="node-heatmap">{cells}</div> }
+    view! { <div class="heatmap" data-testid=testid>{cells}</div> }
 }
 
 /// The head's attention pattern (rows: queries, columns: keys), and where the

@@ -10,6 +10,7 @@
 //!   circuits), each through the runner (`crate::runner`).
 //! - The rest are components, each reading the state from context.
 
+mod attribution;
 mod circuits;
 mod components;
 mod effects;
@@ -49,6 +50,7 @@ fn App() -> impl IntoView {
     provide_context(page);
     page.rerun_ablations_on_change();
     page.measure_effects_on_change();
+    page.attribute_on_change();
     page.start();
     view! {
         <header class="topbar">

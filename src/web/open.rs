@@ -159,6 +159,8 @@ impl Page {
         // A search on the old model stops; the view keeps how the graph is drawn.
         self.cancel_search.set_value(true);
         self.effects.set(None);
+        self.attributed.set(None);
+        self.confirmed.set(None);
         self.view.update(|v| v.new_run(&[]));
         self.circuits.set(circuits);
         self.budgeted.set(true);

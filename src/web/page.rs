@@ -14,7 +14,7 @@ use leptos::prelude::*;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    AblationKind, GraphView, LinkModel, LoadedCircuit, Node, Objective, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
+    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, Objective, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
     ViewLink, Zoom,
 };
 use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
@@ -69,6 +69,27 @@ pub struct Effects {
     pub values: Vec<(Node, f32)>,
 }
 
+/// Every candidate node's attribution on `objective`, for one run, and the
+/// gradients it came from (the inspector's attribution per position).
+pub struct Attributed {
+    pub objective: Objective,
+    pub values: Vec<(Node, f32)>,
+    pub attribution: Attribution,
+}
+
+/// The shown nodes' measured effects, checking their attribution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Confirmed {
+    pub objective: Objective,
+    /// Measured, largest attribution first.
+    pub values: Vec<(Node, f32)>,
+    /// Nodes shown.
+    pub of: usize,
+    /// When the budget stopped it: about how long the rest would take.
+    pub rest_seconds: Option<f64>,
+    pub agreement: Agreement,
+}
+
 /// A circuit search under way: how far it is, and where it runs once the
 /// runner has chosen.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -92,6 +113,11 @@ pub struct Page {
     pub view: RwSignal<View>,
     pub ablated: RwSignal<Option<Arc<Ablated>>>,
     pub effects: RwSignal<Option<Arc<Effects>>>,
+    pub attributed: RwSignal<Option<Arc<Attributed>>>,
+    /// The shown nodes' measured effects, once measured after attribution.
+    pub confirmed: RwSignal<Option<Arc<Confirmed>>>,
+    /// Whether the backward pass (or the confirmation) is under way.
+    pub attributing: RwSignal<bool>,
     /// Nodes measured of all, while effects are measured.
     pub measuring: RwSignal<Option<(usize, usize)>>,
     /// Why the ranking is by activation when effects were too slow to measure.
@@ -149,6 +175,7 @@ impl Page {
         let view = RwSignal::new(View::default());
         let ablated = RwSignal::new(None::<Arc<Ablated>>);
         let effects = RwSignal::new(None::<Arc<Effects>>);
+        let attributed = RwSignal::new(None::<Arc<Attributed>>);
         let seq_len = move || run.with(|r| r.as_ref().map_or(0, |r| r.tokens.len()));
         let position = Memo::new(move |_| view.with(|v| v.at(seq_len())));
         let ranking = Memo::new(move |_| view.with(|v| v.ranking));
@@ -189,6 +216,11 @@ impl Page {
                     Some(measured) => Some(GraphView::top_effects(&model, recording, at, per_site.get(), &measured.values)),
                     None => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
                 },
+                // By activation until the backward pass is done.
+                Ranking::Attribution => match attributed.get().filter(|a| objective.get() == Some(a.objective)) {
+                    Some(attributed) => Some(GraphView::top_effects(&model, recording, at, per_site.get(), &attributed.values)),
+                    None => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
+                },
             }
         });
         Page {
@@ -201,6 +233,9 @@ impl Page {
             view,
             ablated,
             effects,
+            attributed,
+            confirmed: RwSignal::new(None),
+            attributing: RwSignal::new(false),
             measuring: RwSignal::new(None),
             ranking_note: RwSignal::new(None),
             budgeted: RwSignal::new(true),
@@ -261,6 +296,12 @@ impl Page {
     /// GPU is readied).
     pub fn ready(&self) -> bool {
         self.opened.with(Option::is_some) && !self.busy()
+    }
+
+    /// Whether the graph is ranked by attributions for the output chosen.
+    pub fn attribution_shown(&self) -> bool {
+        let objective = self.objective.get();
+        self.attributed.with(|a| a.as_ref().is_some_and(|a| Some(a.objective) == objective))
     }
 
     /// Whether the graph is ranked by effects measured for the output chosen.

@@ -23,6 +23,8 @@ impl Page {
         self.run.set(None);
         self.layers.set(Vec::new());
         self.effects.set(None);
+        self.attributed.set(None);
+        self.confirmed.set(None);
         self.circuits.with_untracked(|circuits| self.view.update(|v| v.new_run(circuits)));
         let tokens = match encode_prompt(&model, self.tokenizer().as_deref(), &text) {
             Ok(tokens) => tokens,

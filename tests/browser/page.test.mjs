@@ -300,9 +300,9 @@ test('the default is the trained model; each task\'s prompt is a click away, run
     assert.equal(await page.getByTestId('prompt-input').inputValue(), task.prompt);
     assert.deepEqual(await page.getByTestId('token').evaluateAll((els) => els.map((e) => Number(e.dataset.token))), expected.tokens);
     assert.deepEqual(await shownPredictions(page), expected.predictions.map((p) => String(p.token)));
-    // The circuit is measured on logit(right) - logit(wrong) at the last token.
+    // The circuit is attributed on logit(right) - logit(wrong) at the last token.
     const objective = `${right}-${wrong}@${expected.tokens.length - 1}`;
-    await page.locator(`[data-testid=ranking][data-measured="${objective}"]`).waitFor({ timeout: 120_000 });
+    await page.locator(`[data-testid=ranking][data-attributed="${objective}"]`).waitFor({ timeout: 120_000 });
     assert.equal(await page.getByTestId('target-token').inputValue(), String(right));
     assert.equal(await page.getByTestId('contrast-token').inputValue(), String(wrong));
   }
@@ -517,7 +517,10 @@ function assertTopEffects(shown, expected, perSite = 8) {
 
 test('nodes are ranked by their measured effect on the chosen output, as the CLI measures it; ablating one moves the output by its effect', async () => {
   const { page, errors } = await openPage();
-  // By default: the effect on the top prediction's logit at the last position.
+  // The effect on the top prediction's logit at the last position (the
+  // default ranking is by attribution).
+  assert.equal(await page.getByTestId('rank-by').inputValue(), 'attribution');
+  await page.getByTestId('rank-by').selectOption('effect');
   const expected = cliJson('graph');
   await page.locator(`[data-testid=ranking][data-measured="${expected.objective.target}@${tokens.length - 1}"]`).waitFor({ state: 'attached', timeout: 120_000 });
   assertTopEffects(await shownEffects(page), expected);
@@ -543,6 +546,49 @@ test('nodes are ranked by their measured effect on the chosen output, as the CLI
   await page.locator('[data-testid=objective-change][data-ablated]').waitFor();
   const ablated = Number(await change.getAttribute('data-ablated'));
   assert.ok(Math.abs(clean - ablated - top.effect) < 2e-3 + 1e-3 * Math.abs(top.effect), `ablated ${ablated}, effect ${top.effect}`);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+test('nodes ranked by attribution are the CLI\'s attribute ranking, then confirmed by ablation; the inspector shows attribution per token', async () => {
+  const { page, errors } = await openPage();
+  await page.getByTestId('rank-by').selectOption('attribution');
+  const expected = cliJson('attribute');
+  const last = tokens.length - 1;
+  await page.locator(`[data-testid=ranking][data-attributed="${expected.objective.target}@${last}"]`).waitFor({ state: 'attached', timeout: 120_000 });
+  assert.match(await page.locator('.circuit .hint').textContent(), /largest attribution/);
+  // Every shown node's attribution is the CLI's, and among its site's largest.
+  const close = (a, b) => Math.abs(a - b) <= 1e-3 + 1e-3 * Math.abs(b);
+  const cli = new Map(expected.nodes.map((n) => [n.label, n.attribution]));
+  const site = (label) => label.split('[')[0];
+  await page.locator(`[data-testid=ranking][data-confirmed="${expected.objective.target}@${last}"]`).waitFor({ state: 'attached', timeout: 120_000 });
+  const rows = await page.locator('[data-testid=node-table] tbody tr').evaluateAll((rs) => rs.map((r) => ({
+    label: r.dataset.label, attribution: Number(r.dataset.effect), measured: Number(r.dataset.measured), column: Number(r.dataset.column), row: Number(r.dataset.row),
+  })));
+  assert.ok(rows.length >= 8, `${rows.length} nodes shown`);
+  for (const node of rows) {
+    assert.ok(close(node.attribution, cli.get(node.label)), `${node.label}: page ${node.attribution}, CLI ${cli.get(node.label)}`);
+    const sameSite = expected.nodes.filter((n) => site(n.label) === site(node.label)).map((n) => Math.abs(n.attribution));
+    const cutoff = sameSite.sort((a, b) => b - a)[7] ?? 0;
+    assert.ok(Math.abs(cli.get(node.label)) >= cutoff - 1e-3, `${node.label} is not among its site's top 8`);
+  }
+  // Confirmed: each shown node's measured effect is the CLI's, and the agreement is said.
+  const effects = new Map(cliJson('graph').effects.map((e) => [e.label, e.effect]));
+  for (const node of rows) {
+    assert.ok(Math.abs(node.measured - effects.get(node.label)) <= 2e-3 + 1e-3 * Math.abs(effects.get(node.label)), `${node.label}: measured ${node.measured}, CLI ${effects.get(node.label)}`);
+  }
+  const spearman = Number(await page.getByTestId('agreement').getAttribute('data-spearman'));
+  assert.ok(spearman > -1 && spearman <= 1, `Spearman ${spearman}`);
+  assert.match(await page.getByTestId('agreement').textContent(), new RegExp(`the ${rows.length} shown nodes measured`));
+  // The inspector: the node's attribution per token sums to its attribution.
+  const top = rows.reduce((a, b) => (Math.abs(b.attribution) > Math.abs(a.attribution) ? b : a));
+  const { at } = await circuitCanvas(page);
+  await page.mouse.click(...at(top));
+  await page.getByTestId('node-inspector').locator('h2').filter({ hasText: top.label }).waitFor();
+  const perToken = await page.getByTestId('node-attribution').locator('span').evaluateAll((s) => s.map((e) => Number(e.dataset.value)));
+  assert.equal(perToken.length, tokens.length);
+  const sum = perToken.reduce((a, b) => a + b, 0);
+  assert.ok(close(sum, top.attribution), `per token sums to ${sum}, attribution ${top.attribution}`);
   assert.deepEqual(errors, []);
   await page.close();
 });
@@ -898,8 +944,19 @@ test('the converted model of the released 0.4B shape loads from a URL with progr
   const rowCounts = (await page.evaluate(() => window.rowCounts)).filter((n) => n > 0);
   assert.equal(rowCounts[0], 1, `row counts seen: ${rowCounts}`);
   assert.equal(rowCounts.at(-1), 8);
+  // Every node ranked by attribution (one backward pass), the graph drawn, and as many shown nodes
+  // confirmed by ablation as the budget allows.
+  const last = expected.tokens.length - 1;
+  const target = expected.predictions[0].token;
+  const attributed = Date.now();
+  await page.locator(`[data-testid=ranking][data-attributed="${target}@${last}"]`).waitFor({ state: 'attached', timeout: 180_000 });
+  console.log(`released shape, ${expected.tokens.length} tokens: attributed ${Date.now() - attributed} ms after the run`);
+  await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor({ timeout: 60_000 });
+  await page.locator(`[data-testid=ranking][data-confirmed="${target}@${last}"]`).waitFor({ state: 'attached', timeout: 180_000 });
+  assert.match(await page.getByTestId('agreement').textContent(), /Confirmed by ablation/);
   // Measuring every node's effect at this scale would take hours: after one probe per backend the
   // page ranks by activation instead, says why, and draws the graph.
+  await page.getByTestId('rank-by').selectOption('effect');
   const note = page.getByTestId('ranking-note');
   await note.waitFor({ timeout: 120_000 });
   assert.match(await note.textContent(), /measuring the effect of all \d+ nodes would take about [\d.]+ (min|h)/);
