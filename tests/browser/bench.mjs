@@ -4,10 +4,13 @@
 //   navigation to the first prediction and to the first circuit graph
 //   (BENCH_ONLY=open measures only this);
 // - Run to the first layer's row and to the finished run (the bundled model);
-// - Run to the graph ranked by measured effect (every candidate ablated);
+// - Run to the graph ranked by attribution, and to its shown nodes confirmed
+//   by ablation (the default ranking); Run to the graph ranked by measured
+//   effect (every candidate ablated) (BENCH_ONLY=run stops after these);
 // - drawing the circuit canvas with at least 10,000 edges (a synthetic model);
 // - the converted model of the released 0.4B shape: loading it from a URL,
-//   and a 256-token prompt to the first layer and to the finished run.
+//   and a 256-token prompt to the first layer, to the finished run, to the
+//   graph ranked by attribution and to its nodes confirmed.
 // `make bench-page` builds the page and the CLI first.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,12 +51,15 @@ for (let i = 0; i < OPENS; i++) {
         };
         seen('prediction', '[data-testid=prediction]');
         seen('graph', '[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])');
+        seen('attributed', '[data-testid=ranking][data-attributed]');
+        seen('confirmed', '[data-testid=ranking][data-confirmed]');
+        // A build from before attribution ranks by measured effect.
         seen('effects', '[data-testid=ranking][data-measured]');
       };
       new MutationObserver(look).observe(document, { childList: true, subtree: true, attributes: true });
     });
     await fresh.goto(served.url);
-    await fresh.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
+    await fresh.locator('[data-testid=ranking][data-confirmed], [data-testid=ranking][data-measured]').first().waitFor({ state: 'attached', timeout: 120_000 });
     opens.get(name).push(await fresh.evaluate(() => window.opened));
     await context.close();
   }
@@ -63,7 +69,10 @@ for (const [name, list] of opens) {
   const label = builds.length > 1 ? ` (${name})` : '';
   console.log(`| Opening the page${label}: navigation to the first prediction | ${ms(median(list.map((o) => o.prediction)))} |`);
   console.log(`| Opening the page${label}: navigation to the first circuit graph | ${ms(median(list.map((o) => o.graph)))} |`);
-  console.log(`| Opening the page${label}: navigation to the graph ranked by measured effect | ${ms(median(list.map((o) => o.effects)))} |`);
+  const row = (what, key) => list.some((o) => o[key] !== undefined) && console.log(`| Opening the page${label}: navigation to ${what} | ${ms(median(list.map((o) => o[key])))} |`);
+  row('the graph ranked by attribution', 'attributed');
+  row('its shown nodes confirmed by ablation', 'confirmed');
+  row('the graph ranked by measured effect', 'effects');
 }
 if (process.env.BENCH_ONLY === 'open') {
   await browser.close();
@@ -78,14 +87,16 @@ await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor(
 const backend = await page.getByTestId('backend').textContent();
 
 // One run of the prompt in the box, timed from the click in the page itself,
-// until the ranking by measured effect is shown too (or only the run's end).
-const timeRun = (untilEffects = true) =>
-  page.evaluate(async (untilEffects) => {
+// until `until`: the run's end (`last`), the graph ranked by attribution
+// (`attributed`), its nodes confirmed (`confirmed`), or ranked by measured
+// effect (`effects`).
+const timeRun = (until) =>
+  page.evaluate(async (until) => {
     const main = document.querySelector('main');
     const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
-    const measured = () => document.querySelector('[data-testid=ranking]')?.dataset.measured;
+    const ranking = () => document.querySelector('[data-testid=ranking]')?.dataset ?? {};
     const runs = Number(main.dataset.runs);
-    const times = { first: null, last: null, effects: null };
+    const times = { first: null, last: null, attributed: null, confirmed: null, effects: null };
     let cleared = false;
     const t0 = performance.now();
     const look = () => {
@@ -93,21 +104,42 @@ const timeRun = (untilEffects = true) =>
       if (!cleared && rows() === 0) cleared = true;
       if (cleared && times.first === null && rows() >= 1) times.first = now;
       if (times.last === null && Number(main.dataset.runs) > runs) times.last = now;
-      if (times.last !== null && times.effects === null && measured()) times.effects = now;
+      if (times.last === null) return;
+      if (times.attributed === null && ranking().attributed) times.attributed = now;
+      if (times.confirmed === null && ranking().confirmed) times.confirmed = now;
+      if (times.effects === null && ranking().measured) times.effects = now;
     };
     const observer = new MutationObserver(look);
     observer.observe(document.body, { childList: true, subtree: true, attributes: true });
     document.querySelector('[data-testid=run-button]').click();
     await new Promise((resolve) => {
-      const wait = () => ((untilEffects ? times.effects : times.last) !== null ? resolve() : setTimeout(wait, 2));
+      const wait = () => (times[until] !== null ? resolve() : setTimeout(wait, 2));
       wait();
     });
     observer.disconnect();
     return times;
-  }, untilEffects);
+  }, until);
 
 const runs = [];
-for (let i = 0; i < RUNS; i++) runs.push(await timeRun());
+for (let i = 0; i < RUNS; i++) runs.push(await timeRun('confirmed'));
+await page.getByTestId('rank-by').selectOption('effect');
+await page.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
+const effectRuns = [];
+for (let i = 0; i < 3; i++) effectRuns.push(await timeRun('effects'));
+const runRows = () => {
+  console.log(`Backend: ${backend}`);
+  console.log(`| Run to the first layer on the page | ${ms(median(runs.map((r) => r.first)))} |`);
+  console.log(`| Run to the last layer and the predictions | ${ms(median(runs.map((r) => r.last)))} |`);
+  console.log(`| Run to the graph ranked by attribution | ${ms(median(runs.map((r) => r.attributed)))} |`);
+  console.log(`| Run to its shown nodes confirmed by ablation | ${ms(median(runs.map((r) => r.confirmed)))} |`);
+  console.log(`| Run to the graph ranked by measured effect (every candidate ablated; 3 runs) | ${ms(median(effectRuns.map((r) => r.effects)))} |`);
+};
+if (process.env.BENCH_ONLY === 'run') {
+  runRows();
+  await browser.close();
+  server.close();
+  process.exit(0);
+}
 
 // A synthetic model dense enough for 10,000 edges among 64 nodes per site.
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-'));
@@ -205,8 +237,15 @@ while (lo < hi) {
 const prompt = source.slice(0, lo);
 const promptTokens = count(prompt);
 await page.getByTestId('prompt-input').fill(prompt);
+// The runs alone (an attribution under way would hold the GPU), then
+// attributed and confirmed, from a run's click.
+await page.getByTestId('rank-by').selectOption('activation');
 const largeRuns = [];
-for (let i = 0; i < 5; i++) largeRuns.push(await timeRun(false));
+for (let i = 0; i < 5; i++) largeRuns.push(await timeRun('last'));
+await page.getByTestId('rank-by').selectOption('attribution');
+await page.locator('[data-testid=ranking][data-confirmed]').waitFor({ state: 'attached', timeout: 600_000 });
+const largeAttributed = [];
+for (let i = 0; i < 3; i++) largeAttributed.push(await timeRun('confirmed'));
 // Memory: resident size of Chromium's renderer (the tab: wasm and JS) and
 // GPU process (the device's buffers) after the runs.
 const rss = (type) =>
@@ -230,13 +269,12 @@ if (python) {
 await browser.close();
 server.close();
 largeServer.close();
-console.log(`Backend: ${backend}`);
-console.log(`| Run to the first layer on the page | ${ms(median(runs.map((r) => r.first)))} |`);
-console.log(`| Run to the last layer and the predictions | ${ms(median(runs.map((r) => r.last)))} |`);
-console.log(`| Run to the graph ranked by measured effect | ${ms(median(runs.map((r) => r.effects)))} |`);
+runRows();
 console.log(`| Released 0.4B shape, converted (${(fs.statSync(path.join(large, 'model.safetensors')).size / 1e6).toFixed(1)} MB): URL to loaded | ${ms(median(loads))} |`);
 console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the first layer on the page | ${ms(median(largeRuns.map((r) => r.first)))} |`);
 console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the last layer and the predictions | ${ms(median(largeRuns.map((r) => r.last)))} |`);
+console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to every node ranked by attribution (3 runs) | ${ms(median(largeAttributed.map((r) => r.attributed)))} |`);
+console.log(`| Released 0.4B shape, ${promptTokens}-token prompt: run to the shown nodes confirmed (within the page's 20 s budget; 3 runs) | ${ms(median(largeAttributed.map((r) => r.confirmed)))} |`);
 console.log(`| Released 0.4B shape: renderer / GPU process resident memory after the runs | ${memory.renderer.toFixed(0)} MB / ${memory.gpu.toFixed(0)} MB |`);
 if (pt) {
   console.log(`| Released 0.4B shape as a ${(pt.bytes / 1e6).toFixed(1)} MB PyTorch checkpoint, picked: to converted and loaded (one run) | ${ms(pt.ms)} |`);

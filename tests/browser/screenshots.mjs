@@ -19,7 +19,7 @@ await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor(
 await page.locator('[data-testid=task-prompt][data-task=single_double_quote]:enabled').click();
 await page.locator('main[data-runs="2"]').waitFor({ timeout: 120_000 });
 await page.locator('tr[data-task=single_double_quote] [data-origin=bundled] [data-testid=show-circuit]').click();
-await page.locator('[data-testid=ranking][data-measured]').waitFor({ state: 'attached', timeout: 120_000 });
+await page.locator('[data-testid=ranking][data-confirmed]').waitFor({ state: 'attached', timeout: 120_000 });
 const canvas = page.getByTestId('circuit-canvas');
 await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor();
 const box = await canvas.boundingBox();
