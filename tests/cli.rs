@@ -109,6 +109,18 @@ fn attribute_writes_the_reference_gradients_and_checks_its_top_nodes() {
         assert_eq!(nodes.iter().filter(|n| n.get("effect").is_some()).count(), 12.min(nodes.len()));
         let spearman = json["agreement"]["spearman"].as_f64().unwrap();
         assert!((-1.0..=1.0).contains(&spearman), "{spearman}");
+
+        // The same gradients from the GPU's backward pass.
+        let on_gpu = out_dir.path().join("grads-gpu.safetensors");
+        let result = circuitscope(&[
+            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &number("position"),
+            "--target", &number("target"), "--contrast", &number("contrast"), "--backend", "gpu", "--json", "--out", on_gpu.to_str().unwrap(),
+        ]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        let ours = read_safetensors(&on_gpu);
+        for (name, tensor) in &expected {
+            assert_close(&format!("{name} (GPU)"), &ours[name], tensor);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! the GPU.
 
 use super::Node;
-use crate::model::{forward, forward_with_interventions, Intervention, Model, ModelError, Recording, Tensor};
+use crate::model::{forward, forward_with_interventions, Model, ModelError, Recording, Tensor};
 
 /// The output effects are measured on.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,26 +60,8 @@ pub fn ablated_objectives(model: &Model, tokens: &[u32], nodes: &[Node], objecti
 /// Every candidate's effect: the clean objective minus the objective with
 /// the node ablated (positive: the node supports the output), on the CPU.
 pub fn measure_effects(model: &Model, tokens: &[u32], nodes: &[Node], objective: &Objective) -> Result<Vec<f32>, ModelError> {
-    measure_effects_of(model, tokens, nodes, objective, &|node| Some(node.zero_ablation()))
-}
-
-/// [`measure_effects`] with each node ablated as `ablation` says (None: the
-/// node's site has no such ablation, and its effect is 0).
-pub fn measure_effects_of(
-    model: &Model,
-    tokens: &[u32],
-    nodes: &[Node],
-    objective: &Objective,
-    ablation: &dyn Fn(Node) -> Option<Intervention>,
-) -> Result<Vec<f32>, ModelError> {
     let clean = objective.of(&forward(model, tokens, &mut |_, _| {})?);
-    nodes
-        .iter()
-        .map(|&node| match ablation(node) {
-            Some(intervention) => forward_with_interventions(model, tokens, &[intervention], &mut |_, _| {}).map(|l| clean - objective.of(&l)),
-            None => Ok(0.0),
-        })
-        .collect()
+    Ok(ablated_objectives(model, tokens, nodes, objective)?.into_iter().map(|ablated| clean - ablated).collect())
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::circuits::{agreement, attribute, measure_effects_of, AblationKind, Agreement, Node, Objective, SiteMeans};
-use crate::model::{f32_safetensors, parse_token_list, top_predictions, Model, Tokenizer};
+use super::Backend;
+use crate::circuits::{agreement, AblationKind, Agreement, Attribution, Node, Objective, SiteMeans};
+use crate::model::{f32_safetensors, parse_token_list, top_predictions, Intervention, Model, Tokenizer};
+use crate::runner::Runner;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Ablation {
@@ -51,6 +53,9 @@ pub struct AttributeArgs {
     /// Write the gradient at every site, f32 [T, width] under the site's name (safetensors).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Where the forward and backward pass run (the checks' ablations too).
+    #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+    backend: Backend,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -88,7 +93,10 @@ pub fn run(args: &AttributeArgs) -> Result<(), String> {
     };
     let objective = Objective { position, target, contrast: args.contrast };
     objective.check(tokens.len(), model.config.vocab_size)?;
-    let attribution = attribute(&model, &tokens, &objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
+    let model = std::sync::Arc::new(model);
+    let runner = super::runner(model.clone(), args.backend)?;
+    let run = super::block_on(runner.gradients(&tokens, &objective.differentiated()))?;
+    let attribution = Attribution::of(run, &objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
     if let Some(out) = &args.out {
         let named = attribution.run.gradients.iter().map(|(site, g)| (site.to_string(), vec![g.rows, g.cols], g.data.as_slice()));
         super::write_file(out, &f32_safetensors(named))?;
@@ -96,7 +104,7 @@ pub fn run(args: &AttributeArgs) -> Result<(), String> {
     let ranked = attribution.ranked();
     let checked: Vec<_> = ranked.iter().take(args.check).copied().collect();
     let checked_nodes: Vec<_> = checked.iter().map(|(node, _)| *node).collect();
-    let effects = measured(&model, &tokens, &checked_nodes, &objective, means.as_ref())?;
+    let effects = measured(&runner, &tokens, &checked_nodes, &objective, means.as_ref())?;
     let scores: Vec<f32> = checked.iter().map(|(_, score)| *score).collect();
     let agreed = (!checked.is_empty()).then(|| agreement(&scores, &effects, 20.min(checked.len().div_ceil(2))));
 
@@ -155,13 +163,18 @@ fn ablation_of(args: &AttributeArgs, model: &Model, tokenizer: Option<&Tokenizer
     })
 }
 
-/// The measured effects of `nodes`, each ablated alone (to its mean with `means`).
-fn measured(model: &Model, tokens: &[u32], nodes: &[Node], objective: &Objective, means: Option<&SiteMeans>) -> Result<Vec<f32>, String> {
+/// The measured effects of `nodes`, each ablated alone (to its mean with
+/// `means`), batched through the runner.
+fn measured(runner: &Runner, tokens: &[u32], nodes: &[Node], objective: &Objective, means: Option<&SiteMeans>) -> Result<Vec<f32>, String> {
     let ablation = |node: Node| match means {
-        Some(means) => means.ablation(node),
-        None => Some(node.zero_ablation()),
+        Some(means) => means.ablation(node).ok_or_else(|| format!("no mean of {node}")),
+        None => Ok(node.zero_ablation()),
     };
-    measure_effects_of(model, tokens, nodes, objective, &ablation).map_err(|e| e.to_string())
+    let variants: Vec<Vec<Intervention>> = nodes.iter().map(|&n| ablation(n).map(|a| vec![a])).collect::<Result<_, _>>()?;
+    let logits = super::block_on(runner.logits(tokens, &[Vec::new()]))?;
+    let clean = objective.of(&logits[0]);
+    let ablated = super::block_on(runner.logits(tokens, &variants))?;
+    Ok(ablated.iter().map(|l| clean - objective.of(l)).collect())
 }
 
 /// `--tasks`: attribution against every candidate's measured effect on
@@ -172,11 +185,13 @@ fn run_tasks(args: &AttributeArgs, model: &Model, tokenizer: Option<&Tokenizer>)
     let json = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let prompts = crate::tasks::parse_task_prompts(&json, tokenizer)?;
     let (kind, means) = ablation_of(args, model, Some(tokenizer))?;
+    let runner = super::runner(std::sync::Arc::new(model.clone()), args.backend)?;
     let mut rows = Vec::new();
     for prompt in &prompts {
         let objective = Objective { position: prompt.tokens.len() - 1, target: prompt.right, contrast: Some(prompt.wrong) };
-        let attribution = attribute(model, &prompt.tokens, &objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
-        let effects = measured(model, &prompt.tokens, &attribution.nodes, &objective, means.as_ref())?;
+        let run = super::block_on(runner.gradients(&prompt.tokens, &objective.differentiated()))?;
+        let attribution = Attribution::of(run, &objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
+        let effects = measured(&runner, &prompt.tokens, &attribution.nodes, &objective, means.as_ref())?;
         let agreed = agreement(&attribution.scores, &effects, 20);
         // The node whose attribution is furthest from its measured effect.
         let worst = (attribution.nodes.iter().zip(&attribution.scores).zip(&effects))
