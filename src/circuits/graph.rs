@@ -85,6 +85,9 @@ pub struct Edge {
     /// The weight (1 for residual edges).
     pub weight: f32,
     pub kind: EdgeKind,
+    /// What the edge carries to the chosen output, when the graph is ranked
+    /// by attribution (`Attribution::edge`).
+    pub attribution: Option<f32>,
 }
 
 /// Every edge among `nodes`: one per nonzero weight whose input and output
@@ -105,7 +108,7 @@ pub fn edges_between(model: &Model, nodes: &[Node]) -> Vec<Edge> {
         }
         for (input, weight) in weights_into(c, layer, l, kind, node.channel) {
             if let Some(&from) = index.get(&input) {
-                edges.push(Edge { from, to, weight, kind: EdgeKind::Weight });
+                edges.push(Edge { from, to, weight, kind: EdgeKind::Weight, attribution: None });
             }
         }
     }
@@ -192,7 +195,7 @@ fn residual_edges_into(
         };
         for &write in writes {
             if let Some(&from) = index.get(&Node::new(earlier, write, channel)) {
-                edges.push(Edge { from, to, weight: 1.0, kind: EdgeKind::Residual });
+                edges.push(Edge { from, to, weight: 1.0, kind: EdgeKind::Residual, attribution: None });
             }
         }
     }
@@ -250,7 +253,7 @@ mod tests {
         let (cols, values) = m.params.layers[1].c_fc.weight.row(5);
         let nodes = vec![Node::new(1, SiteKind::MlpActIn, cols[0] as usize), Node::new(1, SiteKind::MlpPostAct, 5)];
         let edges = edges_between(&m, &nodes);
-        assert_eq!(edges, vec![Edge { from: 0, to: 1, weight: values[0], kind: EdgeKind::Weight }]);
+        assert_eq!(edges, vec![Edge { from: 0, to: 1, weight: values[0], kind: EdgeKind::Weight, attribution: None }]);
         assert_eq!(Node::new(1, SiteKind::AttnK, 5).label(&m.config), "1.attn.k[5] (head 1)");
         assert_eq!(Node::parse("1.attn.k[5]"), Some(Node::new(1, SiteKind::AttnK, 5)));
         assert_eq!(Node::parse("1.resid_mid[5]"), None, "not a node site");

@@ -93,9 +93,25 @@ impl GraphView {
         GraphView { columns, nodes, edges, position }
     }
 
-    /// How strongly an edge carries this run: |weight x source activation|.
+    /// How strongly an edge carries this run: |its attribution| when the
+    /// graph has them, else |weight x source activation|.
     pub fn edge_strength(&self, edge: &Edge) -> f32 {
-        (edge.weight * self.nodes[edge.from].activation).abs()
+        self.edge_value(edge).abs()
+    }
+
+    /// An edge's attribution when the graph has them, else weight x source
+    /// activation: its sign is its colour.
+    pub fn edge_value(&self, edge: &Edge) -> f32 {
+        edge.attribution.unwrap_or(edge.weight * self.nodes[edge.from].activation)
+    }
+
+    /// Each edge's attribution, `attribution(from, to, edge)`: the graph is
+    /// then drawn by what its edges carry to the output.
+    pub fn attribute_edges(&mut self, attribution: impl Fn(Node, Node, &Edge) -> f32) {
+        for i in 0..self.edges.len() {
+            let edge = self.edges[i];
+            self.edges[i].attribution = Some(attribution(self.nodes[edge.from].node, self.nodes[edge.to].node, &edge));
+        }
     }
 }
 

@@ -55,6 +55,15 @@ impl Engine {
         let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
         let ctx = &self.ctx;
         let w = &self.weights;
+        // A buffer over the adapter's limits is refused before any is made
+        // (the attention's [n_head, T, T] grow fastest: at the released
+        // shape, past 512 tokens on WebGPU's default 128 MiB bindings).
+        let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+        let largest = [c.n_head * t * t, t * 3 * d_attn, t * c.d_mlp, t * c.vocab_size];
+        if let Some(&floats) = largest.iter().find(|&&floats| 4 * floats as u64 > max) {
+            let bytes = 4 * floats as u64;
+            return Err(GpuError::TooLarge { tensor: "a backward-pass buffer".into(), bytes, limit: "max_storage_buffer_binding_size", max });
+        }
         let storage = |label: &str, floats: usize| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),

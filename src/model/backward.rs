@@ -10,10 +10,10 @@
 //! toward the lower index), and ReLU's derivative at exactly 0 is 0.
 //!
 //! Everything the pass needs is in the forward's recording: each top-k's
-//! kept set is read back from the kept values (see [`kept`]), a ReLU's from
-//! the sign of its output, and the two values that are not recorded (the MLP's
-//! pre-activation and the attention weights) are computed again from sites
-//! that are.
+//! kept set is read back from the kept values (see [`kept`]), the residual
+//! ReLU's from the sign of its output, and the two values that are not
+//! recorded (the MLP's pre-activation, whose activation's derivative is
+//! needed, and the attention weights) are computed again from sites that are.
 
 use super::forward::{attention_weights, gelu_derivative, Recording};
 use super::{forward, Activation, Config, Model, ModelError, Norm, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
@@ -170,11 +170,7 @@ fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)
         let mut dpre = dh;
         topk_backward(c, TopkSite::MlpNeuron, site(SiteKind::MlpPostAct), &mut dpre);
         let pre = layer.c_fc.apply(site(SiteKind::MlpActIn)); // [T, d_mlp], not recorded
-        let derivative = |p: f32| match c.activation {
-            Activation::Gelu => gelu_derivative(p),
-            Activation::Relu => f32::from(p > 0.0),
-        };
-        dpre.data.iter_mut().zip(&pre.data).for_each(|(g, &p)| *g *= derivative(p));
+        dpre.data.iter_mut().zip(&pre.data).for_each(|(g, &p)| *g *= activation_derivative(c.activation, p));
         let dm = layer.c_fc.weight.matmul(&dpre); // [T, d_in]
         record(SiteKind::MlpActIn, &dm);
         let mut dm_pre = dm;
@@ -226,7 +222,7 @@ fn residual_backward(c: &Config, site: TopkSite, x_out: &Tensor, dx_out: &Tensor
 }
 
 /// AbsTopK's backward: zeroes the gradient `g` of every entry the top-k at
-/// `site` dropped, read from its output `kept` (`[T, width]` both).
+/// `site` dropped, read from its output `kept_values` (`[T, width]` both).
 fn topk_backward(c: &Config, site: TopkSite, kept_values: &Tensor, g: &mut Tensor) {
     let Some(k) = c.topk_k(site, kept_values.cols) else { return };
     if k >= kept_values.cols {
@@ -241,11 +237,11 @@ fn topk_backward(c: &Config, site: TopkSite, kept_values: &Tensor, g: &mut Tenso
     }
 }
 
-/// Which entries a top-k of `k` kept, from what it left (`values`): its
+/// Which entries a top-k of `k` kept, from what it left (`values`, a row): its
 /// nonzeros, and when it kept fewer than k of them, the zeros of lowest
 /// index (ties in |x| go to the lower index). Ties between equal nonzero
 /// magnitudes at the k-th place are measure zero and not told apart.
-pub(super) fn kept(values: &[f32], k: usize) -> impl Iterator<Item = bool> + '_ {
+pub fn kept(values: &[f32], k: usize) -> impl Iterator<Item = bool> + '_ {
     let mut zeros_kept = k.saturating_sub(values.iter().filter(|v| **v != 0.0).count());
     values.iter().map(move |&v| {
         if v != 0.0 {
@@ -348,6 +344,14 @@ impl SparseMatrix {
             }
         }
         out
+    }
+}
+
+/// The derivative of the MLP's activation at `x` (ReLU's is 0 at 0).
+pub fn activation_derivative(activation: Activation, x: f32) -> f32 {
+    match activation {
+        Activation::Gelu => gelu_derivative(x),
+        Activation::Relu => f32::from(x > 0.0),
     }
 }
 

@@ -20,7 +20,7 @@ mod tokens;
 mod weights;
 mod weights_file;
 
-pub use backward::{check_every_site, gradients, gradients_of_run, Gradients, Objective};
+pub use backward::{activation_derivative, check_every_site, gradients, gradients_of_run, kept as topk_kept, Gradients, Objective};
 pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
 pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};

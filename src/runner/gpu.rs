@@ -59,15 +59,17 @@ impl Runner {
         self.on_engine(async |engine| engine.gradients(tokens, objective).await).await
     }
 
-    /// `work` on the engine; `None` when there is no (working) GPU. Bad
-    /// input is the input's fault (an error); any other GPU error is the
-    /// GPU's, and drops it.
+    /// `work` on the engine; `None` when there is no (working) GPU or the
+    /// work is too large for it. Bad input is the input's fault (an error);
+    /// any other GPU error is the GPU's, and drops it.
     async fn on_engine<T>(&self, work: impl AsyncFnOnce(&mut crate::gpu::Engine) -> Result<T, crate::gpu::GpuError>) -> Option<Result<T, String>> {
         let mut gpu = self.gpu.lock().await;
         let engine = gpu.as_mut()?;
         match work(engine).await {
             Ok(value) => Some(Ok(value)),
             Err(crate::gpu::GpuError::Model(e)) => Some(Err(e.to_string())),
+            // Too large for this adapter: the CPU does this one, the GPU stays.
+            Err(crate::gpu::GpuError::TooLarge { .. }) => None,
             Err(e) => {
                 self.drop_gpu(&mut gpu, &e);
                 None

@@ -26,11 +26,19 @@ impl Page {
     pub fn attribute_on_change(self) {
         let generation = StoredValue::new(0u64);
         Effect::new(move |_| {
+            // A new run, even with the same objective, is attributed anew.
+            self.run.track();
             let wanted = self.objective.get().filter(|_| self.ranking.get() == Ranking::Attribution);
             generation.update_value(|g| *g += 1);
             let mine = generation.get_value();
-            let Some(wanted) = wanted else { return self.attributing.set(false) };
-            if self.attributed.with_untracked(|a| a.as_ref().is_some_and(|a| a.objective == wanted)) {
+            // Whatever was under way is no longer wanted; a newer request says otherwise.
+            self.attributing.set(false);
+            self.measuring.set(None);
+            let Some(wanted) = wanted else { return };
+            let done = |objective: Option<Objective>| objective == Some(wanted);
+            if done(self.attributed.with_untracked(|a| a.as_ref().map(|a| a.objective)))
+                && done(self.confirmed.with_untracked(|c| c.as_ref().map(|c| c.objective)))
+            {
                 return;
             }
             let (Some(run), Some(runner)) = (self.run.get_untracked(), self.runner()) else { return };
@@ -60,21 +68,30 @@ impl Page {
         let values: Vec<(Node, f32)> = attribution.nodes.iter().copied().zip(attribution.scores.iter().copied()).collect();
         let logits = attribution.run.logits.clone();
         let scores: HashMap<Node, f32> = values.iter().copied().collect();
+        // A drawn circuit may show nodes that are no candidates here (zero up to the position).
+        let score = |node: &Node| scores.get(node).copied().unwrap_or(0.0);
         self.attributed.set(Some(Arc::new(Attributed { objective, values, attribution })));
         // The graph now shows the nodes of largest attribution: measure them,
         // largest first, as far as the budget goes.
         let mut shown: Vec<Node> = self.graph.with_untracked(|g| g.as_ref().map(|g| g.nodes.iter().map(|n| n.node).collect()).unwrap_or_default());
-        shown.sort_by(|a, b| scores[b].abs().total_cmp(&scores[a].abs()).then(a.cmp(b)));
+        shown.sort_by(|a, b| score(b).abs().total_cmp(&score(a).abs()).then(a.cmp(b)));
         let total = shown.len();
-        let progress = move |done, total| self.measuring.set(Some((done, total)));
+        let progress = |done, total| {
+            if still_wanted() {
+                self.measuring.set(Some((done, total)));
+            }
+        };
         let measured = measure(runner, (tokens, &logits), shown, objective, Some(CONFIRM_BUDGET_MS), &progress, still_wanted).await;
+        if !still_wanted() {
+            return Ok(());
+        }
         self.measuring.set(None);
         let (values, left) = match measured? {
             Some(Measured::Done(effects)) => (effects.values, None),
             Some(Measured::OverBudget { seconds, partial, .. }) => (partial, Some(seconds)),
             None => return Ok(()),
         };
-        let estimated: Vec<f32> = values.iter().map(|(n, _)| scores[n]).collect();
+        let estimated: Vec<f32> = values.iter().map(|(n, _)| score(n)).collect();
         let effects: Vec<f32> = values.iter().map(|(_, e)| *e).collect();
         let agreed = agreement(&estimated, &effects, (values.len() / 2).clamp(1, 10));
         self.confirmed.set(Some(Arc::new(Confirmed { objective, values, of: total, rest_seconds: left, agreement: agreed })));

@@ -89,10 +89,14 @@ impl Page {
     pub fn measure_effects_on_change(self) {
         let generation = StoredValue::new(0u64);
         Effect::new(move |_| {
+            // A new run, even with the same objective, is measured anew.
+            self.run.track();
             let wanted = self.objective.get().filter(|_| self.ranking.get() == Ranking::Effect);
             generation.update_value(|g| *g += 1);
             let mine = generation.get_value();
-            let Some(wanted) = wanted else { return self.measuring.set(None) };
+            // Whatever was under way is no longer wanted: its progress goes.
+            self.measuring.set(None);
+            let Some(wanted) = wanted else { return };
             if self.effects.with_untracked(|e| e.as_ref().is_some_and(|e| e.objective == wanted)) {
                 return;
             }

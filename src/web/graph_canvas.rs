@@ -284,8 +284,12 @@ pub fn CircuitCanvas() -> impl IntoView {
                     }
                 }}
                 " Colour: activation at this token. Edges: the nonzero weights between shown nodes (grey: the residual "
-                "stream), width by |weight x activation|; blue positive, red negative. Scroll to zoom, drag to pan, "
-                "click a node to inspect it."
+                "stream), "
+                {move || match graph.with(|v| v.as_ref().is_some_and(|v| v.edges.iter().any(|e| e.attribution.is_some()))) {
+                    true => "width by |attribution| (what the edge carries to the output, its masks held as they were)",
+                    false => "width by |weight x activation|",
+                }}
+                "; blue positive, red negative. Scroll to zoom, drag to pan, click a node to inspect it."
             </p>
             <canvas
                 node_ref=canvas

@@ -150,7 +150,7 @@ pub(super) fn stroke_edges(painter: &mut impl Painter, view: &GraphView, which: 
         let level = ((view.edge_strength(edge) / max_strength) * f32::from(EDGE_LEVELS)).round() as u8;
         let look = match edge.kind {
             EdgeKind::Residual if !highlight => EdgeLook::Residual,
-            _ if edge.weight * view.nodes[edge.from].activation >= 0.0 => EdgeLook::Positive,
+            _ if view.edge_value(edge) >= 0.0 => EdgeLook::Positive,
             _ => EdgeLook::Negative,
         };
         batches.entry((level, look)).or_default().push(i);

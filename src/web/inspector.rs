@@ -51,7 +51,11 @@ pub fn NodeInspector() -> impl IntoView {
                     .map(|e| {
                         let other = &view.nodes[if incoming { e.from } else { e.to }].label;
                         let kind = if e.kind == EdgeKind::Residual { " (residual)" } else { "" };
-                        view! { <li>{format!("{other}{kind}: weight {:.4}, |w x a| {:.4}", e.weight, view.edge_strength(e))}</li> }
+                        let carried = match e.attribution {
+                            Some(value) => format!("attribution {value:+.4}"),
+                            None => format!("|w x a| {:.4}", view.edge_strength(e)),
+                        };
+                        view! { <li>{format!("{other}{kind}: weight {:.4}, {carried}", e.weight)}</li> }
                     })
                     .collect_view()
             };

@@ -218,7 +218,11 @@ impl Page {
                 },
                 // By activation until the backward pass is done.
                 Ranking::Attribution => match attributed.get().filter(|a| objective.get() == Some(a.objective)) {
-                    Some(attributed) => Some(GraphView::top_effects(&model, recording, at, per_site.get(), &attributed.values)),
+                    Some(attributed) => {
+                        let mut view = GraphView::top_effects(&model, recording, at, per_site.get(), &attributed.values);
+                        view.attribute_edges(|from, to, edge| attributed.attribution.edge(&model, from, to, edge.kind, edge.weight));
+                        Some(view)
+                    }
                     None => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
                 },
             }

@@ -556,7 +556,7 @@ test('nodes ranked by attribution are the CLI\'s attribute ranking, then confirm
   const expected = cliJson('attribute');
   const last = tokens.length - 1;
   await page.locator(`[data-testid=ranking][data-attributed="${expected.objective.target}@${last}"]`).waitFor({ state: 'attached', timeout: 120_000 });
-  assert.match(await page.locator('.circuit .hint').textContent(), /largest attribution/);
+  assert.match(await page.locator('.circuit .hint').textContent(), /largest attribution.*width by \|attribution\|/s);
   // Every shown node's attribution is the CLI's, and among its site's largest.
   const close = (a, b) => Math.abs(a - b) <= 1e-3 + 1e-3 * Math.abs(b);
   const cli = new Map(expected.nodes.map((n) => [n.label, n.attribution]));
