@@ -9,7 +9,7 @@ use std::sync::Arc;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::effects::{duration, measure, Measured};
+use super::effects::{duration, measure, Budget, Measured};
 use super::page::{use_page, Attributed, Confirmed, Page, Run};
 use crate::circuits::{agreement, AblationKind, Attribution, Node, Objective, Ranking};
 use crate::runner::Runner;
@@ -81,7 +81,7 @@ impl Page {
                 self.measuring.set(Some((done, total)));
             }
         };
-        let measured = measure(runner, (tokens, &logits), shown, objective, Some(CONFIRM_BUDGET_MS), &progress, still_wanted).await;
+        let measured = measure(runner, (tokens, &logits), shown, objective, Budget::AsFarAs(CONFIRM_BUDGET_MS), &progress, still_wanted).await;
         if !still_wanted() {
             return Ok(());
         }
@@ -135,11 +135,15 @@ pub fn AttributionAgreement() -> impl IntoView {
                 duration(seconds)
             ),
         };
-        let text = format!(
-            "Confirmed by ablation: {measured}; Spearman {:.2} between |attribution| and |measured effect|, \
-             {kept} of the {} largest measured among the {} largest attributed.",
-            a.spearman, a.top, a.top
-        );
+        let text = match confirmed.values.len() {
+            // Too few to rank.
+            0..=2 => format!("Confirmed by ablation: {measured}."),
+            _ => format!(
+                "Confirmed by ablation: {measured}; Spearman {:.2} between |attribution| and |measured effect|, \
+                 {kept} of the {} largest measured among the {} largest attributed.",
+                a.spearman, a.top, a.top
+            ),
+        };
         Some(view! { <span class="hint" data-testid="agreement" data-spearman=a.spearman data-overlap=a.top_overlap>{text}</span> }.into_any())
     }
 }

@@ -13,7 +13,7 @@ use super::page::{use_page, Effects, Page};
 use super::summary::token_text;
 use crate::circuits::{candidates, Node, Objective, Ranking};
 use crate::model::{Intervention, Tensor};
-use crate::platform::sleep;
+use crate::platform::{now_ms, sleep};
 use crate::runner::{Place, Runner};
 
 /// Ablated nodes per chunk between two looks at whether the result is
@@ -26,6 +26,17 @@ const CPU_PROBE: usize = 8;
 /// released scale, every node of a long prompt would take hours.
 const BUDGET_MS: f64 = 120_000.0;
 
+/// How long a measurement may take, once the runner can estimate it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Budget {
+    /// As long as it takes.
+    Unlimited,
+    /// All the nodes or none: stop as soon as the rest is estimated longer.
+    Whole(f64),
+    /// As many nodes as fit in these milliseconds, in order.
+    AsFarAs(f64),
+}
+
 /// How a measurement ended.
 pub(super) enum Measured {
     Done(Effects),
@@ -37,8 +48,7 @@ pub(super) enum Measured {
 /// Measures the effect of each of `nodes` on `objective` for a run of
 /// `tokens` whose logits are `clean`: the clean objective minus the objective with the node
 /// zero-ablated everywhere. Until the runner knows which backend is faster,
-/// chunks are its probes; then a measurement estimated past `budget_ms`
-/// (when given) stops there. `progress(done, total)` after every chunk;
+/// chunks are its probes; then `budget` says when to stop. `progress(done, total)` after every chunk;
 /// gives up (`None`) as soon as `still_wanted` says the result is no longer
 /// needed.
 pub(super) async fn measure(
@@ -46,11 +56,12 @@ pub(super) async fn measure(
     (tokens, clean): (&[u32], &Tensor),
     nodes: Vec<Node>,
     objective: Objective,
-    budget_ms: Option<f64>,
+    budget: Budget,
     progress: &dyn Fn(usize, usize),
     still_wanted: &dyn Fn() -> bool,
 ) -> Result<Option<Measured>, String> {
     let clean = objective.of(clean);
+    let started = now_ms();
     let mut values = Vec::with_capacity(nodes.len());
     while values.len() < nodes.len() {
         progress(values.len(), nodes.len());
@@ -59,16 +70,25 @@ pub(super) async fn measure(
             return Ok(None);
         }
         let left = nodes.len() - values.len();
-        if let Some(ms) = runner.estimate_ms(tokens.len(), left) {
-            if budget_ms.is_some_and(|budget| ms > budget) {
-                return Ok(Some(Measured::OverBudget { seconds: ms / 1000.0, nodes: nodes.len(), partial: values }));
-            }
-        }
-        let size = match runner.probing() {
+        let mut size = match runner.probing() {
             Some(Place::Gpu) => 1,
             Some(Place::Cpu) => CPU_PROBE,
             None => CHUNK,
         };
+        if let Some(per_node) = runner.estimate_ms(tokens.len(), 1) {
+            let over = |seconds: f64, values| Ok(Some(Measured::OverBudget { seconds, nodes: nodes.len(), partial: values }));
+            match budget {
+                Budget::Whole(ms) if per_node * left as f64 > ms => return over(per_node * left as f64 / 1000.0, values),
+                Budget::AsFarAs(ms) => {
+                    let room = ((ms - (now_ms() - started)) / per_node).floor().max(0.0) as usize;
+                    if room == 0 {
+                        return over(per_node * left as f64 / 1000.0, values);
+                    }
+                    size = size.min(room);
+                }
+                _ => {}
+            }
+        }
         let chunk = &nodes[values.len()..(values.len() + size).min(nodes.len())];
         let variants: Vec<Vec<Intervention>> = chunk.iter().map(|node| vec![node.zero_ablation()]).collect();
         let logits = match runner.probing() {
@@ -101,7 +121,7 @@ impl Page {
                 return;
             }
             let (Some(run), Some(runner)) = (self.run.get_untracked(), self.runner()) else { return };
-            let budget = self.budgeted.get_untracked().then_some(BUDGET_MS);
+            let budget = if self.budgeted.get_untracked() { Budget::Whole(BUDGET_MS) } else { Budget::Unlimited };
             spawn_local(async move {
                 let still_wanted = move || generation.get_value() == mine;
                 let progress = move |done, total| {

@@ -12,6 +12,7 @@
 //   and a 256-token prompt to the first layer, to the finished run, to the
 //   graph ranked by attribution and to its nodes confirmed.
 // `make bench-page` builds the page and the CLI first.
+import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -237,9 +238,10 @@ while (lo < hi) {
 const prompt = source.slice(0, lo);
 const promptTokens = count(prompt);
 await page.getByTestId('prompt-input').fill(prompt);
-// The runs alone (an attribution under way would hold the GPU), then
-// attributed and confirmed, from a run's click.
-await page.getByTestId('rank-by').selectOption('activation');
+// The runs alone (an attribution under way would hold the GPU: the ranking
+// is still by activation, as the canvas above left it; its control shows
+// once there are predictions), then attributed and confirmed, from a run's click.
+assert.equal(await page.evaluate(() => document.querySelector('[data-testid=rank-by]').value), 'activation');
 const largeRuns = [];
 for (let i = 0; i < 5; i++) largeRuns.push(await timeRun('last'));
 await page.getByTestId('rank-by').selectOption('attribution');

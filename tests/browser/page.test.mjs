@@ -953,7 +953,8 @@ test('the converted model of the released 0.4B shape loads from a URL with progr
   console.log(`released shape, ${expected.tokens.length} tokens: attributed ${Date.now() - attributed} ms after the run`);
   await page.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor({ timeout: 60_000 });
   await page.locator(`[data-testid=ranking][data-confirmed="${target}@${last}"]`).waitFor({ state: 'attached', timeout: 180_000 });
-  assert.match(await page.getByTestId('agreement').textContent(), /Confirmed by ablation/);
+  // At least the node of largest attribution is measured within the budget.
+  assert.match(await page.getByTestId('agreement').textContent(), /Confirmed by ablation: the [1-9]\d* shown nodes/);
   // Measuring every node's effect at this scale would take hours: after one probe per backend the
   // page ranks by activation instead, says why, and draws the graph.
   await page.getByTestId('rank-by').selectOption('effect');
