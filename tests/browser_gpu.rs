@@ -6,8 +6,8 @@
 mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record};
-use circuitscope::model::{Model, Objective};
-use common::{assert_close, parse_safetensors};
+use circuitscope::model::Model;
+use common::{assert_close, parse_objective, parse_safetensors};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -58,10 +58,7 @@ async fn every_golden_case_has_the_reference_gradient_at_every_site_on_webgpu() 
     for ((case, config, weights, _, tokens), grads, objective) in cases {
         let model = Model::from_bytes(config, weights).unwrap();
         let tokens: Vec<u32> = serde_json::from_str(tokens).unwrap();
-        let objective: serde_json::Value = serde_json::from_str(objective).unwrap();
-        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
-        let position = objective["position"].as_u64().unwrap() as usize;
-        let objective = Objective::LogitDifference { position, target: id("target"), contrast: Some(id("contrast")) };
+        let (objective, _) = parse_objective(objective);
         let ctx = GpuContext::new().await.expect("a WebGPU adapter");
         let mut engine = Engine::new(ctx, &model).unwrap();
         let ours = engine.gradients(&tokens, &objective).await.unwrap();

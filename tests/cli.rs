@@ -6,7 +6,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
+use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
+use circuitscope::model::Objective;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -85,13 +86,14 @@ fn forward_writes_every_site_matching_the_reference() {
 #[test]
 fn attribute_writes_the_reference_gradients_and_checks_its_top_nodes() {
     for dir in golden_cases() {
-        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
+        let (objective, reference_value) = read_objective(&dir);
+        let Objective::LogitDifference { position, target, contrast: Some(contrast) } = objective else { unreachable!() };
+        let [position, target, contrast] = [position.to_string(), target.to_string(), contrast.to_string()];
         let out_dir = tempfile::tempdir().unwrap();
         let out = out_dir.path().join("grads.safetensors");
-        let number = |key: &str| objective[key].to_string();
         let result = circuitscope(&[
-            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &number("position"),
-            "--target", &number("target"), "--contrast", &number("contrast"), "--check", "12", "--json", "--out", out.to_str().unwrap(),
+            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &position,
+            "--target", &target, "--contrast", &contrast, "--check", "12", "--json", "--out", out.to_str().unwrap(),
         ]);
         assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
         let ours = read_safetensors(&out);
@@ -102,7 +104,7 @@ fn attribute_writes_the_reference_gradients_and_checks_its_top_nodes() {
         }
         let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
         let value = json["objective"]["value"].as_f64().unwrap();
-        assert!((value - objective["value"].as_f64().unwrap()).abs() < 1e-4, "{value}");
+        assert!((value - reference_value).abs() < 1e-4, "{value}");
         let nodes = json["nodes"].as_array().unwrap();
         let scores: Vec<f64> = nodes.iter().map(|n| n["attribution"].as_f64().unwrap().abs()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]), "ranked by |attribution|");
@@ -113,8 +115,8 @@ fn attribute_writes_the_reference_gradients_and_checks_its_top_nodes() {
         // The same gradients from the GPU's backward pass.
         let on_gpu = out_dir.path().join("grads-gpu.safetensors");
         let result = circuitscope(&[
-            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &number("position"),
-            "--target", &number("target"), "--contrast", &number("contrast"), "--backend", "gpu", "--json", "--out", on_gpu.to_str().unwrap(),
+            "attribute", "--model", dir.to_str().unwrap(), "--tokens", &tokens_arg(&dir), "--position", &position,
+            "--target", &target, "--contrast", &contrast, "--backend", "gpu", "--json", "--out", on_gpu.to_str().unwrap(),
         ]);
         assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
         let ours = read_safetensors(&on_gpu);

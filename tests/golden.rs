@@ -5,10 +5,10 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use circuitscope::model::{forward, gradients, Model, Objective, Recording};
+use circuitscope::model::{forward, gradients, Model, Recording};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
-use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
+use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
 
 #[test]
 fn every_golden_case_matches_at_every_site() {
@@ -43,11 +43,8 @@ fn every_golden_case_has_the_reference_gradient_at_every_site() {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let model = Model::load_dir(&dir).unwrap();
         let tokens = read_tokens(&dir);
-        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
-        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
-        let position = objective["position"].as_u64().unwrap() as usize;
-        let ours = gradients(&model, &tokens, &Objective::LogitDifference { position, target: id("target"), contrast: Some(id("contrast")) }).unwrap();
-        let value = objective["value"].as_f64().unwrap();
+        let (objective, value) = read_objective(&dir);
+        let ours = gradients(&model, &tokens, &objective).unwrap();
         assert!((ours.value - value).abs() <= 1e-4 * value.abs().max(1.0), "{case}: objective {} but the reference's is {value}", ours.value);
 
         let expected = read_safetensors(&dir.join("grads.safetensors"));

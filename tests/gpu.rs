@@ -7,9 +7,9 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, forward_with_interventions, gradients, Ablation, Intervention, Model, Objective, Recording, Site, SiteKind, Tensor,
+    forward, forward_with_interventions, gradients, Ablation, Intervention, Model, Recording, Site, SiteKind, Tensor,
 };
-use common::{assert_close, golden_cases, read_expected, read_safetensors, read_tokens};
+use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
 
 fn engine(model: &Model) -> Engine {
     pollster::block_on(async {
@@ -58,9 +58,7 @@ fn every_golden_case_has_the_reference_gradient_at_every_site_on_the_gpu() {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let model = Model::load_dir(&dir).unwrap();
         let tokens = read_tokens(&dir);
-        let objective: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("objective.json")).unwrap()).unwrap();
-        let id = |key: &str| objective[key].as_u64().unwrap() as u32;
-        let objective = Objective::LogitDifference { position: objective["position"].as_u64().unwrap() as usize, target: id("target"), contrast: Some(id("contrast")) };
+        let (objective, _) = read_objective(&dir);
         let mut gpu = engine(&model);
         let ours = pollster::block_on(gpu.gradients(&tokens, &objective)).unwrap();
         let expected = read_safetensors(&dir.join("grads.safetensors"));

@@ -4,7 +4,7 @@ use clap::{Args, ValueEnum};
 
 use super::Backend;
 use crate::circuits::{agreement, AblationKind, Agreement, Attribution, Node, Objective, SiteMeans};
-use crate::model::{f32_safetensors, parse_token_list, top_predictions, Intervention, Model, Tokenizer};
+use crate::model::{f32_safetensors, top_predictions, Intervention, Model, Tokenizer};
 use crate::runner::Runner;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -68,14 +68,7 @@ pub fn run(args: &AttributeArgs) -> Result<(), String> {
     if args.tasks {
         return run_tasks(args, &model, tokenizer.as_ref());
     }
-    let tokens = match (&args.tokens, &args.prompt) {
-        (Some(ids), _) => parse_token_list(ids).map_err(|e| e.to_string())?,
-        (None, Some(prompt)) => match &tokenizer {
-            Some(tokenizer) => tokenizer.encode(prompt),
-            None => return Err(format!("{} has no tokenizer (encoder.json + vocab.bpe): use --tokens", args.model.display())),
-        },
-        (None, None) => unreachable!("clap requires --tokens or --prompt"),
-    };
+    let tokens = super::input_tokens(args.tokens.as_deref(), args.prompt.as_deref(), tokenizer.as_ref(), &args.model)?;
     if tokens.is_empty() {
         return Err("no tokens to run: give at least one token id".into());
     }

@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::Backend;
 use crate::circuits::{parse_samples, Node, SiteMeans};
-use crate::model::{activations_safetensors, forward, parse_token_list, top_predictions, Model, Record, Recording, Tensor, Tokenizer};
+use crate::model::{activations_safetensors, forward, top_predictions, Model, Record, Recording, Tensor, Tokenizer};
 
 #[derive(Args)]
 pub struct ForwardArgs {
@@ -39,14 +39,7 @@ pub struct ForwardArgs {
 
 pub fn run(args: &ForwardArgs) -> Result<(), String> {
     let (model, tokenizer) = super::load_model_dir(&args.model)?;
-    let tokens = match (&args.tokens, &args.prompt) {
-        (Some(ids), _) => parse_token_list(ids).map_err(|e| e.to_string())?,
-        (None, Some(prompt)) => match &tokenizer {
-            Some(tokenizer) => tokenizer.encode(prompt),
-            None => return Err(format!("{} has no tokenizer (encoder.json + vocab.bpe): use --tokens", args.model.display())),
-        },
-        (None, None) => unreachable!("clap requires --tokens or --prompt"),
-    };
+    let tokens = super::input_tokens(args.tokens.as_deref(), args.prompt.as_deref(), tokenizer.as_ref(), &args.model)?;
     let node = |flag: &str, text: &String| {
         Node::parse(text).ok_or_else(|| format!("--{flag} {text:?} is not a node such as \"1.mlp.post_act[17]\""))
     };

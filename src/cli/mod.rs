@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::model::{check_tokenizer, Model, Tokenizer};
+use crate::model::{check_tokenizer, parse_token_list, Model, Tokenizer};
 
 #[derive(Parser)]
 #[command(name = "circuitscope", version, about = "Look inside weight-sparse transformers")]
@@ -137,6 +137,17 @@ fn load_model_dir(dir: &Path) -> Result<(Model, Option<Tokenizer>), String> {
         check_tokenizer(&model.config, tokenizer).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     Ok((model, tokenizer))
+}
+
+/// The tokens a command runs on: `--tokens` ids, or `--prompt` text encoded
+/// with the tokenizer of the model folder `dir` (clap requires one of them).
+fn input_tokens(ids: Option<&str>, prompt: Option<&str>, tokenizer: Option<&Tokenizer>, dir: &Path) -> Result<Vec<u32>, String> {
+    match (ids, prompt, tokenizer) {
+        (Some(ids), ..) => parse_token_list(ids).map_err(|e| e.to_string()),
+        (None, Some(prompt), Some(tokenizer)) => Ok(tokenizer.encode(prompt)),
+        (None, Some(_), None) => Err(format!("{} has no tokenizer (encoder.json + vocab.bpe): use --tokens", dir.display())),
+        (None, None, _) => Err("give --tokens or --prompt".into()),
+    }
 }
 
 /// Writes `bytes` to `path` whole or not at all: to a temporary name

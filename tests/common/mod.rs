@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use circuitscope::model::Tensor;
+use circuitscope::model::{Objective, Tensor};
 use safetensors::SafeTensors;
 
 /// The reference outputs' tolerance: absolute, or relative above 1.
@@ -74,4 +74,22 @@ pub fn assert_close(what: &str, ours: &Tensor, theirs: &Tensor) {
         ours.data[i],
         theirs.data[i]
     );
+}
+
+/// A golden case's `objective.json`: logit(target) - logit(contrast) at a
+/// position, and the reference's value of it.
+pub fn parse_objective(json: &str) -> (Objective, f64) {
+    let json: serde_json::Value = serde_json::from_str(json).expect("objective.json");
+    let number = |key: &str| json[key].as_u64().unwrap_or_else(|| panic!("objective.json: {key}"));
+    let objective = Objective::LogitDifference {
+        position: number("position") as usize,
+        target: number("target") as u32,
+        contrast: Some(number("contrast") as u32),
+    };
+    (objective, json["value"].as_f64().expect("objective.json: value"))
+}
+
+/// [`parse_objective`] of `dir/objective.json`.
+pub fn read_objective(dir: &Path) -> (Objective, f64) {
+    parse_objective(&std::fs::read_to_string(dir.join("objective.json")).expect("objective.json"))
 }
