@@ -6,7 +6,7 @@
 // ties go to the lower index). k = width keeps everything (no top-k there).
 // g_out may be wider than g_in (out_stride): q, k and v's gradients are
 // written side by side for one product with c_attn's transpose.
-// One invocation per row, two passes over it.
+// One invocation per row, two passes over it (one without a top-k).
 
 struct Params {
     rows: u32,
@@ -29,9 +29,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = gid.x + gid.y * nwg.x * 64u;
     if (r >= p.rows) { return; }
     let base = r * p.width;
+    // Without a top-k every entry is kept, zeros too: count none.
     var nonzero = 0u;
-    for (var c = 0u; c < p.width; c++) {
-        nonzero += select(0u, 1u, kept_values[base + c] != 0.0);
+    if (p.k < p.width) {
+        for (var c = 0u; c < p.width; c++) {
+            nonzero += select(0u, 1u, kept_values[base + c] != 0.0);
+        }
     }
     var zeros_kept = p.k - min(p.k, nonzero);
     let out_base = r * p.out_stride + p.out_offset;

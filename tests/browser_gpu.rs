@@ -1,12 +1,13 @@
 //! The GPU engine inside headless Chromium (WebGPU on SwiftShader): every
-//! golden case at every site, forward and backward, as natively. Run by wasm-bindgen-test-runner
-//! through chromedriver (`make test-browser-gpu`).
+//! golden case at every site, forward and backward (in a batch), as
+//! natively. Run by wasm-bindgen-test-runner through chromedriver
+//! (`make test-browser-gpu`).
 #![cfg(all(target_arch = "wasm32", feature = "gpu"))]
 
 mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record};
-use circuitscope::model::Model;
+use circuitscope::model::{gradients, Model, Objective};
 use common::{assert_close, parse_objective, parse_safetensors};
 use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
 
@@ -61,11 +62,20 @@ async fn every_golden_case_has_the_reference_gradient_at_every_site_on_webgpu() 
         let (objective, _) = parse_objective(objective);
         let ctx = GpuContext::new().await.expect("a WebGPU adapter");
         let mut engine = Engine::new(ctx, &model).unwrap();
-        let ours = engine.gradients(&tokens, &objective).await.unwrap();
+        // In a batch with a shorter prompt and another objective, checked
+        // against the CPU's backward pass.
+        let half = tokens.len() / 2;
+        let shorter = Objective::TaskLoss { position: half - 1, right: 1, wrong: 2, scale: 0.5 };
+        let examples = [(tokens.clone(), objective), (tokens[..half].to_vec(), shorter)];
+        let batch = engine.gradients_batch(&examples).await.unwrap();
         let expected = parse_safetensors(grads);
-        assert_eq!(ours.gradients.len(), expected.len(), "{case}: sites with gradients");
-        for (site, gradient) in &ours.gradients {
+        assert_eq!(batch[0].gradients.len(), expected.len(), "{case}: sites with gradients");
+        for (site, gradient) in &batch[0].gradients {
             assert_close(&format!("{case} d/d {site} (WebGPU)"), gradient, &expected[&site.to_string()]);
+        }
+        let cpu = gradients(&model, &examples[1].0, &examples[1].1).unwrap();
+        for ((site, g), (_, c)) in batch[1].gradients.iter().zip(&cpu.gradients) {
+            assert_close(&format!("{case} shorter prompt d/d {site} (WebGPU vs CPU)"), g, c);
         }
     }
 }

@@ -7,7 +7,8 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, forward_with_interventions, gradients, Ablation, Intervention, Model, Recording, Site, SiteKind, Tensor,
+    forward, forward_with_interventions, gradients, Ablation, Intervention, Model, Objective, Recording, Site, SiteKind,
+    Tensor,
 };
 use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
 
@@ -70,6 +71,39 @@ fn every_golden_case_has_the_reference_gradient_at_every_site_on_the_gpu() {
         assert!((cpu.value - ours.value).abs() < 1e-4, "{case}: objective {} on the CPU, {} on the GPU", cpu.value, ours.value);
         for ((site, g), (_, c)) in ours.gradients.iter().zip(&cpu.gradients) {
             assert_close(&format!("{case} d/d {site} CPU vs GPU"), g, c);
+        }
+    }
+}
+
+/// Prompts of different lengths, each with its own objective (a logit, the
+/// golden logit difference, a task loss), in one forward and one backward
+/// pass: each has its own run's gradients, the golden one the reference's.
+#[test]
+fn a_batch_of_prompts_has_each_prompts_own_gradients_on_the_gpu() {
+    for dir in golden_cases() {
+        let case = dir.file_name().unwrap().to_string_lossy().to_string();
+        let model = Model::load_dir(&dir).unwrap();
+        let tokens = read_tokens(&dir);
+        let (objective, _) = read_objective(&dir);
+        let half = tokens.len() / 2;
+        let examples = vec![
+            (tokens[..half].to_vec(), Objective::LogitDifference { position: half - 1, target: 3, contrast: None }),
+            (tokens.clone(), objective),
+            (tokens.iter().rev().copied().collect(), Objective::TaskLoss { position: tokens.len() - 2, right: 1, wrong: 2, scale: 0.5 }),
+        ];
+        let batch = pollster::block_on(engine(&model).gradients_batch(&examples)).unwrap();
+        let expected = read_safetensors(&dir.join("grads.safetensors"));
+        for (site, gradient) in &batch[1].gradients {
+            assert_close(&format!("{case} d/d {site} (GPU, in a batch)"), gradient, &expected[&site.to_string()]);
+        }
+        for (b, ((tokens, objective), ours)) in examples.iter().zip(&batch).enumerate() {
+            let cpu = gradients(&model, tokens, objective).unwrap();
+            assert!((cpu.value - ours.value).abs() < 1e-4, "{case} prompt {b}: objective {} on the CPU, {} on the GPU", cpu.value, ours.value);
+            assert_close(&format!("{case} prompt {b} logits"), &ours.logits, &cpu.logits);
+            assert_eq!(ours.gradients.len(), cpu.gradients.len());
+            for ((site, g), (_, c)) in ours.gradients.iter().zip(&cpu.gradients) {
+                assert_close(&format!("{case} prompt {b} d/d {site} CPU vs GPU batch"), g, c);
+            }
         }
     }
 }
@@ -199,11 +233,13 @@ fn bad_interventions_and_tokens_are_errors() {
 
 /// Random weight-sparse models over the config space (norms, activations,
 /// biases, sinks, concatenated positions, top-k everywhere, odd widths, large
-/// heads): the GPU agrees with the CPU reference at every site.
+/// heads): the GPU agrees with the CPU reference at every site, forward
+/// and backward (a batch of two prompts, one past a 64-row tile of the
+/// attention's backward pass).
 #[test]
 fn random_models_of_every_variant_agree_with_the_cpu() {
     let configs = [
-        r#"{"n_layer": 2, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 64, "vocab_size": 40, "block_size": 16}"#,
+        r#"{"n_layer": 2, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 64, "vocab_size": 40, "block_size": 140}"#,
         r#"{"n_layer": 2, "d_model": 48, "n_head": 2, "d_head": 32, "d_mlp": 96, "vocab_size": 50, "block_size": 24,
             "rms_norm": true, "activation_type": "relu", "residual_activation_type": "relu", "tied_unembed": false,
             "sink": true, "bias": false, "afrac": 0.3,
@@ -227,6 +263,18 @@ fn random_models_of_every_variant_agree_with_the_cpu() {
         for ((site, g), (cpu_site, c)) in recording.iter().zip(&cpu_recording) {
             assert_eq!(site, cpu_site);
             assert_close(&format!("config {i} {site}"), g, c);
+        }
+        let v = c.vocab_size as u32;
+        let examples = [
+            (tokens[..t / 2].to_vec(), Objective::LogitDifference { position: t / 2 - 1, target: 1, contrast: Some(v - 1) }),
+            (tokens.clone(), Objective::TaskLoss { position: t - 1, right: 2, wrong: 3, scale: 1.0 }),
+        ];
+        let batch = pollster::block_on(gpu.gradients_batch(&examples)).unwrap();
+        for (b, ((tokens, objective), ours)) in examples.iter().zip(&batch).enumerate() {
+            let cpu = gradients(&model, tokens, objective).unwrap();
+            for ((site, g), (_, c)) in ours.gradients.iter().zip(&cpu.gradients) {
+                assert_close(&format!("config {i} prompt {b} d/d {site}"), g, c);
+            }
         }
     }
 }

@@ -131,8 +131,9 @@ fn a_runner_answers_on_the_cpu_at_once_and_moves_to_the_gpu_once_it_is_ready() {
     assert!(worst < 1e-3, "logits differ by {worst}");
 }
 
-/// Gradients go to the GPU with `Want::Gpu` and agree with the CPU's; a GPU
-/// lost before the next call hands it to the CPU, with the same result.
+/// Gradients (alone and batched) go to the GPU with `Want::Gpu` and agree
+/// with the CPU's; a GPU lost before the next call hands them to the CPU,
+/// with the same result.
 #[test]
 fn gradients_agree_on_either_backend_and_a_lost_gpu_hands_them_to_the_cpu() {
     let (model, tokenizer, _) = bundled();
@@ -147,6 +148,16 @@ fn gradients_agree_on_either_backend_and_a_lost_gpu_hands_them_to_the_cpu() {
     assert_eq!(gpu.gradients.len(), cpu.gradients.len());
     for ((site, g), (_, c)) in gpu.gradients.iter().zip(&cpu.gradients) {
         assert!(close(&g.data, &c.data), "d/d {site} differs between the GPU and the CPU");
+    }
+    // A batch: the prompt with another of its own, on each backend.
+    let other = tokenizer.encode("if (a[0]");
+    let examples = [(tokens.clone(), objective.clone()), (other.clone(), Objective::TaskLoss { position: other.len() - 1, right: 6, wrong: 7, scale: 0.5 })];
+    let gpu_batch = pollster::block_on(on_gpu.gradients_batch(&examples)).unwrap();
+    let cpu_batch = pollster::block_on(on_cpu.gradients_batch(&examples)).unwrap();
+    for (b, (g, c)) in gpu_batch.iter().zip(&cpu_batch).enumerate() {
+        for ((site, g), (_, c)) in g.gradients.iter().zip(&c.gradients) {
+            assert!(close(&g.data, &c.data), "prompt {b} of the batch: d/d {site} differs between the GPU and the CPU");
+        }
     }
     assert!(heard.borrow().is_empty(), "no change of backend yet: {:?}", heard.borrow());
     pollster::block_on(on_gpu.lose_gpu());

@@ -179,12 +179,17 @@ fn run_tasks(args: &AttributeArgs, model: &Model, tokenizer: Option<&Tokenizer>)
     let prompts = crate::tasks::parse_task_prompts(&json, tokenizer)?;
     let (kind, means) = ablation_of(args, model, Some(tokenizer))?;
     let runner = super::runner(std::sync::Arc::new(model.clone()), args.backend)?;
+    let objectives: Vec<Objective> = prompts
+        .iter()
+        .map(|prompt| Objective { position: prompt.tokens.len() - 1, target: prompt.right, contrast: Some(prompt.wrong) })
+        .collect();
+    // Every prompt's gradients in one batch (one pass, on the GPU).
+    let examples: Vec<_> = prompts.iter().zip(&objectives).map(|(prompt, objective)| (prompt.tokens.clone(), objective.differentiated())).collect();
+    let runs = super::block_on(runner.gradients_batch(&examples))?;
     let mut rows = Vec::new();
-    for prompt in &prompts {
-        let objective = Objective { position: prompt.tokens.len() - 1, target: prompt.right, contrast: Some(prompt.wrong) };
-        let run = super::block_on(runner.gradients(&prompt.tokens, &objective.differentiated()))?;
-        let attribution = Attribution::of(run, &objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
-        let effects = measured(&runner, &prompt.tokens, &attribution.nodes, &objective, means.as_ref())?;
+    for ((prompt, objective), run) in prompts.iter().zip(&objectives).zip(runs) {
+        let attribution = Attribution::of(run, objective, kind, means.as_ref()).map_err(|e| e.to_string())?;
+        let effects = measured(&runner, &prompt.tokens, &attribution.nodes, objective, means.as_ref())?;
         let agreed = agreement(&attribution.scores, &effects, 20);
         // The node whose attribution is furthest from its measured effect.
         let worst = (attribution.nodes.iter().zip(&attribution.scores).zip(&effects))

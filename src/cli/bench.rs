@@ -21,6 +21,9 @@ pub struct BenchArgs {
     variants: usize,
 }
 
+/// Prompts in the batched forward + backward row.
+const BATCH: usize = 8;
+
 /// The released model's shape (`openai/circuit-sparsity`, 0.4B parameters).
 const RELEASED_SHAPE: &str = include_str!("released_shape.json");
 
@@ -111,25 +114,59 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             // Forward (every site recorded) and backward: the gradient of a logit
             // difference at the last position at every site (attribution's cost).
             let objective = Objective::LogitDifference { position: t - 1, target: 1, contrast: Some(2) };
-            let mut gpu = Vec::new();
+            // Each timed right after a forward pass recording every site, for
+            // a ratio that this machine's drift over minutes does not skew.
+            let (mut gpu, mut forwards) = (Vec::new(), Vec::new());
             for _ in 0..reps + 1 {
+                let start = Instant::now();
+                engine.forward(&tokens, &Record::All).await.map_err(|e| e.to_string())?;
+                forwards.push(start.elapsed());
                 let start = Instant::now();
                 engine.gradients(&tokens, &objective).await.map_err(|e| e.to_string())?;
                 gpu.push(start.elapsed());
             }
             gpu.remove(0);
-            println!("| GPU forward + backward (gradient at every site), {t} tokens | {} |", ms(median(gpu)));
-            let mut cpu = Vec::new();
+            forwards.remove(0);
+            let one = median(gpu);
+            println!(
+                "| GPU forward + backward (gradient at every site), {t} tokens | {} ({:.1}x the forward recording every site, timed in turn with it) |",
+                ms(one),
+                one.as_secs_f64() / median(forwards).as_secs_f64()
+            );
+            if t == 64 {
+                // A task's examples: prompts of their own, an objective each,
+                // in one forward and one backward pass.
+                let examples: Vec<(Vec<u32>, Objective)> = (0..BATCH as u32)
+                    .map(|b| ((0..t as u32).map(|i| (i * 7919 + b * 131) % 2048).collect(), objective.clone()))
+                    .collect();
+                let mut batched = Vec::new();
+                for _ in 0..reps + 1 {
+                    let start = Instant::now();
+                    engine.gradients_batch(&examples).await.map_err(|e| e.to_string())?;
+                    batched.push(start.elapsed());
+                }
+                batched.remove(0);
+                let batched = median(batched);
+                println!(
+                    "| GPU forward + backward, a batch of {BATCH} prompts x {t} tokens in one pass | {} ({:.2}x one prompt's, per prompt) |",
+                    ms(batched),
+                    batched.as_secs_f64() / BATCH as f64 / one.as_secs_f64()
+                );
+            }
+            let (mut cpu, mut cpu_forwards) = (Vec::new(), Vec::new());
             for _ in 0..cpu_reps {
+                let start = Instant::now();
+                forward(&model, &tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
+                cpu_forwards.push(start.elapsed());
                 let start = Instant::now();
                 gradients(&model, &tokens, &objective).map_err(|e| e.to_string())?;
                 cpu.push(start.elapsed());
             }
             let cpu_both = median(cpu);
             println!(
-                "| CPU reference forward + backward, {t} tokens | {} ({:.1}x the forward) |",
+                "| CPU reference forward + backward, {t} tokens | {} ({:.1}x the forward, timed in turn with it) |",
                 ms(cpu_both),
-                cpu_both.as_secs_f64() / cpu_forward.as_secs_f64()
+                cpu_both.as_secs_f64() / median(cpu_forwards).as_secs_f64()
             );
         }
 

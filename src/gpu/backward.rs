@@ -3,6 +3,8 @@
 //! are uploaded again (the page holds them anyway, and the engine's forward
 //! workspace reuses one buffer per site across layers), then one command
 //! buffer runs every layer in reverse and copies each site's gradient out.
+//! Several prompts, each with its own objective, go through in one batch:
+//! rows `[prompts x T]`, as the forward's variants.
 //!
 //! Products with a weight's transpose run in the forward's sparse kernel
 //! on the uploaded transposes (`GpuWeights::transposes`): work scales with
@@ -28,38 +30,86 @@ impl Engine {
     /// Runs `tokens` and differentiates `objective` back to every site, as
     /// `model::gradients` does on the CPU.
     pub async fn gradients(&mut self, tokens: &[u32], objective: &Objective) -> Result<Gradients, GpuError> {
-        objective.check(tokens.len(), self.config.vocab_size)?;
-        let (logits, activations) = self.forward(tokens, &Record::All).await?;
-        self.gradients_of_run(logits, activations, objective).await
+        let mut batch = self.gradients_batch(&[(tokens.to_vec(), objective.clone())]).await?;
+        Ok(batch.remove(0))
+    }
+
+    /// [`Engine::gradients`] of several prompts, each with its own objective,
+    /// in one forward and one backward pass (prompts do not interact, so a
+    /// task's loss over its examples has each example's gradients). Prompts
+    /// of different lengths are padded at the end, which no position sees.
+    pub async fn gradients_batch(&mut self, examples: &[(Vec<u32>, Objective)]) -> Result<Vec<Gradients>, GpuError> {
+        for (tokens, objective) in examples {
+            objective.check(tokens.len(), self.config.vocab_size)?;
+        }
+        let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
+        let runs = self.forward_batch(&prompts, &Record::All).await?;
+        let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
+        self.gradients_of_runs(runs, &objectives).await
     }
 
     /// [`Engine::gradients`] of a run already made (its logits and every
     /// site), as `model::gradients_of_run`: the backward pass alone.
     pub async fn gradients_of_run(&mut self, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, GpuError> {
-        objective.check(logits.rows, self.config.vocab_size)?;
+        let mut batch = self.gradients_of_runs(vec![(logits, activations)], &[objective]).await?;
+        Ok(batch.remove(0))
+    }
+
+    /// The backward pass of several runs (logits and every site each), one
+    /// objective per run, in one pass over rows `[runs x T]`, T the longest.
+    async fn gradients_of_runs(&mut self, runs: Vec<(Tensor, Recording)>, objectives: &[&Objective]) -> Result<Vec<Gradients>, GpuError> {
+        for ((logits, activations), objective) in runs.iter().zip(objectives) {
+            objective.check(logits.rows, self.config.vocab_size)?;
+            check_every_site(&self.config, logits.rows, activations)?;
+        }
         if let Some(fault) = self.ctx.take_fault() {
             return Err(fault);
         }
-        check_every_site(&self.config, logits.rows, &activations)?;
-        let value = objective.value(&logits);
-        let dlogits = objective.logit_gradient(&logits);
-        let gradients = self.backward(&activations, &dlogits).await?;
-        Ok(Gradients { logits, activations, gradients, value })
+        let seq_len = runs.iter().map(|(logits, _)| logits.rows).max().unwrap_or(0);
+        // d objective / d logits, as (row of the batch, token, gradient).
+        let dlogits: Vec<(usize, u32, f32)> = runs
+            .iter()
+            .zip(objectives)
+            .enumerate()
+            .flat_map(|(b, ((logits, _), objective))| objective.logit_gradient(logits).into_iter().map(move |(t, token, g)| (b * seq_len + t, token, g)))
+            .collect();
+        let recordings: Vec<&Recording> = runs.iter().map(|(_, activations)| activations).collect();
+        let batched = self.backward(&recordings, seq_len, &dlogits).await?;
+        if let ([(logits, _)], [objective]) = (&runs[..], objectives) {
+            // One run: its gradients as they are, without a copy.
+            let value = objective.value(logits);
+            let (logits, activations) = runs.into_iter().next().expect("one run");
+            return Ok(vec![Gradients { logits, activations, gradients: batched, value }]);
+        }
+        Ok(runs
+            .into_iter()
+            .zip(objectives)
+            .enumerate()
+            .map(|(b, ((logits, activations), objective))| {
+                let len = logits.rows;
+                let gradients = batched
+                    .iter()
+                    .map(|(site, g)| (*site, Tensor::from_vec(len, g.cols, g.data[b * seq_len * g.cols..][..len * g.cols].to_vec())))
+                    .collect();
+                Gradients { value: objective.value(&logits), logits, activations, gradients }
+            })
+            .collect())
     }
 
-    /// From d objective / d logits (`(position, token, gradient)` terms) to
-    /// every site's gradient, in forward order.
-    async fn backward(&mut self, activations: &Recording, dlogits: &[(usize, u32, f32)]) -> Result<Recording, GpuError> {
+    /// From d objective / d logits (`(row, token, gradient)` terms) to every
+    /// site's gradient `[runs x seq_len, width]`, in forward order, for runs
+    /// whose activations are `runs` (each at most seq_len rows).
+    async fn backward(&mut self, runs: &[&Recording], seq_len: usize, dlogits: &[(usize, u32, f32)]) -> Result<Recording, GpuError> {
         let c = self.config.clone();
-        let t = activations.first().map_or(0, |(_, a)| a.rows);
+        let (t, rows) = (seq_len, runs.len() * seq_len);
         let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
         let ctx = &self.ctx;
         let w = &self.weights;
         // A buffer over the adapter's limits is refused before any is made
-        // (the attention's [n_head, T, T] grow fastest: at the released
+        // (the attention's [n_head, R, T] grow fastest: at the released
         // shape, past 512 tokens on WebGPU's default 128 MiB bindings).
         let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
-        let largest = [c.n_head * t * t, t * 3 * d_attn, t * c.d_mlp, t * c.vocab_size];
+        let largest = [c.n_head * rows * t, rows * 3 * d_attn, rows * c.d_mlp, rows * c.vocab_size];
         if let Some(&floats) = largest.iter().find(|&&floats| 4 * floats as u64 > max) {
             let bytes = 4 * floats as u64;
             return Err(GpuError::TooLarge { tensor: "a backward-pass buffer".into(), bytes, limit: "max_storage_buffer_binding_size", max });
@@ -72,23 +122,38 @@ impl Engine {
                 mapped_at_creation: false,
             })
         };
-        // The forward's activations, `[T, width]` each.
-        let saved: Vec<(Site, wgpu::Buffer)> = activations
-            .iter()
-            .map(|(site, a)| {
-                let contents = bytemuck::cast_slice(&a.data);
-                let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some("saved activation"),
-                    contents: if contents.is_empty() { &[0; 4] } else { contents },
-                    usage: wgpu::BufferUsages::STORAGE,
-                });
-                (*site, buffer)
-            })
-            .collect();
+        // The forward's activations, `[R, width]` each: run b's rows at b x T,
+        // the padding after a shorter run zero (it reaches no real row).
+        let order: Vec<Site> = runs.first().map_or(Vec::new(), |run| run.iter().map(|(site, _)| *site).collect());
+        let mut saved: Vec<(Site, wgpu::Buffer)> = Vec::new();
+        for &site in &order {
+            fn of_run(run: &Recording, site: Site) -> &Tensor {
+                &run.iter().find(|(s, _)| *s == site).expect("every run records every site").1
+            }
+            let width = of_run(runs[0], site).cols;
+            // Written while mapped at creation: no staging copy (a queue
+            // write cost 0.3 s more at the released shape, 256 tokens).
+            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("saved activation [R, width]"),
+                size: 4 * (rows * width).max(1) as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: true,
+            });
+            {
+                let mut mapped = buffer.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
+                for (b, run) in runs.iter().enumerate() {
+                    let bytes: &[u8] = bytemuck::cast_slice(&of_run(run, site).data);
+                    let at = 4 * b * t * width;
+                    mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
+                }
+            }
+            buffer.unmap();
+            saved.push((site, buffer));
+        }
         let act = |site: Site| &saved.iter().find(|(s, _)| *s == site).expect("every site is recorded").1;
-        let mut dense_dlogits = vec![0f32; t * c.vocab_size];
-        for &(position, token, g) in dlogits {
-            dense_dlogits[position * c.vocab_size + token as usize] += g;
+        let mut dense_dlogits = vec![0f32; rows * c.vocab_size];
+        for &(row, token, g) in dlogits {
+            dense_dlogits[row * c.vocab_size + token as usize] += g;
         }
         let dlogits = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("dlogits"),
@@ -96,21 +161,21 @@ impl Engine {
             usage: wgpu::BufferUsages::STORAGE,
         });
         // Scratch, reused by every layer.
-        let dx = storage("dx [T, d_model]", t * d);
-        let dsum = storage("dsum [T, d_model]", t * d);
-        let dmasked = storage("dmasked [T, d_model]", t * d);
-        let dnormed = storage("dnormed [T, d_model]", t * d);
-        let dh = storage("dh [T, d_mlp]", t * c.d_mlp);
-        let dh_masked = storage("dh masked [T, d_mlp]", t * c.d_mlp);
-        let dpre = storage("dpre [T, d_mlp]", t * c.d_mlp);
-        let pre = storage("pre [T, d_mlp]", t * c.d_mlp);
-        let dm = storage("dm [T, d_in]", t * d_in);
-        let dm_masked = storage("dm masked [T, d_in]", t * d_in);
-        let dy = storage("dy [T, d_attn]", t * d_attn);
-        let (dq, dk, dv) = (storage("dq", t * d_attn), storage("dk", t * d_attn), storage("dv", t * d_attn));
-        let dqkv = storage("dqkv [T, 3 d_attn]", t * 3 * d_attn);
-        let pairs = c.n_head * t * t;
-        let (weights, dscores) = (storage("weights [H, T, T]", pairs), storage("dscores [H, T, T]", pairs));
+        let dx = storage("dx [R, d_model]", rows * d);
+        let dsum = storage("dsum [R, d_model]", rows * d);
+        let dmasked = storage("dmasked [R, d_model]", rows * d);
+        let dnormed = storage("dnormed [R, d_model]", rows * d);
+        let dh = storage("dh [R, d_mlp]", rows * c.d_mlp);
+        let dh_masked = storage("dh masked [R, d_mlp]", rows * c.d_mlp);
+        let dpre = storage("dpre [R, d_mlp]", rows * c.d_mlp);
+        let pre = storage("pre [R, d_mlp]", rows * c.d_mlp);
+        let dm = storage("dm [R, d_in]", rows * d_in);
+        let dm_masked = storage("dm masked [R, d_in]", rows * d_in);
+        let dy = storage("dy [R, d_attn]", rows * d_attn);
+        let (dq, dk, dv) = (storage("dq", rows * d_attn), storage("dk", rows * d_attn), storage("dv", rows * d_attn));
+        let dqkv = storage("dqkv [R, 3 d_attn]", rows * 3 * d_attn);
+        let pairs = c.n_head * rows * t;
+        let (weights, dscores) = (storage("weights [H, R, T]", pairs), storage("dscores [H, R, T]", pairs));
 
         let mut b = Steps { c: &c, placeholder: &w.placeholder, steps: Vec::new() };
 
@@ -173,15 +238,16 @@ impl Engine {
             b.emit(Site::Layer(l, SiteKind::ResidIn), &dx, d);
         }
         let steps = b.steps;
-        let mut gradients = self.submit(steps, t).await?;
+        let mut gradients = self.submit(steps, rows, t).await?;
         // Into forward order, as the activations are.
-        gradients.sort_by_key(|(site, _)| activations.iter().position(|(s, _)| s == site));
+        gradients.sort_by_key(|(site, _)| order.iter().position(|s| s == site));
         Ok(gradients)
     }
 
-    /// Encodes `steps` in one command buffer (one compute pass between the
-    /// copies out), submits it and reads every emitted gradient back.
-    async fn submit(&self, steps: Vec<Step>, t: usize) -> Result<Recording, GpuError> {
+    /// Encodes `steps` for `rows` rows of sequences `seq_len` long in one
+    /// command buffer (one compute pass between the copies out), submits it
+    /// and reads every emitted gradient back.
+    async fn submit(&self, steps: Vec<Step>, rows: usize, seq_len: usize) -> Result<Recording, GpuError> {
         let ctx = &self.ctx;
         let slot_stride = PARAMS_BYTES.next_multiple_of(u64::from(ctx.limits.min_uniform_buffer_offset_alignment));
         let dispatches = steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count();
@@ -189,7 +255,7 @@ impl Engine {
         let mut slot = 0;
         for step in &steps {
             if let Step::Dispatch { op, .. } = step {
-                let block = op.params(t as u32, t as u32, (0, 0));
+                let block = op.params(rows as u32, seq_len as u32, (0, 0));
                 params[slot * slot_stride as usize..][..block.len()].copy_from_slice(&block);
                 slot += 1;
             }
@@ -199,7 +265,7 @@ impl Engine {
             contents: &params,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let floats: usize = steps.iter().map(|s| if let Step::Emit { width, .. } = s { t * width } else { 0 }).sum();
+        let floats: usize = steps.iter().map(|s| if let Step::Emit { width, .. } = s { rows * width } else { 0 }).sum();
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("gradients staging"),
             size: 4 * floats.max(1) as u64,
@@ -229,7 +295,7 @@ impl Engine {
                         entries: &entries,
                     });
                     slot += 1;
-                    let groups = op.workgroups(t as u32, 0);
+                    let groups = op.workgroups(rows as u32, seq_len as u32, 0);
                     if groups == 0 {
                         continue;
                     }
@@ -243,9 +309,9 @@ impl Engine {
                 }
                 Step::Emit { site, buffer, width } => {
                     pass = None; // copies go between passes
-                    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 4 * offset as u64, 4 * (t * width) as u64);
+                    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 4 * offset as u64, 4 * (rows * width) as u64);
                     copies.push((*site, *width, offset));
-                    offset += t * width;
+                    offset += rows * width;
                 }
             }
         }
@@ -256,7 +322,7 @@ impl Engine {
         if let Some(fault) = ctx.take_fault() {
             return Err(fault);
         }
-        Ok(copies.into_iter().map(|(site, width, at)| (site, Tensor::from_vec(t, width, data[at..at + t * width].to_vec()))).collect())
+        Ok(copies.into_iter().map(|(site, width, at)| (site, Tensor::from_vec(rows, width, data[at..at + rows * width].to_vec()))).collect())
     }
 }
 

@@ -79,6 +79,40 @@ impl Engine {
         Ok((logits.remove(0), recording))
     }
 
+    /// Runs several prompts in one batch, each recording `record`; returns
+    /// each prompt's logits `[T_b, vocab_size]` and recorded sites. Shorter
+    /// prompts are padded at the end to the longest and cut back after:
+    /// attention is causal, so a position never sees the padding.
+    pub async fn forward_batch(&mut self, prompts: &[Vec<u32>], record: &Record) -> Result<Vec<(Tensor, Recording)>, GpuError> {
+        for prompt in prompts {
+            check_tokens(&self.config, prompt)?;
+        }
+        let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let padded: Vec<u32> = prompts.iter().flat_map(|prompt| prompt.iter().copied().chain(std::iter::repeat_n(prompt[prompt.len() - 1], seq_len - prompt.len()))).collect();
+        let plan = Plan::prompts(&self.config, seq_len, prompts.len());
+        let mut recordings = vec![Recording::new(); prompts.len()];
+        let logits = self
+            .run_plan(&plan, &padded, record, &mut |stage| {
+                for (recording, sites) in recordings.iter_mut().zip(stage.sites) {
+                    recording.extend(sites);
+                }
+            })
+            .await?;
+        let cut = |mut tensor: Tensor, len: usize| {
+            tensor.data.truncate(len * tensor.cols);
+            tensor.rows = len;
+            tensor
+        };
+        Ok(prompts
+            .iter()
+            .zip(logits.into_iter().zip(recordings))
+            .map(|(prompt, (logits, recording))| {
+                let len = prompt.len();
+                (cut(logits, len), recording.into_iter().map(|(site, a)| (site, cut(a, len))).collect())
+            })
+            .collect())
+    }
+
     /// Runs one forward pass per variant of `tokens` in one batch, each with
     /// its own interventions; `on_stage` gets each stage's recorded sites as
     /// soon as the GPU has computed them. Returns each variant's logits.
@@ -89,27 +123,33 @@ impl Engine {
         record: &Record,
         on_stage: &mut dyn FnMut(StageOutput),
     ) -> Result<Vec<Tensor>, GpuError> {
+        check_tokens(&self.config, tokens)?;
+        let plan = Plan::new(&self.config, tokens.len(), variants)?;
+        let tokens: Vec<u32> = tokens.repeat(plan.n_variants);
+        self.run_plan(&plan, &tokens, record, on_stage).await
+    }
+
+    /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major).
+    async fn run_plan(&mut self, plan: &Plan, tokens: &[u32], record: &Record, on_stage: &mut dyn FnMut(StageOutput)) -> Result<Vec<Tensor>, GpuError> {
         if let Some(fault) = self.ctx.take_fault() {
             return Err(fault);
         }
-        check_tokens(&self.config, tokens)?;
-        let plan = Plan::new(&self.config, tokens.len(), variants)?;
         self.ensure_workspace(plan.seq_len * plan.n_variants, plan.entries.index.len())?;
         let ws = self.workspace.as_mut().expect("workspace was just made");
-        ws.write_inputs(&self.ctx, tokens, &plan);
-        ws.write_params(&self.ctx, &plan);
+        ws.write_inputs(&self.ctx, tokens, plan);
+        ws.write_params(&self.ctx, plan);
         // Submit stage by stage; read back with one stage of look-ahead.
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
-            let submitted = ws.submit_stage(&self.ctx, &self.config, &plan, stage, record);
+            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, record);
             if let Some(previous) = pending.take() {
-                deliver(&self.ctx, previous, stage + 1, &plan, on_stage, &mut logits).await?;
+                deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await?;
             }
             pending = submitted;
         }
         if let Some(last) = pending {
-            deliver(&self.ctx, last, plan.n_stages, &plan, on_stage, &mut logits).await?;
+            deliver(&self.ctx, last, plan.n_stages, plan, on_stage, &mut logits).await?;
         }
         if let Some(fault) = self.ctx.take_fault() {
             // Buffers may be left mapped or half written: start afresh next time.
@@ -165,6 +205,13 @@ impl Plan {
             _ => entries.spans.iter().map(|(site, ..)| stage_of(*site)).min().unwrap_or(n_stages),
         };
         Ok(Plan { seq_len, n_variants, n_stages, first_varying, vocab: config.vocab_size, entries })
+    }
+
+    /// `n_prompts` prompts of `seq_len` tokens each, without interventions:
+    /// they differ from the first stage on.
+    fn prompts(config: &Config, seq_len: usize, n_prompts: usize) -> Plan {
+        let entries = Flattened::default();
+        Plan { seq_len, n_variants: n_prompts.max(1), n_stages: config.n_layer + 1, first_varying: 0, vocab: config.vocab_size, entries }
     }
 
     /// Variants computed in `stage`: 1 while all are still identical.

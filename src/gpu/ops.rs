@@ -84,7 +84,7 @@ shader_params! {
     NormBackwardParams in "norm_backward.wgsl" { rows: u32, width: u32, dout_stride: u32, rms: u32, has_residual: u32, eps: f32, _pad0: u32, _pad1: u32 }
 }
 shader_params! {
-    AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, n_head: u32, has_sink: u32, scale: f32 }
+    AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, seq_len: u32, n_head: u32, has_sink: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
 }
 
 /// What one dispatch computes, with the sizes that do not change between runs.
@@ -176,19 +176,23 @@ impl Op {
                 block(p)
             }
             Op::AttentionBackward { n_head, d_head, has_sink, .. } => {
-                block(AttentionBackwardParams { rows, n_head, has_sink: b(has_sink), scale: 1.0 / (d_head as f32).sqrt() })
+                let scale = 1.0 / (d_head as f32).sqrt();
+                block(AttentionBackwardParams { rows, seq_len, n_head, has_sink: b(has_sink), scale, ..Default::default() })
             }
         }
     }
 
-    /// Workgroups to dispatch for `rows` rows (`count` entries, for an intervention).
-    pub fn workgroups(self, rows: u32, count: u32) -> u32 {
+    /// Workgroups to dispatch for `rows` rows of sequences `seq_len` long
+    /// (`count` entries, for an intervention).
+    pub fn workgroups(self, rows: u32, seq_len: u32, count: u32) -> u32 {
         let elements = |n: u32| n.div_ceil(ELEMENT_WORKGROUP);
         match self {
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } => rows,
             Op::TopKBackward { .. } => elements(rows),
             Op::ActivationBackward { width, .. } => elements(rows * width),
-            Op::AttentionBackward { n_head, .. } => elements(rows * n_head),
+            Op::AttentionBackward { n_head, keys: false, .. } => elements(rows * n_head),
+            // One per (head, sequence, tile of key rows).
+            Op::AttentionBackward { n_head, keys: true, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ELEMENT_WORKGROUP),
             Op::Matmul { out, .. } => elements(rows.div_ceil(MATMUL_TILE) * out),
             Op::Attention { n_head, .. } => elements(rows * n_head),
             Op::ResidualAdd { width, .. } => elements(rows * width),

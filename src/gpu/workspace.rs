@@ -58,10 +58,10 @@ impl Workspace {
         }
     }
 
-    /// The tokens of every variant, and the intervention entries.
+    /// The tokens of every variant (`[n_variants * seq_len]`), and the
+    /// intervention entries.
     pub fn write_inputs(&self, ctx: &GpuContext, tokens: &[u32], plan: &Plan) {
-        let tokens_all: Vec<u32> = (0..plan.n_variants).flat_map(|_| tokens.iter().copied()).collect();
-        ctx.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(&tokens_all));
+        ctx.queue.write_buffer(&self.tokens, 0, bytemuck::cast_slice(tokens));
         if !plan.entries.index.is_empty() {
             ctx.queue.write_buffer(&self.intervention_index, 0, bytemuck::cast_slice(&plan.entries.index));
             ctx.queue.write_buffer(&self.intervention_value, 0, bytemuck::cast_slice(&plan.entries.value));
@@ -117,7 +117,7 @@ impl Workspace {
                 Step::Dispatch { op, bind_group, .. } => (*op, bind_group, 0),
                 Step::Site { site, intervene, width, .. } => (Op::Intervene { width: *width }, intervene, plan.entries.span_of(*site).1),
             };
-            let groups = op.workgroups(rows as u32, count);
+            let groups = op.workgroups(rows as u32, plan.seq_len as u32, count);
             if groups > 0 {
                 let pass = pass.get_or_insert_with(|| {
                     encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("stage"), timestamp_writes: None }).forget_lifetime()

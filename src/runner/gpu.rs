@@ -2,7 +2,7 @@
 //! dropping the GPU for the CPU when it fails.
 
 use super::{Backend, Runner};
-use crate::model::{Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
+use crate::model::{Intervention, Model, Record, Recording, Tensor};
 use crate::platform::now_ms;
 
 impl Runner {
@@ -49,20 +49,10 @@ impl Runner {
         .await
     }
 
-    /// [`Runner::gradients_of_run`] on the GPU; `None` when there is no (working) GPU.
-    pub(super) async fn gradients_of_run_on_gpu(&self, logits: Tensor, activations: Recording, objective: &Objective) -> Option<Result<Gradients, String>> {
-        self.on_engine(async |engine| engine.gradients_of_run(logits, activations, objective).await).await
-    }
-
-    /// [`Runner::gradients`] on the GPU; `None` when there is no (working) GPU.
-    pub(super) async fn gradients_on_gpu(&self, tokens: &[u32], objective: &Objective) -> Option<Result<Gradients, String>> {
-        self.on_engine(async |engine| engine.gradients(tokens, objective).await).await
-    }
-
     /// `work` on the engine; `None` when there is no (working) GPU or the
     /// work is too large for it. Bad input is the input's fault (an error);
     /// any other GPU error is the GPU's, and drops it.
-    async fn on_engine<T>(&self, work: impl AsyncFnOnce(&mut crate::gpu::Engine) -> Result<T, crate::gpu::GpuError>) -> Option<Result<T, String>> {
+    pub(super) async fn on_engine<T>(&self, work: impl AsyncFnOnce(&mut crate::gpu::Engine) -> Result<T, crate::gpu::GpuError>) -> Option<Result<T, String>> {
         let mut gpu = self.gpu.lock().await;
         let engine = gpu.as_mut()?;
         match work(engine).await {

@@ -241,14 +241,26 @@ impl Runner {
     /// run: where bulk work goes, as [`Runner::record`]; a GPU that fails
     /// hands it to the CPU.
     pub async fn gradients(&self, tokens: &[u32], objective: &Objective) -> Result<Gradients, String> {
+        let mut batch = self.gradients_batch(&[(tokens.to_vec(), objective.clone())]).await?;
+        Ok(batch.remove(0))
+    }
+
+    /// [`Runner::gradients`] of several prompts, each with its own objective
+    /// (a task's examples): on the GPU in one forward and one backward pass.
+    pub async fn gradients_batch(&self, examples: &[(Vec<u32>, Objective)]) -> Result<Vec<Gradients>, String> {
         #[cfg(feature = "gpu")]
-        if self.bulk_on_gpu(tokens.len()) {
-            if let Some(outcome) = self.gradients_on_gpu(tokens, objective).await {
+        if self.bulk_on_gpu(examples.iter().map(|(tokens, _)| tokens.len()).sum()) {
+            if let Some(outcome) = self.on_engine(async |engine| engine.gradients_batch(examples).await).await {
                 return outcome;
             }
         }
-        self.pause_now_and_then().await;
-        gradients(&self.model(), tokens, objective).map_err(|e| e.to_string())
+        let model = self.model();
+        let mut batch = Vec::with_capacity(examples.len());
+        for (tokens, objective) in examples {
+            self.pause_now_and_then().await;
+            batch.push(gradients(&model, tokens, objective).map_err(|e| e.to_string())?);
+        }
+        Ok(batch)
     }
 
     /// [`Runner::gradients`] of a run already made (its logits `[T, vocab]`
@@ -256,7 +268,8 @@ impl Runner {
     pub async fn gradients_of_run(&self, logits: &Tensor, activations: &Recording, objective: &Objective) -> Result<Gradients, String> {
         #[cfg(feature = "gpu")]
         if self.bulk_on_gpu(logits.rows) {
-            if let Some(outcome) = self.gradients_of_run_on_gpu(logits.clone(), activations.clone(), objective).await {
+            let (logits, activations) = (logits.clone(), activations.clone());
+            if let Some(outcome) = self.on_engine(async |engine| engine.gradients_of_run(logits, activations, objective).await).await {
                 return outcome;
             }
         }
