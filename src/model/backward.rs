@@ -16,6 +16,7 @@
 //! needed, and the attention weights) are computed again from sites that are.
 
 use super::forward::{attention_weights, gelu_derivative, Recording};
+use super::gates::Gate;
 use super::{forward, Activation, Config, Model, ModelError, Norm, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
 
 /// What the gradient is of: a function of the logits `[T, vocab]` of one run.
@@ -111,7 +112,7 @@ pub fn gradients_of_run(model: &Model, logits: Tensor, activations: Recording, o
     objective.check(logits.rows, model.config.vocab_size)?;
     check_every_site(&model.config, logits.rows, &activations)?;
     let value = objective.value(&logits);
-    let gradients = backward(model, &activations, &objective.logit_gradient(&logits));
+    let gradients = backward_gated(model, &activations, &[], &objective.logit_gradient(&logits));
     Ok(Gradients { logits, activations, gradients, value })
 }
 
@@ -129,12 +130,23 @@ pub fn check_every_site(config: &Config, rows: usize, activations: &Recording) -
 }
 
 /// The backward pass proper: `dlogits` holds d objective / d logits as
-/// `(position, token, gradient)` terms.
-fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)]) -> Recording {
+/// `(position, token, gradient)` terms. `gated` lists the gates of a gated
+/// run (`gates.rs`), each with its site's value before the gate: there the
+/// gradient at the gated value passes back only through kept channels, and
+/// the site's top-k reads its kept set from the value before the gate.
+pub(super) fn backward_gated(model: &Model, activations: &Recording, gated: &[(&Gate, &Tensor)], dlogits: &[(usize, u32, f32)]) -> Recording {
     let c = &model.config;
     let (d, d_attn) = (c.d_model, c.d_attn());
     let act = |site: Site| -> &Tensor {
         &activations.iter().find(|(s, _)| *s == site).expect("the forward pass records every site").1
+    };
+    let before_gate = |site: Site| -> &Tensor { gated.iter().find(|(gate, _)| gate.site == site).map_or_else(|| act(site), |(_, before)| before) };
+    let through_gate = |site: Site, g: &mut Tensor| {
+        if let Some((gate, _)) = gated.iter().find(|(gate, _)| gate.site == site) {
+            for row in g.rows_iter_mut() {
+                row.iter_mut().zip(&gate.kept).filter(|(_, kept)| !**kept).for_each(|(v, _)| *v = 0.0);
+            }
+        }
     };
     let t = act(Site::FinalResid).rows;
     let mut grads: Recording = Vec::with_capacity(activations.len());
@@ -154,6 +166,8 @@ fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)
     // site: its gradient is not needed.
     for (l, layer) in model.params.layers.iter().enumerate().rev() {
         let site = |kind: SiteKind| act(Site::Layer(l, kind));
+        let before_gate = |kind: SiteKind| before_gate(Site::Layer(l, kind));
+        let through_gate = |kind: SiteKind, g: &mut Tensor| through_gate(Site::Layer(l, kind), g);
         let mut record = |kind: SiteKind, g: &Tensor| grads.push((Site::Layer(l, kind), g.clone()));
 
         // MLP half, in reverse: x_out = topk(relu?(x_mid + o)).
@@ -164,17 +178,20 @@ fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)
         let dsum = residual_backward(c, TopkSite::ResidPostMlp, x_out, &dx); // [T, d_model]
         record(SiteKind::MlpResidDelta, &dsum);
         let mut do_pre = dsum.clone();
-        topk_backward(c, TopkSite::MlpOut, site(SiteKind::MlpResidDelta), &mut do_pre);
+        through_gate(SiteKind::MlpResidDelta, &mut do_pre);
+        topk_backward(c, TopkSite::MlpOut, before_gate(SiteKind::MlpResidDelta), &mut do_pre);
         let dh = layer.mlp_proj.weight.matmul(&do_pre); // [T, d_mlp]
         record(SiteKind::MlpPostAct, &dh);
         let mut dpre = dh;
-        topk_backward(c, TopkSite::MlpNeuron, site(SiteKind::MlpPostAct), &mut dpre);
+        through_gate(SiteKind::MlpPostAct, &mut dpre);
+        topk_backward(c, TopkSite::MlpNeuron, before_gate(SiteKind::MlpPostAct), &mut dpre);
         let pre = layer.c_fc.apply(site(SiteKind::MlpActIn)); // [T, d_mlp], not recorded
         dpre.data.iter_mut().zip(&pre.data).for_each(|(g, &p)| *g *= activation_derivative(c.activation, p));
         let dm = layer.c_fc.weight.matmul(&dpre); // [T, d_in]
         record(SiteKind::MlpActIn, &dm);
         let mut dm_pre = dm;
-        topk_backward(c, TopkSite::MlpIn, site(SiteKind::MlpActIn), &mut dm_pre);
+        through_gate(SiteKind::MlpActIn, &mut dm_pre);
+        topk_backward(c, TopkSite::MlpIn, before_gate(SiteKind::MlpActIn), &mut dm_pre);
         dx = dsum; // the residual path
         dx.add_assign(&layer.ln_2.backward(site(SiteKind::ResidMid), &dm_pre.columns(0, d)));
         record(SiteKind::ResidMid, &dx);
@@ -183,7 +200,8 @@ fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)
         let dsum = residual_backward(c, TopkSite::ResidPostAttn, site(SiteKind::ResidMid), &dx);
         record(SiteKind::AttnResidDelta, &dsum);
         let mut do_pre = dsum.clone();
-        topk_backward(c, TopkSite::AttnOut, site(SiteKind::AttnResidDelta), &mut do_pre);
+        through_gate(SiteKind::AttnResidDelta, &mut do_pre);
+        topk_backward(c, TopkSite::AttnOut, before_gate(SiteKind::AttnResidDelta), &mut do_pre);
         let dy = layer.attn_proj.weight.matmul(&do_pre); // [T, d_attn]
         record(SiteKind::AttnY, &dy);
         let (q, k, v) = (site(SiteKind::AttnQ), site(SiteKind::AttnK), site(SiteKind::AttnV));
@@ -191,15 +209,19 @@ fn backward(model: &Model, activations: &Recording, dlogits: &[(usize, u32, f32)
         record(SiteKind::AttnQ, &dq);
         record(SiteKind::AttnK, &dk);
         record(SiteKind::AttnV, &dv);
-        topk_backward(c, TopkSite::AttnQ, q, &mut dq);
-        topk_backward(c, TopkSite::AttnK, k, &mut dk);
-        topk_backward(c, TopkSite::AttnV, v, &mut dv);
+        through_gate(SiteKind::AttnQ, &mut dq);
+        through_gate(SiteKind::AttnK, &mut dk);
+        through_gate(SiteKind::AttnV, &mut dv);
+        topk_backward(c, TopkSite::AttnQ, before_gate(SiteKind::AttnQ), &mut dq);
+        topk_backward(c, TopkSite::AttnK, before_gate(SiteKind::AttnK), &mut dk);
+        topk_backward(c, TopkSite::AttnV, before_gate(SiteKind::AttnV), &mut dv);
         let dqkv = dq.concat_cols(&dk).concat_cols(&dv); // [T, 3 * d_attn]
         debug_assert_eq!(dqkv.cols, 3 * d_attn);
         let da = layer.c_attn.weight.matmul(&dqkv); // [T, d_in]
         record(SiteKind::AttnActIn, &da);
         let mut da_pre = da;
-        topk_backward(c, TopkSite::AttnIn, site(SiteKind::AttnActIn), &mut da_pre);
+        through_gate(SiteKind::AttnActIn, &mut da_pre);
+        topk_backward(c, TopkSite::AttnIn, before_gate(SiteKind::AttnActIn), &mut da_pre);
         dx = dsum;
         dx.add_assign(&layer.ln_1.backward(site(SiteKind::ResidIn), &da_pre.columns(0, d)));
         record(SiteKind::ResidIn, &dx);
@@ -364,6 +386,19 @@ fn softplus(x: f64) -> f64 {
     x.max(0.0) + (-x.abs()).exp().ln_1p()
 }
 
+/// Every variant of the architecture, as small random models.
+#[cfg(test)]
+pub(super) const VARIANTS: [&str; 4] = [
+    // The paper's: RMSNorm, AbsTopK at the default sites, a sink, GELU.
+    r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.25, "sink": true}"#,
+    // Top-k everywhere, ReLUs (activation and residual), linear biases, untied.
+    r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.3, "afrac_loctypes": "attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron,resid_post_attn,resid_post_mlp", "activation_type": "relu", "residual_activation_type": "relu", "bias": true, "tied_unembed": false}"#,
+    // GPT-2: LayerNorm with biases, no top-k, a bigram table.
+    r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "rms_norm": false, "ln_bias": true, "bias": true, "enable_bigram_table": true}"#,
+    // The position embedding concatenated to every input.
+    r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.25, "d_pos_emb": 6}"#,
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,17 +418,6 @@ mod tests {
         assert_eq!(w.matmul(&dy).data, [1.0, -6.0, 2.0, 0.0, 3.0, 0.0]);
     }
 
-    /// Every variant of the architecture, as small random models.
-    const VARIANTS: [&str; 4] = [
-        // The paper's: RMSNorm, AbsTopK at the default sites, a sink, GELU.
-        r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.25, "sink": true}"#,
-        // Top-k everywhere, ReLUs (activation and residual), linear biases, untied.
-        r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.3, "afrac_loctypes": "attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron,resid_post_attn,resid_post_mlp", "activation_type": "relu", "residual_activation_type": "relu", "bias": true, "tied_unembed": false}"#,
-        // GPT-2: LayerNorm with biases, no top-k, a bigram table.
-        r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "rms_norm": false, "ln_bias": true, "bias": true, "enable_bigram_table": true}"#,
-        // The position embedding concatenated to every input.
-        r#"{"n_layer": 2, "d_model": 16, "n_head": 2, "d_head": 4, "d_mlp": 32, "vocab_size": 30, "block_size": 12, "afrac": 0.25, "d_pos_emb": 6}"#,
-    ];
 
     /// The gradient against central finite differences: each sampled entry of
     /// a site nudged by +-eps, where neither nudge changes which entries a
