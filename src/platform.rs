@@ -33,3 +33,24 @@ pub async fn sleep(ms: i32) {
     #[cfg(not(all(target_arch = "wasm32", feature = "web")))]
     let _ = ms;
 }
+
+/// `f` of every item, in order: natively spread over the machine's cores
+/// in contiguous chunks (for independent passes, such as one per task
+/// example), in the browser one after another.
+pub fn map_on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
+        if threads > 1 {
+            let f = &f;
+            return std::thread::scope(|scope| {
+                let workers: Vec<_> =
+                    items.chunks(items.len().div_ceil(threads)).map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>())).collect();
+                // A worker that panicked passes its panic on, as the same
+                // work on this thread would have.
+                workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+            });
+        }
+    }
+    items.iter().map(f).collect()
+}

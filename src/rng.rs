@@ -2,6 +2,7 @@
 //! synthetic weights, task examples and corpora from a seed, without a
 //! dependency.
 
+#[derive(Clone, Debug)]
 pub struct SplitMix(pub u64);
 
 impl SplitMix {

@@ -1,7 +1,7 @@
 //! How faithful a circuit is, as the paper measures it: the task loss with
 //! only the circuit's nodes kept (every other node mean-ablated), with the
 //! circuit removed (its nodes mean-ablated). The searches that find
-//! circuits are in `search` (forward passes) and `train::prune` (learned masks).
+//! circuits are in `search` (forward passes) and `prune` (learned masks).
 //!
 //! The task loss of one example is binary cross-entropy between the right
 //! and the wrong next token: `-log softmax([right, wrong])[right]` =
@@ -45,9 +45,11 @@ pub fn binary_loss(logit_diff: f64) -> f64 {
 /// The task loss of `model` on `choices` with `interventions` applied, by
 /// the CPU reference forward pass.
 pub fn task_loss(model: &Model, choices: &[Choice], interventions: &[Intervention]) -> Result<TaskLoss, ModelError> {
+    // Examples do not interact: natively on every core, summed in order.
+    let logits = crate::platform::map_on_cores(choices, |choice| forward_with_interventions(model, &choice.tokens, interventions, &mut |_, _| {}));
     let mut sum = LossSum::default();
-    for choice in choices {
-        sum.add(choice, &forward_with_interventions(model, &choice.tokens, interventions, &mut |_, _| {})?);
+    for (choice, logits) in choices.iter().zip(logits) {
+        sum.add(choice, &logits?);
     }
     Ok(sum.mean(choices.len()))
 }

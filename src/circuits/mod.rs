@@ -21,6 +21,7 @@ mod inspect;
 mod link;
 mod layout;
 mod means;
+mod prune;
 mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
@@ -33,6 +34,7 @@ pub use inspect::{inspect, NodeDetails};
 pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
 pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_VERSION};
 pub use means::{parse_samples, SiteMeans};
+pub use prune::{learn_masks, MaskLearner, MaskProgress, MaskSettings, NodeScore};
 pub use layout::{GraphView, PlacedNode};
 pub use view::{AblationKind, Ranking, Shown, View, Zoom, NODES_PER_SITE};
 

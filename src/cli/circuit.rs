@@ -12,12 +12,11 @@ use clap::Args;
 use super::forward::sample_means;
 use super::Backend;
 use crate::circuits::{
-    curve_points, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
+    curve_points, learn_masks, MaskSettings, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, CircuitOrigin, Finding, LoadedCircuit,
 };
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
-use crate::train::{learn_masks, MaskSettings};
 
 /// Seed of the held-out examples faithfulness is reported on (as `eval`'s).
 const HELD_OUT_SEED: u64 = 1_000_003;

@@ -99,12 +99,10 @@ pub fn forward_with_interventions(
     on_site: &mut dyn FnMut(Site, &mut Tensor),
 ) -> Result<Tensor, ModelError> {
     check_tokens(&model.config, tokens)?;
-    let by_site = resolve(&model.config, tokens.len(), interventions)?;
+    let resolved = resolve(&model.config, tokens.len(), interventions)?;
     forward(model, tokens, &mut |site, acts| {
-        if let Some((_, assignments)) = by_site.iter().find(|(s, _)| *s == site) {
-            for &(position, channel, value) in assignments {
-                acts.row_mut(position)[channel] = value;
-            }
+        for intervention in resolved.iter().filter(|r| r.intervention.site == site) {
+            intervention.apply(acts);
         }
         on_site(site, acts)
     })
@@ -136,9 +134,15 @@ fn topk(c: &Config, site: TopkSite, x: &mut Tensor) {
     }
     let mut order: Vec<usize> = Vec::with_capacity(x.cols);
     for row in x.rows_iter_mut() {
+        if k == 0 {
+            row.fill(0.0);
+            continue;
+        }
         order.clear();
         order.extend(0..row.len());
-        order.sort_unstable_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
+        // The k largest |x| first, ties to the lower index: a selection, in
+        // linear time (a full sort was a fifth of the circuit pruning's time).
+        order.select_nth_unstable_by(k - 1, |&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
         for &i in &order[k..] {
             row[i] = 0.0;
         }

@@ -1,11 +1,10 @@
 //! The forward pass of `model/forward.rs` in candle: batched and
-//! differentiable, for the trainer (gradients of the weights) and the
-//! circuit pruner (gradients of node masks). Reads top to bottom like the
-//! reference and is checked against it (trainer tests).
+//! differentiable, for the trainer (gradients of the weights). Reads top to
+//! bottom like the reference and is checked against it (trainer tests).
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
-use crate::model::{Activation, Config, Model, Params, Site, SiteKind, SparseMatrix, TopkSite, Visit};
+use crate::model::{Activation, Config, Params, TopkSite};
 
 /// The model's tree in candle: every parameter a dense tensor.
 pub type Tensors = Params<Tensor, Tensor, Tensor>;
@@ -22,15 +21,7 @@ pub fn check_supported(config: &Config) -> std::result::Result<(), String> {
 }
 
 /// `tokens` [B, T] -> logits [B, T, vocab] with the parameters `p`.
-/// `on_node_site` sees every node site's activations
-/// ([B, T, width], after AbsTopK, as the reference records them) and
-/// returns what the rest of the pass uses instead (the pruner's masks).
-pub fn logits(
-    c: &Config,
-    p: &Tensors,
-    tokens: &Tensor,
-    on_node_site: &mut dyn FnMut(Site, Tensor) -> Result<Tensor>,
-) -> Result<Tensor> {
+pub fn logits(c: &Config, p: &Tensors, tokens: &Tensor) -> Result<Tensor> {
     let (b, t) = tokens.dims2()?;
     let (h, dh) = (c.n_head, c.d_head);
     let flat = tokens.flatten_all()?;
@@ -40,14 +31,13 @@ pub fn logits(
     let mask: Vec<f32> =
         (0..t).flat_map(|i| (0..=t).map(move |j| if j <= i || j == t { 0.0 } else { f32::NEG_INFINITY })).collect();
     let mask = Tensor::from_vec(mask, (t, t + 1), &Device::Cpu)?;
-    for (l, layer) in p.layers.iter().enumerate() {
-        let mut node = |kind: SiteKind, acts: Tensor| on_node_site(Site::Layer(l, kind), acts);
-        let a = node(SiteKind::AttnActIn, topk(c, TopkSite::AttnIn, &rms_norm(&x, &layer.ln_1.weight)?)?)?;
+    for layer in &p.layers {
+        let a = topk(c, TopkSite::AttnIn, &rms_norm(&x, &layer.ln_1.weight)?)?;
         let qkv = a.broadcast_matmul(&layer.c_attn.weight.t()?)?; // [B, T, 3 d_attn]
         let d_attn = c.d_attn();
-        let k = node(SiteKind::AttnK, topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?)?;
-        let q = node(SiteKind::AttnQ, topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?)?;
-        let v = node(SiteKind::AttnV, topk(c, TopkSite::AttnV, &qkv.narrow(2, 2 * d_attn, d_attn)?)?)?;
+        let k = topk(c, TopkSite::AttnK, &qkv.narrow(2, d_attn, d_attn)?)?;
+        let q = topk(c, TopkSite::AttnQ, &qkv.narrow(2, 0, d_attn)?)?;
+        let v = topk(c, TopkSite::AttnV, &qkv.narrow(2, 2 * d_attn, d_attn)?)?;
         let heads = |m: &Tensor| m.reshape((b, t, h, dh))?.transpose(1, 2)?.contiguous(); // [B, H, T, dh]
         let (q, k, v) = (heads(&q)?, heads(&k)?, heads(&v)?);
         let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?; // [B, H, T, T]
@@ -56,20 +46,22 @@ pub fn logits(
             None => Tensor::full(f32::NEG_INFINITY, (b, h, t, 1), &Device::Cpu)?,
         };
         let scores = Tensor::cat(&[&scores, &sink.contiguous()?], 3)?.broadcast_add(&mask)?;
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?.narrow(3, 0, t)?; // the sink's value is zero
+        // candle_nn's `softmax_last_dim` is a fused op without a backward
+        // pass: with it no gradient reached q, k or the sink (the sparse
+        // engine's gate gradients, checked against finite differences,
+        // showed it). This one is made of differentiable ops.
+        let weights = candle_nn::ops::softmax(&scores, D::Minus1)?.narrow(3, 0, t)?; // the sink's value is zero
         let y = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d_attn))?;
         let o = topk(c, TopkSite::AttnOut, &y.broadcast_matmul(&layer.attn_proj.weight.t()?)?)?;
-        let o = node(SiteKind::AttnResidDelta, o)?;
         x = topk(c, TopkSite::ResidPostAttn, &(x + o)?)?;
-        let m = node(SiteKind::MlpActIn, topk(c, TopkSite::MlpIn, &rms_norm(&x, &layer.ln_2.weight)?)?)?;
+        let m = topk(c, TopkSite::MlpIn, &rms_norm(&x, &layer.ln_2.weight)?)?;
         let pre = m.broadcast_matmul(&layer.c_fc.weight.t()?)?;
         let act = match c.activation {
             Activation::Gelu => pre.gelu_erf()?,
             Activation::Relu => pre.relu()?,
         };
-        let hidden = node(SiteKind::MlpPostAct, topk(c, TopkSite::MlpNeuron, &act)?)?;
+        let hidden = topk(c, TopkSite::MlpNeuron, &act)?;
         let o = topk(c, TopkSite::MlpOut, &hidden.broadcast_matmul(&layer.mlp_proj.weight.t()?)?)?;
-        let o = node(SiteKind::MlpResidDelta, o)?;
         x = topk(c, TopkSite::ResidPostMlp, &(x + o)?)?;
     }
     let mut logits = rms_norm(&x, &p.ln_f.weight)?.broadcast_matmul(&p.unembedding().t()?)?;
@@ -100,31 +92,4 @@ fn topk(c: &Config, site: TopkSite, x: &Tensor) -> Result<Tensor> {
     let threshold = sorted.narrow(D::Minus1, k - 1, 1)?;
     let keep = magnitude.broadcast_ge(&threshold)?.to_dtype(DType::F32)?;
     x * keep
-}
-
-/// `model`'s parameters as candle tensors, dense.
-pub fn tensors(model: &Model) -> Result<Tensors> {
-    model.params.map(&mut ToCandle)
-}
-
-/// [`tensors`]'s walk.
-struct ToCandle;
-
-impl<'m> Visit<'m, SparseMatrix, Vec<f32>, crate::model::Tensor> for ToCandle {
-    type Matrix = Tensor;
-    type Vector = Tensor;
-    type Table = Tensor;
-    type Error = candle_core::Error;
-
-    fn matrix(&mut self, _: &str, m: &SparseMatrix) -> Result<Tensor> {
-        Tensor::from_vec(m.to_dense(), (m.rows, m.cols), &Device::Cpu)
-    }
-
-    fn vector(&mut self, _: &str, v: &Vec<f32>) -> Result<Tensor> {
-        Tensor::from_slice(v, v.len(), &Device::Cpu)
-    }
-
-    fn table(&mut self, _: &str, t: &crate::model::Tensor) -> Result<Tensor> {
-        Tensor::from_slice(&t.data, (t.rows, t.cols), &Device::Cpu)
-    }
 }

@@ -9,9 +9,6 @@
 //! [`SplitMix`], not from candle.
 
 mod forward;
-mod prune;
-
-pub use prune::{learn_masks, MaskProgress, MaskSettings, NodeScore};
 
 use candle_core::{backprop::GradStore, Device, Tensor, Var};
 
@@ -240,7 +237,7 @@ impl Trainer {
         }
         let inputs = Tensor::from_vec(inputs, (b, t), &Device::Cpu).map_err(err)?;
         let targets = Tensor::from_vec(targets, b * t, &Device::Cpu).map_err(err)?;
-        let logits = forward::logits(&self.config, &self.tensors, &inputs, &mut |_, x| Ok(x)).map_err(err)?; // [B, T, vocab]
+        let logits = forward::logits(&self.config, &self.tensors, &inputs).map_err(err)?; // [B, T, vocab]
         let loss = candle_nn::loss::cross_entropy(&logits.reshape((b * t, self.config.vocab_size)).map_err(err)?, &targets)
             .map_err(err)?;
         let grads = loss.backward().map_err(err)?;
@@ -399,6 +396,29 @@ mod tests {
         assert_eq!(resumed.safetensors().unwrap(), trainer.safetensors().unwrap());
     }
 
+    /// Every parameter gets a gradient: q, k and the sink too, through the
+    /// softmax (a fused softmax without a backward pass once cut them off).
+    #[test]
+    fn the_loss_reaches_every_parameter() {
+        let tokens = tokens();
+        let trainer = Trainer::new(SHAPE, settings()).unwrap();
+        let input = Tensor::from_vec(tokens[100..124].to_vec(), (1, 24), &Device::Cpu).unwrap();
+        let targets = Tensor::from_vec(tokens[101..125].to_vec(), 24, &Device::Cpu).unwrap();
+        let logits = forward::logits(&trainer.config, &trainer.tensors, &input).unwrap();
+        let loss = candle_nn::loss::cross_entropy(&logits.reshape((24, 300)).unwrap(), &targets).unwrap();
+        let grads = loss.backward().unwrap();
+        let d_attn = trainer.config.d_attn();
+        for p in &trainer.params {
+            let g: Vec<f32> = grads.get(p.var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {}", p.name)).flatten_all().unwrap().to_vec1().unwrap();
+            assert!(g.iter().any(|&v| v != 0.0), "{}: all zero", p.name);
+            if p.name.ends_with("c_attn.weight") {
+                let width = g.len() / (3 * d_attn);
+                let (q, k) = (&g[..d_attn * width], &g[d_attn * width..2 * d_attn * width]);
+                assert!(q.iter().any(|&v| v != 0.0) && k.iter().any(|&v| v != 0.0), "{}: q or k rows get no gradient", p.name);
+            }
+        }
+    }
+
     /// The trainer's differentiable forward pass is the reference's: the saved
     /// model run by `model::forward` gives the same logits.
     #[test]
@@ -410,7 +430,7 @@ mod tests {
         }
         let window = &tokens[100..124];
         let input = Tensor::from_vec(window.to_vec(), (1, 24), &Device::Cpu).unwrap();
-        let ours: Vec<Vec<f32>> = forward::logits(&trainer.config, &trainer.tensors, &input, &mut |_, x| Ok(x))
+        let ours: Vec<Vec<f32>> = forward::logits(&trainer.config, &trainer.tensors, &input)
             .unwrap().squeeze(0).unwrap().to_vec2().unwrap();
         let reference = forward(&trainer.model().unwrap(), window, &mut |_, _| {}).unwrap();
         for (p, row) in ours.iter().enumerate() {
