@@ -12,10 +12,11 @@
 //!
 //! [`MaskLearner`] is the optimisation as plain data: it hands out each
 //! step's examples and gates, and takes the gated runs' gradients back from
-//! whichever backend computed them ([`learn_masks`]: the CPU reference).
+//! whichever backend computed them ([`learn_masks`]: a runner's).
 
 use super::{node_sites, Choice, Node, SiteMeans};
-use crate::model::{gated_gradients, Config, Gate, GatedGradients, Model, Objective};
+use crate::model::{Config, Gate, GatedGradients, Objective};
+use crate::runner::Runner;
 use crate::rng::SplitMix;
 
 /// How to learn the masks. The paper starts from k_coef 1e-4 and a rate of
@@ -175,11 +176,12 @@ impl MaskLearner {
     }
 }
 
-/// Learns node masks of `model` for a task given by `choices` (mean
-/// ablation by `means`) on the CPU reference; returns every node with its
-/// tau, highest first.
-pub fn learn_masks(
-    model: &Model,
+/// Learns node masks of the runner's model for a task given by `choices`
+/// (mean ablation by `means`): each step's gated runs in one batch on the
+/// runner's GPU, or on the CPU reference. Returns every node with its tau,
+/// highest first.
+pub async fn learn_masks(
+    runner: &Runner,
     means: &SiteMeans,
     choices: &[Choice],
     settings: &MaskSettings,
@@ -188,15 +190,10 @@ pub fn learn_masks(
     if choices.is_empty() {
         return Err("no task examples to learn the masks on".into());
     }
-    let mut learner = MaskLearner::new(&model.config, means, settings)?;
+    let mut learner = MaskLearner::new(&runner.model().config, means, settings)?;
     while !learner.done() {
         let batch = learner.next_batch(choices);
-        let gates = learner.gates();
-        // Examples do not interact: natively on every core.
-        let runs = crate::platform::map_on_cores(&batch, |(tokens, objective)| gated_gradients(model, tokens, objective, &gates))
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+        let runs = runner.gated_gradients_batch(&batch, &learner.gates()).await?;
         progress(learner.update(&runs)?);
     }
     Ok(learner.ranking())
@@ -210,6 +207,8 @@ fn sigmoid(x: f64) -> f64 {
 mod tests {
     use super::*;
     use crate::circuits::{bisect, keep_only, ready, task_loss, CpuEval};
+    use crate::model::gated_gradients;
+    use crate::runner::Want;
 
     /// Learned masks rank the nodes so that a small circuit meets the target
     /// loss, checked by the reference forward pass with everything else
@@ -221,7 +220,8 @@ mod tests {
         assert_eq!(full.accuracy, 1.0);
         let settings = MaskSettings { steps: 150, batch: 24, node_cost: 2e-3, learning_rate: 1e-2, ..MaskSettings::default() };
         let mut reports = Vec::new();
-        let ranking = learn_masks(&model, &means, &choices, &settings, &mut |p| reports.push(p)).unwrap();
+        let runner = Runner::at_once(std::sync::Arc::new(model.clone()), Want::Cpu, Box::new(|_| {}));
+        let ranking = ready(learn_masks(&runner, &means, &choices, &settings, &mut |p| reports.push(p))).unwrap();
         assert_eq!(reports.len(), 150);
         let all = crate::circuits::all_nodes(&model.config);
         assert_eq!(ranking.len(), all.len());

@@ -54,15 +54,16 @@ pub struct PruneArgs {
     lr: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// `mask`: the paper's learned node masks (gradients, CPU). `ablation`:
-    /// the page's search, forward passes only (group-tested ablation scores,
-    /// bisection, pruning), on the CPU or with `--backend gpu` on the GPU.
+    /// `mask`: the paper's learned node masks (gated forward and backward
+    /// passes). `ablation`: the page's search, forward passes only
+    /// (group-tested ablation scores, bisection, pruning).
     #[arg(long, value_enum, default_value_t = PruneMethod::Mask)]
     method: PruneMethod,
     /// Channels of a site the ablation search removes together at first (halving every round).
     #[arg(long, default_value_t = SearchSettings::default().block)]
     block: usize,
-    /// Where the ablation search runs its forward passes.
+    /// Where the masks' gated passes, or the ablation search's forward
+    /// passes, run (the bisection on k runs on the CPU).
     #[arg(long, value_enum, default_value_t = Backend::Cpu)]
     backend: Backend,
 }
@@ -169,11 +170,12 @@ fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: I
     let settings = MaskSettings { steps: args.steps, node_cost: args.node_cost, learning_rate: args.lr, seed: args.seed, ..MaskSettings::default() };
     eprintln!("learning node masks: {} steps of {} examples", settings.steps, settings.batch);
     let log_every = (settings.steps / 10).max(1);
-    let ranking = learn_masks(&loaded.model, &loaded.means, search, &settings, &mut |p| {
+    let runner = super::runner(loaded.model.clone(), args.backend)?;
+    let ranking = super::block_on(learn_masks(&runner, &loaded.means, search, &settings, &mut |p| {
         if p.step % log_every == 0 {
             eprintln!("  step {:>5}/{}  task loss {:.4}  nodes kept {}  {:.0} s", p.step, settings.steps, p.task_loss, p.kept, started.elapsed().as_secs_f64());
         }
-    })?;
+    }))?;
     let ranked: Vec<Node> = ranking.iter().map(|s| s.node).collect();
     // The nodes the mask keeps (tau > 0) come first; the rest tie at the
     // clamp and say nothing about order. Bisect within the kept ones when
@@ -196,7 +198,8 @@ fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: I
         }
     }
     curve.sort_by_key(|(k, _)| *k);
-    let settings = serde_json::json!({ "masks": settings, "target_loss": args.target_loss, "search_examples": search.len(), "search_seed": SEARCH_SEED });
+    let backend = format!("{:?}", args.backend).to_lowercase();
+    let settings = serde_json::json!({ "masks": settings, "backend": backend, "target_loss": args.target_loss, "search_examples": search.len(), "search_seed": SEARCH_SEED });
     Ok((ranked[..found.k].to_vec(), curve, ("learned-mask", settings)))
 }
 

@@ -17,7 +17,9 @@ use super::ops::{Op, PARAMS_BYTES};
 use super::readback::{finish_map, start_map};
 use super::weights::{GpuMatrix, GpuNorm};
 use super::GpuError;
-use crate::model::{check_every_site, Gradients, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite};
+use crate::model::{
+    check_every_site, Ablation, Gate, GatedGradients, Gradients, Intervention, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite,
+};
 
 /// One step of the backward pass: a dispatch with its buffers by binding
 /// number, or a site's gradient copied out.
@@ -45,19 +47,66 @@ impl Engine {
         let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
         let runs = self.forward_batch(&prompts, &Record::All).await?;
         let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
-        self.gradients_of_runs(runs, &objectives).await
+        self.gradients_of_runs(runs, &objectives, &[], &[]).await
+    }
+
+    /// A gated run of every prompt (`model::gated_gradients`, here in one
+    /// batch): `gates` applied (each ablated channel set to its mean at every
+    /// position), the gated sites' values before them kept, and each
+    /// objective differentiated back through kept channels only.
+    pub async fn gated_gradients_batch(&mut self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<Vec<GatedGradients>, GpuError> {
+        Gate::check_all(&self.config, gates)?;
+        for (tokens, objective) in examples {
+            objective.check(tokens.len(), self.config.vocab_size)?;
+        }
+        let interventions: Vec<Intervention> = gates
+            .iter()
+            .filter_map(|gate| {
+                let channels: Vec<usize> = (0..gate.kept.len()).filter(|&c| !gate.kept[c]).collect();
+                let ablation = Ablation::Mean(gate.mean.clone());
+                (!channels.is_empty()).then_some(Intervention { site: gate.site, positions: Vec::new(), channels, ablation })
+            })
+            .collect();
+        let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
+        let runs = self.forward_prompts(&prompts, &Record::All, &interventions).await?;
+        // A gate that keeps every channel changed nothing: its values before
+        // it are the recorded ones.
+        let ungated: Vec<Recording> = runs
+            .iter()
+            .map(|(_, recording, before)| {
+                gates
+                    .iter()
+                    .map(|gate| {
+                        let values = before.iter().chain(recording).find(|(site, _)| *site == gate.site).map(|(_, v)| v.clone());
+                        (gate.site, values.expect("every site is recorded"))
+                    })
+                    .collect()
+            })
+            .collect();
+        let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
+        let ungated_refs: Vec<&Recording> = ungated.iter().collect();
+        let runs: Vec<(Tensor, Recording)> = runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect();
+        let gradients = self.gradients_of_runs(runs, &objectives, gates, &ungated_refs).await?;
+        Ok(gradients.into_iter().zip(ungated).map(|(run, ungated)| GatedGradients { run, ungated }).collect())
     }
 
     /// [`Engine::gradients`] of a run already made (its logits and every
     /// site), as `model::gradients_of_run`: the backward pass alone.
     pub async fn gradients_of_run(&mut self, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, GpuError> {
-        let mut batch = self.gradients_of_runs(vec![(logits, activations)], &[objective]).await?;
+        let mut batch = self.gradients_of_runs(vec![(logits, activations)], &[objective], &[], &[]).await?;
         Ok(batch.remove(0))
     }
 
     /// The backward pass of several runs (logits and every site each), one
     /// objective per run, in one pass over rows `[runs x T]`, T the longest.
-    async fn gradients_of_runs(&mut self, runs: Vec<(Tensor, Recording)>, objectives: &[&Objective]) -> Result<Vec<Gradients>, GpuError> {
+    /// With `gates`, `ungated[run]` holds its gated sites' values before the gates.
+    async fn gradients_of_runs(
+        &mut self,
+        runs: Vec<(Tensor, Recording)>,
+        objectives: &[&Objective],
+        gates: &[Gate],
+        ungated: &[&Recording],
+    ) -> Result<Vec<Gradients>, GpuError> {
         for ((logits, activations), objective) in runs.iter().zip(objectives) {
             objective.check(logits.rows, self.config.vocab_size)?;
             check_every_site(&self.config, logits.rows, activations)?;
@@ -74,7 +123,7 @@ impl Engine {
             .flat_map(|(b, ((logits, _), objective))| objective.logit_gradient(logits).into_iter().map(move |(t, token, g)| (b * seq_len + t, token, g)))
             .collect();
         let recordings: Vec<&Recording> = runs.iter().map(|(_, activations)| activations).collect();
-        let batched = self.backward(&recordings, seq_len, &dlogits).await?;
+        let batched = self.backward(&recordings, seq_len, &dlogits, gates, ungated).await?;
         if let ([(logits, _)], [objective]) = (&runs[..], objectives) {
             // One run: its gradients as they are, without a copy.
             let value = objective.value(logits);
@@ -99,7 +148,17 @@ impl Engine {
     /// From d objective / d logits (`(row, token, gradient)` terms) to every
     /// site's gradient `[runs x seq_len, width]`, in forward order, for runs
     /// whose activations are `runs` (each at most seq_len rows).
-    async fn backward(&mut self, runs: &[&Recording], seq_len: usize, dlogits: &[(usize, u32, f32)]) -> Result<Recording, GpuError> {
+    /// With `gates`, `ungated[run]` holds each gated site's values before
+    /// its gate: there gradient passes back only through kept channels, and
+    /// the site's own top-k reads its kept set from those values.
+    async fn backward(
+        &mut self,
+        runs: &[&Recording],
+        seq_len: usize,
+        dlogits: &[(usize, u32, f32)],
+        gates: &[Gate],
+        ungated: &[&Recording],
+    ) -> Result<Recording, GpuError> {
         let c = self.config.clone();
         let (t, rows) = (seq_len, runs.len() * seq_len);
         let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
@@ -151,6 +210,35 @@ impl Engine {
             saved.push((site, buffer));
         }
         let act = |site: Site| &saved.iter().find(|(s, _)| *s == site).expect("every site is recorded").1;
+        // Each gate's values before it `[R, width]` and its kept channels `[width]`.
+        let mut gated: Vec<(Site, wgpu::Buffer, wgpu::Buffer)> = Vec::new();
+        for gate in gates {
+            let before = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("ungated activation [R, width]"),
+                size: 4 * (rows * gate.kept.len()).max(1) as u64,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: true,
+            });
+            {
+                let mut mapped = before.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
+                for (b, run) in ungated.iter().enumerate() {
+                    let values = &run.iter().find(|(s, _)| *s == gate.site).ok_or_else(|| GpuError::Gpu(format!("no ungated values at {}", gate.site)))?.1;
+                    let bytes: &[u8] = bytemuck::cast_slice(&values.data);
+                    let at = 4 * b * t * gate.kept.len();
+                    mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
+                }
+            }
+            before.unmap();
+            let kept: Vec<f32> = gate.kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
+            let kept = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("kept [width]"),
+                contents: bytemuck::cast_slice(&kept),
+                usage: wgpu::BufferUsages::STORAGE,
+            });
+            gated.push((gate.site, before, kept));
+        }
+        let before_gate = |site: Site| gated.iter().find(|(s, ..)| *s == site).map_or_else(|| act(site), |(_, before, _)| before);
+        let kept_of = |site: Site| gated.iter().find(|(s, ..)| *s == site).map(|(.., kept)| kept);
         let mut dense_dlogits = vec![0f32; rows * c.vocab_size];
         for &(row, token, g) in dlogits {
             dense_dlogits[row * c.vocab_size + token as usize] += g;
@@ -185,6 +273,8 @@ impl Engine {
         b.emit(Site::FinalResid, &dx, d);
         for (l, layer) in w.params.layers.iter().enumerate().rev() {
             let site = |kind: SiteKind| act(Site::Layer(l, kind));
+            let before = |kind: SiteKind| before_gate(Site::Layer(l, kind));
+            let gate = |kind: SiteKind| kept_of(Site::Layer(l, kind));
             let transposes = &w.transposes[l];
             let relu = c.residual_relu;
 
@@ -192,10 +282,12 @@ impl Engine {
             let x_out = if l + 1 == c.n_layer { act(Site::FinalResid) } else { act(Site::Layer(l + 1, SiteKind::ResidIn)) };
             b.topk(TopkSite::ResidPostMlp, d, relu, [x_out, &dx, &dsum], None);
             b.emit(Site::Layer(l, SiteKind::MlpResidDelta), &dsum, d);
-            b.topk(TopkSite::MlpOut, d, false, [site(SiteKind::MlpResidDelta), &dsum, &dmasked], None);
+            b.topk(TopkSite::MlpOut, d, false, [before(SiteKind::MlpResidDelta), &dsum, &dmasked], None);
+            b.gate(gate(SiteKind::MlpResidDelta), d, &dmasked);
             b.matmul_t(&transposes.mlp_proj, d, [&dmasked, &dh]);
             b.emit(Site::Layer(l, SiteKind::MlpPostAct), &dh, c.d_mlp);
-            b.topk(TopkSite::MlpNeuron, c.d_mlp, false, [site(SiteKind::MlpPostAct), &dh, &dh_masked], None);
+            b.topk(TopkSite::MlpNeuron, c.d_mlp, false, [before(SiteKind::MlpPostAct), &dh, &dh_masked], None);
+            b.gate(gate(SiteKind::MlpPostAct), c.d_mlp, &dh_masked);
             let fc = &layer.c_fc;
             let forward_fc = Op::Matmul {
                 in_width: d_in as u32,
@@ -210,14 +302,16 @@ impl Engine {
             b.op(Op::ActivationBackward { width: c.d_mlp as u32, activation: c.activation }, &[&pre, &dh_masked, &dpre]);
             b.matmul_t(&transposes.c_fc, c.d_mlp, [&dpre, &dm]);
             b.emit(Site::Layer(l, SiteKind::MlpActIn), &dm, d_in);
-            b.topk(TopkSite::MlpIn, d_in, false, [site(SiteKind::MlpActIn), &dm, &dm_masked], None);
+            b.topk(TopkSite::MlpIn, d_in, false, [before(SiteKind::MlpActIn), &dm, &dm_masked], None);
+            b.gate(gate(SiteKind::MlpActIn), d_in, &dm_masked);
             b.norm(&layer.ln_2, d_in, [site(SiteKind::ResidMid), &dm_masked, &dx], Some(&dsum));
             b.emit(Site::Layer(l, SiteKind::ResidMid), &dx, d);
 
             // Attention half, in reverse: x_mid = topk(relu?(x_in + o)).
             b.topk(TopkSite::ResidPostAttn, d, relu, [site(SiteKind::ResidMid), &dx, &dsum], None);
             b.emit(Site::Layer(l, SiteKind::AttnResidDelta), &dsum, d);
-            b.topk(TopkSite::AttnOut, d, false, [site(SiteKind::AttnResidDelta), &dsum, &dmasked], None);
+            b.topk(TopkSite::AttnOut, d, false, [before(SiteKind::AttnResidDelta), &dsum, &dmasked], None);
+            b.gate(gate(SiteKind::AttnResidDelta), d, &dmasked);
             b.matmul_t(&transposes.attn_proj, d, [&dmasked, &dy]);
             b.emit(Site::Layer(l, SiteKind::AttnY), &dy, d_attn);
             let (q, k, v) = (site(SiteKind::AttnQ), site(SiteKind::AttnK), site(SiteKind::AttnV));
@@ -228,12 +322,16 @@ impl Engine {
             b.emit(Site::Layer(l, SiteKind::AttnQ), &dq, d_attn);
             b.emit(Site::Layer(l, SiteKind::AttnK), &dk, d_attn);
             b.emit(Site::Layer(l, SiteKind::AttnV), &dv, d_attn);
-            b.topk(TopkSite::AttnQ, d_attn, false, [q, &dq, &dqkv], Some((3 * d_attn, 0)));
-            b.topk(TopkSite::AttnK, d_attn, false, [k, &dk, &dqkv], Some((3 * d_attn, d_attn)));
-            b.topk(TopkSite::AttnV, d_attn, false, [v, &dv, &dqkv], Some((3 * d_attn, 2 * d_attn)));
+            b.gate(gate(SiteKind::AttnQ), d_attn, &dq);
+            b.gate(gate(SiteKind::AttnK), d_attn, &dk);
+            b.gate(gate(SiteKind::AttnV), d_attn, &dv);
+            b.topk(TopkSite::AttnQ, d_attn, false, [before(SiteKind::AttnQ), &dq, &dqkv], Some((3 * d_attn, 0)));
+            b.topk(TopkSite::AttnK, d_attn, false, [before(SiteKind::AttnK), &dk, &dqkv], Some((3 * d_attn, d_attn)));
+            b.topk(TopkSite::AttnV, d_attn, false, [before(SiteKind::AttnV), &dv, &dqkv], Some((3 * d_attn, 2 * d_attn)));
             b.matmul_t(&transposes.c_attn, 3 * d_attn, [&dqkv, &dm]);
             b.emit(Site::Layer(l, SiteKind::AttnActIn), &dm, d_in);
-            b.topk(TopkSite::AttnIn, d_in, false, [site(SiteKind::AttnActIn), &dm, &dm_masked], None);
+            b.topk(TopkSite::AttnIn, d_in, false, [before(SiteKind::AttnActIn), &dm, &dm_masked], None);
+            b.gate(gate(SiteKind::AttnActIn), d_in, &dm_masked);
             b.norm(&layer.ln_1, d_in, [site(SiteKind::ResidIn), &dm_masked, &dx], Some(&dsum));
             b.emit(Site::Layer(l, SiteKind::ResidIn), &dx, d);
         }
@@ -376,6 +474,14 @@ impl Steps<'_> {
         let (stride, offset) = at.unwrap_or((width, 0));
         let op = Op::TopKBackward { width: width as u32, k: k as u32, relu, out_stride: stride as u32, out_offset: offset as u32 };
         self.op(op, &[kept, g, out]);
+    }
+
+    /// A gated site's gradient `g` (`[R, width]`) kept only in the channels
+    /// `kept` marks (`[width]`, 1 or 0), in place; nothing without a gate.
+    fn gate(&mut self, kept: Option<&wgpu::Buffer>, width: usize, g: &wgpu::Buffer) {
+        if let Some(kept) = kept {
+            self.op(Op::GateBackward { width: width as u32 }, &[kept, g]);
+        }
     }
 
     /// `out = residual + (the gradient at the norm's input x)`, from the

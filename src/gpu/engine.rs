@@ -21,6 +21,9 @@ pub struct StageOutput {
     pub layer: Option<usize>,
     /// `sites[variant]`: that variant's recorded sites, each `[T, width]`.
     pub sites: Vec<Recording>,
+    /// `before_interventions[variant]`: where asked for, the recorded sites
+    /// with interventions as they were before them (else empty).
+    pub before_interventions: Vec<Recording>,
     /// Stages submitted to the GPU when this one was handed over; with one
     /// stage of look-ahead it is at most this stage's index + 2.
     pub stages_submitted: usize,
@@ -84,17 +87,31 @@ impl Engine {
     /// prompts are padded at the end to the longest and cut back after:
     /// attention is causal, so a position never sees the padding.
     pub async fn forward_batch(&mut self, prompts: &[Vec<u32>], record: &Record) -> Result<Vec<(Tensor, Recording)>, GpuError> {
+        let runs = self.forward_prompts(prompts, record, &[]).await?;
+        Ok(runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect())
+    }
+
+    /// [`Engine::forward_batch`] with `interventions` applied to every
+    /// prompt; each run comes with its sites that have interventions as they
+    /// were before them.
+    pub(super) async fn forward_prompts(
+        &mut self,
+        prompts: &[Vec<u32>],
+        record: &Record,
+        interventions: &[Intervention],
+    ) -> Result<Vec<(Tensor, Recording, Recording)>, GpuError> {
         for prompt in prompts {
             check_tokens(&self.config, prompt)?;
         }
         let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let padded: Vec<u32> = prompts.iter().flat_map(|prompt| prompt.iter().copied().chain(std::iter::repeat_n(prompt[prompt.len() - 1], seq_len - prompt.len()))).collect();
-        let plan = Plan::prompts(&self.config, seq_len, prompts.len());
-        let mut recordings = vec![Recording::new(); prompts.len()];
+        let plan = Plan::prompts(&self.config, seq_len, prompts.len(), interventions)?;
+        let mut recordings = vec![(Recording::new(), Recording::new()); prompts.len()];
         let logits = self
-            .run_plan(&plan, &padded, record, &mut |stage| {
-                for (recording, sites) in recordings.iter_mut().zip(stage.sites) {
+            .run_plan(&plan, &padded, record, !interventions.is_empty(), &mut |stage| {
+                for ((recording, before), (sites, sites_before)) in recordings.iter_mut().zip(stage.sites.into_iter().zip(stage.before_interventions)) {
                     recording.extend(sites);
+                    before.extend(sites_before);
                 }
             })
             .await?;
@@ -103,12 +120,13 @@ impl Engine {
             tensor.rows = len;
             tensor
         };
+        let cut_all = |recording: Recording, len: usize| -> Recording { recording.into_iter().map(|(site, a)| (site, cut(a, len))).collect() };
         Ok(prompts
             .iter()
             .zip(logits.into_iter().zip(recordings))
-            .map(|(prompt, (logits, recording))| {
+            .map(|(prompt, (logits, (recording, before)))| {
                 let len = prompt.len();
-                (cut(logits, len), recording.into_iter().map(|(site, a)| (site, cut(a, len))).collect())
+                (cut(logits, len), cut_all(recording, len), cut_all(before, len))
             })
             .collect())
     }
@@ -126,11 +144,20 @@ impl Engine {
         check_tokens(&self.config, tokens)?;
         let plan = Plan::new(&self.config, tokens.len(), variants)?;
         let tokens: Vec<u32> = tokens.repeat(plan.n_variants);
-        self.run_plan(&plan, &tokens, record, on_stage).await
+        self.run_plan(&plan, &tokens, record, false, on_stage).await
     }
 
     /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major).
-    async fn run_plan(&mut self, plan: &Plan, tokens: &[u32], record: &Record, on_stage: &mut dyn FnMut(StageOutput)) -> Result<Vec<Tensor>, GpuError> {
+    /// With `before_interventions`, sites with interventions are handed over
+    /// as they were before them too.
+    pub(super) async fn run_plan(
+        &mut self,
+        plan: &Plan,
+        tokens: &[u32],
+        record: &Record,
+        before_interventions: bool,
+        on_stage: &mut dyn FnMut(StageOutput),
+    ) -> Result<Vec<Tensor>, GpuError> {
         if let Some(fault) = self.ctx.take_fault() {
             return Err(fault);
         }
@@ -142,7 +169,7 @@ impl Engine {
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
-            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, record);
+            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, record, before_interventions);
             if let Some(previous) = pending.take() {
                 deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await?;
             }
@@ -207,11 +234,12 @@ impl Plan {
         Ok(Plan { seq_len, n_variants, n_stages, first_varying, vocab: config.vocab_size, entries })
     }
 
-    /// `n_prompts` prompts of `seq_len` tokens each, without interventions:
-    /// they differ from the first stage on.
-    fn prompts(config: &Config, seq_len: usize, n_prompts: usize) -> Plan {
-        let entries = Flattened::default();
-        Plan { seq_len, n_variants: n_prompts.max(1), n_stages: config.n_layer + 1, first_varying: 0, vocab: config.vocab_size, entries }
+    /// `n_prompts` prompts of `seq_len` tokens each, `interventions` applied
+    /// to every one: they differ from the first stage on.
+    fn prompts(config: &Config, seq_len: usize, n_prompts: usize, interventions: &[Intervention]) -> Result<Plan, GpuError> {
+        let n_variants = n_prompts.max(1);
+        let entries = flatten_interventions(config, seq_len, &vec![interventions.to_vec(); n_variants])?;
+        Ok(Plan { seq_len, n_variants, n_stages: config.n_layer + 1, first_varying: 0, vocab: config.vocab_size, entries })
     }
 
     /// Variants computed in `stage`: 1 while all are still identical.
@@ -224,14 +252,24 @@ impl Plan {
     }
 }
 
+/// Where a recorded site's values are in a stage's readback.
+pub(super) struct SiteCopy {
+    pub site: Site,
+    pub width: u32,
+    /// In floats.
+    pub offset: u64,
+    /// The values before the site's interventions (a gated run's ungated values).
+    pub before_interventions: bool,
+}
+
 /// A submitted stage whose readback has not been handed over yet.
 pub(super) struct Pending {
     pub stage: usize,
     pub buffer: wgpu::Buffer,
     pub mapped: futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
     pub submission: wgpu::SubmissionIndex,
-    /// (site, width, offset in floats) of each recorded site.
-    pub copies: Vec<(Site, u32, u64)>,
+    /// Each recorded site's place in the buffer.
+    pub copies: Vec<SiteCopy>,
     pub floats: usize,
     pub logits_at: Option<usize>,
     /// Variants computed in this stage: 1 while all are still identical.
@@ -258,17 +296,15 @@ async fn deliver(
         Tensor::from_vec(seq_len, width, data[start..start + seq_len * width].to_vec())
     };
     if !pending.copies.is_empty() {
-        let sites = (0..n_variants)
-            .map(|variant| {
-                pending
-                    .copies
-                    .iter()
-                    .map(|&(site, width, offset)| (site, per_variant(offset as usize, width as usize, variant)))
-                    .collect()
-            })
-            .collect();
+        let of_variant = |variant: usize, before: bool| -> Recording {
+            (pending.copies.iter().filter(|copy| copy.before_interventions == before))
+                .map(|copy| (copy.site, per_variant(copy.offset as usize, copy.width as usize, variant)))
+                .collect()
+        };
+        let sites = (0..n_variants).map(|variant| of_variant(variant, false)).collect();
+        let before_interventions = (0..n_variants).map(|variant| of_variant(variant, true)).collect();
         let layer = (pending.stage + 1 < n_stages).then_some(pending.stage);
-        on_stage(StageOutput { layer, sites, stages_submitted });
+        on_stage(StageOutput { layer, sites, before_interventions, stages_submitted });
     }
     if let Some(at) = pending.logits_at {
         logits.extend((0..n_variants).map(|variant| per_variant(at, vocab, variant)));

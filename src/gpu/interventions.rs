@@ -8,7 +8,6 @@ use crate::model::{Config, Intervention, Site};
 /// entry sets one cell, or with [`COLUMN`] set, one channel at every
 /// position of its variant (zero or mean ablation everywhere: a circuit
 /// search's variants ablate thousands of channels, T times fewer entries).
-#[derive(Default)]
 pub struct Flattened {
     pub spans: Vec<(Site, u32, u32)>,
     pub index: Vec<u32>,

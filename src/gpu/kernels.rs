@@ -16,6 +16,7 @@ pub enum Kernel {
     TopKBackward,
     ActivationBackward,
     NormBackward,
+    GateBackward,
     /// attention_backward.wgsl's two entry points: dq (and the weights and
     /// score gradients), then dk and dv.
     AttentionBackwardQueries { d_head: u32 },
@@ -34,6 +35,7 @@ const TOPK_BACKWARD: &str = include_str!("../../shaders/topk_backward.wgsl");
 const ACTIVATION_BACKWARD: &str = include_str!("../../shaders/activation_backward.wgsl");
 const NORM_BACKWARD: &str = include_str!("../../shaders/norm_backward.wgsl");
 const ATTENTION_BACKWARD: &str = include_str!("../../shaders/attention_backward.wgsl");
+const GATE_BACKWARD: &str = include_str!("../../shaders/gate_backward.wgsl");
 /// `erf`, for the kernels with the exact GELU.
 const ERF: &str = include_str!("../../shaders/erf.wgsl");
 
@@ -57,6 +59,7 @@ impl Kernel {
             Kernel::TopKBackward => TOPK_BACKWARD.into(),
             Kernel::ActivationBackward => format!("{ERF}\n{ACTIVATION_BACKWARD}"),
             Kernel::NormBackward => NORM_BACKWARD.into(),
+            Kernel::GateBackward => GATE_BACKWARD.into(),
             Kernel::TopK => TOPK.into(),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
@@ -77,6 +80,7 @@ impl Kernel {
             Kernel::TopKBackward => "topk_backward",
             Kernel::ActivationBackward => "activation_backward",
             Kernel::NormBackward => "norm_backward",
+            Kernel::GateBackward => "gate_backward",
             Kernel::AttentionBackwardQueries { .. } => "attention_backward queries",
             Kernel::AttentionBackwardKeys { .. } => "attention_backward keys",
         }

@@ -84,6 +84,9 @@ shader_params! {
     NormBackwardParams in "norm_backward.wgsl" { rows: u32, width: u32, dout_stride: u32, rms: u32, has_residual: u32, eps: f32, _pad0: u32, _pad1: u32 }
 }
 shader_params! {
+    GateBackwardParams in "gate_backward.wgsl" { n: u32, width: u32, _pad0: u32, _pad1: u32 }
+}
+shader_params! {
     AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, seq_len: u32, n_head: u32, has_sink: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
 }
 
@@ -104,6 +107,8 @@ pub enum Op {
     TopKBackward { width: u32, k: u32, relu: bool, out_stride: u32, out_offset: u32 },
     ActivationBackward { width: u32, activation: Activation },
     NormBackward { width: u32, dout_stride: u32, rms: bool, has_residual: bool },
+    /// A gated site's gradient kept only in its kept channels, in place.
+    GateBackward { width: u32 },
     /// `keys`: the second pass (dk, dv); else the first (dq).
     AttentionBackward { n_head: u32, d_head: u32, has_sink: bool, keys: bool },
 }
@@ -122,6 +127,7 @@ impl Op {
             Op::TopKBackward { .. } => Kernel::TopKBackward,
             Op::ActivationBackward { .. } => Kernel::ActivationBackward,
             Op::NormBackward { .. } => Kernel::NormBackward,
+            Op::GateBackward { .. } => Kernel::GateBackward,
             Op::AttentionBackward { d_head, keys: false, .. } => Kernel::AttentionBackwardQueries { d_head },
             Op::AttentionBackward { d_head, keys: true, .. } => Kernel::AttentionBackwardKeys { d_head },
         }
@@ -175,6 +181,7 @@ impl Op {
                 let p = NormBackwardParams { rows, width, dout_stride, rms: b(rms), has_residual: b(has_residual), eps, ..Default::default() };
                 block(p)
             }
+            Op::GateBackward { width } => block(GateBackwardParams { n: rows * width, width, ..Default::default() }),
             Op::AttentionBackward { n_head, d_head, has_sink, .. } => {
                 let scale = 1.0 / (d_head as f32).sqrt();
                 block(AttentionBackwardParams { rows, seq_len, n_head, has_sink: b(has_sink), scale, ..Default::default() })
@@ -189,7 +196,7 @@ impl Op {
         match self {
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } => rows,
             Op::TopKBackward { .. } => elements(rows),
-            Op::ActivationBackward { width, .. } => elements(rows * width),
+            Op::ActivationBackward { width, .. } | Op::GateBackward { width } => elements(rows * width),
             Op::AttentionBackward { n_head, keys: false, .. } => elements(rows * n_head),
             // One per (head, sequence, tile of key rows).
             Op::AttentionBackward { n_head, keys: true, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ELEMENT_WORKGROUP),
@@ -243,6 +250,7 @@ mod tests {
         check::<TopKBackwardParams>();
         check::<ActivationBackwardParams>();
         check::<NormBackwardParams>();
+        check::<GateBackwardParams>();
         check::<AttentionBackwardParams>();
         // And every shader with parameters has a struct here.
         let shaders: Vec<String> = std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"))
@@ -263,6 +271,7 @@ mod tests {
             ActivationBackwardParams::SHADER,
             NormBackwardParams::SHADER,
             AttentionBackwardParams::SHADER,
+            GateBackwardParams::SHADER,
         ];
         for shader in shaders {
             assert!(covered.contains(&shader.as_str()), "{shader} has no parameter struct");

@@ -3,7 +3,7 @@
 //! per step, and each stage's steps with their bind groups. A stage is
 //! encoded here; `engine.rs` submits stages and reads them back.
 
-use super::engine::{Pending, Plan};
+use super::engine::{Pending, Plan, SiteCopy};
 use super::kernels::Kernel;
 use super::ops::{Op, PARAMS_BYTES};
 use super::readback::start_map;
@@ -91,7 +91,10 @@ impl Workspace {
     /// pass between copies: per-pass costs add up over hundreds of small
     /// dispatches), a copy of every site `record` wants and, in the last
     /// stage, of the logits, into a staging buffer whose mapping starts now.
-    pub fn submit_stage(&mut self, ctx: &GpuContext, c: &Config, plan: &Plan, s: usize, record: &Record) -> Option<Pending> {
+    /// With `before_interventions`, a recorded site with interventions is
+    /// also copied out before they are applied (a gated run's values before
+    /// its gates).
+    pub fn submit_stage(&mut self, ctx: &GpuContext, c: &Config, plan: &Plan, s: usize, record: &Record, before_interventions: bool) -> Option<Pending> {
         let computed = plan.variants_in(s);
         let rows = plan.seq_len * computed;
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stage") });
@@ -99,20 +102,31 @@ impl Workspace {
             self.broadcast_first_variant(&mut encoder, c, plan.seq_len, plan.n_variants);
         }
         let is_final = s == plan.n_stages - 1;
+        let copied_before = |site: Site| before_interventions && plan.entries.span_of(site).1 > 0;
         let site_floats: u64 = self.stages[s]
             .iter()
             .filter_map(|step| match step {
-                Step::Site { site, width, .. } if record.wants(*site) => Some(u64::from(*width)),
+                Step::Site { site, width, .. } if record.wants(*site) => Some(u64::from(*width) * if copied_before(*site) { 2 } else { 1 }),
                 _ => None,
             })
             .sum::<u64>()
             * rows as u64;
         let floats = site_floats + if is_final { (rows * c.vocab_size) as u64 } else { 0 };
         let staging = (floats > 0).then(|| self.staging_buffer(ctx, s, 4 * floats));
-        let mut copies: Vec<(Site, u32, u64)> = Vec::new(); // (site, width, offset in floats)
+        let mut copies: Vec<SiteCopy> = Vec::new();
         let mut offset = 0u64;
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for step in &self.stages[s] {
+            if let Step::Site { site, buffer, width, .. } = step {
+                if record.wants(*site) && copied_before(*site) {
+                    pass = None;
+                    let floats = rows as u64 * u64::from(*width);
+                    let staging = staging.as_ref().expect("staging sized for every recorded site");
+                    encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
+                    copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: true });
+                    offset += floats;
+                }
+            }
             let (op, bind_group, count) = match step {
                 Step::Dispatch { op, bind_group, .. } => (*op, bind_group, 0),
                 Step::Site { site, intervene, width, .. } => (Op::Intervene { width: *width }, intervene, plan.entries.span_of(*site).1),
@@ -133,7 +147,7 @@ impl Workspace {
                     let floats = rows as u64 * u64::from(*width);
                     let staging = staging.as_ref().expect("staging sized for every recorded site");
                     encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
-                    copies.push((*site, *width, offset));
+                    copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: false });
                     offset += floats;
                 }
             }

@@ -32,7 +32,10 @@ use std::sync::Arc;
 #[cfg(feature = "gpu")]
 use gpu::start_gpu;
 
-use crate::model::{forward_with_interventions, gradients, gradients_of_run, Gradients, Intervention, Model, Objective, Record, Recording, Tensor};
+use crate::model::{
+    forward_with_interventions, gated_gradients, gradients, gradients_of_run, Gate, GatedGradients, Gradients, Intervention, Model, Objective, Record,
+    Recording, Tensor,
+};
 use crate::platform::{now_ms, sleep};
 
 /// Variants per GPU batch: enough to fill the GPU at the bundled model's
@@ -261,6 +264,24 @@ impl Runner {
             batch.push(gradients(&model, tokens, objective).map_err(|e| e.to_string())?);
         }
         Ok(batch)
+    }
+
+    /// Gated runs of several prompts (`model::gated_gradients`, the circuit
+    /// pruning's step): on the GPU in one batch where bulk work goes, else
+    /// on the CPU reference, natively an example per core.
+    pub async fn gated_gradients_batch(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<Vec<GatedGradients>, String> {
+        #[cfg(feature = "gpu")]
+        if self.bulk_on_gpu(examples.iter().map(|(tokens, _)| tokens.len()).sum()) {
+            if let Some(outcome) = self.on_engine(async |engine| engine.gated_gradients_batch(examples, gates).await).await {
+                return outcome;
+            }
+        }
+        self.pause_now_and_then().await;
+        let model = self.model();
+        crate::platform::map_on_cores(examples, |(tokens, objective)| gated_gradients(&model, tokens, objective, gates))
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())
     }
 
     /// [`Runner::gradients`] of a run already made (its logits `[T, vocab]`
