@@ -41,13 +41,8 @@ impl Engine {
     /// task's loss over its examples has each example's gradients). Prompts
     /// of different lengths are padded at the end, which no position sees.
     pub async fn gradients_batch(&mut self, examples: &[(Vec<u32>, Objective)]) -> Result<Vec<Gradients>, GpuError> {
-        for (tokens, objective) in examples {
-            objective.check(tokens.len(), self.config.vocab_size)?;
-        }
-        let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
-        let runs = self.forward_batch(&prompts, &Record::All).await?;
-        let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
-        self.gradients_of_runs(runs, &objectives, &[], &[]).await
+        let runs = self.gated_gradients_batch(examples, &[]).await?;
+        Ok(runs.into_iter().map(|gated| gated.run).collect())
     }
 
     /// A gated run of every prompt (`model::gated_gradients`, here in one
@@ -181,54 +176,22 @@ impl Engine {
                 mapped_at_creation: false,
             })
         };
-        // The forward's activations, `[R, width]` each: run b's rows at b x T,
-        // the padding after a shorter run zero (it reaches no real row).
+        // The forward's activations, `[R, width]` each.
         let order: Vec<Site> = runs.first().map_or(Vec::new(), |run| run.iter().map(|(site, _)| *site).collect());
         let mut saved: Vec<(Site, wgpu::Buffer)> = Vec::new();
         for &site in &order {
-            fn of_run(run: &Recording, site: Site) -> &Tensor {
-                &run.iter().find(|(s, _)| *s == site).expect("every run records every site").1
-            }
-            let width = of_run(runs[0], site).cols;
-            // Written while mapped at creation: no staging copy (a queue
-            // write cost 0.3 s more at the released shape, 256 tokens).
-            let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("saved activation [R, width]"),
-                size: 4 * (rows * width).max(1) as u64,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: true,
-            });
-            {
-                let mut mapped = buffer.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
-                for (b, run) in runs.iter().enumerate() {
-                    let bytes: &[u8] = bytemuck::cast_slice(&of_run(run, site).data);
-                    let at = 4 * b * t * width;
-                    mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
-                }
-            }
-            buffer.unmap();
-            saved.push((site, buffer));
+            let values = runs.iter().map(|run| &run.iter().find(|(s, _)| *s == site).expect("every run records every site").1);
+            saved.push((site, upload_runs(ctx, "saved activation [R, width]", values, t, c.site_width(site))?));
         }
         let act = |site: Site| &saved.iter().find(|(s, _)| *s == site).expect("every site is recorded").1;
         // Each gate's values before it `[R, width]` and its kept channels `[width]`.
         let mut gated: Vec<(Site, wgpu::Buffer, wgpu::Buffer)> = Vec::new();
         for gate in gates {
-            let before = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("ungated activation [R, width]"),
-                size: 4 * (rows * gate.kept.len()).max(1) as u64,
-                usage: wgpu::BufferUsages::STORAGE,
-                mapped_at_creation: true,
-            });
-            {
-                let mut mapped = before.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
-                for (b, run) in ungated.iter().enumerate() {
-                    let values = &run.iter().find(|(s, _)| *s == gate.site).ok_or_else(|| GpuError::Gpu(format!("no ungated values at {}", gate.site)))?.1;
-                    let bytes: &[u8] = bytemuck::cast_slice(&values.data);
-                    let at = 4 * b * t * gate.kept.len();
-                    mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
-                }
+            let mut values = Vec::new();
+            for run in ungated {
+                values.push(&run.iter().find(|(s, _)| *s == gate.site).ok_or_else(|| GpuError::Gpu(format!("no ungated values at {}", gate.site)))?.1);
             }
-            before.unmap();
+            let before = upload_runs(ctx, "ungated activation [R, width]", values.into_iter(), t, gate.kept.len())?;
             let kept: Vec<f32> = gate.kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
             let kept = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("kept [width]"),
@@ -422,6 +385,30 @@ impl Engine {
         }
         Ok(copies.into_iter().map(|(site, width, at)| (site, Tensor::from_vec(rows, width, data[at..at + rows * width].to_vec()))).collect())
     }
+}
+
+/// One site's values of every run, `[T_b, width]` each, in a buffer
+/// `[runs x t, width]`: run b's rows at b x t, the padding after a shorter
+/// run zero (it reaches no real row). Written while mapped at creation: no
+/// staging copy (a queue write cost 0.3 s more at the released shape, 256
+/// tokens).
+fn upload_runs<'a>(ctx: &super::GpuContext, label: &str, runs: impl ExactSizeIterator<Item = &'a Tensor>, t: usize, width: usize) -> Result<wgpu::Buffer, GpuError> {
+    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: 4 * (runs.len() * t * width).max(1) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: true,
+    });
+    {
+        let mut mapped = buffer.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
+        for (b, values) in runs.enumerate() {
+            let bytes: &[u8] = bytemuck::cast_slice(&values.data);
+            let at = 4 * b * t * width;
+            mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
+        }
+    }
+    buffer.unmap();
+    Ok(buffer)
 }
 
 /// The backward pass's steps, as they are listed.

@@ -17,7 +17,7 @@
 
 use super::forward::{attention_weights, gelu_derivative, Recording};
 use super::gates::Gate;
-use super::{forward, Activation, Config, Model, ModelError, Norm, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
+use super::{Activation, Config, Model, ModelError, Norm, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
 
 /// What the gradient is of: a function of the logits `[T, vocab]` of one run.
 #[derive(Clone, Debug, PartialEq)]
@@ -100,10 +100,7 @@ impl Gradients {
 
 /// Runs `model` on `tokens` and differentiates `objective` back to every site.
 pub fn gradients(model: &Model, tokens: &[u32], objective: &Objective) -> Result<Gradients, ModelError> {
-    objective.check(tokens.len(), model.config.vocab_size)?;
-    let mut activations = Recording::new();
-    let logits = forward(model, tokens, &mut |site, acts| activations.push((site, acts.clone())))?;
-    gradients_of_run(model, logits, activations, objective)
+    Ok(super::gated_gradients(model, tokens, objective, &[])?.run)
 }
 
 /// [`gradients`] of a run already made: its logits `[T, vocab]` and every
@@ -402,6 +399,7 @@ pub(super) const VARIANTS: [&str; 4] = [
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::forward;
 
     #[test]
     fn a_top_k_keeps_its_nonzeros_and_then_the_lowest_zeros() {
