@@ -182,7 +182,7 @@ fn the_gpu_and_the_cpu_pruners_agree() {
     let learn = |want: Want| {
         let runner = runner(&model, want, &heard);
         let mut steps = Vec::new();
-        let ranking = pollster::block_on(learn_masks(&runner, &means, &choices, &settings, &mut |p| steps.push(p))).unwrap();
+        let ranking = pollster::block_on(learn_masks(&runner, &means, &choices, &settings, &mut |p| steps.push(p), &|| false)).unwrap().unwrap();
         (steps, ranking)
     };
     let (gpu_steps, gpu) = learn(Want::Gpu);

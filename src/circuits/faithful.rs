@@ -10,6 +10,13 @@
 use super::{Node, SiteMeans};
 use crate::model::{forward_with_interventions, Config, Intervention, Model, ModelError, Site, SiteKind};
 
+/// Seed of the task examples a circuit search runs on, in the CLI and in
+/// the page: the same examples and settings give the same circuit.
+pub const SEARCH_SEED: u64 = 2_000_003;
+/// Seed of the held-out examples a circuit's faithfulness is reported on
+/// (`circuitscope eval`'s default too).
+pub const HELD_OUT_SEED: u64 = 1_000_003;
+
 /// One binary choice a circuit is scored on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Choice {

@@ -26,7 +26,7 @@ mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
-pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss};
+pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss, HELD_OUT_SEED, SEARCH_SEED};
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
@@ -34,7 +34,7 @@ pub use inspect::{inspect, NodeDetails};
 pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
 pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_VERSION};
 pub use means::{parse_samples, SiteMeans};
-pub use prune::{learn_masks, MaskLearner, MaskProgress, MaskSettings, NodeScore};
+pub use prune::{learn_masks, prune_task, MaskLearner, MaskProgress, MaskSettings, NodeScore, PruneProgress, PruneSetup, Pruned};
 pub use layout::{GraphView, PlacedNode};
 pub use view::{AblationKind, Ranking, Shown, View, Zoom, NODES_PER_SITE};
 

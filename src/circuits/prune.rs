@@ -14,8 +14,8 @@
 //! step's examples and gates, and takes the gated runs' gradients back from
 //! whichever backend computed them ([`learn_masks`]: a runner's).
 
-use super::{node_sites, Choice, Node, SiteMeans};
-use crate::model::{Config, Gate, GatedGradients, Objective};
+use super::{bisect, curve_points, keep_only, node_sites, Choice, Evaluate, Node, SiteMeans, TaskLoss};
+use crate::model::{Config, Gate, GateGradients, Objective};
 use crate::runner::Runner;
 use crate::rng::SplitMix;
 
@@ -133,25 +133,23 @@ impl MaskLearner {
             .collect()
     }
 
-    /// One Adam step from the gated runs of [`MaskLearner::next_batch`]'s
+    /// One Adam step from the gate gradients of [`MaskLearner::next_batch`]'s
     /// examples under [`MaskLearner::gates`].
-    pub fn update(&mut self, runs: &[GatedGradients]) -> Result<MaskProgress, String> {
+    pub fn update(&mut self, batch: &GateGradients) -> Result<MaskProgress, String> {
+        if batch.per_gate.len() != self.masks.len() {
+            return Err(format!("gradients of {} gates for {} masks", batch.per_gate.len(), self.masks.len()));
+        }
         let kept = self.masks.iter().map(|mask| mask.gate.kept.iter().filter(|&&k| k).count()).sum();
-        let task_loss = runs.iter().map(|run| run.run.value).sum::<f64>() as f32;
+        let task_loss = batch.value as f32;
         // The rate falls linearly to zero; betas 0.9 and 0.95.
         let s = &self.settings;
         let lr = (s.learning_rate * (1.0 - self.step as f64 / s.steps as f64)) as f32;
         let t = (self.step + 1) as i32;
         let (bias1, bias2) = (1.0 - 0.9f32.powi(t), 1.0 - 0.95f32.powi(t));
-        for mask in &mut self.masks {
-            let mut dgate = vec![s.node_cost; mask.tau.len()];
-            for run in runs {
-                let g = run.gate_gradient(&mask.gate).ok_or_else(|| format!("a run without the gate at {}", mask.gate.site))?;
-                dgate.iter_mut().zip(g).for_each(|(sum, g)| *sum += g);
-            }
-            for (i, dgate) in dgate.into_iter().enumerate() {
+        for (mask, dtask) in self.masks.iter_mut().zip(&batch.per_gate) {
+            for (i, &dtask) in dtask.iter().enumerate() {
                 let soft = sigmoid(f64::from(mask.tau[i]) / s.temperature);
-                let g = (dgate * soft * (1.0 - soft) / s.temperature) as f32;
+                let g = ((dtask + s.node_cost) * soft * (1.0 - soft) / s.temperature) as f32;
                 let (m, v) = (&mut mask.first_moment[i], &mut mask.second_moment[i]);
                 *m = 0.9 * *m + 0.1 * g;
                 *v = 0.95 * *v + 0.05 * g * g;
@@ -177,26 +175,112 @@ impl MaskLearner {
 }
 
 /// Learns node masks of the runner's model for a task given by `choices`
-/// (mean ablation by `means`): each step's gated runs in one batch on the
-/// runner's GPU, or on the CPU reference. Returns every node with its tau,
-/// highest first.
+/// (mean ablation by `means`): each step's gated runs on the runner's GPU in
+/// chunks, or on the CPU reference. Returns every node with its tau, highest
+/// first; `None` when `cancelled` said so between two steps.
 pub async fn learn_masks(
     runner: &Runner,
     means: &SiteMeans,
     choices: &[Choice],
     settings: &MaskSettings,
     progress: &mut dyn FnMut(MaskProgress),
-) -> Result<Vec<NodeScore>, String> {
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Vec<NodeScore>>, String> {
     if choices.is_empty() {
         return Err("no task examples to learn the masks on".into());
     }
     let mut learner = MaskLearner::new(&runner.model().config, means, settings)?;
     while !learner.done() {
+        if cancelled() {
+            return Ok(None);
+        }
         let batch = learner.next_batch(choices);
-        let runs = runner.gated_gradients_batch(&batch, &learner.gates()).await?;
-        progress(learner.update(&runs)?);
+        let gradients = runner.gate_gradients(&batch, &learner.gates()).await?;
+        progress(learner.update(&gradients)?);
     }
-    Ok(learner.ranking())
+    Ok(Some(learner.ranking()))
+}
+
+impl MaskSettings {
+    /// A circuit file's record of a pruning run with these settings.
+    pub fn method_settings(&self, backend: &str, target_loss: f64, search_examples: usize) -> serde_json::Value {
+        serde_json::json!({ "masks": self, "backend": backend, "target_loss": target_loss, "search_examples": search_examples, "search_seed": super::SEARCH_SEED })
+    }
+}
+
+/// How far a whole pruning run ([`prune_task`]) is.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PruneProgress {
+    /// A step of the masks' optimisation, of `steps`.
+    Masks { progress: MaskProgress, steps: usize },
+    /// The bisection kept the first `k` nodes of the ranking.
+    Bisecting { k: usize, loss: TaskLoss },
+}
+
+/// A task's circuit found the paper's way.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pruned {
+    /// The circuit, most important first.
+    pub nodes: Vec<Node>,
+    /// Task loss on the search examples against k: every k the bisection
+    /// tried and the doubling points up to the circuit's size.
+    pub curve: Vec<(usize, TaskLoss)>,
+    /// Nodes the learned masks kept (tau > 0) at the end.
+    pub kept_by_masks: usize,
+}
+
+/// What a pruning run works on, and towards.
+pub struct PruneSetup<'a> {
+    /// The task's search examples.
+    pub choices: &'a [Choice],
+    /// The value of a masked node.
+    pub means: &'a SiteMeans,
+    pub settings: &'a MaskSettings,
+    /// The circuit is the smallest that meets this task loss.
+    pub target_loss: f64,
+}
+
+/// The paper's pruning, whole, as both the CLI and the page run it: masks
+/// learned on the search examples through `runner`, then the smallest k
+/// whose first k nodes of the masks' ranking meet the target loss on the
+/// same examples (task losses by `eval`). `None` when cancelled.
+pub async fn prune_task<E: Evaluate>(
+    runner: &Runner,
+    eval: &mut E,
+    setup: &PruneSetup<'_>,
+    progress: &mut dyn FnMut(PruneProgress),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Pruned>, String> {
+    let PruneSetup { choices, means, settings, target_loss } = *setup;
+    let steps = settings.steps;
+    let mut on_step = |step: MaskProgress| progress(PruneProgress::Masks { progress: step, steps });
+    let Some(ranking) = learn_masks(runner, means, choices, settings, &mut on_step, cancelled).await? else {
+        return Ok(None);
+    };
+    if cancelled() {
+        return Ok(None);
+    }
+    let ranked: Vec<Node> = ranking.iter().map(|s| s.node).collect();
+    // The nodes the mask keeps (tau > 0) come first; the rest tie at the
+    // clamp and say nothing about order. Bisect within the kept ones when
+    // they meet the target together (adding untied noise can break a circuit
+    // that works), else along the whole ranking.
+    let kept = ranking.iter().filter(|s| s.tau > 0.0).count();
+    let config = &runner.model().config;
+    let mut on_k = |k: usize, loss: TaskLoss| progress(PruneProgress::Bisecting { k, loss });
+    let found = match bisect(eval, config, means, &ranked[..kept], target_loss, &mut on_k).await {
+        Ok(found) => found,
+        Err(_) => bisect(eval, config, means, &ranked, target_loss, &mut on_k).await?,
+    };
+    // The curve at small k too, which the bisection may not have visited.
+    let mut curve = found.curve;
+    for k in curve_points(found.k).into_iter().filter(|&k| k > 0) {
+        if !curve.iter().any(|(at, _)| *at == k) {
+            curve.push((k, eval.losses(&[keep_only(config, means, &ranked[..k])?]).await?[0]));
+        }
+    }
+    curve.sort_by_key(|(k, _)| *k);
+    Ok(Some(Pruned { nodes: ranked[..found.k].to_vec(), curve, kept_by_masks: kept }))
 }
 
 fn sigmoid(x: f64) -> f64 {
@@ -206,7 +290,7 @@ fn sigmoid(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::circuits::{bisect, keep_only, ready, task_loss, CpuEval};
+    use crate::circuits::{ready, task_loss, CpuEval};
     use crate::model::gated_gradients;
     use crate::runner::Want;
 
@@ -221,7 +305,7 @@ mod tests {
         let settings = MaskSettings { steps: 150, batch: 24, node_cost: 2e-3, learning_rate: 1e-2, ..MaskSettings::default() };
         let mut reports = Vec::new();
         let runner = Runner::at_once(std::sync::Arc::new(model.clone()), Want::Cpu, Box::new(|_| {}));
-        let ranking = ready(learn_masks(&runner, &means, &choices, &settings, &mut |p| reports.push(p))).unwrap();
+        let ranking = ready(learn_masks(&runner, &means, &choices, &settings, &mut |p| reports.push(p), &|| false)).unwrap().unwrap();
         assert_eq!(reports.len(), 150);
         let all = crate::circuits::all_nodes(&model.config);
         assert_eq!(ranking.len(), all.len());
@@ -247,8 +331,11 @@ mod tests {
         let mut learner = MaskLearner::new(&model.config, &means, &settings).unwrap();
         let batch = learner.next_batch(&choices);
         let gates = learner.gates();
-        let runs: Vec<GatedGradients> = batch.iter().map(|(t, o)| gated_gradients(&model, t, o, &gates).unwrap()).collect();
-        let progress = learner.update(&runs).unwrap();
+        let mut gradients = GateGradients::zero(&gates);
+        for (tokens, objective) in &batch {
+            gradients.add_run(&gated_gradients(&model, tokens, objective, &gates).unwrap(), &gates).unwrap();
+        }
+        let progress = learner.update(&gradients).unwrap();
         let kept: Vec<Node> = gates
             .iter()
             .flat_map(|g| g.kept.iter().enumerate().filter(|(_, k)| **k).map(move |(channel, _)| Node { site: g.site, channel }))

@@ -19,6 +19,9 @@ pub struct BenchArgs {
     /// Ablation variants in the batched run.
     #[arg(long, default_value_t = 32)]
     variants: usize,
+    /// Only the circuit pruning's step (the rest takes minutes on a software adapter).
+    #[arg(long)]
+    prune_only: bool,
 }
 
 /// Prompts in the batched forward + backward row.
@@ -39,6 +42,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let cpu_bytes: usize = stats.iter().map(|s| s.bytes).sum();
 
     pollster::block_on(async {
+        if args.prune_only {
+            return prune_step(&model, reps).await;
+        }
         let ctx = GpuContext::new().await.map_err(|e| e.to_string())?;
         let adapter = ctx.describe();
         let mut engine = Engine::new(ctx, &model).map_err(|e| e.to_string())?;
@@ -197,8 +203,52 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             ms(batch),
             ms(batch / args.variants.max(1) as u32)
         );
-        Ok(())
+        drop(engine);
+        prune_step(&model, reps).await
     })
+}
+
+/// One step of the circuit pruning's mask optimisation (`circuits::prune`)
+/// at the released shape: a batch of 64-token examples, each gated run made
+/// and reduced to gate gradients, on the GPU (in chunks, as the page does)
+/// and on the CPU reference (an example per core).
+async fn prune_step(model: &Model, reps: usize) -> Result<(), String> {
+    use crate::circuits::{Choice, MaskLearner, MaskSettings, SiteMeans};
+    use crate::runner::{Runner, Want};
+    let settings = MaskSettings::default();
+    let t = 64u32;
+    let choices: Vec<Choice> =
+        (0..64u32).map(|b| Choice { tokens: (0..t).map(|i| (i * 7919 + b * 131) % 2048).collect(), right: 1 + b % 7, wrong: 9 + b % 5 }).collect();
+    let mut means = SiteMeans::default();
+    for choice in &choices[..4] {
+        let mut recording = crate::model::Recording::new();
+        forward(model, &choice.tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
+        means.add(&recording);
+    }
+    let mut learner = MaskLearner::new(&model.config, &means, &settings).map_err(|e| e.to_string())?;
+    let batch = learner.next_batch(&choices);
+    let gates = learner.gates();
+    let model = std::sync::Arc::new(model.clone());
+    for (want, name, reps) in [(Want::Gpu, "GPU", reps), (Want::Cpu, "CPU reference", reps.min(2))] {
+        let runner = Runner::new(model.clone(), want, Box::new(|_| {})).await?;
+        let mut times = Vec::new();
+        // The GPU's first step builds its buffers: left out.
+        for _ in 0..reps + usize::from(want == Want::Gpu) {
+            let start = Instant::now();
+            let step = runner.gate_gradients(&batch, &gates).await?;
+            learner.clone().update(&step)?;
+            times.push(start.elapsed());
+        }
+        if want == Want::Gpu {
+            times.remove(0);
+        }
+        println!(
+            "| {name}: one step of the circuit pruning's masks, {} examples x {t} tokens (gated forward + backward, gate gradients) | {} |",
+            settings.batch,
+            ms(median(times))
+        );
+    }
+    Ok(())
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

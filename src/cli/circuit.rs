@@ -12,18 +12,14 @@ use clap::Args;
 use super::forward::sample_means;
 use super::Backend;
 use crate::circuits::{
-    curve_points, learn_masks, MaskSettings, Evaluate, ablation_search, bisect, keep_only, ready, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
-    SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, CircuitOrigin, Finding, LoadedCircuit,
+    curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
+    SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, HELD_OUT_SEED, SEARCH_SEED, CircuitOrigin, Finding, LoadedCircuit,
 };
 use crate::model::{Model, Tokenizer};
 use crate::tasks::{Task, TaskChoice};
 
-/// Seed of the held-out examples faithfulness is reported on (as `eval`'s).
-const HELD_OUT_SEED: u64 = 1_000_003;
 /// Seed of the generated prompts a tour may fall back on.
 const TOUR_SEED: u64 = 4_000_037;
-/// Seed of the examples the masks are learned and k is bisected on.
-const SEARCH_SEED: u64 = 2_000_003;
 
 #[derive(Args)]
 pub struct PruneArgs {
@@ -165,42 +161,28 @@ pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
 /// loss-vs-k curve, and the method's name and settings.
 type Found = (Vec<Node>, Vec<(usize, TaskLoss)>, (&'static str, serde_json::Value));
 
-/// The paper's method: learned masks rank the nodes, bisection picks k.
+/// The paper's method: learned masks rank the nodes, bisection picks k
+/// (`circuits::prune_task`, as the page runs it; the bisection's task
+/// losses on the CPU reference).
 fn learned_mask(args: &PruneArgs, loaded: &Loaded, search: &[Choice], started: Instant) -> Result<Found, String> {
     let settings = MaskSettings { steps: args.steps, node_cost: args.node_cost, learning_rate: args.lr, seed: args.seed, ..MaskSettings::default() };
     eprintln!("learning node masks: {} steps of {} examples", settings.steps, settings.batch);
     let log_every = (settings.steps / 10).max(1);
     let runner = super::runner(loaded.model.clone(), args.backend)?;
-    let ranking = super::block_on(learn_masks(&runner, &loaded.means, search, &settings, &mut |p| {
-        if p.step % log_every == 0 {
-            eprintln!("  step {:>5}/{}  task loss {:.4}  nodes kept {}  {:.0} s", p.step, settings.steps, p.task_loss, p.kept, started.elapsed().as_secs_f64());
-        }
-    }))?;
-    let ranked: Vec<Node> = ranking.iter().map(|s| s.node).collect();
-    // The nodes the mask keeps (tau > 0) come first; the rest tie at the
-    // clamp and say nothing about order. Bisect within the kept ones when
-    // they meet the target together (adding untied noise can break a circuit
-    // that works), else along the whole ranking.
-    let kept = ranking.iter().filter(|s| s.tau > 0.0).count();
-    eprintln!("bisecting on k (target task loss {}; the mask keeps {kept} nodes):", args.target_loss);
     let mut eval = CpuEval { model: &loaded.model, choices: search };
-    let config = &loaded.model.config;
-    let mut log = |k: usize, loss: TaskLoss| eprintln!("  k {k:>6}  loss {:.4}  accuracy {:.1}%", loss.loss, 100.0 * loss.accuracy);
-    let found = match ready(bisect(&mut eval, config, &loaded.means, &ranked[..kept], args.target_loss, &mut log)) {
-        Ok(found) => found,
-        Err(_) => ready(bisect(&mut eval, config, &loaded.means, &ranked, args.target_loss, &mut log))?,
-    };
-    // The curve at small k too, which the bisection may not have visited.
-    let mut curve = found.curve;
-    for k in curve_points(found.k).into_iter().filter(|&k| k > 0) {
-        if !curve.iter().any(|(at, _)| *at == k) {
-            curve.push((k, ready(eval.losses(&[keep_only(config, &loaded.means, &ranked[..k])?]))?[0]));
+    let mut log = |p: PruneProgress| match p {
+        PruneProgress::Masks { progress: p, steps } if p.step % log_every == 0 => {
+            eprintln!("  step {:>5}/{steps}  task loss {:.4}  nodes kept {}  {:.0} s", p.step, p.task_loss, p.kept, started.elapsed().as_secs_f64());
         }
-    }
-    curve.sort_by_key(|(k, _)| *k);
+        PruneProgress::Masks { .. } => {}
+        PruneProgress::Bisecting { k, loss } => eprintln!("  k {k:>6}  loss {:.4}  accuracy {:.1}%", loss.loss, 100.0 * loss.accuracy),
+    };
+    let setup = PruneSetup { choices: search, means: &loaded.means, settings: &settings, target_loss: args.target_loss };
+    let pruned = super::block_on(prune_task(&runner, &mut eval, &setup, &mut log, &|| false))?
+        .ok_or("the pruning was cancelled")?;
+    eprintln!("the masks kept {} nodes; the circuit is the first {} (target task loss {})", pruned.kept_by_masks, pruned.nodes.len(), args.target_loss);
     let backend = format!("{:?}", args.backend).to_lowercase();
-    let settings = serde_json::json!({ "masks": settings, "backend": backend, "target_loss": args.target_loss, "search_examples": search.len(), "search_seed": SEARCH_SEED });
-    Ok((ranked[..found.k].to_vec(), curve, ("learned-mask", settings)))
+    Ok((pruned.nodes, pruned.curve, ("learned-mask", settings.method_settings(&backend, args.target_loss, search.len()))))
 }
 
 /// The page's method, natively: forward passes only.

@@ -19,7 +19,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 200)]
     examples: usize,
     /// Seed of the examples.
-    #[arg(long, default_value_t = 1_000_003)]
+    #[arg(long, default_value_t = crate::circuits::HELD_OUT_SEED)]
     seed: u64,
     /// Print JSON instead of a table.
     #[arg(long)]

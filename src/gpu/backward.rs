@@ -85,6 +85,17 @@ impl Engine {
         Ok(gradients.into_iter().zip(ungated).map(|(run, ungated)| GatedGradients { run, ungated }).collect())
     }
 
+    /// The most prompts of `seq_len` tokens one forward and backward batch
+    /// can hold within the adapter's binding limit (0 when not even one).
+    pub fn batch_capacity(&self, seq_len: usize) -> usize {
+        let row_bytes = 4 * widest_row(&self.config, seq_len.max(1)) as u64;
+        (self.max_binding() / row_bytes / seq_len.max(1) as u64) as usize
+    }
+
+    fn max_binding(&self) -> u64 {
+        self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size)
+    }
+
     /// [`Engine::gradients`] of a run already made (its logits and every
     /// site), as `model::gradients_of_run`: the backward pass alone.
     pub async fn gradients_of_run(&mut self, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, GpuError> {
@@ -162,10 +173,9 @@ impl Engine {
         // A buffer over the adapter's limits is refused before any is made
         // (the attention's [n_head, R, T] grow fastest: at the released
         // shape, past 512 tokens on WebGPU's default 128 MiB bindings).
-        let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
-        let largest = [c.n_head * rows * t, rows * 3 * d_attn, rows * c.d_mlp, rows * c.vocab_size];
-        if let Some(&floats) = largest.iter().find(|&&floats| 4 * floats as u64 > max) {
-            let bytes = 4 * floats as u64;
+        let max = self.max_binding();
+        let bytes = 4 * (rows * widest_row(&c, t)) as u64;
+        if bytes > max {
             return Err(GpuError::TooLarge { tensor: "a backward-pass buffer".into(), bytes, limit: "max_storage_buffer_binding_size", max });
         }
         let storage = |label: &str, floats: usize| {
@@ -479,4 +489,12 @@ impl Steps<'_> {
         let residual = residual.unwrap_or(self.placeholder).clone();
         self.op(op, &[x, dout, &norm.weight, &residual, out]);
     }
+}
+
+/// Floats per row of the widest buffer a forward and backward batch of
+/// `seq_len`-token prompts makes: attention's `[n_head, R, T]` grows with T
+/// (at the released shape it is the widest past 64 tokens), the rest are an
+/// activation or a gradient of one site, q, k and v together.
+fn widest_row(c: &crate::model::Config, seq_len: usize) -> usize {
+    [c.n_head * seq_len, 3 * c.d_attn(), c.d_mlp, c.vocab_size, c.d_in(), c.d_model].into_iter().max().unwrap_or(1)
 }

@@ -102,6 +102,43 @@ impl GatedGradients {
     }
 }
 
+/// Gated runs reduced to what learning the gates needs: the sum of their
+/// objectives and, per gate, the sum of d objective / d gate. A batch's
+/// examples are reduced as they come (in chunks on the GPU), so memory
+/// follows a chunk, not the batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateGradients {
+    /// The runs' objectives, summed.
+    pub value: f64,
+    /// `[gates][width]`, in the order of the gates.
+    pub per_gate: Vec<Vec<f64>>,
+}
+
+impl GateGradients {
+    /// No runs yet: zero everywhere.
+    pub fn zero(gates: &[Gate]) -> GateGradients {
+        GateGradients { value: 0.0, per_gate: gates.iter().map(|gate| vec![0.0; gate.kept.len()]).collect() }
+    }
+
+    /// Adds `run`, a gated run under `gates`.
+    pub fn add_run(&mut self, run: &GatedGradients, gates: &[Gate]) -> Result<(), ModelError> {
+        self.value += run.run.value;
+        for (sums, gate) in self.per_gate.iter_mut().zip(gates) {
+            let g = run.gate_gradient(gate).ok_or_else(|| ModelError::Objective(format!("a gated run without its gate at {}", gate.site)))?;
+            sums.iter_mut().zip(g).for_each(|(sum, g)| *sum += g);
+        }
+        Ok(())
+    }
+
+    /// Adds another batch's sums.
+    pub fn add(&mut self, other: &GateGradients) {
+        self.value += other.value;
+        for (sums, more) in self.per_gate.iter_mut().zip(&other.per_gate) {
+            sums.iter_mut().zip(more).for_each(|(sum, g)| *sum += g);
+        }
+    }
+}
+
 /// Runs `model` on `tokens` with `gates` applied and differentiates
 /// `objective` back to every site, through the gates: an ablated channel
 /// passes no gradient back to what computed it.

@@ -22,7 +22,7 @@ mod weights;
 mod weights_file;
 
 pub use backward::{activation_derivative, check_every_site, gradients, gradients_of_run, kept as topk_kept, Gradients, Objective};
-pub use gates::{gated_gradients, Gate, GatedGradients, GATEABLE};
+pub use gates::{gated_gradients, Gate, GateGradients, GatedGradients, GATEABLE};
 pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
 pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};

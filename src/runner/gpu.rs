@@ -1,8 +1,8 @@
 //! The runner's GPU side: passes, batches and gradients on the engine, and
 //! dropping the GPU for the CPU when it fails.
 
-use super::{Backend, Runner};
-use crate::model::{Intervention, Model, Record, Recording, Tensor};
+use super::{Backend, Runner, GATED_CHUNK_BYTES};
+use crate::model::{Gate, GateGradients, Intervention, Model, Objective, Record, Recording, Tensor};
 use crate::platform::now_ms;
 
 impl Runner {
@@ -47,6 +47,37 @@ impl Runner {
             Ok((logits, now_ms() - started))
         })
         .await
+    }
+
+    /// [`Runner::gate_gradients`] on the GPU, a chunk of examples per batch
+    /// (handing back to the browser between chunks); `None` when there is no
+    /// (working) GPU or not even one example fits it.
+    pub(super) async fn gate_gradients_on_gpu(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Option<Result<GateGradients, String>> {
+        let seq_len = examples.iter().map(|(tokens, _)| tokens.len()).max().unwrap_or(1);
+        let fits = self.on_engine(async |engine| Ok(engine.batch_capacity(seq_len))).await?.ok()?;
+        let budget = (GATED_CHUNK_BYTES / self.model().config.run_bytes(seq_len).max(1)) as usize;
+        let chunk = fits.min(budget.max(1));
+        if chunk == 0 {
+            return None;
+        }
+        let mut total = GateGradients::zero(gates);
+        for examples in examples.chunks(chunk) {
+            let sums = self
+                .on_engine(async |engine| {
+                    let mut sums = GateGradients::zero(gates);
+                    for run in engine.gated_gradients_batch(examples, gates).await? {
+                        sums.add_run(&run, gates)?;
+                    }
+                    Ok(sums)
+                })
+                .await?;
+            match sums {
+                Ok(sums) => total.add(&sums),
+                Err(e) => return Some(Err(e)),
+            }
+            self.pause_now_and_then().await;
+        }
+        Some(Ok(total))
     }
 
     /// `work` on the engine; `None` when there is no (working) GPU or the

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use gpu::start_gpu;
 
 use crate::model::{
-    forward_with_interventions, gated_gradients, gradients, gradients_of_run, Gate, GatedGradients, Gradients, Intervention, Model, Objective, Record,
+    forward_with_interventions, gated_gradients, gradients, gradients_of_run, Gate, GateGradients, Gradients, Intervention, Model, Objective, Record,
     Recording, Tensor,
 };
 use crate::platform::{now_ms, sleep};
@@ -49,6 +49,12 @@ const GPU_PROBE: usize = 4;
 /// CPU pass takes seconds, and the CPU blocks the page while it works).
 const CPU_PROBE: usize = 8;
 const SLOW_VARIANT_MS: f64 = 20.0;
+/// Read-back activations per GPU chunk of a gated batch: each chunk's
+/// recordings, values before the gates and gradients are on the host at
+/// once, about 3x this. At the released shape a 64-token example records
+/// 82 MB, so a chunk is 3 examples.
+#[cfg(feature = "gpu")]
+const GATED_CHUNK_BYTES: u64 = 256 << 20;
 /// CPU work between two hand-backs to the browser.
 const CPU_SLICE_MS: f64 = 30.0;
 
@@ -266,22 +272,35 @@ impl Runner {
         Ok(batch)
     }
 
-    /// Gated runs of several prompts (`model::gated_gradients`, the circuit
-    /// pruning's step): on the GPU in one batch where bulk work goes, else
-    /// on the CPU reference, natively an example per core.
-    pub async fn gated_gradients_batch(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<Vec<GatedGradients>, String> {
+    /// Gated runs of several prompts (`model::gated_gradients`, a step of
+    /// the circuit pruning), reduced to their gate gradients: on the GPU in
+    /// batches as large as its limits and [`GATED_CHUNK_BYTES`] allow, where
+    /// bulk work goes; else on the CPU reference, natively an example per core.
+    pub async fn gate_gradients(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
         #[cfg(feature = "gpu")]
         if self.bulk_on_gpu(examples.iter().map(|(tokens, _)| tokens.len()).sum()) {
-            if let Some(outcome) = self.on_engine(async |engine| engine.gated_gradients_batch(examples, gates).await).await {
+            if let Some(outcome) = self.gate_gradients_on_gpu(examples, gates).await {
                 return outcome;
             }
         }
-        self.pause_now_and_then().await;
         let model = self.model();
-        crate::platform::map_on_cores(examples, |(tokens, objective)| gated_gradients(&model, tokens, objective, gates))
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())
+        // In the page the CPU is the page's own thread: an example at a
+        // time, handing back to the browser between them now and then.
+        let per_call = if cfg!(target_arch = "wasm32") { 1 } else { examples.len().max(1) };
+        let mut total = GateGradients::zero(gates);
+        for examples in examples.chunks(per_call) {
+            self.pause_now_and_then().await;
+            let each = crate::platform::map_on_cores(examples, |(tokens, objective)| {
+                let run = gated_gradients(&model, tokens, objective, gates)?;
+                let mut sums = GateGradients::zero(gates);
+                sums.add_run(&run, gates)?;
+                Ok::<_, crate::model::ModelError>(sums)
+            });
+            for sums in each {
+                total.add(&sums.map_err(|e| e.to_string())?);
+            }
+        }
+        Ok(total)
     }
 
     /// [`Runner::gradients`] of a run already made (its logits `[T, vocab]`

@@ -1,7 +1,9 @@
-//! Task circuits in the page: the search that finds one with forward
-//! passes only (`circuits::ablation_search`, through the runner), and the
-//! table that lists each task's prompt next to its circuits (bundled,
-//! opened from a file, found here), their size and faithfulness.
+//! Task circuits in the page: the paper's pruning (learned node masks,
+//! then bisection on k; `circuits::prune_task`, as `circuitscope prune`
+//! runs it) or the greedy search with forward passes only
+//! (`circuits::ablation_search`), both through the runner; and the table
+//! that lists each task's prompt next to its circuits (bundled, opened from
+//! a file, found here), their size and faithfulness.
 
 use std::sync::Arc;
 
@@ -9,23 +11,21 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::components::files_of;
-use super::page::{use_page, Page, Searching};
+use super::page::{use_page, Page, SearchMethod, SearchStatus, Searching};
 use crate::circuits::{
-    ablation_search, keep_only, remove, Choice, CircuitFile, CircuitOrigin, Evaluate, Faithfulness, Finding, LoadedCircuit, Method, Node,
-    RunnerEval, SearchResult, SearchSettings, SearchStage, SiteMeans, TaskLoss,
+    ablation_search, keep_only, prune_task, remove, Choice, CircuitFile, CircuitOrigin, Evaluate, Faithfulness, Finding, LoadedCircuit, MaskSettings,
+    Method, Node, PruneProgress, PruneSetup, RunnerEval, SearchSettings, SearchStage, SiteMeans, TaskLoss, HELD_OUT_SEED, SEARCH_SEED,
 };
 use crate::model::Model;
 use crate::platform::{now_ms, sleep};
-use crate::runner::Place;
+use crate::runner::{Place, Runner};
 use crate::tasks::{Task, TaskChoice};
 
-/// Seeds of the task examples the page searches on and reports on (the
-/// held-out seed is the CLI's, so the figures compare).
-const SEARCH_SEED: u64 = 3_000_017;
-const HELD_OUT_SEED: u64 = 1_000_003;
 /// Held-out examples the page reports a found circuit's faithfulness on:
 /// as many as the CLI and the bundled circuits use, so the figures compare.
 const HELD_OUT: usize = 200;
+/// The task loss a found circuit must meet (the CLI's default).
+const TARGET_LOSS: f64 = 0.15;
 
 /// What a search is given.
 struct Search {
@@ -34,13 +34,17 @@ struct Search {
     means: Arc<SiteMeans>,
     task: Task,
     examples: usize,
-    settings: SearchSettings,
 }
 
+/// A search's circuit (most important node first), its loss-vs-k curve on
+/// the search examples, and the method with its settings.
+type Found = (Vec<Node>, Vec<(usize, TaskLoss)>, &'static str, serde_json::Value);
+
 impl Page {
-    /// Searches for `task`'s circuit in the page, with progress and a cancel
-    /// button; the circuit found joins the task's list and is shown. The
-    /// search waits for the means; a GPU lost on the way hands it to the CPU.
+    /// Searches for `task`'s circuit in the page by the chosen method, with
+    /// progress and a cancel button; the circuit found joins the task's list
+    /// and is shown. The search waits for the means; a GPU lost on the way
+    /// hands it to the CPU.
     pub fn find_circuit(self, task: Task) {
         let (Some(opened), Some(runner)) = (self.opened.get_untracked(), self.runner()) else { return };
         let Some(tokenizer) = opened.tokenizer.clone() else { return };
@@ -49,41 +53,33 @@ impl Page {
         }
         self.cancel_search.set_value(false);
         self.error.set(None);
-        self.searching.set(Some(Searching { progress: None, place: None }));
+        self.searching.set(Some(Searching { progress: None, place: None, started_ms: now_ms() }));
         let examples = self.search_examples.get_untracked();
+        let method = self.search_method.get_untracked();
         spawn_local(async move {
             while self.means.with_untracked(Option::is_none) && !self.cancel_search.get_value() {
                 sleep(100).await;
             }
             let Some(means) = self.means.get_untracked() else { return self.searching.set(None) };
-            let search = Search {
-                model: opened.model.clone(),
-                model_name: opened.bundled_id().to_string(),
-                means,
-                task,
-                examples,
-                // On the CPU, small calls: the page answers (and can cancel) between them.
-                settings: SearchSettings {
-                    target_loss: 0.15,
-                    batch: if runner.batch_place() == Some(Place::Gpu) { SearchSettings::default().batch } else { 4 },
-                    ..SearchSettings::default()
-                },
-            };
+            let search = Search { model: opened.model.clone(), model_name: opened.bundled_id().to_string(), means, task, examples };
             let started = now_ms();
             let result = async {
                 let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
                 let held_out = Choice::of_task(task, &tokenizer, HELD_OUT_SEED, HELD_OUT)?;
-                let mut progress = |p| self.searching.set(Some(Searching { progress: Some(p), place: runner.batch_place() }));
+                let mut report = |status| self.searching.set(Some(Searching { progress: Some(status), place: runner.batch_place(), started_ms: started }));
                 let still_open = || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
                 let cancelled = || self.cancel_search.get_value() || !still_open();
                 let mut eval = RunnerEval { runner: &runner, choices: &choices };
-                let config = &search.model.config;
-                let Some(found) = ablation_search(&mut eval, config, &search.means, &search.settings, &mut progress, &cancelled).await? else {
-                    return Ok(None);
+                let found = match method {
+                    SearchMethod::Masks => by_masks(&search, &runner, &mut eval, &choices, &mut report, &cancelled).await?,
+                    SearchMethod::Greedy => greedy(&search, &runner, &mut eval, &mut report, &cancelled).await?,
                 };
-                let measured = vec![Vec::new(), keep_only(config, &search.means, &found.nodes)?, remove(config, &search.means, &found.nodes)?];
+                let Some((nodes, curve, name, settings)) = found else { return Ok(None) };
+                let method = Method { name: name.into(), settings, seconds: (now_ms() - started) / 1000.0 };
+                let config = &search.model.config;
+                let measured = vec![Vec::new(), keep_only(config, &search.means, &nodes)?, remove(config, &search.means, &nodes)?];
                 let losses = RunnerEval { runner: &runner, choices: &held_out }.losses(&measured).await?;
-                Ok::<_, String>(Some(circuit_file(&search, found, losses, (now_ms() - started) / 1000.0)))
+                Ok::<_, String>(Some(circuit_file(&search, nodes, curve, method, losses)))
             }
             .await;
             self.searching.set(None);
@@ -116,23 +112,51 @@ impl Page {
     }
 }
 
+/// The paper's pruning with `circuitscope prune`'s default settings.
+async fn by_masks(
+    search: &Search,
+    runner: &Runner,
+    eval: &mut RunnerEval<'_>,
+    choices: &[Choice],
+    report: &mut dyn FnMut(SearchStatus),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Found>, String> {
+    let settings = MaskSettings::default();
+    let mut progress = |p| report(SearchStatus::Masks(p));
+    let setup = PruneSetup { choices, means: &search.means, settings: &settings, target_loss: TARGET_LOSS };
+    let Some(pruned) = prune_task(runner, eval, &setup, &mut progress, cancelled).await? else {
+        return Ok(None);
+    };
+    let backend = runner.batch_place().map_or("cpu", Place::name);
+    Ok(Some((pruned.nodes, pruned.curve, "learned-mask", settings.method_settings(backend, TARGET_LOSS, search.examples))))
+}
+
+/// The greedy search: group-tested ablations, forward passes only.
+async fn greedy(
+    search: &Search,
+    runner: &Runner,
+    eval: &mut RunnerEval<'_>,
+    report: &mut dyn FnMut(SearchStatus),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Option<Found>, String> {
+    // On the CPU, small calls: the page answers (and can cancel) between them.
+    let batch = if runner.batch_place() == Some(Place::Gpu) { SearchSettings::default().batch } else { 4 };
+    let settings = SearchSettings { target_loss: TARGET_LOSS, batch, ..SearchSettings::default() };
+    let mut progress = |p| report(SearchStatus::Greedy(p));
+    let config = &search.model.config;
+    let Some(found) = ablation_search(eval, config, &search.means, &settings, &mut progress, cancelled).await? else {
+        return Ok(None);
+    };
+    let json = serde_json::json!({ "search": settings, "search_examples": search.examples, "search_seed": SEARCH_SEED, "variants": found.variants });
+    Ok(Some((found.nodes, found.curve, "ablation-search", json)))
+}
+
 /// A found circuit as a circuit file, with its held-out `losses` (full,
 /// circuit alone, circuit removed).
-fn circuit_file(search: &Search, found: SearchResult, losses: Vec<TaskLoss>, seconds: f64) -> LoadedCircuit {
-    let nodes: Vec<Node> = found.nodes.clone();
-    let faithfulness = Faithfulness {
-        target_loss: search.settings.target_loss,
-        examples: HELD_OUT,
-        full: losses[0],
-        circuit: losses[1],
-        without_circuit: losses[2],
-    };
-    let method = Method {
-        name: "ablation-search".into(),
-        settings: serde_json::json!({ "search": search.settings, "search_examples": search.examples, "search_seed": SEARCH_SEED, "variants": found.variants }),
-        seconds,
-    };
-    let finding = Finding { task: search.task, nodes: &nodes, faithfulness, curve: found.curve, method };
+fn circuit_file(search: &Search, nodes: Vec<Node>, curve: Vec<(usize, TaskLoss)>, method: Method, losses: Vec<TaskLoss>) -> LoadedCircuit {
+    let faithfulness =
+        Faithfulness { target_loss: TARGET_LOSS, examples: HELD_OUT, full: losses[0], circuit: losses[1], without_circuit: losses[2] };
+    let finding = Finding { task: search.task, nodes: &nodes, faithfulness, curve, method };
     let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, finding);
     LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
 }
@@ -196,7 +220,7 @@ pub fn TaskTable() -> impl IntoView {
                                 type="button"
                                 data-testid="find-circuit"
                                 data-task=name.clone()
-                                title="Search for this task's circuit in the page, with forward passes on the faster of the GPU and the CPU"
+                                title="Find this task's circuit in the page by the method chosen below, on the faster of the GPU and the CPU"
                                 disabled=move || !ready() || searchable.is_none() || page.searching.with(Option::is_some)
                                 on:click=move |_| {
                                     if let Some(task) = searchable {
@@ -221,6 +245,23 @@ pub fn TaskTable() -> impl IntoView {
                     <tbody>{rows}</tbody>
                 </table>
                 <SearchProgress />
+                <label class="search-method">
+                    "Method "
+                    <select
+                        data-testid="search-method"
+                        prop:value=move || page.search_method.get().name()
+                        on:change=move |ev| {
+                            if let Some(method) = SearchMethod::parse(&event_target_value(&ev)) {
+                                page.search_method.set(method);
+                            }
+                        }
+                    >
+                        <option value="masks" title="The paper's: a mask per node learned by gradient descent, then the smallest k that meets the target">
+                            "learned masks (the paper's)"
+                        </option>
+                        <option value="greedy" title="Forward passes only: groups of nodes ablated, halved until single nodes">"greedy ablation"</option>
+                    </select>
+                </label>
                 <label class="search-examples">
                     "Examples per search "
                     <input
@@ -266,10 +307,14 @@ pub fn TaskTable() -> impl IntoView {
 fn SearchProgress() -> impl IntoView {
     let page = use_page();
     move || {
-        page.searching.get().map(|Searching { progress, place }| {
-            let stage = match progress {
+        page.searching.get().map(|searching| {
+            let step = match searching.progress {
+                Some(SearchStatus::Masks(PruneProgress::Masks { progress, .. })) => progress.step,
+                _ => 0,
+            };
+            let stage = match searching.progress {
                 None => "waiting for the mean activations".to_string(),
-                Some(p) => {
+                Some(SearchStatus::Greedy(p)) => {
                     let stage = match p.stage {
                         SearchStage::Pruning { group: 1 } => format!("removing single nodes, {} left", p.nodes),
                         SearchStage::Pruning { group } => format!("removing groups of {group} channels, {} nodes left", p.nodes),
@@ -277,14 +322,24 @@ fn SearchProgress() -> impl IntoView {
                     };
                     format!("{stage}, {} ablations run", p.variants)
                 }
+                Some(SearchStatus::Masks(PruneProgress::Masks { progress, steps })) => {
+                    let left = searching.seconds_left(now_ms()).map_or(String::new(), |s| format!(", about {s:.0} s left"));
+                    format!(
+                        "learning node masks, step {} of {steps}: task loss {:.3}, {} nodes kept{left}",
+                        progress.step, progress.task_loss, progress.kept
+                    )
+                }
+                Some(SearchStatus::Masks(PruneProgress::Bisecting { k, loss })) => {
+                    format!("bisecting on the number of nodes: the first {k} give task loss {:.3} (target {TARGET_LOSS})", loss.loss)
+                }
             };
-            let backend = match place {
+            let backend = match searching.place {
                 Some(Place::Gpu) => " on the GPU",
                 Some(Place::Cpu) => " on the CPU (faster here than this GPU, or no GPU)",
                 None => "",
             };
             view! {
-                <p class="status loading" data-testid="search-progress" data-backend=place.map_or("", Place::name)>
+                <p class="status loading" data-testid="search-progress" data-backend=searching.place.map_or("", Place::name) data-step=step>
                     <progress></progress>
                     " Finding the circuit"{backend}": "{stage}" "
                     <button type="button" data-testid="cancel-search" on:click=move |_| page.cancel_search.set_value(true)>"Cancel"</button>

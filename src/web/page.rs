@@ -14,7 +14,7 @@ use leptos::prelude::*;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, Objective, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
+    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, Objective, PruneProgress, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
     ViewLink, Zoom,
 };
 use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
@@ -90,12 +90,54 @@ pub struct Confirmed {
     pub agreement: Agreement,
 }
 
-/// A circuit search under way: how far it is, and where it runs once the
-/// runner has chosen.
+/// How the page finds a task's circuit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SearchMethod {
+    /// The paper's: learned node masks (gated forward and backward passes),
+    /// then bisection on k; as `circuitscope prune`.
+    #[default]
+    Masks,
+    /// Group-tested ablations, forward passes only; as `prune --method ablation`.
+    Greedy,
+}
+
+impl SearchMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            SearchMethod::Masks => "masks",
+            SearchMethod::Greedy => "greedy",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<SearchMethod> {
+        [SearchMethod::Masks, SearchMethod::Greedy].into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// How far a search is, by method.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SearchStatus {
+    Greedy(SearchProgress),
+    Masks(PruneProgress),
+}
+
+/// A circuit search under way: how far it is, where it runs once the
+/// runner has chosen, and when it started (`now_ms`, once the means are in).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Searching {
-    pub progress: Option<SearchProgress>,
+    pub progress: Option<SearchStatus>,
     pub place: Option<Place>,
+    pub started_ms: f64,
+}
+
+impl Searching {
+    /// Seconds left while the masks are learned: the mean step so far times
+    /// the steps to go (the bisection after them takes a few passes more).
+    pub fn seconds_left(&self, now_ms: f64) -> Option<f64> {
+        let Some(SearchStatus::Masks(PruneProgress::Masks { progress, steps })) = self.progress else { return None };
+        let per_step = (now_ms - self.started_ms) / progress.step.max(1) as f64;
+        Some(per_step * steps.saturating_sub(progress.step) as f64 / 1000.0)
+    }
 }
 
 /// The page's state; `Copy`, every field a handle.
@@ -128,6 +170,7 @@ pub struct Page {
     pub cancel_search: StoredValue<bool>,
     /// Task examples a search runs on.
     pub search_examples: RwSignal<usize>,
+    pub search_method: RwSignal<SearchMethod>,
     pub loading: RwSignal<LoadProgress>,
     pub running: RwSignal<bool>,
     /// Finished runs, for tests and screen readers to wait on.
@@ -246,6 +289,7 @@ impl Page {
             searching: RwSignal::new(None),
             cancel_search: StoredValue::new(false),
             search_examples: RwSignal::new(64),
+            search_method: RwSignal::new(SearchMethod::default()),
             loading: RwSignal::new(LoadProgress::Idle),
             running: RwSignal::new(false),
             runs: RwSignal::new(0),
