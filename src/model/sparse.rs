@@ -70,11 +70,17 @@ impl SparseMatrix {
         let mut out = Tensor::zeros(x.rows, self.rows);
         for (x_row, out_row) in x.rows_iter().zip(out.rows_iter_mut()) {
             for (r, out_value) in out_row.iter_mut().enumerate() {
-                let (cols, values) = self.row(r);
-                *out_value = cols.iter().zip(values).map(|(&c, &w)| w * x_row[c as usize]).sum();
+                *out_value = self.dot_row(r, x_row);
             }
         }
         out
+    }
+
+    /// Row `r` of W times `x` (`[cols]`): one entry of `matmul_transposed`,
+    /// summed in the same order, so the same value.
+    pub fn dot_row(&self, r: usize, x: &[f32]) -> f32 {
+        let (cols, values) = self.row(r);
+        cols.iter().zip(values).map(|(&c, &w)| w * x[c as usize]).sum()
     }
 
     /// `W^T` `[cols, rows]`, in the same form: what the GPU's backward pass

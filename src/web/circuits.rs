@@ -34,6 +34,8 @@ struct Search {
     means: Arc<SiteMeans>,
     task: Task,
     examples: usize,
+    /// Steps of the masks' optimisation.
+    steps: usize,
 }
 
 /// A search's circuit (most important node first), its loss-vs-k curve on
@@ -56,12 +58,13 @@ impl Page {
         self.searching.set(Some(Searching { progress: None, place: None, started_ms: now_ms() }));
         let examples = self.search_examples.get_untracked();
         let method = self.search_method.get_untracked();
+        let steps = self.search_steps.get_untracked();
         spawn_local(async move {
             while self.means.with_untracked(Option::is_none) && !self.cancel_search.get_value() {
                 sleep(100).await;
             }
             let Some(means) = self.means.get_untracked() else { return self.searching.set(None) };
-            let search = Search { model: opened.model.clone(), model_name: opened.bundled_id().to_string(), means, task, examples };
+            let search = Search { model: opened.model.clone(), model_name: opened.bundled_id().to_string(), means, task, examples, steps };
             let started = now_ms();
             let result = async {
                 let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
@@ -112,7 +115,8 @@ impl Page {
     }
 }
 
-/// The paper's pruning with `circuitscope prune`'s default settings.
+/// The paper's pruning with `circuitscope prune`'s default settings but
+/// the steps.
 async fn by_masks(
     search: &Search,
     runner: &Runner,
@@ -121,7 +125,7 @@ async fn by_masks(
     report: &mut dyn FnMut(SearchStatus),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Option<Found>, String> {
-    let settings = MaskSettings::default();
+    let settings = MaskSettings { steps: search.steps, ..MaskSettings::default() };
     let mut progress = |p| report(SearchStatus::Masks(p));
     let setup = PruneSetup { choices, means: &search.means, settings: &settings, target_loss: TARGET_LOSS };
     let Some(pruned) = prune_task(runner, eval, &setup, &mut progress, cancelled).await? else {
@@ -261,6 +265,21 @@ pub fn TaskTable() -> impl IntoView {
                         </option>
                         <option value="greedy" title="Forward passes only: groups of nodes ablated, halved until single nodes">"greedy ablation"</option>
                     </select>
+                </label>
+                <label class="search-examples" hidden=move || page.search_method.get() != SearchMethod::Masks>
+                    "Steps "
+                    <input
+                        type="number"
+                        min="1"
+                        max="5000"
+                        data-testid="search-steps"
+                        prop:value=move || page.search_steps.get().to_string()
+                        on:change=move |ev| {
+                            if let Ok(n) = event_target_value(&ev).parse::<usize>() {
+                                page.search_steps.set(n.clamp(1, 5000));
+                            }
+                        }
+                    />
                 </label>
                 <label class="search-examples">
                     "Examples per search "

@@ -171,6 +171,8 @@ pub struct Page {
     /// Task examples a search runs on.
     pub search_examples: RwSignal<usize>,
     pub search_method: RwSignal<SearchMethod>,
+    /// Steps of the masks' optimisation (the CLI's `--steps`).
+    pub search_steps: RwSignal<usize>,
     pub loading: RwSignal<LoadProgress>,
     pub running: RwSignal<bool>,
     /// Finished runs, for tests and screen readers to wait on.
@@ -290,6 +292,7 @@ impl Page {
             cancel_search: StoredValue::new(false),
             search_examples: RwSignal::new(64),
             search_method: RwSignal::new(SearchMethod::default()),
+            search_steps: RwSignal::new(crate::circuits::MaskSettings::default().steps),
             loading: RwSignal::new(LoadProgress::Idle),
             running: RwSignal::new(false),
             runs: RwSignal::new(0),

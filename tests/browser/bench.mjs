@@ -11,6 +11,13 @@
 // - the converted model of the released 0.4B shape: loading it from a URL,
 //   and a 256-token prompt to the first layer, to the finished run, to the
 //   graph ranked by attribution and to its nodes confirmed.
+// BENCH_ONLY=prune measures instead Find circuit by learned masks, on each
+// task of the bundled model (64 examples, 200 steps) and on the converted
+// 0.4B shape (64 examples, BENCH_PRUNE_STEPS steps, default 2: a step there
+// takes seconds to minutes on a software adapter; 0 leaves it out), timed
+// from the progress line and then cancelled, or with BENCH_PRUNE_WHOLE=1 the
+// whole run to its circuit;
+// BENCH_PRUNE_TASKS=a,b picks the bundled model's tasks.
 // `make bench-page` builds the page and the CLI first.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -86,6 +93,75 @@ await page.goto(server.url);
 await page.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
 await page.locator('[data-testid=backend]:not([data-backend=probing])').waitFor({ timeout: 120_000 });
 const backend = await page.getByTestId('backend').textContent();
+
+if (process.env.BENCH_ONLY === 'prune') {
+  // Find circuit, timed from the click to the circuit listed; its size.
+  const find = async (task, examples, steps) => {
+    await page.getByTestId('search-method').selectOption('masks');
+    for (const [id, value] of [['search-examples', examples], ['search-steps', steps]]) {
+      await page.getByTestId(id).fill(String(value));
+      await page.getByTestId(id).dispatchEvent('change');
+    }
+    const t0 = Date.now();
+    await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
+    const found = page.locator(`tr[data-task=${task}] [data-testid=circuit][data-origin=found]`);
+    await found.waitFor({ timeout: 3_600_000 });
+    return { ms: Date.now() - t0, nodes: await found.getAttribute('data-nodes'), text: await found.textContent() };
+  };
+  const rows = [];
+  const tasks = process.env.BENCH_PRUNE_TASKS?.split(',') ?? ['single_double_quote', 'bracket_counting', 'set_or_string', 'bracket_type', 'self_or_cls'];
+  for (const task of tasks) {
+    const r = await find(task, 64, 200);
+    rows.push(`| Find circuit by learned masks, bundled model, ${task} (64 examples, 200 steps): click to circuit listed | ${ms(r.ms)} (${r.nodes} nodes) |`);
+    console.error(rows.at(-1));
+  }
+  // The released shape, with the bundled model's tokenizer, samples and tasks.
+  const steps = Number(process.env.BENCH_PRUNE_STEPS ?? 2);
+  if (steps === 0) {
+    for (const line of rows) console.log(line);
+    process.exit(0);
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-prune-'));
+  const shapeFile = path.join(root, 'src/cli/released_shape.json');
+  const bundled = path.join(root, 'www/models/python_tasks');
+  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', bundled, '--out', path.join(dir, 'large')]);
+  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  for (const file of ['samples.json', 'tasks.json']) fs.copyFileSync(path.join(bundled, file), path.join(dir, 'large', file));
+  const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
+  await page.getByTestId('model-url').fill(largeServer.url);
+  await page.getByTestId('load-url').click();
+  await page.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  if (process.env.BENCH_PRUNE_WHOLE) {
+    const r = await find('single_double_quote', 64, steps);
+    rows.push(`| Find circuit by learned masks, released 0.4B shape, single_double_quote (64 examples, ${steps} steps): click to circuit listed | ${ms(r.ms)} (${r.nodes} nodes) |`);
+  } else {
+    // The steps alone, from the progress line, then Cancel.
+    await page.getByTestId('search-method').selectOption('masks');
+    for (const [id, value] of [['search-examples', 64], ['search-steps', 200]]) {
+      await page.getByTestId(id).fill(String(value));
+      await page.getByTestId(id).dispatchEvent('change');
+    }
+    const t0 = Date.now();
+    await page.locator('[data-testid=find-circuit][data-task=single_double_quote]:enabled').click();
+    const at = [];
+    for (let step = 1; step <= steps; step++) {
+      await page.locator(`[data-testid=search-progress][data-step="${step}"]`).waitFor({ timeout: 3_600_000 });
+      at.push(Date.now() - t0);
+    }
+    const where = await page.getByTestId('search-progress').getAttribute('data-backend');
+    await page.getByTestId('cancel-search').click();
+    const per = at.slice(1).map((t, i) => t - at[i]);
+    rows.push(`| Find circuit by learned masks, released 0.4B shape, single_double_quote: click to step 1 (32 examples; means, probes, first chunks) | ${ms(at[0])} (${where}) |`);
+    if (per.length) rows.push(`| The same: one further step of 32 examples (median of ${per.length}) | ${ms(median(per))} |`);
+  }
+  await browser.close();
+  server.close();
+  largeServer.close();
+  console.log(`backend: ${backend}`);
+  for (const line of rows) console.log(line);
+  process.exit(0);
+}
 
 // One run of the prompt in the box, timed from the click in the page itself,
 // until `until`: the run's end (`last`), the graph ranked by attribution
