@@ -266,36 +266,10 @@ pub fn TaskTable() -> impl IntoView {
                         <option value="greedy" title="Forward passes only: groups of nodes ablated, halved until single nodes">"greedy ablation"</option>
                     </select>
                 </label>
-                <label class="search-examples" hidden=move || page.search_method.get() != SearchMethod::Masks>
-                    "Steps "
-                    <input
-                        type="number"
-                        min="1"
-                        max="5000"
-                        data-testid="search-steps"
-                        prop:value=move || page.search_steps.get().to_string()
-                        on:change=move |ev| {
-                            if let Ok(n) = event_target_value(&ev).parse::<usize>() {
-                                page.search_steps.set(n.clamp(1, 5000));
-                            }
-                        }
-                    />
-                </label>
-                <label class="search-examples">
-                    "Examples per search "
-                    <input
-                        type="number"
-                        min="1"
-                        max="256"
-                        data-testid="search-examples"
-                        prop:value=move || page.search_examples.get().to_string()
-                        on:change=move |ev| {
-                            if let Ok(n) = event_target_value(&ev).parse::<usize>() {
-                                page.search_examples.set(n.clamp(1, 256));
-                            }
-                        }
-                    />
-                </label>
+                <Show when=move || page.search_method.get() == SearchMethod::Masks>
+                    <CountInput label="Steps " testid="search-steps" max=5000 value=page.search_steps />
+                </Show>
+                <CountInput label="Examples per search " testid="search-examples" max=256 value=page.search_examples />
                 <label class="circuit-file">
                     " or open a circuit file: "
                     <input
@@ -318,6 +292,28 @@ pub fn TaskTable() -> impl IntoView {
                 <CurveChart />
             </section>
         </Show>
+    }
+}
+
+/// A whole number from 1 to `max` for one of the search's settings.
+#[component]
+fn CountInput(label: &'static str, testid: &'static str, max: usize, value: RwSignal<usize>) -> impl IntoView {
+    view! {
+        <label class="search-examples">
+            {label}
+            <input
+                type="number"
+                min="1"
+                max=max
+                data-testid=testid
+                prop:value=move || value.get().to_string()
+                on:change=move |ev| {
+                    if let Ok(n) = event_target_value(&ev).parse::<usize>() {
+                        value.set(n.clamp(1, max));
+                    }
+                }
+            />
+        </label>
     }
 }
 

@@ -349,6 +349,7 @@ test('each task lists its bundled circuit with size and faithfulness; a circuit 
   await page.getByTestId('search-examples').fill('16');
   await page.getByTestId('search-examples').dispatchEvent('change');
   assert.equal(await page.getByTestId('search-method').inputValue(), 'masks');
+  assert.equal(await page.getByTestId('search-steps').inputValue(), '200');
   const started = Date.now();
   await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
   // The progress line names the step, the task loss, the nodes kept and the time left.
@@ -373,6 +374,7 @@ test('each task lists its bundled circuit with size and faithfulness; a circuit 
 
   // The greedy search stays as a second method.
   await page.getByTestId('search-method').selectOption('greedy');
+  assert.equal(await page.getByTestId('search-steps').count(), 0, 'steps are the masks\' setting');
   await page.getByTestId('search-examples').fill('4');
   await page.getByTestId('search-examples').dispatchEvent('change');
   await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
