@@ -89,11 +89,7 @@ impl Engine {
     /// can hold within the adapter's binding limit (0 when not even one).
     pub fn batch_capacity(&self, seq_len: usize) -> usize {
         let row_bytes = 4 * widest_row(&self.config, seq_len.max(1)) as u64;
-        (self.max_binding() / row_bytes / seq_len.max(1) as u64) as usize
-    }
-
-    fn max_binding(&self) -> u64 {
-        self.ctx.limits.max_storage_buffer_binding_size.min(self.ctx.limits.max_buffer_size)
+        (self.ctx.max_binding() / row_bytes / seq_len.max(1) as u64) as usize
     }
 
     /// [`Engine::gradients`] of a run already made (its logits and every
@@ -173,7 +169,7 @@ impl Engine {
         // A buffer over the adapter's limits is refused before any is made
         // (the attention's [n_head, R, T] grow fastest: at the released
         // shape, past 512 tokens on WebGPU's default 128 MiB bindings).
-        let max = self.max_binding();
+        let max = self.ctx.max_binding();
         let bytes = 4 * (rows * widest_row(&c, t)) as u64;
         if bytes > max {
             return Err(GpuError::TooLarge { tensor: "a backward-pass buffer".into(), bytes, limit: "max_storage_buffer_binding_size", max });

@@ -71,6 +71,11 @@ impl GpuContext {
         format!("{name} ({:?}, {:?})", self.info.backend, self.info.device_type)
     }
 
+    /// The largest storage buffer one binding can take, in bytes.
+    pub fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+    }
+
     /// The first error the device reported since the last call, if any.
     pub fn take_fault(&self) -> Option<GpuError> {
         let mut fault = self.fault.lock().unwrap();

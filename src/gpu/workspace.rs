@@ -195,7 +195,7 @@ pub(super) fn build_workspace(
     intervention_capacity: usize,
 ) -> Result<Workspace, GpuError> {
     let storage = |name: String, bytes: u64| -> Result<wgpu::Buffer, GpuError> {
-        let max = ctx.limits.max_storage_buffer_binding_size.min(ctx.limits.max_buffer_size);
+        let max = ctx.max_binding();
         if bytes > max {
             return Err(GpuError::TooLarge { tensor: name, bytes, limit: "max_storage_buffer_binding_size", max });
         }
