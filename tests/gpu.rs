@@ -7,7 +7,7 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, forward_with_interventions, gated_gradients, gradients, Ablation, Gate, Intervention, Model, Objective, Recording, Site,
+    forward, forward_with_interventions, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
     SiteKind, Tensor, GATEABLE,
 };
 use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
@@ -111,7 +111,8 @@ fn a_batch_of_prompts_has_each_prompts_own_gradients_on_the_gpu() {
 /// The circuit pruning's gated runs on the GPU equal the CPU reference's:
 /// gates at random node sites with about half their channels ablated (one
 /// site keeping all), a batch of two prompts, every site's gradient, the
-/// values before the gates and each gate's derivative.
+/// values before the gates and each gate's derivative; and the pruner's
+/// step, those derivatives summed over the batch on the GPU.
 #[test]
 fn gated_runs_on_the_gpu_equal_the_cpu_reference() {
     for dir in golden_cases() {
@@ -134,7 +135,11 @@ fn gated_runs_on_the_gpu_equal_the_cpu_reference() {
             (tokens.clone(), Objective::TaskLoss { position: tokens.len() - 1, right: 1, wrong: 2, scale: 0.5 }),
             (tokens[..half].to_vec(), Objective::TaskLoss { position: half - 1, right: 3, wrong: 4, scale: 0.5 }),
         ];
-        let gpu = pollster::block_on(engine(&model).gated_gradients_batch(&examples, &gates)).unwrap();
+        let mut gpu_engine = engine(&model);
+        let gpu = pollster::block_on(gpu_engine.gated_gradients_batch(&examples, &gates)).unwrap();
+        // The pruner's step: the same runs reduced on the GPU, only the sums read back.
+        let reduced = pollster::block_on(gpu_engine.gate_gradients(&examples, &gates)).unwrap();
+        let mut expected = GateGradients::zero(&gates);
         for (b, ((tokens, objective), ours)) in examples.iter().zip(&gpu).enumerate() {
             let cpu = gated_gradients(&model, tokens, objective, &gates).unwrap();
             assert!((cpu.run.value - ours.run.value).abs() < 1e-4, "{case} prompt {b}: {} vs {}", cpu.run.value, ours.run.value);
@@ -150,6 +155,14 @@ fn gated_runs_on_the_gpu_equal_the_cpu_reference() {
                 for (channel, (a, b)) in g.iter().zip(&c).enumerate() {
                     assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{case}: d/d gate {}[{channel}]: {a} on the GPU, {b} on the CPU", gate.site);
                 }
+            }
+            expected.add_run(&cpu, &gates).unwrap();
+        }
+        assert!((reduced.value - expected.value).abs() < 1e-4, "{case}: objectives {} reduced on the GPU, {} on the CPU", reduced.value, expected.value);
+        for (gate, (ours, cpu)) in gates.iter().zip(reduced.per_gate.iter().zip(&expected.per_gate)) {
+            assert_eq!(ours.len(), cpu.len());
+            for (channel, (a, b)) in ours.iter().zip(cpu).enumerate() {
+                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{case}: d/d gate {}[{channel}] summed on the GPU {a}, on the CPU {b}", gate.site);
             }
         }
     }
@@ -458,7 +471,7 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
 /// The circuit search evaluates ablations through the runner (here forced
 /// onto the GPU); the native pruner and `circuit-eval` on the CPU reference.
 /// Both give the same task losses for the same ablations of the bundled
-/// model on a real task.
+/// model on a real task, batched by prompt or by variant.
 #[test]
 fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
     use circuitscope::circuits::{keep_only, parse_samples, ready, Choice, CpuEval, Evaluate, Node, RunnerEval, SiteMeans};
@@ -493,4 +506,13 @@ fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
         assert_eq!(c.accuracy, g.accuracy, "variant {i}");
     }
     assert!(on_cpu[4].loss != on_cpu[0].loss, "the ablations change the loss");
+    // One variant over more prompts (a bisection's circuit): the prompts go
+    // in one batch on the GPU, and one per core on the CPU.
+    let circuit_only = &variants[4..];
+    let batched = pollster::block_on(RunnerEval { runner: &runner, choices: &choices }.losses(circuit_only)).unwrap();
+    assert!((batched[0].loss - on_cpu[4].loss).abs() < 1e-4 * (1.0 + on_cpu[4].loss), "{batched:?} vs {:?}", on_cpu[4]);
+    assert_eq!(batched[0].accuracy, on_cpu[4].accuracy);
+    let cpu_runner = Runner::at_once(std::sync::Arc::new(model.clone()), Want::Cpu, Box::new(|_| {}));
+    let on_cores = pollster::block_on(RunnerEval { runner: &cpu_runner, choices: &choices }.losses(circuit_only)).unwrap();
+    assert_eq!(on_cores[0], on_cpu[4], "the same reference passes, the same losses");
 }

@@ -42,8 +42,10 @@ impl Evaluate for CpuEval<'_> {
     }
 }
 
-/// A [`Runner`]: each prompt's variants on the faster backend, on the CPU
-/// if the GPU is lost on the way.
+/// A [`Runner`], on the faster backend, on the CPU if the GPU is lost on
+/// the way: each prompt's variants in a batch, or, where there are more
+/// prompts than variants (a bisection's one circuit, the held-out figures'
+/// three), each variant's prompts in a batch.
 pub struct RunnerEval<'a> {
     pub runner: &'a Runner,
     pub choices: &'a [Choice],
@@ -52,9 +54,17 @@ pub struct RunnerEval<'a> {
 impl Evaluate for RunnerEval<'_> {
     async fn losses(&mut self, variants: &[Vec<Intervention>]) -> Result<Vec<TaskLoss>, String> {
         let mut sums = vec![LossSum::default(); variants.len()];
-        for choice in self.choices {
-            let logits = self.runner.logits(&choice.tokens, variants).await?;
-            sums.iter_mut().zip(&logits).for_each(|(sum, logits)| sum.add(choice, logits));
+        if self.choices.len() > variants.len() {
+            let prompts: Vec<Vec<u32>> = self.choices.iter().map(|choice| choice.tokens.clone()).collect();
+            for (sum, variant) in sums.iter_mut().zip(variants) {
+                let logits = self.runner.prompts_logits(&prompts, variant).await?;
+                self.choices.iter().zip(&logits).for_each(|(choice, logits)| sum.add(choice, logits));
+            }
+        } else {
+            for choice in self.choices {
+                let logits = self.runner.logits(&choice.tokens, variants).await?;
+                sums.iter_mut().zip(&logits).for_each(|(sum, logits)| sum.add(choice, logits));
+            }
         }
         Ok(sums.into_iter().map(|sum| sum.mean(self.choices.len())).collect())
     }

@@ -1,10 +1,10 @@
-//! The backward pass on the GPU: `model/backward.rs` op by op, in WGSL. A
-//! forward pass records every site; the activations the backward pass needs
-//! are uploaded again (the page holds them anyway, and the engine's forward
-//! workspace reuses one buffer per site across layers), then one command
-//! buffer runs every layer in reverse and copies each site's gradient out.
-//! Several prompts, each with its own objective, go through in one batch:
-//! rows `[prompts x T]`, as the forward's variants.
+//! The backward pass on the GPU: `model/backward.rs` op by op, in WGSL. The
+//! forward pass keeps every site's activations on the GPU (`saved.rs`),
+//! then one command buffer runs every layer in reverse on them and either
+//! copies each site's gradient out or, for the circuit pruning, reduces each
+//! gated site's gradient to one derivative per gate channel on the GPU, so
+//! that only those come back. Several prompts, each with its own objective,
+//! go through in one batch: rows `[prompts x T]`, as the forward's variants.
 //!
 //! Products with a weight's transpose run in the forward's sparse kernel
 //! on the uploaded transposes (`GpuWeights::transposes`): work scales with
@@ -15,17 +15,46 @@ use wgpu::util::DeviceExt;
 use super::engine::Engine;
 use super::ops::{Op, PARAMS_BYTES};
 use super::readback::{finish_map, start_map};
+use super::saved::SavedRun;
 use super::weights::{GpuMatrix, GpuNorm};
 use super::GpuError;
 use crate::model::{
-    check_every_site, Ablation, Gate, GatedGradients, Gradients, Intervention, Objective, Record, Recording, Site, SiteKind, Tensor, TopkSite,
+    check_every_site, Ablation, Gate, GateGradients, GatedGradients, Gradients, Intervention, Objective, Record, Recording, Site, SiteKind, Tensor,
+    TopkSite,
 };
 
 /// One step of the backward pass: a dispatch with its buffers by binding
-/// number, or a site's gradient copied out.
+/// number, or `floats` values of a buffer copied out (a site's gradient,
+/// or without a site the gate derivatives).
 enum Step {
     Dispatch { op: Op, bindings: Vec<(u32, wgpu::Buffer)> },
-    Emit { site: Site, buffer: wgpu::Buffer, width: usize },
+    ReadBack { site: Option<Site>, buffer: wgpu::Buffer, floats: usize },
+}
+
+/// What a backward pass hands back.
+#[derive(Clone, Copy, PartialEq)]
+enum Output {
+    /// Every site's gradient `[R, width]`.
+    Gradients,
+    /// Each gate's derivatives (`model::GatedGradients::gate_gradient`),
+    /// summed over the batch's rows on the GPU: `[width]` per gate.
+    GateSums,
+}
+
+/// What came back from a backward pass: the values, and where each
+/// read-back buffer's are (site, offset, floats).
+struct Readback {
+    data: Vec<f32>,
+    copies: Vec<(Option<Site>, usize, usize)>,
+}
+
+/// A gated run of `examples` made on the GPU: every prompt's logits (and
+/// its recorded sites, with the values before the gates), and the whole
+/// batch's activations kept there for the backward pass.
+struct GatedForward {
+    runs: Vec<(Tensor, Recording, Recording)>,
+    saved: SavedRun,
+    seq_len: usize,
 }
 
 impl Engine {
@@ -50,20 +79,7 @@ impl Engine {
     /// position), the gated sites' values before them kept, and each
     /// objective differentiated back through kept channels only.
     pub async fn gated_gradients_batch(&mut self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<Vec<GatedGradients>, GpuError> {
-        Gate::check_all(&self.config, gates)?;
-        for (tokens, objective) in examples {
-            objective.check(tokens.len(), self.config.vocab_size)?;
-        }
-        let interventions: Vec<Intervention> = gates
-            .iter()
-            .filter_map(|gate| {
-                let channels: Vec<usize> = (0..gate.kept.len()).filter(|&c| !gate.kept[c]).collect();
-                let ablation = Ablation::Mean(gate.mean.clone());
-                (!channels.is_empty()).then_some(Intervention { site: gate.site, positions: Vec::new(), channels, ablation })
-            })
-            .collect();
-        let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
-        let runs = self.forward_prompts(&prompts, &Record::All, &interventions).await?;
+        let GatedForward { runs, saved, seq_len } = self.gated_forward(examples, gates, &Record::All).await?;
         // A gate that keeps every channel changed nothing: its values before
         // it are the recorded ones.
         let ungated: Vec<Recording> = runs
@@ -79,10 +95,57 @@ impl Engine {
             })
             .collect();
         let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
-        let ungated_refs: Vec<&Recording> = ungated.iter().collect();
         let runs: Vec<(Tensor, Recording)> = runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect();
-        let gradients = self.gradients_of_runs(runs, &objectives, gates, &ungated_refs).await?;
+        let dlogits = batch_dlogits(&runs, &objectives, seq_len);
+        let readback = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::Gradients).await?;
+        let gradients = split_runs(readback, runs, &objectives, seq_len);
         Ok(gradients.into_iter().zip(ungated).map(|(run, ungated)| GatedGradients { run, ungated }).collect())
+    }
+
+    /// A step of the circuit pruning on a batch: the gated runs of
+    /// [`Engine::gated_gradients_batch`] reduced on the GPU to what learning
+    /// the gates needs (`model::GateGradients`). Only the logits and one
+    /// float per gate channel come back.
+    pub async fn gate_gradients(&mut self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, GpuError> {
+        let GatedForward { runs, saved, seq_len } = self.gated_forward(examples, gates, &Record::LogitsOnly).await?;
+        let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
+        let runs: Vec<(Tensor, Recording)> = runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect();
+        let dlogits = batch_dlogits(&runs, &objectives, seq_len);
+        let Readback { data, .. } = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::GateSums).await?;
+        let mut at = 0;
+        let per_gate = gates
+            .iter()
+            .map(|gate| {
+                at += gate.kept.len();
+                data[at - gate.kept.len()..at].iter().map(|&g| f64::from(g)).collect()
+            })
+            .collect();
+        let value = runs.iter().zip(&objectives).map(|((logits, _), objective)| objective.value(logits)).sum();
+        Ok(GateGradients { value, per_gate })
+    }
+
+    /// The forward half of a gated batch: `examples` checked, run with
+    /// `gates` applied, `record` read back, every site kept on the GPU.
+    async fn gated_forward(&mut self, examples: &[(Vec<u32>, Objective)], gates: &[Gate], record: &Record) -> Result<GatedForward, GpuError> {
+        Gate::check_all(&self.config, gates)?;
+        for (tokens, objective) in examples {
+            objective.check(tokens.len(), self.config.vocab_size)?;
+        }
+        let interventions: Vec<Intervention> = gates
+            .iter()
+            .filter_map(|gate| {
+                let channels: Vec<usize> = (0..gate.kept.len()).filter(|&c| !gate.kept[c]).collect();
+                let ablation = Ablation::Mean(gate.mean.clone());
+                (!channels.is_empty()).then_some(Intervention { site: gate.site, positions: Vec::new(), channels, ablation })
+            })
+            .collect();
+        let prompts: Vec<Vec<u32>> = examples.iter().map(|(tokens, _)| tokens.clone()).collect();
+        let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        self.check_backward_fits(prompts.len() * seq_len, seq_len)?;
+        let ablated: Vec<Site> = interventions.iter().map(|i| i.site).collect();
+        let saved = SavedRun::new(&self.ctx, &self.config, prompts.len() * seq_len, &ablated)?;
+        let runs = self.forward_prompts(&prompts, record, &interventions, Some(&saved)).await?;
+        Ok(GatedForward { runs, saved, seq_len })
     }
 
     /// The most prompts of `seq_len` tokens one forward and backward batch
@@ -92,88 +155,55 @@ impl Engine {
         (self.ctx.max_binding() / row_bytes / seq_len.max(1) as u64) as usize
     }
 
+    /// GPU memory a gated batch keeps per token of each prompt (every
+    /// site, and the values before the gates at `gated` sites): with
+    /// [`Engine::batch_capacity`], what sizes a batch.
+    pub fn saved_bytes_per_token(&self, gated: &[Site]) -> u64 {
+        SavedRun::row_bytes(&self.config, gated)
+    }
+
     /// [`Engine::gradients`] of a run already made (its logits and every
-    /// site), as `model::gradients_of_run`: the backward pass alone.
+    /// site), as `model::gradients_of_run`: the backward pass alone, on the
+    /// run uploaded.
     pub async fn gradients_of_run(&mut self, logits: Tensor, activations: Recording, objective: &Objective) -> Result<Gradients, GpuError> {
-        let mut batch = self.gradients_of_runs(vec![(logits, activations)], &[objective], &[], &[]).await?;
-        Ok(batch.remove(0))
+        objective.check(logits.rows, self.config.vocab_size)?;
+        check_every_site(&self.config, logits.rows, &activations)?;
+        let seq_len = logits.rows;
+        self.check_backward_fits(seq_len, seq_len)?;
+        let saved = SavedRun::upload(&self.ctx, &self.config, &[&activations], &[], seq_len)?;
+        let runs = vec![(logits, activations)];
+        let dlogits = batch_dlogits(&runs, &[objective], seq_len);
+        let readback = self.backward(&saved, 1, seq_len, &dlogits, &[], Output::Gradients).await?;
+        Ok(split_runs(readback, runs, &[objective], seq_len).remove(0))
     }
 
-    /// The backward pass of several runs (logits and every site each), one
-    /// objective per run, in one pass over rows `[runs x T]`, T the longest.
-    /// With `gates`, `ungated[run]` holds its gated sites' values before the gates.
-    async fn gradients_of_runs(
-        &mut self,
-        runs: Vec<(Tensor, Recording)>,
-        objectives: &[&Objective],
-        gates: &[Gate],
-        ungated: &[&Recording],
-    ) -> Result<Vec<Gradients>, GpuError> {
-        for ((logits, activations), objective) in runs.iter().zip(objectives) {
-            objective.check(logits.rows, self.config.vocab_size)?;
-            check_every_site(&self.config, logits.rows, activations)?;
-        }
-        if let Some(fault) = self.ctx.take_fault() {
-            return Err(fault);
-        }
-        let seq_len = runs.iter().map(|(logits, _)| logits.rows).max().unwrap_or(0);
-        // d objective / d logits, as (row of the batch, token, gradient).
-        let dlogits: Vec<(usize, u32, f32)> = runs
-            .iter()
-            .zip(objectives)
-            .enumerate()
-            .flat_map(|(b, ((logits, _), objective))| objective.logit_gradient(logits).into_iter().map(move |(t, token, g)| (b * seq_len + t, token, g)))
-            .collect();
-        let recordings: Vec<&Recording> = runs.iter().map(|(_, activations)| activations).collect();
-        let batched = self.backward(&recordings, seq_len, &dlogits, gates, ungated).await?;
-        if let ([(logits, _)], [objective]) = (&runs[..], objectives) {
-            // One run: its gradients as they are, without a copy.
-            let value = objective.value(logits);
-            let (logits, activations) = runs.into_iter().next().expect("one run");
-            return Ok(vec![Gradients { logits, activations, gradients: batched, value }]);
-        }
-        Ok(runs
-            .into_iter()
-            .zip(objectives)
-            .enumerate()
-            .map(|(b, ((logits, activations), objective))| {
-                let len = logits.rows;
-                let gradients = batched
-                    .iter()
-                    .map(|(site, g)| (*site, Tensor::from_vec(len, g.cols, g.data[b * seq_len * g.cols..][..len * g.cols].to_vec())))
-                    .collect();
-                Gradients { value: objective.value(&logits), logits, activations, gradients }
-            })
-            .collect())
-    }
-
-    /// From d objective / d logits (`(row, token, gradient)` terms) to every
-    /// site's gradient `[runs x seq_len, width]`, in forward order, for runs
-    /// whose activations are `runs` (each at most seq_len rows).
-    /// With `gates`, `ungated[run]` holds each gated site's values before
-    /// its gate: there gradient passes back only through kept channels, and
-    /// the site's own top-k reads its kept set from those values.
-    async fn backward(
-        &mut self,
-        runs: &[&Recording],
-        seq_len: usize,
-        dlogits: &[(usize, u32, f32)],
-        gates: &[Gate],
-        ungated: &[&Recording],
-    ) -> Result<Recording, GpuError> {
-        let c = self.config.clone();
-        let (t, rows) = (seq_len, runs.len() * seq_len);
-        let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
-        let ctx = &self.ctx;
-        let w = &self.weights;
-        // A buffer over the adapter's limits is refused before any is made
-        // (the attention's [n_head, R, T] grow fastest: at the released
-        // shape, past 512 tokens on WebGPU's default 128 MiB bindings).
+    /// Refuses a backward pass over `rows` rows of `seq_len`-token
+    /// sequences whose widest buffer is over the adapter's binding limit (the
+    /// attention's `[n_head, R, T]` grow fastest: at the released shape, past
+    /// 512 tokens on WebGPU's default 128 MiB bindings).
+    fn check_backward_fits(&self, rows: usize, seq_len: usize) -> Result<(), GpuError> {
         let max = self.ctx.max_binding();
-        let bytes = 4 * (rows * widest_row(&c, t)) as u64;
+        let bytes = 4 * (rows * widest_row(&self.config, seq_len)) as u64;
         if bytes > max {
             return Err(GpuError::TooLarge { tensor: "a backward-pass buffer".into(), bytes, limit: "max_storage_buffer_binding_size", max });
         }
+        Ok(())
+    }
+
+    /// From d objective / d logits (`(row, token, gradient)` terms) back
+    /// through every layer of `runs` runs of `seq_len` rows each, whose
+    /// activations are in `saved`, to `output`. With `gates`, gradient passes
+    /// back only through kept channels at gated sites, and a gated site's own
+    /// top-k reads its kept set from its values before the gate.
+    async fn backward(&mut self, saved: &SavedRun, runs: usize, seq_len: usize, dlogits: &[(usize, u32, f32)], gates: &[Gate], output: Output) -> Result<Readback, GpuError> {
+        if let Some(fault) = self.ctx.take_fault() {
+            return Err(fault);
+        }
+        let c = self.config.clone();
+        let (t, rows) = (seq_len, runs * seq_len);
+        let (d, d_in, d_attn) = (c.d_model, c.d_in(), c.d_attn());
+        let ctx = &self.ctx;
+        let w = &self.weights;
         let storage = |label: &str, floats: usize| {
             ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -182,46 +212,37 @@ impl Engine {
                 mapped_at_creation: false,
             })
         };
-        // The forward's activations, `[R, width]` each.
-        let order: Vec<Site> = runs.first().map_or(Vec::new(), |run| run.iter().map(|(site, _)| *site).collect());
-        let mut saved: Vec<(Site, wgpu::Buffer)> = Vec::new();
-        for &site in &order {
-            let values = runs.iter().map(|run| &run.iter().find(|(s, _)| *s == site).expect("every run records every site").1);
-            saved.push((site, upload_runs(ctx, "saved activation [R, width]", values, t, c.site_width(site))?));
-        }
-        let act = |site: Site| &saved.iter().find(|(s, _)| *s == site).expect("every site is recorded").1;
-        // Each gate's values before it `[R, width]` and its kept channels `[width]`.
-        let mut gated: Vec<(Site, wgpu::Buffer, wgpu::Buffer)> = Vec::new();
-        for gate in gates {
-            let mut values = Vec::new();
-            for run in ungated {
-                values.push(&run.iter().find(|(s, _)| *s == gate.site).ok_or_else(|| GpuError::Gpu(format!("no ungated values at {}", gate.site)))?.1);
+        let small = |label: &str, values: &[f32]| {
+            ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(values), usage: wgpu::BufferUsages::STORAGE })
+        };
+        let act = |site: Site| saved.at(site);
+        let before_gate = |site: Site| saved.before(site).unwrap_or_else(|| saved.at(site));
+        // Each gate that ablates something: its kept channels `[width]`, 1 or 0.
+        let kept: Vec<(Site, wgpu::Buffer)> = gates
+            .iter()
+            .filter(|gate| gate.kept.contains(&false))
+            .map(|gate| (gate.site, small("kept [width]", &gate.kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect::<Vec<f32>>())))
+            .collect();
+        let kept_of = |site: Site| kept.iter().find(|(s, _)| *s == site).map(|(_, kept)| kept);
+        // The gate derivatives: each gate's `[width]` at its offset in one buffer.
+        let sums_out = storage("gate derivatives [sum of gate widths]", gates.iter().map(|g| g.kept.len()).sum());
+        let mut sums = Vec::new();
+        if output == Output::GateSums {
+            let mut offset = 0;
+            for gate in gates {
+                sums.push(GateSum { site: gate.site, before: before_gate(gate.site).clone(), mean: small("mean [width]", &gate.mean), offset });
+                offset += gate.kept.len();
             }
-            let before = upload_runs(ctx, "ungated activation [R, width]", values.into_iter(), t, gate.kept.len())?;
-            let kept: Vec<f32> = gate.kept.iter().map(|&k| if k { 1.0 } else { 0.0 }).collect();
-            let kept = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("kept [width]"),
-                contents: bytemuck::cast_slice(&kept),
-                usage: wgpu::BufferUsages::STORAGE,
-            });
-            gated.push((gate.site, before, kept));
         }
-        let before_gate = |site: Site| gated.iter().find(|(s, ..)| *s == site).map_or_else(|| act(site), |(_, before, _)| before);
-        let kept_of = |site: Site| gated.iter().find(|(s, ..)| *s == site).map(|(.., kept)| kept);
         let mut dense_dlogits = vec![0f32; rows * c.vocab_size];
         for &(row, token, g) in dlogits {
             dense_dlogits[row * c.vocab_size + token as usize] += g;
         }
-        let dlogits = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("dlogits"),
-            contents: bytemuck::cast_slice(&dense_dlogits),
-            usage: wgpu::BufferUsages::STORAGE,
-        });
+        let dlogits = small("dlogits [R, vocab]", &dense_dlogits);
         // Scratch, reused by every layer.
         let dx = storage("dx [R, d_model]", rows * d);
         let dsum = storage("dsum [R, d_model]", rows * d);
         let dmasked = storage("dmasked [R, d_model]", rows * d);
-        let dnormed = storage("dnormed [R, d_model]", rows * d);
         let dh = storage("dh [R, d_mlp]", rows * c.d_mlp);
         let dh_masked = storage("dh masked [R, d_mlp]", rows * c.d_mlp);
         let dpre = storage("dpre [R, d_mlp]", rows * c.d_mlp);
@@ -233,9 +254,9 @@ impl Engine {
         let dqkv = storage("dqkv [R, 3 d_attn]", rows * 3 * d_attn);
         let pairs = c.n_head * rows * t;
         let (weights, dscores) = (storage("weights [H, R, T]", pairs), storage("dscores [H, R, T]", pairs));
+        let dnormed = storage("dnormed [R, d_model]", rows * d);
 
-        let mut b = Steps { c: &c, placeholder: &w.placeholder, steps: Vec::new() };
-
+        let mut b = Steps { c: &c, placeholder: &w.placeholder, rows, output, sums: &sums, sums_out: &sums_out, steps: Vec::new() };
         // logits = ln_f(x) @ unembedding^T + ...: dnormed = dlogits @ unembedding.
         b.matmul_t(&w.unembedding_transposed, c.vocab_size, [&dlogits, &dnormed]);
         b.norm(&w.params.ln_f, d, [act(Site::FinalResid), &dnormed, &dx], None);
@@ -304,17 +325,17 @@ impl Engine {
             b.norm(&layer.ln_1, d_in, [site(SiteKind::ResidIn), &dm_masked, &dx], Some(&dsum));
             b.emit(Site::Layer(l, SiteKind::ResidIn), &dx, d);
         }
+        if output == Output::GateSums {
+            b.steps.push(Step::ReadBack { site: None, buffer: sums_out.clone(), floats: gates.iter().map(|g| g.kept.len()).sum() });
+        }
         let steps = b.steps;
-        let mut gradients = self.submit(steps, rows, t).await?;
-        // Into forward order, as the activations are.
-        gradients.sort_by_key(|(site, _)| order.iter().position(|s| s == site));
-        Ok(gradients)
+        self.submit(steps, rows, t).await
     }
 
     /// Encodes `steps` for `rows` rows of sequences `seq_len` long in one
     /// command buffer (one compute pass between the copies out), submits it
-    /// and reads every emitted gradient back.
-    async fn submit(&self, steps: Vec<Step>, rows: usize, seq_len: usize) -> Result<Recording, GpuError> {
+    /// and reads every copied buffer back.
+    async fn submit(&self, steps: Vec<Step>, rows: usize, seq_len: usize) -> Result<Readback, GpuError> {
         let ctx = &self.ctx;
         let slot_stride = PARAMS_BYTES.next_multiple_of(u64::from(ctx.limits.min_uniform_buffer_offset_alignment));
         let dispatches = steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count();
@@ -332,9 +353,9 @@ impl Engine {
             contents: &params,
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let floats: usize = steps.iter().map(|s| if let Step::Emit { width, .. } = s { rows * width } else { 0 }).sum();
+        let floats: usize = steps.iter().map(|s| if let Step::ReadBack { floats, .. } = s { *floats } else { 0 }).sum();
         let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("gradients staging"),
+            label: Some("backward staging"),
             size: 4 * floats.max(1) as u64,
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
@@ -342,7 +363,7 @@ impl Engine {
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("backward") });
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         let (mut slot, mut offset) = (0u64, 0usize);
-        let mut copies: Vec<(Site, usize, usize)> = Vec::new();
+        let mut copies = Vec::new();
         for step in &steps {
             match step {
                 Step::Dispatch { op, bindings } => {
@@ -374,11 +395,11 @@ impl Engine {
                     pass.set_bind_group(0, &bind_group, &[]);
                     pass.dispatch_workgroups(x, y, 1);
                 }
-                Step::Emit { site, buffer, width } => {
+                Step::ReadBack { site, buffer, floats } => {
                     pass = None; // copies go between passes
-                    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 4 * offset as u64, 4 * (rows * width) as u64);
-                    copies.push((*site, *width, offset));
-                    offset += rows * width;
+                    encoder.copy_buffer_to_buffer(buffer, 0, &staging, 4 * offset as u64, 4 * *floats as u64);
+                    copies.push((*site, offset, *floats));
+                    offset += floats;
                 }
             }
         }
@@ -389,38 +410,64 @@ impl Engine {
         if let Some(fault) = ctx.take_fault() {
             return Err(fault);
         }
-        Ok(copies.into_iter().map(|(site, width, at)| (site, Tensor::from_vec(rows, width, data[at..at + rows * width].to_vec()))).collect())
+        Ok(Readback { data, copies })
     }
 }
 
-/// One site's values of every run, `[T_b, width]` each, in a buffer
-/// `[runs x t, width]`: run b's rows at b x t, the padding after a shorter
-/// run zero (it reaches no real row). Written while mapped at creation: no
-/// staging copy (a queue write cost 0.3 s more at the released shape, 256
-/// tokens).
-fn upload_runs<'a>(ctx: &super::GpuContext, label: &str, runs: impl ExactSizeIterator<Item = &'a Tensor>, t: usize, width: usize) -> Result<wgpu::Buffer, GpuError> {
-    let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: 4 * (runs.len() * t * width).max(1) as u64,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: true,
-    });
-    {
-        let mut mapped = buffer.slice(..).get_mapped_range_mut().map_err(|e| GpuError::Gpu(e.to_string()))?;
-        for (b, values) in runs.enumerate() {
-            let bytes: &[u8] = bytemuck::cast_slice(&values.data);
-            let at = 4 * b * t * width;
-            mapped.slice(at..at + bytes.len()).copy_from_slice(bytes);
-        }
-    }
-    buffer.unmap();
-    Ok(buffer)
+/// d objective / d logits of every run in a batch of runs `seq_len` rows
+/// apart, as (row of the batch, token, gradient).
+fn batch_dlogits(runs: &[(Tensor, Recording)], objectives: &[&Objective], seq_len: usize) -> Vec<(usize, u32, f32)> {
+    runs.iter()
+        .zip(objectives)
+        .enumerate()
+        .flat_map(|(b, ((logits, _), objective))| objective.logit_gradient(logits).into_iter().map(move |(t, token, g)| (b * seq_len + t, token, g)))
+        .collect()
+}
+
+/// Each run's gradients, cut from the batch's read-back gradients (rows
+/// `seq_len` apart), with its logits, activations and objective's value;
+/// sites in the order the forward pass recorded them.
+fn split_runs(readback: Readback, runs: Vec<(Tensor, Recording)>, objectives: &[&Objective], seq_len: usize) -> Vec<Gradients> {
+    let order: Vec<Site> = runs.first().map_or(Vec::new(), |(_, activations)| activations.iter().map(|(site, _)| *site).collect());
+    let mut copies: Vec<(Site, usize, usize)> = readback.copies.into_iter().filter_map(|(site, at, floats)| Some((site?, at, floats))).collect();
+    copies.sort_by_key(|(site, ..)| order.iter().position(|s| s == site));
+    let rows = runs.len() * seq_len;
+    runs.into_iter()
+        .zip(objectives)
+        .enumerate()
+        .map(|(b, ((logits, activations), objective))| {
+            let len = logits.rows;
+            let gradients = copies
+                .iter()
+                .map(|&(site, at, floats)| {
+                    let width = floats / rows;
+                    (site, Tensor::from_vec(len, width, readback.data[at + b * seq_len * width..][..len * width].to_vec()))
+                })
+                .collect();
+            Gradients { value: objective.value(&logits), logits, activations, gradients }
+        })
+        .collect()
+}
+
+/// A gate's derivatives, reduced at its site: from the gradient there, the
+/// values before the gate `[R, width]` and the means `[width]`, into
+/// columns `offset..` of the output.
+struct GateSum {
+    site: Site,
+    before: wgpu::Buffer,
+    mean: wgpu::Buffer,
+    offset: usize,
 }
 
 /// The backward pass's steps, as they are listed.
 struct Steps<'a> {
     c: &'a crate::model::Config,
     placeholder: &'a wgpu::Buffer,
+    rows: usize,
+    output: Output,
+    /// With `Output::GateSums`: every gate's reduction, into `sums_out`.
+    sums: &'a [GateSum],
+    sums_out: &'a wgpu::Buffer,
     steps: Vec<Step>,
 }
 
@@ -438,9 +485,19 @@ impl Steps<'_> {
         self.steps.push(Step::Dispatch { op, bindings });
     }
 
-    /// `site`'s gradient, in `buffer` (`[T, width]`), copied out here.
+    /// `site`'s gradient is in `buffer` (`[R, width]`) here: copied out,
+    /// or reduced to its gate's derivatives where the site has one.
     fn emit(&mut self, site: Site, buffer: &wgpu::Buffer, width: usize) {
-        self.steps.push(Step::Emit { site, buffer: buffer.clone(), width });
+        match self.output {
+            Output::Gradients => self.steps.push(Step::ReadBack { site: Some(site), buffer: buffer.clone(), floats: self.rows * width }),
+            Output::GateSums => {
+                if let Some(sum) = self.sums.iter().find(|sum| sum.site == site) {
+                    let op = Op::GateSums { width: width as u32, out_offset: sum.offset as u32 };
+                    let (before, mean, out) = (sum.before.clone(), sum.mean.clone(), self.sums_out.clone());
+                    self.steps.push(Step::Dispatch { op, bindings: vec![(2, buffer.clone()), (3, before), (4, mean), (5, out)] });
+                }
+            }
+        }
     }
 
     /// `out = g @ W` (`[T, in_width]` from `g` `[T, out]`... of the forward),

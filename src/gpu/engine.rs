@@ -10,6 +10,7 @@
 
 use super::interventions::{flatten_interventions, Flattened};
 use super::readback::finish_map;
+use super::saved::SavedRun;
 use super::workspace::{build_workspace, Workspace};
 use super::{GpuContext, GpuError, GpuWeights};
 use crate::model::{check_tokens, Config, Intervention, Record, Recording, Site, Tensor};
@@ -87,18 +88,38 @@ impl Engine {
     /// prompts are padded at the end to the longest and cut back after:
     /// attention is causal, so a position never sees the padding.
     pub async fn forward_batch(&mut self, prompts: &[Vec<u32>], record: &Record) -> Result<Vec<(Tensor, Recording)>, GpuError> {
-        let runs = self.forward_prompts(prompts, record, &[]).await?;
+        let runs = self.forward_prompts(prompts, record, &[], None).await?;
         Ok(runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect())
+    }
+
+    /// The logits `[T_b, vocab]` of each of `prompts` with `interventions`
+    /// applied to every one (a circuit's task loss over a task's examples):
+    /// as many prompts per batch as the adapter's binding limit takes, for
+    /// the activations and for the interventions' entries.
+    pub async fn prompts_logits(&mut self, prompts: &[Vec<u32>], interventions: &[Intervention]) -> Result<Vec<Tensor>, GpuError> {
+        let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let c = &self.config;
+        let widest = [c.d_model, c.d_in(), c.d_attn(), c.d_mlp, c.vocab_size, c.d_pos_emb.unwrap_or(0)].into_iter().max().unwrap_or(1);
+        let floats = self.ctx.max_binding() as usize / 4;
+        let entries = flatten_interventions(c, seq_len, &[interventions.to_vec()])?.index.len().max(1);
+        let chunk = (floats / widest / seq_len).min(floats / entries).max(1);
+        let mut logits = Vec::with_capacity(prompts.len());
+        for prompts in prompts.chunks(chunk) {
+            logits.extend(self.forward_prompts(prompts, &Record::LogitsOnly, interventions, None).await?.into_iter().map(|(logits, ..)| logits));
+        }
+        Ok(logits)
     }
 
     /// [`Engine::forward_batch`] with `interventions` applied to every
     /// prompt; each run comes with its sites that have interventions as they
-    /// were before them.
+    /// were before them. With `saved`, every site of the batch (prompt b's
+    /// rows at b x the longest) is also kept there, on the GPU.
     pub(super) async fn forward_prompts(
         &mut self,
         prompts: &[Vec<u32>],
         record: &Record,
         interventions: &[Intervention],
+        saved: Option<&SavedRun>,
     ) -> Result<Vec<(Tensor, Recording, Recording)>, GpuError> {
         for prompt in prompts {
             check_tokens(&self.config, prompt)?;
@@ -108,7 +129,7 @@ impl Engine {
         let plan = Plan::prompts(&self.config, seq_len, prompts.len(), interventions)?;
         let mut recordings = vec![(Recording::new(), Recording::new()); prompts.len()];
         let logits = self
-            .run_plan(&plan, &padded, record, !interventions.is_empty(), &mut |stage| {
+            .run_plan(&plan, &padded, &Outputs { record, before_interventions: !interventions.is_empty(), saved }, &mut |stage| {
                 for ((recording, before), (sites, sites_before)) in recordings.iter_mut().zip(stage.sites.into_iter().zip(stage.before_interventions)) {
                     recording.extend(sites);
                     before.extend(sites_before);
@@ -144,18 +165,16 @@ impl Engine {
         check_tokens(&self.config, tokens)?;
         let plan = Plan::new(&self.config, tokens.len(), variants)?;
         let tokens: Vec<u32> = tokens.repeat(plan.n_variants);
-        self.run_plan(&plan, &tokens, record, false, on_stage).await
+        self.run_plan(&plan, &tokens, &Outputs { record, before_interventions: false, saved: None }, on_stage).await
     }
 
-    /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major).
-    /// With `before_interventions`, sites with interventions are handed over
-    /// as they were before them too.
+    /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major),
+    /// handing over what `outputs` asks for.
     pub(super) async fn run_plan(
         &mut self,
         plan: &Plan,
         tokens: &[u32],
-        record: &Record,
-        before_interventions: bool,
+        outputs: &Outputs<'_>,
         on_stage: &mut dyn FnMut(StageOutput),
     ) -> Result<Vec<Tensor>, GpuError> {
         if let Some(fault) = self.ctx.take_fault() {
@@ -169,7 +188,7 @@ impl Engine {
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
-            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, record, before_interventions);
+            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs);
             if let Some(previous) = pending.take() {
                 deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await?;
             }
@@ -250,6 +269,19 @@ impl Plan {
             self.n_variants
         }
     }
+}
+
+/// Where a run's sites go besides the logits.
+#[derive(Clone, Copy)]
+pub(super) struct Outputs<'a> {
+    /// The sites read back to the host.
+    pub record: &'a Record,
+    /// Whether a recorded site with interventions is read back before them
+    /// too (a gated run's values before its gates).
+    pub before_interventions: bool,
+    /// Where every site is kept on the GPU (and before its interventions,
+    /// where that keeps those), for a backward pass.
+    pub saved: Option<&'a SavedRun>,
 }
 
 /// Where a recorded site's values are in a stage's readback.

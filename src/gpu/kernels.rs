@@ -17,6 +17,8 @@ pub enum Kernel {
     ActivationBackward,
     NormBackward,
     GateBackward,
+    /// gate_backward.wgsl's second entry point: the gate derivatives.
+    GateSums,
     /// attention_backward.wgsl's two entry points: dq (and the weights and
     /// score gradients), then dk and dv.
     AttentionBackwardQueries { d_head: u32 },
@@ -59,7 +61,7 @@ impl Kernel {
             Kernel::TopKBackward => TOPK_BACKWARD.into(),
             Kernel::ActivationBackward => format!("{ERF}\n{ACTIVATION_BACKWARD}"),
             Kernel::NormBackward => NORM_BACKWARD.into(),
-            Kernel::GateBackward => GATE_BACKWARD.into(),
+            Kernel::GateBackward | Kernel::GateSums => GATE_BACKWARD.into(),
             Kernel::TopK => TOPK.into(),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
@@ -81,6 +83,7 @@ impl Kernel {
             Kernel::ActivationBackward => "activation_backward",
             Kernel::NormBackward => "norm_backward",
             Kernel::GateBackward => "gate_backward",
+            Kernel::GateSums => "gate_backward sums",
             Kernel::AttentionBackwardQueries { .. } => "attention_backward queries",
             Kernel::AttentionBackwardKeys { .. } => "attention_backward keys",
         }
@@ -91,6 +94,7 @@ impl Kernel {
         match self {
             Kernel::AttentionBackwardQueries { .. } => "queries",
             Kernel::AttentionBackwardKeys { .. } => "keys",
+            Kernel::GateSums => "sums_over_rows",
             _ => "main",
         }
     }

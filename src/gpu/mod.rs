@@ -14,6 +14,7 @@ mod interventions;
 mod kernels;
 mod ops;
 mod readback;
+mod saved;
 mod weights;
 mod workspace;
 

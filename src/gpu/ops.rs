@@ -84,7 +84,7 @@ shader_params! {
     NormBackwardParams in "norm_backward.wgsl" { rows: u32, width: u32, dout_stride: u32, rms: u32, has_residual: u32, eps: f32, _pad0: u32, _pad1: u32 }
 }
 shader_params! {
-    GateBackwardParams in "gate_backward.wgsl" { n: u32, width: u32, _pad0: u32, _pad1: u32 }
+    GateBackwardParams in "gate_backward.wgsl" { n: u32, width: u32, out_offset: u32, _pad: u32 }
 }
 shader_params! {
     AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, seq_len: u32, n_head: u32, has_sink: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
@@ -109,6 +109,8 @@ pub enum Op {
     NormBackward { width: u32, dout_stride: u32, rms: bool, has_residual: bool },
     /// A gated site's gradient kept only in its kept channels, in place.
     GateBackward { width: u32 },
+    /// A gated site's gate derivatives summed over rows, into columns `out_offset..`.
+    GateSums { width: u32, out_offset: u32 },
     /// `keys`: the second pass (dk, dv); else the first (dq).
     AttentionBackward { n_head: u32, d_head: u32, has_sink: bool, keys: bool },
 }
@@ -128,6 +130,7 @@ impl Op {
             Op::ActivationBackward { .. } => Kernel::ActivationBackward,
             Op::NormBackward { .. } => Kernel::NormBackward,
             Op::GateBackward { .. } => Kernel::GateBackward,
+            Op::GateSums { .. } => Kernel::GateSums,
             Op::AttentionBackward { d_head, keys: false, .. } => Kernel::AttentionBackwardQueries { d_head },
             Op::AttentionBackward { d_head, keys: true, .. } => Kernel::AttentionBackwardKeys { d_head },
         }
@@ -182,6 +185,7 @@ impl Op {
                 block(p)
             }
             Op::GateBackward { width } => block(GateBackwardParams { n: rows * width, width, ..Default::default() }),
+            Op::GateSums { width, out_offset } => block(GateBackwardParams { n: rows * width, width, out_offset, _pad: 0 }),
             Op::AttentionBackward { n_head, d_head, has_sink, .. } => {
                 let scale = 1.0 / (d_head as f32).sqrt();
                 block(AttentionBackwardParams { rows, seq_len, n_head, has_sink: b(has_sink), scale, ..Default::default() })
@@ -197,6 +201,7 @@ impl Op {
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } => rows,
             Op::TopKBackward { .. } => elements(rows),
             Op::ActivationBackward { width, .. } | Op::GateBackward { width } => elements(rows * width),
+            Op::GateSums { width, .. } => elements(width),
             Op::AttentionBackward { n_head, keys: false, .. } => elements(rows * n_head),
             // One per (head, sequence, tile of key rows).
             Op::AttentionBackward { n_head, keys: true, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ELEMENT_WORKGROUP),

@@ -3,13 +3,13 @@
 //! per step, and each stage's steps with their bind groups. A stage is
 //! encoded here; `engine.rs` submits stages and reads them back.
 
-use super::engine::{Pending, Plan, SiteCopy};
+use super::engine::{Outputs, Pending, Plan, SiteCopy};
 use super::kernels::Kernel;
 use super::ops::{Op, PARAMS_BYTES};
 use super::readback::start_map;
 use super::weights::{GpuLinear, GpuMatrix, GpuNorm};
 use super::{GpuContext, GpuError, GpuWeights};
-use crate::model::{Activation, Config, Record, Site, SiteKind, TopkSite};
+use crate::model::{Activation, Config, Site, SiteKind, TopkSite};
 
 /// One step of a stage.
 pub(super) enum Step {
@@ -89,12 +89,18 @@ impl Workspace {
 
     /// Encodes and submits stage `s`: its dispatches (all in one compute
     /// pass between copies: per-pass costs add up over hundreds of small
-    /// dispatches), a copy of every site `record` wants and, in the last
-    /// stage, of the logits, into a staging buffer whose mapping starts now.
-    /// With `before_interventions`, a recorded site with interventions is
-    /// also copied out before they are applied (a gated run's values before
-    /// its gates).
-    pub fn submit_stage(&mut self, ctx: &GpuContext, c: &Config, plan: &Plan, s: usize, record: &Record, before_interventions: bool) -> Option<Pending> {
+    /// dispatches), a copy of every site `outputs.record` wants and, in the
+    /// last stage, of the logits, into a staging buffer whose mapping starts
+    /// now; and the copies into `outputs.saved`, on the GPU.
+    pub fn submit_stage(
+        &mut self,
+        ctx: &GpuContext,
+        c: &Config,
+        plan: &Plan,
+        s: usize,
+        outputs: &Outputs,
+    ) -> Option<Pending> {
+        let Outputs { record, before_interventions, saved } = *outputs;
         let computed = plan.variants_in(s);
         let rows = plan.seq_len * computed;
         let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stage") });
@@ -118,9 +124,14 @@ impl Workspace {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         for step in &self.stages[s] {
             if let Step::Site { site, buffer, width, .. } = step {
+                let floats = rows as u64 * u64::from(*width);
+                let keep = saved.and_then(|saved| saved.destination(*site, true)).filter(|_| plan.entries.span_of(*site).1 > 0);
+                if let Some(keep) = keep {
+                    pass = None; // ends the pass: copies go between passes
+                    encoder.copy_buffer_to_buffer(buffer, 0, keep, 0, 4 * floats);
+                }
                 if record.wants(*site) && copied_before(*site) {
                     pass = None;
-                    let floats = rows as u64 * u64::from(*width);
                     let staging = staging.as_ref().expect("staging sized for every recorded site");
                     encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
                     copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: true });
@@ -142,9 +153,13 @@ impl Workspace {
                 pass.dispatch_workgroups(x, y, 1);
             }
             if let Step::Site { site, buffer, width, .. } = step {
+                let floats = rows as u64 * u64::from(*width);
+                if let Some(keep) = saved.and_then(|saved| saved.destination(*site, false)) {
+                    pass = None;
+                    encoder.copy_buffer_to_buffer(buffer, 0, keep, 0, 4 * floats);
+                }
                 if record.wants(*site) {
-                    pass = None; // ends the pass: copies go between passes
-                    let floats = rows as u64 * u64::from(*width);
+                    pass = None;
                     let staging = staging.as_ref().expect("staging sized for every recorded site");
                     encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
                     copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: false });

@@ -1,8 +1,8 @@
 //! The runner's GPU side: passes, batches and gradients on the engine, and
 //! dropping the GPU for the CPU when it fails.
 
-use super::{Backend, Runner, GATED_CHUNK_BYTES};
-use crate::model::{Gate, GateGradients, Intervention, Model, Objective, Record, Recording, Tensor};
+use super::{Backend, Runner, SAVED_BYTES};
+use crate::model::{Gate, GateGradients, Intervention, Model, Objective, Record, Recording, Site, Tensor};
 use crate::platform::now_ms;
 
 impl Runner {
@@ -49,29 +49,27 @@ impl Runner {
         .await
     }
 
+    /// [`Runner::prompts_logits`] on the GPU; `None` when there is no
+    /// (working) GPU or the batch is too large for it.
+    pub(super) async fn prompts_logits_on_gpu(&self, prompts: &[Vec<u32>], interventions: &[Intervention]) -> Option<Result<Vec<Tensor>, String>> {
+        self.on_engine(async |engine| engine.prompts_logits(prompts, interventions).await).await
+    }
+
     /// [`Runner::gate_gradients`] on the GPU, a chunk of examples per batch
     /// (handing back to the browser between chunks); `None` when there is no
     /// (working) GPU or not even one example fits it.
     pub(super) async fn gate_gradients_on_gpu(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Option<Result<GateGradients, String>> {
         let seq_len = examples.iter().map(|(tokens, _)| tokens.len()).max().unwrap_or(1);
-        let fits = self.on_engine(async |engine| Ok(engine.batch_capacity(seq_len))).await?.ok()?;
-        let budget = (GATED_CHUNK_BYTES / self.model().config.run_bytes(seq_len).max(1)) as usize;
+        let ablated: Vec<Site> = gates.iter().filter(|gate| gate.kept.contains(&false)).map(|gate| gate.site).collect();
+        let (fits, per_token) = self.on_engine(async |engine| Ok((engine.batch_capacity(seq_len), engine.saved_bytes_per_token(&ablated)))).await?.ok()?;
+        let budget = (SAVED_BYTES / (per_token * seq_len as u64).max(1)) as usize;
         let chunk = fits.min(budget.max(1));
         if chunk == 0 {
             return None;
         }
         let mut total = GateGradients::zero(gates);
         for examples in examples.chunks(chunk) {
-            let sums = self
-                .on_engine(async |engine| {
-                    let mut sums = GateGradients::zero(gates);
-                    for run in engine.gated_gradients_batch(examples, gates).await? {
-                        sums.add_run(&run, gates)?;
-                    }
-                    Ok(sums)
-                })
-                .await?;
-            match sums {
+            match self.on_engine(async |engine| engine.gate_gradients(examples, gates).await).await? {
                 Ok(sums) => total.add(&sums),
                 Err(e) => return Some(Err(e)),
             }

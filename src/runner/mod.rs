@@ -13,7 +13,8 @@
 //!   where batches go; [`Runner::gradients`], a pass and its backward pass
 //!   (attribution), likewise.
 //! - [`Runner::logits`]: the logits of a batch of intervention variants
-//!   (effect ranking, circuit search). The first calls after a model loads
+//!   (effect ranking, circuit search); [`Runner::prompts_logits`], of a
+//!   batch of prompts under one variant (a circuit's task loss). The first calls after a model loads
 //!   time the same kind of work on each backend ([`Runner::probe`]), and the
 //!   rest runs on the faster: a software adapter is slower than the CPU
 //!   reference for the bundled model, a real GPU far faster at the released
@@ -49,12 +50,12 @@ const GPU_PROBE: usize = 4;
 /// CPU pass takes seconds, and the CPU blocks the page while it works).
 const CPU_PROBE: usize = 8;
 const SLOW_VARIANT_MS: f64 = 20.0;
-/// Read-back activations per GPU chunk of a gated batch: each chunk's
-/// recordings, values before the gates and gradients are on the host at
-/// once, about 3x this. At the released shape a 64-token example records
-/// 82 MB, so a chunk is 3 examples.
+/// GPU memory a chunk of a gated batch keeps for its backward pass (every
+/// site, and the values before the gates). At the released shape a 64-token
+/// example keeps 105 MB, so a chunk is 10 examples; on a software
+/// adapter this memory is the GPU process's own.
 #[cfg(feature = "gpu")]
-const GATED_CHUNK_BYTES: u64 = 256 << 20;
+const SAVED_BYTES: u64 = 1 << 30;
 /// CPU work between two hand-backs to the browser.
 const CPU_SLICE_MS: f64 = 30.0;
 
@@ -274,7 +275,7 @@ impl Runner {
 
     /// Gated runs of several prompts (`model::gated_gradients`, a step of
     /// the circuit pruning), reduced to their gate gradients: on the GPU in
-    /// batches as large as its limits and [`GATED_CHUNK_BYTES`] allow, where
+    /// batches as large as its limits and [`SAVED_BYTES`] allow, where
     /// bulk work goes; else on the CPU reference, natively an example per core.
     pub async fn gate_gradients(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
         #[cfg(feature = "gpu")]
@@ -368,6 +369,36 @@ impl Runner {
                 }
             };
             out.extend(done);
+        }
+        Ok(out)
+    }
+
+    /// The logits `[T_b, vocab]` of each of `prompts` under the same
+    /// `interventions` (a circuit's task loss over a task's examples): once
+    /// the backends are timed (the first prompts time them), on the GPU in
+    /// batches of prompts, on the CPU a prompt at a time, natively one per core.
+    pub async fn prompts_logits(&self, prompts: &[Vec<u32>], interventions: &[Intervention]) -> Result<Vec<Tensor>, String> {
+        let variant = [interventions.to_vec()];
+        let mut out = Vec::with_capacity(prompts.len());
+        while out.len() < prompts.len() {
+            let rest = &prompts[out.len()..];
+            #[cfg(feature = "gpu")]
+            if self.batch_place() == Some(Place::Gpu) {
+                if let Some(logits) = self.prompts_logits_on_gpu(rest, interventions).await {
+                    out.extend(logits?);
+                    continue;
+                }
+            }
+            if self.batch_place().is_none() {
+                out.extend(self.logits(&rest[0], &variant).await?);
+                continue;
+            }
+            let per_call = if cfg!(target_arch = "wasm32") { 1 } else { rest.len() };
+            self.pause_now_and_then().await;
+            let model = self.model();
+            for logits in crate::platform::map_on_cores(&rest[..per_call], |tokens| forward_with_interventions(&model, tokens, interventions, &mut |_, _| {})) {
+                out.push(logits.map_err(|e| e.to_string())?);
+            }
         }
         Ok(out)
     }
