@@ -10,6 +10,11 @@
 use super::{Node, SiteMeans};
 use crate::model::{forward_with_interventions, Config, Intervention, Model, ModelError, Site, SiteKind};
 
+/// The task loss a circuit must meet unless told otherwise (nats of the
+/// binary cross-entropy between the right and the wrong answer): the
+/// bundled model's circuits meet it with 92.5-98.5% accuracy held out.
+pub const DEFAULT_TARGET_LOSS: f64 = 0.15;
+
 /// Seed of the task examples a circuit search runs on, in the CLI and in
 /// the page: the same examples and settings give the same circuit.
 pub const SEARCH_SEED: u64 = 2_000_003;

@@ -26,7 +26,7 @@ mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
-pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss, HELD_OUT_SEED, SEARCH_SEED};
+pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss, DEFAULT_TARGET_LOSS, HELD_OUT_SEED, SEARCH_SEED};
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{candidates, measure_effects, ablated_objectives, Objective};
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};

@@ -142,7 +142,7 @@ pub struct SearchSettings {
 
 impl Default for SearchSettings {
     fn default() -> Self {
-        SearchSettings { target_loss: 0.15, block: 32, batch: 64 }
+        SearchSettings { target_loss: super::DEFAULT_TARGET_LOSS, block: 32, batch: 64 }
     }
 }
 

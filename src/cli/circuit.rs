@@ -30,7 +30,7 @@ pub struct PruneArgs {
     #[arg(long)]
     task: String,
     /// The circuit is the smallest that meets this task loss (nats, binary cross-entropy).
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = crate::circuits::DEFAULT_TARGET_LOSS)]
     target_loss: f64,
     /// The circuit file to write. Default: circuits/TASK.json in the model folder.
     #[arg(long)]

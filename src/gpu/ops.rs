@@ -198,8 +198,7 @@ impl Op {
     pub fn workgroups(self, rows: u32, seq_len: u32, count: u32) -> u32 {
         let elements = |n: u32| n.div_ceil(ELEMENT_WORKGROUP);
         match self {
-            Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } => rows,
-            Op::TopKBackward { .. } => elements(rows),
+            Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } | Op::TopKBackward { .. } => rows,
             Op::ActivationBackward { width, .. } | Op::GateBackward { width } => elements(rows * width),
             Op::GateSums { width, .. } => elements(width),
             Op::AttentionBackward { n_head, keys: false, .. } => elements(rows * n_head),

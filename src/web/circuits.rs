@@ -25,7 +25,6 @@ use crate::tasks::{Task, TaskChoice};
 /// as many as the CLI and the bundled circuits use, so the figures compare.
 const HELD_OUT: usize = 200;
 /// The task loss a found circuit must meet (the CLI's default).
-const TARGET_LOSS: f64 = 0.15;
 
 /// What a search is given.
 struct Search {
@@ -36,6 +35,8 @@ struct Search {
     examples: usize,
     /// Steps of the masks' optimisation.
     steps: usize,
+    /// The circuit is the smallest that meets this task loss.
+    target: f64,
 }
 
 /// A search's circuit (most important node first), its loss-vs-k curve on
@@ -59,12 +60,13 @@ impl Page {
         let examples = self.search_examples.get_untracked();
         let method = self.search_method.get_untracked();
         let steps = self.search_steps.get_untracked();
+        let target = self.search_target.get_untracked();
         spawn_local(async move {
             while self.means.with_untracked(Option::is_none) && !self.cancel_search.get_value() {
                 sleep(100).await;
             }
             let Some(means) = self.means.get_untracked() else { return self.searching.set(None) };
-            let search = Search { model: opened.model.clone(), model_name: opened.bundled_id().to_string(), means, task, examples, steps };
+            let search = Search { model: opened.model.clone(), model_name: opened.bundled_id().to_string(), means, task, examples, steps, target };
             let started = now_ms();
             let result = async {
                 let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
@@ -80,6 +82,7 @@ impl Page {
                 let Some((nodes, curve, name, settings)) = found else { return Ok(None) };
                 let method = Method { name: name.into(), settings, seconds: (now_ms() - started) / 1000.0 };
                 let config = &search.model.config;
+                report(SearchStatus::HeldOut { nodes: nodes.len() });
                 let measured = vec![Vec::new(), keep_only(config, &search.means, &nodes)?, remove(config, &search.means, &nodes)?];
                 let losses = RunnerEval { runner: &runner, choices: &held_out }.losses(&measured).await?;
                 Ok::<_, String>(Some(circuit_file(&search, nodes, curve, method, losses)))
@@ -127,12 +130,12 @@ async fn by_masks(
 ) -> Result<Option<Found>, String> {
     let settings = MaskSettings { steps: search.steps, ..MaskSettings::default() };
     let mut progress = |p| report(SearchStatus::Masks(p));
-    let setup = PruneSetup { choices, means: &search.means, settings: &settings, target_loss: TARGET_LOSS };
+    let setup = PruneSetup { choices, means: &search.means, settings: &settings, target_loss: search.target };
     let Some(pruned) = prune_task(runner, eval, &setup, &mut progress, cancelled).await? else {
         return Ok(None);
     };
     let backend = runner.batch_place().map_or("cpu", Place::name);
-    Ok(Some((pruned.nodes, pruned.curve, "learned-mask", settings.method_settings(backend, TARGET_LOSS, search.examples))))
+    Ok(Some((pruned.nodes, pruned.curve, "learned-mask", settings.method_settings(backend, search.target, search.examples))))
 }
 
 /// The greedy search: group-tested ablations, forward passes only.
@@ -145,7 +148,7 @@ async fn greedy(
 ) -> Result<Option<Found>, String> {
     // On the CPU, small calls: the page answers (and can cancel) between them.
     let batch = if runner.batch_place() == Some(Place::Gpu) { SearchSettings::default().batch } else { 4 };
-    let settings = SearchSettings { target_loss: TARGET_LOSS, batch, ..SearchSettings::default() };
+    let settings = SearchSettings { target_loss: search.target, batch, ..SearchSettings::default() };
     let mut progress = |p| report(SearchStatus::Greedy(p));
     let config = &search.model.config;
     let Some(found) = ablation_search(eval, config, &search.means, &settings, &mut progress, cancelled).await? else {
@@ -159,7 +162,7 @@ async fn greedy(
 /// circuit alone, circuit removed).
 fn circuit_file(search: &Search, nodes: Vec<Node>, curve: Vec<(usize, TaskLoss)>, method: Method, losses: Vec<TaskLoss>) -> LoadedCircuit {
     let faithfulness =
-        Faithfulness { target_loss: TARGET_LOSS, examples: HELD_OUT, full: losses[0], circuit: losses[1], without_circuit: losses[2] };
+        Faithfulness { target_loss: search.target, examples: HELD_OUT, full: losses[0], circuit: losses[1], without_circuit: losses[2] };
     let finding = Finding { task: search.task, nodes: &nodes, faithfulness, curve, method };
     let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, finding);
     LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
@@ -270,6 +273,7 @@ pub fn TaskTable() -> impl IntoView {
                     <CountInput label="Steps " testid="search-steps" max=5000 value=page.search_steps />
                 </Show>
                 <CountInput label="Examples per search " testid="search-examples" max=256 value=page.search_examples />
+                <TargetInput />
                 <label class="circuit-file">
                     " or open a circuit file: "
                     <input
@@ -317,6 +321,33 @@ fn CountInput(label: &'static str, testid: &'static str, max: usize, value: RwSi
     }
 }
 
+/// The task loss the circuit must meet (binary cross-entropy, nats): a
+/// model that is not sure of a task needs a looser one.
+#[component]
+fn TargetInput() -> impl IntoView {
+    let page = use_page();
+    view! {
+        <label class="search-examples" title="The circuit is the smallest whose task loss, with every other node mean-ablated, is at most this (the CLI's --target-loss)">
+            "Target task loss "
+            <input
+                type="number"
+                min="0.001"
+                max="20"
+                step="0.01"
+                data-testid="search-target"
+                prop:value=move || page.search_target.get().to_string()
+                on:change=move |ev| {
+                    if let Ok(target) = event_target_value(&ev).parse::<f64>() {
+                        if target.is_finite() {
+                            page.search_target.set(target.clamp(0.001, 20.0));
+                        }
+                    }
+                }
+            />
+        </label>
+    }
+}
+
 /// The search under way: its stage, where it runs, and a cancel button.
 #[component]
 fn SearchProgress() -> impl IntoView {
@@ -345,8 +376,10 @@ fn SearchProgress() -> impl IntoView {
                     )
                 }
                 Some(SearchStatus::Masks(PruneProgress::Bisecting { k, loss })) => {
-                    format!("bisecting on the number of nodes: the first {k} give task loss {:.3} (target {TARGET_LOSS})", loss.loss)
+                    let target = page.search_target.get_untracked();
+                    format!("bisecting on the number of nodes: the first {k} give task loss {:.3} (target {target})", loss.loss)
                 }
+                Some(SearchStatus::HeldOut { nodes }) => format!("measuring the {nodes}-node circuit on {HELD_OUT} held-out examples"),
             };
             let backend = match searching.place {
                 Some(Place::Gpu) => " on the GPU",

@@ -119,6 +119,8 @@ impl SearchMethod {
 pub enum SearchStatus {
     Greedy(SearchProgress),
     Masks(PruneProgress),
+    /// The circuit found, measured on the held-out examples.
+    HeldOut { nodes: usize },
 }
 
 /// A circuit search under way: how far it is, where it runs once the
@@ -173,6 +175,8 @@ pub struct Page {
     pub search_method: RwSignal<SearchMethod>,
     /// Steps of the masks' optimisation (the CLI's `--steps`).
     pub search_steps: RwSignal<usize>,
+    /// The task loss a found circuit meets (the CLI's `--target-loss`).
+    pub search_target: RwSignal<f64>,
     pub loading: RwSignal<LoadProgress>,
     pub running: RwSignal<bool>,
     /// Finished runs, for tests and screen readers to wait on.
@@ -293,6 +297,7 @@ impl Page {
             search_examples: RwSignal::new(64),
             search_method: RwSignal::new(SearchMethod::default()),
             search_steps: RwSignal::new(crate::circuits::MaskSettings::default().steps),
+            search_target: RwSignal::new(crate::circuits::DEFAULT_TARGET_LOSS),
             loading: RwSignal::new(LoadProgress::Idle),
             running: RwSignal::new(false),
             runs: RwSignal::new(0),

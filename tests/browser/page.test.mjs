@@ -350,6 +350,7 @@ test('each task lists its bundled circuit with size and faithfulness; a circuit 
   await page.getByTestId('search-examples').dispatchEvent('change');
   assert.equal(await page.getByTestId('search-method').inputValue(), 'masks');
   assert.equal(await page.getByTestId('search-steps').inputValue(), '200');
+  assert.equal(await page.getByTestId('search-target').inputValue(), '0.15', 'the CLI\'s default target loss');
   const started = Date.now();
   await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
   // The progress line names the step, the task loss, the nodes kept and the time left.
@@ -372,14 +373,21 @@ test('each task lists its bundled circuit with size and faithfulness; a circuit 
     assert.ok(Math.abs(mine.faithfulness[which].loss - expected.faithfulness[which].loss) < 0.01, `${which}: ${JSON.stringify([mine.faithfulness, expected.faithfulness])}`);
   }
 
-  // The greedy search stays as a second method.
+  // The greedy search stays as a second method; the target loss is the user's.
   await page.getByTestId('search-method').selectOption('greedy');
   assert.equal(await page.getByTestId('search-steps').count(), 0, 'steps are the masks\' setting');
-  await page.getByTestId('search-examples').fill('4');
-  await page.getByTestId('search-examples').dispatchEvent('change');
+  for (const [id, value] of [['search-examples', '4'], ['search-target', '0.3']]) {
+    await page.getByTestId(id).fill(value);
+    await page.getByTestId(id).dispatchEvent('change');
+  }
   await page.locator(`[data-testid=find-circuit][data-task=${task}]:enabled`).click();
   await page.getByTestId('search-progress').waitFor();
   await page.locator(`tr[data-task=${task}] [data-testid=circuit][data-origin=found]`).filter({ hasText: 'ablation-search' }).waitFor({ timeout: 600_000 });
+  const [greedyDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-circuit').click()]);
+  const greedyFile = JSON.parse(fs.readFileSync(await greedyDownload.path(), 'utf8'));
+  assert.equal(greedyFile.method.name, 'ablation-search');
+  assert.equal(greedyFile.faithfulness.target_loss, 0.3);
+  assert.equal(greedyFile.method.settings.search.target_loss, 0.3);
 
   // Cancelled, a search leaves nothing behind.
   await page.getByTestId('search-method').selectOption('masks');
