@@ -94,20 +94,27 @@ impl Engine {
 
     /// The logits `[T_b, vocab]` of each of `prompts` with `interventions`
     /// applied to every one (a circuit's task loss over a task's examples):
-    /// as many prompts per batch as the adapter's binding limit takes, for
-    /// the activations and for the interventions' entries.
+    /// prompts of like length together ([`length_chunks`]), as many per
+    /// batch as the adapter's binding limit takes, for the activations and
+    /// for the interventions' entries.
     pub async fn prompts_logits(&mut self, prompts: &[Vec<u32>], interventions: &[Intervention]) -> Result<Vec<Tensor>, GpuError> {
-        let seq_len = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let c = &self.config;
         let widest = [c.d_model, c.d_in(), c.d_attn(), c.d_mlp, c.vocab_size, c.d_pos_emb.unwrap_or(0)].into_iter().max().unwrap_or(1);
         let floats = self.ctx.max_binding() as usize / 4;
-        let entries = flatten_interventions(c, seq_len, &[interventions.to_vec()])?.index.len().max(1);
-        let chunk = (floats / widest / seq_len).min(floats / entries).max(1);
-        let mut logits = Vec::with_capacity(prompts.len());
-        for prompts in prompts.chunks(chunk) {
-            logits.extend(self.forward_prompts(prompts, &Record::LogitsOnly, interventions, None).await?.into_iter().map(|(logits, ..)| logits));
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        // A prompt's entries: one per channel for a whole column, so at most this many at any length.
+        let entries = flatten_interventions(c, longest, &[interventions.to_vec()])?.index.len().max(1);
+        let lengths: Vec<usize> = prompts.iter().map(Vec::len).collect();
+        let fits = |seq_len: usize| (floats / widest / seq_len.max(1)).min(floats / entries);
+        let mut logits: Vec<Option<Tensor>> = vec![None; prompts.len()];
+        for chunk in length_chunks(&lengths, fits) {
+            let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+            let runs = self.forward_prompts(&batch, &Record::LogitsOnly, interventions, None).await?;
+            for (&i, (run_logits, ..)) in chunk.iter().zip(runs) {
+                logits[i] = Some(run_logits);
+            }
         }
-        Ok(logits)
+        Ok(logits.into_iter().map(|l| l.expect("every prompt is in a chunk")).collect())
     }
 
     /// [`Engine::forward_batch`] with `interventions` applied to every
@@ -221,6 +228,24 @@ impl Engine {
         self.workspace = Some(build_workspace(&self.ctx, &self.config, &self.weights, capacity, intervention_capacity)?);
         Ok(())
     }
+}
+
+/// Indices of items `lengths` long in chunks, shortest first, each chunk as
+/// large as `fits(its longest)` allows (at least one item): a batch is
+/// padded to its longest prompt, and a task's examples range from 3 to 134
+/// tokens (byte by byte), so unsorted chunks computed mostly padding.
+pub(crate) fn length_chunks(lengths: &[usize], fits: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let mut chunks: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match chunks.last_mut() {
+            // Sorted: the item joining is the chunk's longest.
+            Some(chunk) if chunk.len() < fits(lengths[i]) => chunk.push(i),
+            _ => chunks.push(vec![i]),
+        }
+    }
+    chunks
 }
 
 /// The shape of one run: its tokens and variants, its interventions as
@@ -344,3 +369,20 @@ async fn deliver(
     Ok(())
 }
 
+#[cfg(test)]
+mod tests {
+    use super::length_chunks;
+
+    #[test]
+    fn items_are_chunked_shortest_first_each_chunk_within_its_longest_items_budget() {
+        let lengths = [30, 3, 134, 12, 12, 45, 7];
+        // At most 100 tokens of padded rows per chunk.
+        let chunks = length_chunks(&lengths, |len| 100 / len);
+        assert_eq!(chunks, vec![vec![1, 6, 3, 4], vec![0, 5], vec![2]]);
+        for chunk in &chunks {
+            let longest = chunk.iter().map(|&i| lengths[i]).max().unwrap();
+            assert!(chunk.len() == 1 || chunk.len() * longest <= 100, "{chunk:?}");
+        }
+        assert!(length_chunks(&[], |_| 4).is_empty());
+    }
+}

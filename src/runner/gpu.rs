@@ -3,6 +3,7 @@
 
 use super::{Backend, Runner, SAVED_BYTES};
 use crate::model::{Gate, GateGradients, Intervention, Model, Objective, Record, Recording, Site, Tensor};
+use crate::gpu::length_chunks;
 use crate::platform::now_ms;
 
 impl Runner {
@@ -55,21 +56,28 @@ impl Runner {
         self.on_engine(async |engine| engine.prompts_logits(prompts, interventions).await).await
     }
 
-    /// [`Runner::gate_gradients`] on the GPU, a chunk of examples per batch
-    /// (handing back to the browser between chunks); `None` when there is no
-    /// (working) GPU or not even one example fits it.
+    /// [`Runner::gate_gradients`] on the GPU, a chunk of examples of like
+    /// length per batch (handing back to the browser between chunks); `None`
+    /// when there is no (working) GPU or not even one example fits it.
     pub(super) async fn gate_gradients_on_gpu(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Option<Result<GateGradients, String>> {
-        let seq_len = examples.iter().map(|(tokens, _)| tokens.len()).max().unwrap_or(1);
         let ablated: Vec<Site> = gates.iter().filter(|gate| gate.kept.contains(&false)).map(|gate| gate.site).collect();
-        let (fits, per_token) = self.on_engine(async |engine| Ok((engine.batch_capacity(seq_len), engine.saved_bytes_per_token(&ablated)))).await?.ok()?;
-        let budget = (SAVED_BYTES / (per_token * seq_len as u64).max(1)) as usize;
-        let chunk = fits.min(budget.max(1));
-        if chunk == 0 {
+        let lengths: Vec<usize> = examples.iter().map(|(tokens, _)| tokens.len()).collect();
+        let longest = lengths.iter().copied().max().unwrap_or(1);
+        // What a chunk may hold at each length up to the longest, asked once.
+        let fits: Vec<usize> = self
+            .on_engine(async |engine| {
+                let per_token = engine.saved_bytes_per_token(&ablated);
+                Ok((0..=longest).map(|len| engine.batch_capacity(len).min((SAVED_BYTES / (per_token * len.max(1) as u64).max(1)) as usize)).collect())
+            })
+            .await?
+            .ok()?;
+        if fits[longest] == 0 {
             return None;
         }
         let mut total = GateGradients::zero(gates);
-        for examples in examples.chunks(chunk) {
-            match self.on_engine(async |engine| engine.gate_gradients(examples, gates).await).await? {
+        for chunk in length_chunks(&lengths, |len| fits[len]) {
+            let batch: Vec<(Vec<u32>, Objective)> = chunk.iter().map(|&i| examples[i].clone()).collect();
+            match self.on_engine(async |engine| engine.gate_gradients(&batch, gates).await).await? {
                 Ok(sums) => total.add(&sums),
                 Err(e) => return Some(Err(e)),
             }
