@@ -24,7 +24,6 @@ use crate::tasks::{Task, TaskChoice};
 /// Held-out examples the page reports a found circuit's faithfulness on:
 /// as many as the CLI and the bundled circuits use, so the figures compare.
 const HELD_OUT: usize = 200;
-/// The task loss a found circuit must meet (the CLI's default).
 
 /// What a search is given.
 struct Search {
