@@ -170,7 +170,7 @@ impl Engine {
         check_every_site(&self.config, logits.rows, &activations)?;
         let seq_len = logits.rows;
         self.check_backward_fits(seq_len, seq_len)?;
-        let saved = SavedRun::upload(&self.ctx, &self.config, &[&activations], &[], seq_len)?;
+        let saved = SavedRun::upload(&self.ctx, &self.config, &[&activations], seq_len)?;
         let runs = vec![(logits, activations)];
         let dlogits = batch_dlogits(&runs, &[objective], seq_len);
         let readback = self.backward(&saved, 1, seq_len, &dlogits, &[], Output::Gradients).await?;

@@ -76,6 +76,21 @@ impl GpuContext {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
+    /// A storage buffer of `bytes` that copies may read and write (mapped
+    /// for writing when `mapped`), refused by `name` past the binding limit.
+    pub fn storage_buffer(&self, name: &str, bytes: u64, mapped: bool) -> Result<wgpu::Buffer, GpuError> {
+        let max = self.max_binding();
+        if bytes > max {
+            return Err(GpuError::TooLarge { tensor: name.into(), bytes, limit: "max_storage_buffer_binding_size", max });
+        }
+        Ok(self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(name),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: mapped,
+        }))
+    }
+
     /// The first error the device reported since the last call, if any.
     pub fn take_fault(&self) -> Option<GpuError> {
         let mut fault = self.fault.lock().unwrap();

@@ -29,17 +29,12 @@ impl SavedRun {
 
     /// Runs recorded on the host (each at most `t` rows), uploaded: run b's
     /// rows at b x t, the padding after a shorter run zero (it reaches no
-    /// real row). `ungated[b]` holds run b's values before its gates.
-    pub fn upload(ctx: &GpuContext, config: &Config, runs: &[&Recording], ungated: &[&Recording], t: usize) -> Result<SavedRun, GpuError> {
+    /// real row). No gates.
+    pub fn upload(ctx: &GpuContext, config: &Config, runs: &[&Recording], t: usize) -> Result<SavedRun, GpuError> {
         let sites = every_site(config)
             .map(|site| Ok((site, upload_runs(ctx, "saved activation [R, width]", &site_values(runs, site)?, t, config.site_width(site))?)))
             .collect::<Result<_, GpuError>>()?;
-        let gated: Vec<Site> = ungated.first().map_or(Vec::new(), |run| run.iter().map(|(site, _)| *site).collect());
-        let before = gated
-            .into_iter()
-            .map(|site| Ok((site, upload_runs(ctx, "value before a gate [R, width]", &site_values(ungated, site)?, t, config.site_width(site))?)))
-            .collect::<Result<_, GpuError>>()?;
-        Ok(SavedRun { sites, before })
+        Ok(SavedRun { sites, before: Vec::new() })
     }
 
     /// Bytes per row of a run that keeps every site and the values before
@@ -80,19 +75,9 @@ fn every_site(config: &Config) -> impl Iterator<Item = Site> {
     (0..config.n_layer).flat_map(|l| SiteKind::ALL.map(|kind| Site::Layer(l, kind))).chain([Site::FinalResid])
 }
 
-/// A storage buffer `[rows, width]` f32, refused by name past the binding limit.
+/// A storage buffer `[rows, width]` f32.
 fn storage(ctx: &GpuContext, label: &str, rows: usize, width: usize, mapped: bool) -> Result<wgpu::Buffer, GpuError> {
-    let bytes = 4 * (rows * width).max(1) as u64;
-    let max = ctx.max_binding();
-    if bytes > max {
-        return Err(GpuError::TooLarge { tensor: label.into(), bytes, limit: "max_storage_buffer_binding_size", max });
-    }
-    Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: bytes,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: mapped,
-    }))
+    ctx.storage_buffer(label, 4 * (rows * width).max(1) as u64, mapped)
 }
 
 /// One site's values of every run, `[T_b, width]` each, in a buffer

@@ -209,18 +209,7 @@ pub(super) fn build_workspace(
     capacity: usize,
     intervention_capacity: usize,
 ) -> Result<Workspace, GpuError> {
-    let storage = |name: String, bytes: u64| -> Result<wgpu::Buffer, GpuError> {
-        let max = ctx.max_binding();
-        if bytes > max {
-            return Err(GpuError::TooLarge { tensor: name, bytes, limit: "max_storage_buffer_binding_size", max });
-        }
-        Ok(ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(&name),
-            size: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        }))
-    };
+    let storage = |name: String, bytes: u64| ctx.storage_buffer(&name, bytes, false);
     // `[capacity, width]` f32 (or u32 for the tokens).
     let activation = |name: &str, width: usize| {
         storage(format!("activations {name} [{capacity}, {width}]"), 4 * capacity as u64 * width as u64)
