@@ -3,6 +3,7 @@
 //!
 //! Layers, each depending only on those above it:
 //! - [`model`]: config, sparse weights, the CPU reference forward pass.
+//! - [`cpu`]: the fast CPU path: the reference's forward pass arranged for speed.
 //! - `gpu`: the same forward pass in WGSL compute shaders through wgpu.
 //! - [`runner`]: the one place that chooses between the CPU and the GPU, and falls back.
 //! - [`convert`]: released checkpoints (PyTorch `.pt`, dense safetensors) to compact model files.
@@ -13,6 +14,7 @@
 
 pub mod circuits;
 pub mod convert;
+pub mod cpu;
 pub mod model;
 pub mod platform;
 pub mod rng;

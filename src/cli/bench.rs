@@ -22,6 +22,9 @@ pub struct BenchArgs {
     /// Only the circuit pruning's step (the rest takes minutes on a software adapter).
     #[arg(long)]
     prune_only: bool,
+    /// Only the CPU's forward passes: the reference and the fast path.
+    #[arg(long)]
+    cpu_only: bool,
 }
 
 /// Prompts in the batched forward + backward row.
@@ -41,6 +44,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let bigram_bytes = model.params.bigram_table.as_ref().map_or(0, |t| 4 * t.data.len());
     let cpu_bytes: usize = stats.iter().map(|s| s.bytes).sum();
 
+    if args.cpu_only {
+        print_header("none (CPU only)", params, nnz);
+        return [64, 256].iter().try_for_each(|&t| cpu_forward_rows(&model, t, reps));
+    }
     pollster::block_on(async {
         if args.prune_only {
             return prune_step(&model, reps).await;
@@ -58,16 +65,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             drop(fresh);
         }
 
-        println!("# circuitscope bench");
-        println!();
-        println!("machine: {} ({} cores); GPU adapter: {adapter}", cpu_name(), std::thread::available_parallelism().map_or(0, |n| n.get()));
-        println!(
-            "model: synthetic, released 0.4B shape (8 layers, d_model 2048, 128 heads x 16, d_mlp 8192, vocab 2048), {params} parameters, {nnz} nonzero ({:.3}%)",
-            100.0 * nnz as f64 / params as f64
-        );
-        println!();
-        println!("| measure | median |");
-        println!("|---|---|");
+        print_header(&adapter, params, nnz);
         let dense = 4 * params;
         println!(
             "| weights on the GPU | {:.2} MB = {:.3}% of dense f32 ({:.1} MB); without the dense bigram table {:.2} MB = {:.3}% |",
@@ -107,15 +105,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     println!("| GPU time to the first streamed layer, {t} tokens | {} |", ms(median(first)));
                 }
             }
+            cpu_forward_rows(&model, t, reps)?;
             let cpu_reps = if t > 64 { reps.min(3) } else { reps };
-            let mut cpu = Vec::new();
-            for _ in 0..cpu_reps {
-                let start = Instant::now();
-                forward(&model, &tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
-                cpu.push(start.elapsed());
-            }
-            let cpu_forward = median(cpu);
-            println!("| CPU reference forward, {t} tokens | {} |", ms(cpu_forward));
 
             // Forward (every site recorded) and backward: the gradient of a logit
             // difference at the last position at every site (attribution's cost).
@@ -206,6 +197,44 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         drop(engine);
         prune_step(&model, reps).await
     })
+}
+
+fn print_header(adapter: &str, params: usize, nnz: usize) {
+    println!("# circuitscope bench");
+    println!();
+    println!("machine: {} ({} cores); GPU adapter: {adapter}", cpu_name(), std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "model: synthetic, released 0.4B shape (8 layers, d_model 2048, 128 heads x 16, d_mlp 8192, vocab 2048), {params} parameters, {nnz} nonzero ({:.3}%)",
+        100.0 * nnz as f64 / params as f64
+    );
+    println!();
+    println!("| measure | median |");
+    println!("|---|---|");
+}
+
+/// The CPU reference's forward pass of `t` tokens and the fast path's,
+/// timed in turn, and the ratio.
+fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> {
+    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    let reps = if t > 64 { reps.min(3) } else { reps };
+    let (mut reference, mut fast) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let start = Instant::now();
+        forward(model, &tokens, &mut |_, _| {}).map_err(|e| e.to_string())?;
+        reference.push(start.elapsed());
+        let start = Instant::now();
+        crate::cpu::run(model, &tokens, &[], &Record::LogitsOnly).map_err(|e| e.to_string())?;
+        fast.push(start.elapsed());
+    }
+    let (reference, fast) = (median(reference), median(fast));
+    println!("| CPU reference forward, {t} tokens (one core) | {} |", ms(reference));
+    println!(
+        "| CPU fast path forward, {t} tokens ({} threads) | {} ({:.1}x faster than the reference, timed in turn with it) |",
+        rayon::current_num_threads(),
+        ms(fast),
+        reference.as_secs_f64() / fast.as_secs_f64()
+    );
+    Ok(())
 }
 
 /// One step of the circuit pruning's mask optimisation (`circuits::prune`)

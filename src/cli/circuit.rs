@@ -127,7 +127,6 @@ fn print_faithfulness(f: &Faithfulness) {
 
 pub fn run_prune(args: &PruneArgs) -> Result<(), String> {
     let started = Instant::now();
-    crate::train::keep_freed_memory();
     let task = parse_task(&args.task)?;
     let loaded = load(&args.model)?;
     let examples = args.examples.unwrap_or(match args.method {

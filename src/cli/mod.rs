@@ -69,7 +69,7 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
-    /// The reference forward pass on the CPU.
+    /// On the CPU: the fast path (`cpu::run`), natively on every core.
     Cpu,
     /// WGSL compute shaders through wgpu.
     Gpu,

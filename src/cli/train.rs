@@ -71,7 +71,6 @@ fn default_config(vocab: usize) -> String {
 
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let started = Instant::now();
-    crate::train::keep_freed_memory();
     let read = |path: &std::path::Path| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
     let config_json = match (&args.init, &args.config) {
         (Some(dir), _) => read(&dir.join("config.json"))?,

@@ -99,8 +99,20 @@ pub fn forward_with_interventions(
     on_site: &mut dyn FnMut(Site, &mut Tensor),
 ) -> Result<Tensor, ModelError> {
     check_tokens(&model.config, tokens)?;
-    let resolved = resolve(&model.config, tokens.len(), interventions)?;
-    forward(model, tokens, &mut |site, acts| {
+    forward(model, tokens, &mut intervening(&model.config, tokens.len(), interventions, on_site)?)
+}
+
+/// `on_site` after `interventions` (checked for `seq_len` tokens) have
+/// overwritten their entries of each site: what a forward pass calls to
+/// apply them (the reference's and the fast CPU path's).
+pub fn intervening<'a>(
+    config: &Config,
+    seq_len: usize,
+    interventions: &'a [Intervention],
+    on_site: &'a mut dyn FnMut(Site, &mut Tensor),
+) -> Result<impl FnMut(Site, &mut Tensor) + 'a, ModelError> {
+    let resolved = resolve(config, seq_len, interventions)?;
+    Ok(move |site, acts: &mut Tensor| {
         for intervention in resolved.iter().filter(|r| r.intervention.site == site) {
             intervention.apply(acts);
         }
@@ -220,22 +232,25 @@ impl Norm {
     /// Normalises each row of `x` (`[T, width]`).
     pub fn apply(&self, x: &Tensor) -> Tensor {
         let mut out = x.clone();
-        for row in out.rows_iter_mut() {
-            let n = row.len() as f64;
-            let (shift, scale) = if self.rms {
-                let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n;
-                (0.0, 1.0 / (mean_sq + f64::from(f32::EPSILON)).sqrt())
-            } else {
-                let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-                let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
-                (mean, 1.0 / (var + 1e-5).sqrt())
-            };
-            for (i, value) in row.iter_mut().enumerate() {
-                let normed = ((f64::from(*value) - shift) * scale) as f32 * self.weight[i];
-                *value = normed + self.bias.as_ref().map_or(0.0, |b| b[i]);
-            }
-        }
+        out.rows_iter_mut().for_each(|row| self.apply_to_row(row));
         out
+    }
+
+    /// Normalises one row (`[width]`) in place.
+    pub fn apply_to_row(&self, row: &mut [f32]) {
+        let n = row.len() as f64;
+        let (shift, scale) = if self.rms {
+            let mean_sq = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / n;
+            (0.0, 1.0 / (mean_sq + f64::from(f32::EPSILON)).sqrt())
+        } else {
+            let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+            let var = row.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+            (mean, 1.0 / (var + 1e-5).sqrt())
+        };
+        for (i, value) in row.iter_mut().enumerate() {
+            let normed = ((f64::from(*value) - shift) * scale) as f32 * self.weight[i];
+            *value = normed + self.bias.as_ref().map_or(0.0, |b| b[i]);
+        }
     }
 }
 

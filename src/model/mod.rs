@@ -25,8 +25,8 @@ pub use backward::{activation_derivative, check_every_site, gradients, gradients
 pub use gates::{gated_gradients, Gate, GateGradients, GatedGradients, GATEABLE};
 pub use config::{Activation, Config, ParamSpec, TopkSite, MAX_RUN_BYTES};
 pub use error::ModelError;
-pub use forward::{attention_pattern, forward, forward_with_interventions, Recording};
-pub use intervene::{resolve, Ablation, Assignment, Intervention};
+pub use forward::{attention_pattern, forward, forward_with_interventions, intervening, Recording};
+pub use intervene::{resolve, Ablation, Assignment, Intervention, Resolved};
 pub use predict::{top_predictions, Prediction};
 pub use sites::{Record, Site, SiteKind};
 pub use sparse::SparseMatrix;

@@ -1,5 +1,5 @@
-//! One runner for every forward pass the page and the CLI make: the CPU
-//! reference and the GPU engine behind the same calls, the choice between
+//! One runner for every forward pass the page and the CLI make: the fast
+//! CPU path (`cpu::run`) and the GPU engine behind the same calls, the choice between
 //! them, and the fallback to the CPU when the GPU is lost or fails. Nothing
 //! else in the crate chooses a backend. A runner can answer on the CPU at
 //! once and ready the GPU meanwhile ([`Runner::at_once`], then
@@ -17,7 +17,7 @@
 //!   batch of prompts under one variant (a circuit's task loss). The first calls after a model loads
 //!   time the same kind of work on each backend ([`Runner::probe`]), and the
 //!   rest runs on the faster: a software adapter is slower than the CPU
-//!   reference for the bundled model, a real GPU far faster at the released
+//!   for the bundled model, a real GPU far faster at the released
 //!   shape.
 //!
 //! A GPU error that is not the input's fault (a lost device, a failed
@@ -34,7 +34,7 @@ use std::sync::Arc;
 use gpu::start_gpu;
 
 use crate::model::{
-    forward_with_interventions, gated_gradients, gradients, gradients_of_run, Gate, GateGradients, Gradients, Intervention, Model, Objective, Record,
+    gated_gradients, gradients_of_run, Gate, GateGradients, Gradients, Intervention, Model, Objective, Record,
     Recording, Tensor,
 };
 use crate::platform::{now_ms, sleep};
@@ -73,7 +73,7 @@ pub enum Backend {
 /// Which backends the runner may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Want {
-    /// The CPU reference only.
+    /// The CPU only.
     Cpu,
     /// The GPU, which must be there (the CLI's `--backend gpu`); still the
     /// CPU if the GPU is lost on the way.
@@ -268,7 +268,9 @@ impl Runner {
         let mut batch = Vec::with_capacity(examples.len());
         for (tokens, objective) in examples {
             self.pause_now_and_then().await;
-            batch.push(gradients(&model, tokens, objective).map_err(|e| e.to_string())?);
+            // The fast path's forward pass, the reference's backward pass.
+            let (logits, sites) = crate::cpu::run(&model, tokens, &[], &Record::All).map_err(|e| e.to_string())?;
+            batch.push(gradients_of_run(&model, logits, sites, objective).map_err(|e| e.to_string())?);
         }
         Ok(batch)
     }
@@ -329,7 +331,7 @@ impl Runner {
         }
     }
 
-    /// [`Runner::run`] on the CPU reference.
+    /// [`Runner::run`] on the CPU.
     async fn on_cpu(
         &self,
         tokens: &[u32],
@@ -339,13 +341,7 @@ impl Runner {
     ) -> Result<(Tensor, Recording), String> {
         self.pause_now_and_then().await;
         let model = self.model();
-        let mut sites = Recording::new();
-        let logits = forward_with_interventions(&model, tokens, interventions, &mut |site, acts| {
-            if record.wants(site) {
-                sites.push((site, acts.clone()));
-            }
-        })
-        .map_err(|e| e.to_string())?;
+        let (logits, sites) = crate::cpu::run(&model, tokens, interventions, record).map_err(|e| e.to_string())?;
         if !sites.is_empty() {
             for layer in 0..model.config.n_layer {
                 on_layer(layer, &sites);
@@ -396,8 +392,8 @@ impl Runner {
             let per_call = if cfg!(target_arch = "wasm32") { 1 } else { rest.len() };
             self.pause_now_and_then().await;
             let model = self.model();
-            for logits in crate::platform::map_on_cores(&rest[..per_call], |tokens| forward_with_interventions(&model, tokens, interventions, &mut |_, _| {})) {
-                out.push(logits.map_err(|e| e.to_string())?);
+            for run in crate::platform::map_on_cores(&rest[..per_call], |tokens| crate::cpu::run(&model, tokens, interventions, &Record::LogitsOnly)) {
+                out.push(run.map_err(|e| e.to_string())?.0);
             }
         }
         Ok(out)
@@ -491,7 +487,7 @@ impl Runner {
         let mut paused = 0.0;
         for variant in variants {
             paused += self.pause_now_and_then().await;
-            logits.push(forward_with_interventions(&model, tokens, variant, &mut |_, _| {}).map_err(|e| e.to_string())?);
+            logits.push(crate::cpu::run(&model, tokens, variant, &Record::LogitsOnly).map_err(|e| e.to_string())?.0);
             if probing && now_ms() - started - paused > SLOW_VARIANT_MS {
                 break;
             }

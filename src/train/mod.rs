@@ -15,21 +15,6 @@ use candle_core::{backprop::GradStore, Device, Tensor, Var};
 use crate::model::{f32_safetensors, Config, Model, Role, Spec, Visit};
 use crate::rng::SplitMix;
 
-/// candle allocates fresh buffers for every op of every step. glibc hands
-/// large freed ones back to the OS (munmap) and page-faults them in again,
-/// which took 40% of a step on 2 cores; keeping freed memory in the heap
-/// makes training about 1.7x faster. Call once, before training.
-pub fn keep_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator thresholds; it is called before
-    // the training threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
-    }
-}
-
 /// How to train.
 #[derive(Clone, Debug)]
 pub struct Settings {

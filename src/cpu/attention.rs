@@ -1,0 +1,112 @@
+//! Causal softmax attention, a head per task: the reference's
+//! `causal_attention` with tokens along rows, so that a query's scores over
+//! every key are a sum of scaled rows of keys (a loop that vectorises, and
+//! skips the query's zero channels).
+
+use super::ops::exp;
+
+/// q, k, v with tokens along rows: `[n_head * d_head, T]` (head h in rows
+/// `h*d_head..`); sink: `[n_head]` logits of an always-visible key whose
+/// value is zero. Returns the output the same way, `[n_head * d_head, T]`.
+pub fn causal(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, n_head: usize, d_head: usize, sink: Option<&[f32]>) -> Vec<f32> {
+    let scale = 1.0 / (d_head as f32).sqrt();
+    let mut y_t = vec![0.0f32; n_head * d_head * t];
+    super::on_row_blocks(&mut y_t, d_head * t, |first, block| {
+        let mut values = vec![0.0f32; t * d_head]; // [T, d_head]
+        let mut weights = vec![0.0f32; t];
+        let mut channels = vec![0usize; d_head];
+        let mut y = vec![0.0f32; d_head];
+        for (i, out) in block.chunks_exact_mut(d_head * t).enumerate() {
+            let h = first + i;
+            let rows = h * d_head * t..(h + 1) * d_head * t;
+            let (queries, keys) = (&q_t[rows.clone()], &k_t[rows.clone()]); // [d_head, T]
+            for (c, row) in v_t[rows].chunks_exact(t).enumerate() {
+                row.iter().enumerate().for_each(|(j, &v)| values[j * d_head + c] = v);
+            }
+            let sink = sink.map(|s| s[h]);
+            for i in 0..t {
+                // Scores of query i over keys 0..=i, summed over channels in
+                // the reference's order, over the query's nonzero channels
+                // (gathered without a branch on each: a branch on half-zero
+                // data mispredicted every other time).
+                let scores = &mut weights[..=i];
+                scores.fill(0.0);
+                let mut nonzero = 0;
+                for c in 0..d_head {
+                    channels[nonzero] = c;
+                    nonzero += usize::from(queries[c * t + i] != 0.0);
+                }
+                for &c in &channels[..nonzero] {
+                    let qc = queries[c * t + i];
+                    scores.iter_mut().zip(&keys[c * t..=c * t + i]).for_each(|(s, &kc)| *s += qc * kc);
+                }
+                scores.iter_mut().for_each(|s| *s *= scale);
+                let max = sink.into_iter().fold(largest(scores), f32::max);
+                scores.iter_mut().for_each(|s| *s = exp(*s - max));
+                let denom = sink.map_or(0.0, |s| exp(s - max)) + sum(scores);
+                scores.iter_mut().for_each(|w| *w /= denom);
+                weighted_sum(scores, &values, &mut y);
+                y.iter().enumerate().for_each(|(c, &v)| out[c * t + i] = v);
+            }
+        }
+    });
+    y_t
+}
+
+/// Lanes of the loops below: 8 partial maxima or sums (two SSE registers,
+/// one AVX register), which a compiler keeps in registers.
+const LANES: usize = 8;
+
+/// The largest of `xs` (`f32::max` over them, which does not vectorise).
+fn largest(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (m, &x) in lanes.iter_mut().zip(chunk) {
+            *m = if x > *m { x } else { *m };
+        }
+    }
+    lanes.into_iter().chain(rest.iter().copied()).fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// The sum of `xs` in 8 interleaved partial sums: the one place the fast
+/// path sums in another order than the reference (the softmax's
+/// denominator, within a few ulp).
+fn sum(xs: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; LANES];
+    let chunks = xs.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        lanes.iter_mut().zip(chunk).for_each(|(s, &x)| *s += x);
+    }
+    lanes.iter().sum::<f32>() + rest.iter().sum::<f32>()
+}
+
+/// `y += sum_j weights[j] values[j]` (`values`: `[T, d_head]`, `y`:
+/// `[d_head]`), j ascending for every channel as in the reference, 16
+/// channels at a time in registers: written through memory, each key's
+/// update waited on the last one's store (a quarter of the attention's time).
+fn weighted_sum(weights: &[f32], values: &[f32], y: &mut [f32]) {
+    const CHANNELS: usize = 16;
+    let d_head = y.len();
+    for start in (0..d_head).step_by(CHANNELS) {
+        let width = CHANNELS.min(d_head - start);
+        let mut acc = [0.0f32; CHANNELS];
+        let rows = weights.iter().zip(values.chunks_exact(d_head));
+        if width == CHANNELS {
+            // A fixed width, so that the accumulators stay in registers.
+            for (&w, row) in rows {
+                let value: &[f32; CHANNELS] = row[start..start + CHANNELS].try_into().expect("16 channels");
+                for (a, &v) in acc.iter_mut().zip(value) {
+                    *a += w * v;
+                }
+            }
+        } else {
+            for (&w, row) in rows {
+                acc.iter_mut().zip(&row[start..start + width]).for_each(|(a, &v)| *a += w * v);
+            }
+        }
+        y[start..start + width].copy_from_slice(&acc[..width]);
+    }
+}
