@@ -6,7 +6,7 @@ mod common;
 
 use circuitscope::cpu;
 use circuitscope::model::{forward_with_interventions, Ablation, Config, Intervention, Model, Record, Recording, Site, SiteKind, Tensor};
-use common::{assert_close, golden_cases, read_expected, read_tokens};
+use common::{assert_golden_run, assert_same_run, golden_cases, read_tokens};
 
 fn run(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (Tensor, Recording) {
     cpu::run(model, tokens, interventions, &Record::All).unwrap()
@@ -18,29 +18,15 @@ fn reference(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (
     (logits, recording)
 }
 
-fn assert_same_run(what: &str, (logits, recording): &(Tensor, Recording), (ref_logits, ref_recording): &(Tensor, Recording)) {
-    assert_close(&format!("{what} logits"), logits, ref_logits);
-    assert_eq!(recording.len(), ref_recording.len(), "{what}: number of sites");
-    for ((site, ours), (ref_site, theirs)) in recording.iter().zip(ref_recording) {
-        assert_eq!(site, ref_site, "{what}: site order");
-        assert_close(&format!("{what} {site}"), ours, theirs);
-    }
-}
-
 #[test]
 fn every_golden_case_matches_at_every_site_on_the_fast_path() {
     for dir in golden_cases() {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let model = Model::load_dir(&dir).unwrap();
         let tokens = read_tokens(&dir);
-        let (logits, recording) = run(&model, &tokens, &[]);
-        let expected = read_expected(&dir);
-        assert_eq!(recording.len() + 1, expected.len(), "{case}: number of sites");
-        assert_close(&format!("{case} logits"), &logits, &expected["logits"]);
-        for (site, tensor) in &recording {
-            assert_close(&format!("{case} {site} (fast)"), tensor, &expected[&site.to_string()]);
-        }
-        assert_same_run(&format!("{case} fast vs reference"), &(logits, recording), &reference(&model, &tokens, &[]));
+        let fast = run(&model, &tokens, &[]);
+        assert_golden_run("fast path", &dir, &fast.0, &fast.1);
+        assert_same_run(&format!("{case} fast vs reference"), &fast, &reference(&model, &tokens, &[]));
     }
 }
 

@@ -10,7 +10,7 @@ use circuitscope::model::{
     forward, forward_with_interventions, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
     SiteKind, Tensor, GATEABLE,
 };
-use common::{assert_close, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
+use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
 
 fn engine(model: &Model) -> Engine {
     pollster::block_on(async {
@@ -35,18 +35,9 @@ fn every_golden_case_matches_at_every_site_on_the_gpu() {
         let tokens = read_tokens(&dir);
         let mut gpu = engine(&model);
         let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
-        let expected = read_expected(&dir);
-        assert_eq!(recording.len() + 1, expected.len(), "{case}: number of sites");
-        assert_close(&format!("{case} logits"), &logits, &expected["logits"]);
-        for (site, tensor) in &recording {
-            assert_close(&format!("{case} {site} (GPU)"), tensor, &expected[&site.to_string()]);
-        }
+        assert_golden_run("GPU", &dir, &logits, &recording);
         // And the CPU reference agrees with the GPU.
-        let (cpu_logits, cpu_recording) = cpu(&model, &tokens, &[]);
-        assert_close(&format!("{case} logits CPU vs GPU"), &logits, &cpu_logits);
-        for ((site, g), (_, c)) in recording.iter().zip(&cpu_recording) {
-            assert_close(&format!("{case} {site} CPU vs GPU"), g, c);
-        }
+        assert_same_run(&format!("{case} CPU vs GPU"), &(logits, recording), &cpu(&model, &tokens, &[]));
     }
 }
 

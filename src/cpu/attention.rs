@@ -4,20 +4,28 @@
 //! skips the query's zero channels).
 
 use super::ops::exp;
+use super::wide::wide_fn;
 
 /// q, k, v with tokens along rows: `[n_head * d_head, T]` (head h in rows
 /// `h*d_head..`); sink: `[n_head]` logits of an always-visible key whose
 /// value is zero. Returns the output the same way, `[n_head * d_head, T]`.
 pub fn causal(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, n_head: usize, d_head: usize, sink: Option<&[f32]>) -> Vec<f32> {
-    let scale = 1.0 / (d_head as f32).sqrt();
     let mut y_t = vec![0.0f32; n_head * d_head * t];
-    super::on_row_blocks(&mut y_t, d_head * t, |first, block| {
+    super::on_row_blocks(&mut y_t, d_head * t, |first, block| heads(q_t, k_t, v_t, t, d_head, sink, first, block));
+    y_t
+}
+
+wide_fn! {
+    /// Heads `first..` of `causal` (`block`: their rows of the output, `[heads * d_head, T]`).
+    #[allow(clippy::too_many_arguments)]
+    fn heads(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, d_head: usize, sink: Option<&[f32]>, first: usize, block: &mut [f32]) {
+        let scale = 1.0 / (d_head as f32).sqrt();
         let mut values = vec![0.0f32; t * d_head]; // [T, d_head]
         let mut weights = vec![0.0f32; t];
         let mut channels = vec![0usize; d_head];
         let mut y = vec![0.0f32; d_head];
-        for (i, out) in block.chunks_exact_mut(d_head * t).enumerate() {
-            let h = first + i;
+        for (n, out) in block.chunks_exact_mut(d_head * t).enumerate() {
+            let h = first + n;
             let rows = h * d_head * t..(h + 1) * d_head * t;
             let (queries, keys) = (&q_t[rows.clone()], &k_t[rows.clone()]); // [d_head, T]
             for (c, row) in v_t[rows].chunks_exact(t).enumerate() {
@@ -49,8 +57,7 @@ pub fn causal(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, n_head: usize, d_
                 y.iter().enumerate().for_each(|(c, &v)| out[c * t + i] = v);
             }
         }
-    });
-    y_t
+    }
 }
 
 /// Lanes of the loops below: 8 partial maxima or sums (two SSE registers,
@@ -58,6 +65,7 @@ pub fn causal(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, n_head: usize, d_
 const LANES: usize = 8;
 
 /// The largest of `xs` (`f32::max` over them, which does not vectorise).
+#[inline(always)]
 fn largest(xs: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -73,6 +81,7 @@ fn largest(xs: &[f32]) -> f32 {
 /// The sum of `xs` in 8 interleaved partial sums: the one place the fast
 /// path sums in another order than the reference (the softmax's
 /// denominator, within a few ulp).
+#[inline(always)]
 fn sum(xs: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let chunks = xs.chunks_exact(LANES);
@@ -87,6 +96,7 @@ fn sum(xs: &[f32]) -> f32 {
 /// `[d_head]`), j ascending for every channel as in the reference, 16
 /// channels at a time in registers: written through memory, each key's
 /// update waited on the last one's store (a quarter of the attention's time).
+#[inline(always)]
 fn weighted_sum(weights: &[f32], values: &[f32], y: &mut [f32]) {
     const CHANNELS: usize = 16;
     let d_head = y.len();

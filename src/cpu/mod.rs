@@ -27,9 +27,11 @@
 
 mod attention;
 mod ops;
+mod wide;
 
 use crate::model::{check_tokens, resolve, Activation, Config, Intervention, Model, ModelError, Norm, Record, Recording, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
 use ops::{gelu, keep_largest};
+use wide::wide_fn;
 
 /// Runs `model` on `tokens` with `interventions` applied (each site's
 /// entries overwritten before the rest of the pass sees them, as in
@@ -55,7 +57,7 @@ pub fn run(model: &Model, tokens: &[u32], interventions: &[Intervention], record
         sites.rows(at(SiteKind::ResidIn), &mut x);
         let mut a = normed_input(c, &x, &layer.ln_1, layer.ln_p1.as_ref(), &pos, TopkSite::AttnIn); // [T, d_in]
         sites.rows(at(SiteKind::AttnActIn), &mut a);
-        let mut qkv_t = linear_t(&layer.c_attn.weight, layer.c_attn.bias.as_deref(), &transpose(&a.data, t, a.cols), t); // [3 * d_attn, T]
+        let mut qkv_t = linear_t(&layer.c_attn.weight, layer.c_attn.bias.as_deref(), &transpose(&a.data, t, a.cols), t, None); // [3 * d_attn, T]
         let d_attn = c.d_attn() * t;
         let (q_t, kv_t) = qkv_t.split_at_mut(d_attn);
         let (k_t, v_t) = kv_t.split_at_mut(d_attn);
@@ -65,7 +67,7 @@ pub fn run(model: &Model, tokens: &[u32], interventions: &[Intervention], record
         }
         let mut y_t = attention::causal(q_t, k_t, v_t, t, c.n_head, c.d_head, layer.sink_logit.as_deref()); // [d_attn, T]
         sites.columns(at(SiteKind::AttnY), &mut y_t);
-        let mut o = rows_of(&linear_t(&layer.attn_proj.weight, layer.attn_proj.bias.as_deref(), &y_t, t), t, c.topk_k(TopkSite::AttnOut, c.d_model)); // [T, d_model]
+        let mut o = rows_of(&linear_t(&layer.attn_proj.weight, layer.attn_proj.bias.as_deref(), &y_t, t, None), t, c.topk_k(TopkSite::AttnOut, c.d_model)); // [T, d_model]
         sites.rows(at(SiteKind::AttnResidDelta), &mut o);
         add_residual(c, &mut x, &o, TopkSite::ResidPostAttn);
 
@@ -73,14 +75,10 @@ pub fn run(model: &Model, tokens: &[u32], interventions: &[Intervention], record
         sites.rows(at(SiteKind::ResidMid), &mut x);
         let mut m = normed_input(c, &x, &layer.ln_2, layer.ln_p2.as_ref(), &pos, TopkSite::MlpIn); // [T, d_in]
         sites.rows(at(SiteKind::MlpActIn), &mut m);
-        let mut h_t = linear_t(&layer.c_fc.weight, layer.c_fc.bias.as_deref(), &transpose(&m.data, t, m.cols), t); // [d_mlp, T]
-        on_row_blocks(&mut h_t, t, |_, block| match c.activation {
-            Activation::Gelu => block.iter_mut().for_each(|v| *v = gelu(*v)),
-            Activation::Relu => block.iter_mut().for_each(|v| *v = v.max(0.0)),
-        });
+        let mut h_t = linear_t(&layer.c_fc.weight, layer.c_fc.bias.as_deref(), &transpose(&m.data, t, m.cols), t, Some(c.activation)); // [d_mlp, T]
         sparsify_columns(c, TopkSite::MlpNeuron, &mut h_t, t);
         sites.columns(at(SiteKind::MlpPostAct), &mut h_t);
-        let mut o = rows_of(&linear_t(&layer.mlp_proj.weight, layer.mlp_proj.bias.as_deref(), &h_t, t), t, c.topk_k(TopkSite::MlpOut, c.d_model)); // [T, d_model]
+        let mut o = rows_of(&linear_t(&layer.mlp_proj.weight, layer.mlp_proj.bias.as_deref(), &h_t, t, None), t, c.topk_k(TopkSite::MlpOut, c.d_model)); // [T, d_model]
         sites.rows(at(SiteKind::MlpResidDelta), &mut o);
         add_residual(c, &mut x, &o, TopkSite::ResidPostMlp);
     }
@@ -88,7 +86,7 @@ pub fn run(model: &Model, tokens: &[u32], interventions: &[Intervention], record
     sites.rows(Site::FinalResid, &mut x);
     let mut normed = x;
     on_row_blocks(&mut normed.data, c.d_model, |_, block| block.chunks_exact_mut(c.d_model).for_each(|row| model.params.ln_f.apply_to_row(row)));
-    let mut logits = rows_of(&linear_t(model.unembedding(), Some(&model.params.final_logits_bias), &transpose(&normed.data, t, c.d_model), t), t, None);
+    let mut logits = rows_of(&linear_t(model.unembedding(), Some(&model.params.final_logits_bias), &transpose(&normed.data, t, c.d_model), t, None), t, None);
     if let Some(table) = &model.params.bigram_table {
         on_row_blocks(&mut logits.data, c.vocab_size, |first, block| {
             for (row, &token) in block.chunks_exact_mut(c.vocab_size).zip(&tokens[first..]) {
@@ -143,9 +141,17 @@ impl Sites<'_> {
 /// `y^T = W x^T + bias` with tokens along rows: `x_t` is `[in, T]`, the
 /// result `[out, T]`. Row o of `y^T` adds `W[o, c] * x_t[c]` over row o's
 /// nonzeros in ascending c, the reference's order; a block of outputs per core.
-fn linear_t(w: &SparseMatrix, bias: Option<&[f32]>, x_t: &[f32], t: usize) -> Vec<f32> {
+fn linear_t(w: &SparseMatrix, bias: Option<&[f32]>, x_t: &[f32], t: usize, activation: Option<Activation>) -> Vec<f32> {
     let mut y_t = vec![0.0f32; w.rows * t];
-    on_row_blocks(&mut y_t, t, |first, block| {
+    on_row_blocks(&mut y_t, t, |first, block| add_weighted_rows(w, bias, activation, x_t, t, first, block));
+    y_t
+}
+
+wide_fn! {
+    /// Rows `first..` of `y^T` (`block`, `[rows, T]`) of `linear_t`, and
+    /// the activation (the MLP's) on each row while it is in cache.
+    #[allow(clippy::too_many_arguments)]
+    fn add_weighted_rows(w: &SparseMatrix, bias: Option<&[f32]>, activation: Option<Activation>, x_t: &[f32], t: usize, first: usize, block: &mut [f32]) {
         for (i, y) in block.chunks_exact_mut(t).enumerate() {
             let (cols, weights) = w.row(first + i);
             for (&c, &weight) in cols.iter().zip(weights) {
@@ -154,10 +160,17 @@ fn linear_t(w: &SparseMatrix, bias: Option<&[f32]>, x_t: &[f32], t: usize) -> Ve
             }
             if let Some(bias) = bias {
                 y.iter_mut().for_each(|v| *v += bias[first + i]);
+            } else if cols.is_empty() {
+                // A row without weights stays zero, which both activations keep.
+                continue;
+            }
+            match activation {
+                Some(Activation::Gelu) => y.iter_mut().for_each(|v| *v = gelu(*v)),
+                Some(Activation::Relu) => y.iter_mut().for_each(|v| *v = v.max(0.0)),
+                None => {}
             }
         }
-    });
-    y_t
+    }
 }
 
 /// `[width, T]` to `[T, width]`, then AbsTopK on each row when `topk` is set.
@@ -184,9 +197,15 @@ fn sparsify_columns(c: &Config, site: TopkSite, acts_t: &mut [f32], t: usize) {
 /// one set of the cache holds even at the power-of-two strides of the
 /// model's widths (16 x 16 tiles at those strides evicted each other).
 fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 8;
     let mut out = vec![0.0f32; data.len()];
-    on_row_blocks(&mut out, rows, |first, block| {
+    on_row_blocks(&mut out, rows, |first, block| transpose_block(data, rows, cols, first, block));
+    out
+}
+
+wide_fn! {
+    /// Rows `first..` of the transpose (`block`, `[some of cols, rows]`).
+    fn transpose_block(data: &[f32], rows: usize, cols: usize, first: usize, block: &mut [f32]) {
+        const TILE: usize = 8;
         let block_cols = block.len() / rows.max(1);
         for r0 in (0..rows).step_by(TILE) {
             let r1 = (r0 + TILE).min(rows);
@@ -199,8 +218,7 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
                 }
             }
         }
-    });
-    out
+    }
 }
 
 /// A norm's input to attention or the MLP: `norm(x)`, with the normed
@@ -209,8 +227,15 @@ fn normed_input(c: &Config, x: &Tensor, norm: &Norm, pos_norm: Option<&Norm>, po
     let width = c.d_in();
     let topk = c.topk_k(site, width);
     let mut out = Tensor::zeros(x.rows, width);
-    on_row_blocks(&mut out.data, width, |first, block| {
-        for (i, row) in block.chunks_exact_mut(width).enumerate() {
+    on_row_blocks(&mut out.data, width, |first, block| normed_rows(c, x, norm, pos_norm, pos, topk, first, block));
+    out
+}
+
+wide_fn! {
+    /// Rows `first..` of `normed_input` (`block`, `[rows, d_in]`).
+    #[allow(clippy::too_many_arguments)]
+    fn normed_rows(c: &Config, x: &Tensor, norm: &Norm, pos_norm: Option<&Norm>, pos: &Tensor, topk: Option<usize>, first: usize, block: &mut [f32]) {
+        for (i, row) in block.chunks_exact_mut(c.d_in()).enumerate() {
             let (resid, position) = row.split_at_mut(c.d_model);
             resid.copy_from_slice(x.row(first + i));
             norm.apply_to_row(resid);
@@ -220,8 +245,7 @@ fn normed_input(c: &Config, x: &Tensor, norm: &Norm, pos_norm: Option<&Norm>, po
             }
             keep_largest(row, topk);
         }
-    });
-    out
+    }
 }
 
 /// `x += delta`, the residual activation (relu) if the model has one, and

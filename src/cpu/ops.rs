@@ -1,6 +1,7 @@
 //! The fast path's elementwise and per-token ops: AbsTopK, GELU and the
 //! `exp` that GELU and the softmax share.
 
+
 /// |x| as an integer: for non-negative floats (NaN above infinity) integer
 /// order is the total order the reference sorts magnitudes by.
 fn magnitude(v: f32) -> u32 {
@@ -17,6 +18,7 @@ const BUCKETS: usize = 1 << (31 - BUCKET_SHIFT);
 /// AbsTopK on one row: keeps the `k` entries of largest |x| (ties to the
 /// lower index, the reference's rule) and zeros the rest. `None`, or a `k` of
 /// at least the row's width, keeps every entry.
+#[inline]
 pub fn keep_largest(row: &mut [f32], k: Option<usize>) {
     let Some(k) = k else { return };
     if k >= row.len() {
@@ -48,7 +50,14 @@ pub fn keep_largest(row: &mut [f32], k: Option<usize>) {
     let rank = in_bucket.len() - (k - above);
     let threshold = *in_bucket.select_nth_unstable(rank).1;
     let greater = above + in_bucket[rank + 1..].iter().filter(|&&m| m > threshold).count();
+    let at_threshold = in_bucket.iter().filter(|&&m| m == threshold).count();
     let mut ties = k - greater;
+    if ties == at_threshold {
+        // Every entry at the threshold is kept (the usual case): a pass
+        // without branches, which vectorises.
+        row.iter_mut().for_each(|v| *v = if magnitude(*v) >= threshold { *v } else { 0.0 });
+        return;
+    }
     for v in row.iter_mut() {
         let m = magnitude(*v);
         let keep = m > threshold || (m == threshold && ties > 0);
@@ -65,6 +74,7 @@ pub fn keep_largest(row: &mut [f32], k: Option<usize>) {
 /// instead of a subnormal or 0), without branches or calls, so that a loop
 /// over it vectorises: Cody-Waite reduction to `r` in [-ln2/2, ln2/2], then
 /// Cephes' `expf` polynomial, scaled by `2^n` through the exponent bits.
+#[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer.
@@ -91,10 +101,12 @@ pub fn exp(x: f32) -> f32 {
 
 /// The exact GELU, `x Phi(x)`, with `erf` to within 1.2e-7 (Numerical
 /// Recipes' erfc fit, the same as the shaders' `erf.wgsl`).
+#[inline(always)]
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
+#[inline(always)]
 fn erf(v: f32) -> f32 {
     let z = v.abs();
     let t = 1.0 / (1.0 + 0.5 * z);

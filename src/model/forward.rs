@@ -237,6 +237,7 @@ impl Norm {
     }
 
     /// Normalises one row (`[width]`) in place.
+    #[inline]
     pub fn apply_to_row(&self, row: &mut [f32]) {
         let n = row.len() as f64;
         let (shift, scale) = if self.rms {

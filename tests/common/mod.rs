@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use circuitscope::model::{Objective, Tensor};
+use circuitscope::model::{Objective, Recording, Tensor};
 use safetensors::SafeTensors;
 
 /// The reference outputs' tolerance: absolute, or relative above 1.
@@ -92,4 +92,26 @@ pub fn parse_objective(json: &str) -> (Objective, f64) {
 /// [`parse_objective`] of `dir/objective.json`.
 pub fn read_objective(dir: &Path) -> (Objective, f64) {
     parse_objective(&std::fs::read_to_string(dir.join("objective.json")).expect("objective.json"))
+}
+
+/// Asserts a run of golden case `dir` (its logits and every site) equals the
+/// reference's outputs there, site by site.
+pub fn assert_golden_run(backend: &str, dir: &Path, logits: &Tensor, recording: &Recording) {
+    let case = dir.file_name().unwrap().to_string_lossy().to_string();
+    let expected = read_expected(dir);
+    assert_eq!(recording.len() + 1, expected.len(), "{case}: number of sites");
+    assert_close(&format!("{case} logits ({backend})"), logits, &expected["logits"]);
+    for (site, tensor) in recording {
+        assert_close(&format!("{case} {site} ({backend})"), tensor, &expected[&site.to_string()]);
+    }
+}
+
+/// Asserts two runs of one prompt (logits and sites) agree, site by site.
+pub fn assert_same_run(what: &str, (logits, recording): &(Tensor, Recording), (other_logits, other_recording): &(Tensor, Recording)) {
+    assert_close(&format!("{what} logits"), logits, other_logits);
+    assert_eq!(recording.len(), other_recording.len(), "{what}: number of sites");
+    for ((site, ours), (other_site, theirs)) in recording.iter().zip(other_recording) {
+        assert_eq!(site, other_site, "{what}: site order");
+        assert_close(&format!("{what} {site}"), ours, theirs);
+    }
 }
