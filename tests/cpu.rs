@@ -5,17 +5,11 @@
 mod common;
 
 use circuitscope::cpu;
-use circuitscope::model::{forward_with_interventions, Ablation, Config, Intervention, Model, Record, Recording, Site, SiteKind, Tensor};
-use common::{assert_golden_run, assert_same_run, golden_cases, read_tokens};
+use circuitscope::model::{Ablation, Config, Intervention, Model, Record, Recording, Site, SiteKind, Tensor};
+use common::{assert_golden_run, assert_same_run, golden_cases, read_tokens, reference_run};
 
 fn run(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (Tensor, Recording) {
     cpu::run(model, tokens, interventions, &Record::All).unwrap()
-}
-
-fn reference(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (Tensor, Recording) {
-    let mut recording = Recording::new();
-    let logits = forward_with_interventions(model, tokens, interventions, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
-    (logits, recording)
 }
 
 #[test]
@@ -26,7 +20,7 @@ fn every_golden_case_matches_at_every_site_on_the_fast_path() {
         let tokens = read_tokens(&dir);
         let fast = run(&model, &tokens, &[]);
         assert_golden_run("fast path", &dir, &fast.0, &fast.1);
-        assert_same_run(&format!("{case} fast vs reference"), &fast, &reference(&model, &tokens, &[]));
+        assert_same_run(&format!("{case} fast vs reference"), &fast, &reference_run(&model, &tokens, &[]));
     }
 }
 
@@ -59,7 +53,7 @@ fn random_models_of_every_variant_agree_with_the_reference() {
             let tokens: Vec<u32> = (0..t as u32).map(|j| (j * 31 + 5) % c.vocab_size as u32).collect();
                 let what = format!("config {i} density {density}");
             let every_site = run(&model, &tokens, &[]);
-            assert_same_run(&what, &every_site, &reference(&model, &tokens, &[]));
+            assert_same_run(&what, &every_site, &reference_run(&model, &tokens, &[]));
             // Recording fewer sites skips making them, and changes nothing else.
             let (logits, none) = cpu::run(&model, &tokens, &[], &Record::LogitsOnly).unwrap();
             assert!(none.is_empty() && logits == every_site.0, "{what}: logits only");
@@ -69,7 +63,7 @@ fn random_models_of_every_variant_agree_with_the_reference() {
             assert!(some.iter().all(|(s, acts)| every_site.1.iter().any(|(e, all)| e == s && all == acts)) && logits == every_site.0, "{what}: some sites");
             // A prompt of one token, and one of two.
             for n in [1, 2] {
-                assert_same_run(&format!("{what}, {n} tokens"), &run(&model, &tokens[..n], &[]), &reference(&model, &tokens[..n], &[]));
+                assert_same_run(&format!("{what}, {n} tokens"), &run(&model, &tokens[..n], &[]), &reference_run(&model, &tokens[..n], &[]));
             }
         }
     }
@@ -97,7 +91,7 @@ fn interventions_change_the_fast_path_as_they_change_the_reference() {
     for (i, variant) in variants.iter().enumerate() {
         let ours = run(&model, &tokens, variant);
         assert_ne!(ours.0, clean.0, "variant {i} must change the logits");
-        assert_same_run(&format!("variant {i}"), &ours, &reference(&model, &tokens, variant));
+        assert_same_run(&format!("variant {i}"), &ours, &reference_run(&model, &tokens, variant));
     }
     let bad = [Intervention { site: Site::Layer(9, SiteKind::ResidIn), positions: vec![], channels: vec![], ablation: Ablation::Zero }];
     let err = cpu::run(&model, &tokens, &bad, &Record::LogitsOnly).unwrap_err();

@@ -7,24 +7,16 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, forward_with_interventions, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
-    SiteKind, Tensor, GATEABLE,
+    forward, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
+    SiteKind, GATEABLE,
 };
-use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens};
+use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens, reference_run};
 
 fn engine(model: &Model) -> Engine {
     pollster::block_on(async {
         let ctx = GpuContext::new().await.expect("a GPU adapter (lavapipe in CI)");
         Engine::new(ctx, model).expect("upload")
     })
-}
-
-fn cpu(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (Tensor, Recording) {
-    let mut recording = Recording::new();
-    let logits =
-        forward_with_interventions(model, tokens, interventions, &mut |site, acts| recording.push((site, acts.clone())))
-            .unwrap();
-    (logits, recording)
 }
 
 #[test]
@@ -37,7 +29,7 @@ fn every_golden_case_matches_at_every_site_on_the_gpu() {
         let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
         assert_golden_run("GPU", &dir, &logits, &recording);
         // And the CPU reference agrees with the GPU.
-        assert_same_run(&format!("{case} CPU vs GPU"), &(logits, recording), &cpu(&model, &tokens, &[]));
+        assert_same_run(&format!("{case} CPU vs GPU"), &(logits, recording), &reference_run(&model, &tokens, &[]));
     }
 }
 
@@ -203,7 +195,7 @@ fn interventions_match_the_cpu_alone_and_batched() {
     let model = Model::load_dir(&dir).unwrap();
     let tokens = read_tokens(&dir);
     let other: Vec<u32> = tokens.iter().rev().copied().collect();
-    let (_, other_run) = cpu(&model, &other, &[]);
+    let (_, other_run) = reference_run(&model, &other, &[]);
     let patch_source = other_run.iter().find(|(s, _)| *s == Site::Layer(1, SiteKind::MlpPostAct)).unwrap().1.clone();
     let width = model.config.d_mlp;
     let variants = vec![
@@ -237,10 +229,10 @@ fn interventions_match_the_cpu_alone_and_batched() {
         ],
     ];
     let mut gpu = engine(&model);
-    let clean = cpu(&model, &tokens, &[]).0;
+    let clean = reference_run(&model, &tokens, &[]).0;
     let mut separate = Vec::new();
     for (i, variant) in variants.iter().enumerate() {
-        let (cpu_logits, _) = cpu(&model, &tokens, variant);
+        let (cpu_logits, _) = reference_run(&model, &tokens, variant);
         if i > 0 {
             assert_ne!(cpu_logits, clean, "variant {i} must change something");
         }
@@ -260,7 +252,7 @@ fn interventions_match_the_cpu_alone_and_batched() {
     assert_eq!(batched.len(), variants.len());
     for (i, (b, s)) in batched.iter().zip(&separate).enumerate() {
         assert_close(&format!("variant {i} batched vs separate"), b, s);
-        let (_, cpu_sites) = cpu(&model, &tokens, &variants[i]);
+        let (_, cpu_sites) = reference_run(&model, &tokens, &variants[i]);
         for ((site, g), (_, c)) in per_variant_sites[i].iter().zip(&cpu_sites) {
             assert_close(&format!("variant {i} {site} batched GPU vs CPU"), g, c);
         }
@@ -308,7 +300,7 @@ fn random_models_of_every_variant_agree_with_the_cpu() {
         let tokens: Vec<u32> = (0..t as u32).map(|j| (j * 31 + 5) % c.vocab_size as u32).collect();
         let mut gpu = engine(&model);
         let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
-        let (cpu_logits, cpu_recording) = cpu(&model, &tokens, &[]);
+        let (cpu_logits, cpu_recording) = reference_run(&model, &tokens, &[]);
         assert_close(&format!("config {i} logits"), &logits, &cpu_logits);
         assert_eq!(recording.len(), cpu_recording.len());
         for ((site, g), (cpu_site, c)) in recording.iter().zip(&cpu_recording) {
@@ -377,7 +369,7 @@ fn the_released_shape_runs_256_tokens_within_webgpu_default_limits() {
         let mut gpu = Engine::new(ctx, &model).expect("the weights fit the WebGPU default limits");
         gpu.forward(&tokens, &Record::All).await.expect("256 tokens with every site fit them")
     });
-    let (expected, cpu_recording) = cpu(&model, &tokens, &[]);
+    let (expected, cpu_recording) = reference_run(&model, &tokens, &[]);
     assert_eq!(recording.len(), cpu_recording.len());
     assert_close("released shape logits", &logits, &expected);
 }
@@ -448,7 +440,7 @@ fn batches_sharing_a_prefix_equal_separate_runs() {
             }))
             .unwrap();
             for (v, variant) in variants.iter().enumerate() {
-                let (cpu_logits, cpu_sites) = cpu(&model, &tokens, variant);
+                let (cpu_logits, cpu_sites) = reference_run(&model, &tokens, variant);
                 assert_close(&format!("{case} batch {i} variant {v} logits"), &logits[v], &cpu_logits);
                 assert_eq!(sites[v].len(), cpu_sites.len());
                 for ((site, g), (_, c)) in sites[v].iter().zip(&cpu_sites) {
@@ -476,7 +468,7 @@ fn circuit_search_losses_agree_on_the_gpu_and_the_cpu() {
     let samples = parse_samples(&std::fs::read_to_string(dir.join("samples.json")).unwrap(), &model.config, Some(&tokenizer)).unwrap();
     let mut means = SiteMeans::default();
     for tokens in samples.iter().take(4) {
-        means.add(&cpu(&model, tokens, &[]).1);
+        means.add(&reference_run(&model, tokens, &[]).1);
     }
     let choices = Choice::of_task(Task::SingleDoubleQuote, &tokenizer, 5, 3).unwrap();
     let mean_of = |site: Site, channels: Vec<usize>| Intervention { site, positions: vec![], channels, ablation: Ablation::Mean(means.of(site).unwrap()) };

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use circuitscope::model::{Objective, Recording, Tensor};
+use circuitscope::model::{forward_with_interventions, Intervention, Model, Objective, Recording, Tensor};
 use safetensors::SafeTensors;
 
 /// The reference outputs' tolerance: absolute, or relative above 1.
@@ -114,4 +114,12 @@ pub fn assert_same_run(what: &str, (logits, recording): &(Tensor, Recording), (o
         assert_eq!(site, other_site, "{what}: site order");
         assert_close(&format!("{what} {site}"), ours, theirs);
     }
+}
+
+/// The CPU reference's run of `tokens` with `interventions`: the logits and
+/// every site.
+pub fn reference_run(model: &Model, tokens: &[u32], interventions: &[Intervention]) -> (Tensor, Recording) {
+    let mut recording = Recording::new();
+    let logits = forward_with_interventions(model, tokens, interventions, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
+    (logits, recording)
 }
