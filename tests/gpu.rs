@@ -10,7 +10,7 @@ use circuitscope::model::{
     forward, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
     SiteKind, GATEABLE,
 };
-use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens, reference_run};
+use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens, reference_run, VARIANTS};
 
 fn engine(model: &Model) -> Engine {
     pollster::block_on(async {
@@ -281,18 +281,7 @@ fn bad_interventions_and_tokens_are_errors() {
 /// attention's backward pass).
 #[test]
 fn random_models_of_every_variant_agree_with_the_cpu() {
-    let configs = [
-        r#"{"n_layer": 2, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 64, "vocab_size": 40, "block_size": 140}"#,
-        r#"{"n_layer": 2, "d_model": 48, "n_head": 2, "d_head": 32, "d_mlp": 96, "vocab_size": 50, "block_size": 24,
-            "rms_norm": true, "activation_type": "relu", "residual_activation_type": "relu", "tied_unembed": false,
-            "sink": true, "bias": false, "afrac": 0.3,
-            "afrac_loctypes": "attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron,resid_post_attn,resid_post_mlp"}"#,
-        r#"{"n_layer": 3, "d_model": 64, "n_head": 2, "d_head": 64, "d_mlp": 128, "vocab_size": 70, "block_size": 20,
-            "rms_norm": true, "bias": false, "afrac": 0.25, "d_pos_emb": 12, "enable_bigram_table": true, "sink": true}"#,
-        r#"{"n_layer": 1, "d_model": 50, "n_head": 3, "d_head": 12, "d_mlp": 70, "vocab_size": 33, "block_size": 40,
-            "ln_bias": false, "afrac": 0.5, "afrac_loctypes": "mlp_neuron,attn_k"}"#,
-    ];
-    for (i, json) in configs.iter().enumerate() {
+    for (i, json) in VARIANTS.iter().enumerate() {
         let config = circuitscope::model::Config::from_json(json).unwrap();
         let model = Model::synthetic(config, 0.15, 7 + i as u64);
         let c = &model.config;

@@ -123,3 +123,18 @@ pub fn reference_run(model: &Model, tokens: &[u32], interventions: &[Interventio
     let logits = forward_with_interventions(model, tokens, interventions, &mut |site, acts| recording.push((site, acts.clone()))).unwrap();
     (logits, recording)
 }
+
+/// Shapes that turn every option on somewhere: LayerNorm and RMSNorm, GELU
+/// and ReLU, the residual relu, AbsTopK at every site, sinks, untied and
+/// concatenated position embeddings, the bigram table, odd head sizes.
+pub const VARIANTS: [&str; 4] = [
+    r#"{"n_layer": 2, "d_model": 32, "n_head": 4, "d_head": 8, "d_mlp": 64, "vocab_size": 40, "block_size": 140}"#,
+    r#"{"n_layer": 2, "d_model": 48, "n_head": 2, "d_head": 32, "d_mlp": 96, "vocab_size": 50, "block_size": 24,
+        "rms_norm": true, "activation_type": "relu", "residual_activation_type": "relu", "tied_unembed": false,
+        "sink": true, "bias": false, "afrac": 0.3,
+        "afrac_loctypes": "attn_in,attn_out,mlp_in,mlp_out,attn_q,attn_k,attn_v,mlp_neuron,resid_post_attn,resid_post_mlp"}"#,
+    r#"{"n_layer": 3, "d_model": 64, "n_head": 2, "d_head": 64, "d_mlp": 128, "vocab_size": 70, "block_size": 20,
+        "rms_norm": true, "bias": false, "afrac": 0.25, "d_pos_emb": 12, "enable_bigram_table": true, "sink": true}"#,
+    r#"{"n_layer": 1, "d_model": 50, "n_head": 3, "d_head": 12, "d_mlp": 70, "vocab_size": 33, "block_size": 40,
+        "ln_bias": false, "afrac": 0.5, "afrac_loctypes": "mlp_neuron,attn_k"}"#,
+];
