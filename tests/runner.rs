@@ -202,3 +202,31 @@ fn the_gpu_and_the_cpu_pruners_agree() {
     let flipped = cpu.iter().filter(|s| (s.tau > 0.0) != (tau_of(&gpu, s.node) > 0.0)).count();
     assert!(flipped <= cpu.len() / 1000, "{flipped} of {} nodes kept on one backend only", cpu.len());
 }
+
+/// With both backends open, the pruner's first step times each at gated
+/// passes on that step's own examples (its shortest on the CPU, the rest on
+/// the GPU) and later steps go to the faster; every step learns what the
+/// CPU alone learns.
+#[test]
+fn the_first_pruning_step_times_both_backends_on_its_own_examples_and_the_masks_are_the_cpus() {
+    let (model, tokenizer, means) = bundled();
+    let choices = Choice::of_task(Task::SingleDoubleQuote, &tokenizer, 5, 16).unwrap();
+    let settings = MaskSettings { steps: 3, batch: 8, ..MaskSettings::default() };
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let fastest = runner(&model, Want::Fastest, &heard);
+    let on_cpu = runner(&model, Want::Cpu, &heard);
+    assert_eq!(fastest.gradients_place(), None, "nothing is timed before the first step");
+    assert_eq!(on_cpu.gradients_place(), Some(Place::Cpu));
+    let mut places = Vec::new();
+    let mut steps = Vec::new();
+    pollster::block_on(learn_masks(&fastest, &means, &choices, &settings, &mut |p| { steps.push(p); places.push(fastest.gradients_place()); }, &|| false)).unwrap().unwrap();
+    assert!(places.iter().all(|p| matches!(p, Some(Place::Cpu | Place::Gpu))), "timed by the first step: {places:?}");
+    assert!(places.windows(2).all(|w| w[0] == w[1]), "and kept: {places:?}");
+    let mut cpu_steps = Vec::new();
+    pollster::block_on(learn_masks(&on_cpu, &means, &choices, &settings, &mut |p| cpu_steps.push(p), &|| false)).unwrap().unwrap();
+    for (f, c) in steps.iter().zip(&cpu_steps) {
+        assert!(f.kept.abs_diff(c.kept) <= 2 + c.kept / 1000, "step {}: {} nodes kept, {} on the CPU alone", c.step, f.kept, c.kept);
+        assert!((f.task_loss - c.task_loss).abs() <= 1e-3 * c.task_loss.abs() + 1e-6, "step {}: task loss {} vs {} on the CPU alone", c.step, f.task_loss, c.task_loss);
+    }
+    assert!(heard.borrow().is_empty(), "no change of backend: {:?}", heard.borrow());
+}

@@ -99,7 +99,9 @@ impl Place {
     }
 }
 
-/// Milliseconds per variant per token on each backend, once probed.
+/// Milliseconds per token on each backend, once timed: of a variant's
+/// logits ([`Runner::timing`]), or of a gated pass and its backward pass
+/// ([`Runner::gradient_timing`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 struct Timing {
     gpu: Option<f64>,
@@ -117,6 +119,11 @@ pub struct Runner {
     gpu: async_lock::Mutex<Option<crate::gpu::Engine>>,
     backend: RefCell<Backend>,
     timing: Cell<Timing>,
+    /// Timed apart from the logits: a software adapter that batches
+    /// forward passes about as fast as the CPU runs them is some fifty
+    /// times slower than the CPU at a gated step of the bundled model
+    /// (5.7 s against 0.1 s for 16 examples, SwiftShader in the page).
+    gradient_timing: Cell<Timing>,
     /// When CPU work last handed control back (to the browser): across
     /// calls, since callers make many short ones.
     last_pause: Cell<f64>,
@@ -156,6 +163,7 @@ impl Runner {
             gpu: async_lock::Mutex::new(None),
             backend: RefCell::new(backend),
             timing: Cell::new(Timing::default()),
+            gradient_timing: Cell::new(Timing::default()),
             last_pause: Cell::new(now_ms()),
             on_backend,
         }
@@ -217,6 +225,7 @@ impl Runner {
         }
         *self.model.borrow_mut() = model;
         self.timing.set(Timing::default());
+        self.gradient_timing.set(Timing::default());
         Ok(())
     }
 
@@ -276,16 +285,64 @@ impl Runner {
     }
 
     /// Gated runs of several prompts (`model::gated_gradients`, a step of
-    /// the circuit pruning), reduced to their gate gradients: on the GPU in
-    /// batches as large as its limits and [`SAVED_BYTES`] allow, where
-    /// bulk work goes; else on the CPU reference, natively an example per core.
+    /// the circuit pruning), reduced to their gate gradients: on the faster
+    /// backend at this work ([`Runner::gradients_place`]), the first call
+    /// timing both on its examples ([`Runner::gate_gradients_timed`]). On
+    /// the GPU in batches as large as its limits and [`SAVED_BYTES`] allow;
+    /// on the CPU reference, natively an example per core.
     pub async fn gate_gradients(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
         #[cfg(feature = "gpu")]
-        if self.bulk_on_gpu(examples.iter().map(|(tokens, _)| tokens.len()).sum()) {
-            if let Some(outcome) = self.gate_gradients_on_gpu(examples, gates).await {
-                return outcome;
+        match self.gradients_place() {
+            Some(Place::Gpu) => {
+                if let Some(outcome) = self.gate_gradients_on_gpu(examples, gates).await {
+                    return outcome;
+                }
+            }
+            None if self.usable_gpu() => return self.gate_gradients_timed(examples, gates).await,
+            _ => {}
+        }
+        self.gate_gradients_on_cpu(examples, gates).await
+    }
+
+    /// [`Runner::gate_gradients`] while a backend's time at it is not
+    /// known: its shortest example on the CPU, the rest on the GPU in the
+    /// batches they will run in, each timed per token; a lone example goes
+    /// to the GPU first. So the probe costs no pass more than the work.
+    #[cfg(feature = "gpu")]
+    async fn gate_gradients_timed(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
+        let model = self.model();
+        let tokens = |examples: &[(Vec<u32>, Objective)]| examples.iter().map(|(tokens, _)| tokens.len()).sum::<usize>();
+        let shortest = (0..examples.len()).min_by_key(|&i| examples[i].0.len());
+        let cpu_times_one = examples.len() > 1 || self.gradient_timing.get().gpu.is_some();
+        let (mut for_cpu, mut for_gpu) = (Vec::new(), Vec::new());
+        for (i, example) in examples.iter().enumerate() {
+            match cpu_times_one && Some(i) == shortest {
+                true => for_cpu.push(example.clone()),
+                false => for_gpu.push(example.clone()),
             }
         }
+        let mut total = GateGradients::zero(gates);
+        if !for_gpu.is_empty() {
+            let started = now_ms();
+            match self.gate_gradients_on_gpu(&for_gpu, gates).await {
+                Some(sums) => {
+                    total.add(&sums?);
+                    self.remember(&self.gradient_timing, &model, Place::Gpu, now_ms() - started, tokens(&for_gpu));
+                }
+                None => total.add(&self.gate_gradients_on_cpu(&for_gpu, gates).await?),
+            }
+        }
+        if !for_cpu.is_empty() {
+            self.pause_now_and_then().await;
+            let started = now_ms();
+            total.add(&self.gate_gradients_on_cpu(&for_cpu, gates).await?);
+            self.remember(&self.gradient_timing, &model, Place::Cpu, now_ms() - started, tokens(&for_cpu));
+        }
+        Ok(total)
+    }
+
+    /// [`Runner::gate_gradients`] on the CPU reference.
+    async fn gate_gradients_on_cpu(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
         let model = self.model();
         // In the page the CPU is the page's own thread: an example at a
         // time, handing back to the browser between them now and then.
@@ -320,10 +377,14 @@ impl Runner {
         gradients_of_run(&self.model(), logits.clone(), activations.clone(), objective).map_err(|e| e.to_string())
     }
 
-    /// Whether bulk work (every site read back) on `seq_len` tokens goes to
-    /// the GPU: where batches go once timed, and before that the GPU unless
-    /// the CPU is known to take a pass in stride.
+    /// Whether bulk work (every site read back, or a backward pass) on
+    /// `seq_len` tokens goes to the GPU: where gradients go once timed, else
+    /// where batches go once timed, and before that the GPU unless the CPU
+    /// is known to take a pass in stride.
     fn bulk_on_gpu(&self, seq_len: usize) -> bool {
+        if let Some(place) = self.gradients_place() {
+            return place == Place::Gpu;
+        }
         let cpu_is_quick = self.timing.get().cpu.is_some_and(|ms| ms * (seq_len as f64) < SLOW_VARIANT_MS);
         match self.batch_place() {
             Some(place) => place == Place::Gpu,
@@ -443,6 +504,25 @@ impl Runner {
         }
     }
 
+    /// Where gated passes and their backward passes run (the circuit
+    /// pruning's steps), or `None` while a backend that could be faster has
+    /// not been timed at them.
+    pub fn gradients_place(&self) -> Option<Place> {
+        if *self.backend.borrow() == Backend::Looking {
+            return None;
+        }
+        if !self.usable_gpu() {
+            return Some(Place::Cpu);
+        }
+        if self.want == Want::Gpu {
+            return Some(Place::Gpu);
+        }
+        match self.gradient_timing.get() {
+            Timing { gpu: Some(g), cpu: Some(c) } => Some(if g <= c { Place::Gpu } else { Place::Cpu }),
+            _ => None,
+        }
+    }
+
     /// About how long `variants` variants of a `seq_len`-token prompt take
     /// on the faster backend, once both are timed.
     pub fn estimate_ms(&self, seq_len: usize, variants: usize) -> Option<f64> {
@@ -477,7 +557,7 @@ impl Runner {
         if place == Place::Gpu {
             if let Some(outcome) = self.logits_on_gpu(tokens, variants).await {
                 let (logits, ms) = outcome?;
-                self.remember(&model, Place::Gpu, ms, tokens.len() * logits.len());
+                self.remember(&self.timing, &model, Place::Gpu, ms, tokens.len() * logits.len());
                 return Ok(logits);
             }
         }
@@ -492,7 +572,7 @@ impl Runner {
                 break;
             }
         }
-        self.remember(&model, Place::Cpu, now_ms() - started - paused, tokens.len() * logits.len());
+        self.remember(&self.timing, &model, Place::Cpu, now_ms() - started - paused, tokens.len() * logits.len());
         Ok(logits)
     }
 
@@ -510,20 +590,20 @@ impl Runner {
         back - at
     }
 
-    /// Keeps the fastest time per variant and token seen on `place` for
-    /// `model`, unless another model has been loaded meanwhile.
-    fn remember(&self, model: &Arc<Model>, place: Place, ms: f64, variant_tokens: usize) {
+    /// Keeps in `timing` the fastest time per variant and token seen on
+    /// `place` for `model`, unless another model has been loaded meanwhile.
+    fn remember(&self, timing: &Cell<Timing>, model: &Arc<Model>, place: Place, ms: f64, variant_tokens: usize) {
         if !Arc::ptr_eq(model, &self.model.borrow()) || variant_tokens == 0 {
             return;
         }
         let per = ms / variant_tokens as f64;
-        let mut timing = self.timing.get();
+        let mut times = timing.get();
         let slot = match place {
-            Place::Gpu => &mut timing.gpu,
-            Place::Cpu => &mut timing.cpu,
+            Place::Gpu => &mut times.gpu,
+            Place::Cpu => &mut times.cpu,
         };
         *slot = Some(slot.map_or(per, |known| known.min(per)));
-        self.timing.set(timing);
+        timing.set(times);
     }
 }
 

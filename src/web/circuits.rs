@@ -70,7 +70,14 @@ impl Page {
             let result = async {
                 let choices = Choice::of_task(task, &tokenizer, SEARCH_SEED, examples)?;
                 let held_out = Choice::of_task(task, &tokenizer, HELD_OUT_SEED, HELD_OUT)?;
-                let mut report = |status| self.searching.set(Some(Searching { progress: Some(status), place: runner.batch_place(), started_ms: started }));
+                let mut report = |status: SearchStatus| {
+                    // The masks' steps are gated passes with their backward passes, timed apart.
+                    let place = match status {
+                        SearchStatus::Masks(PruneProgress::Masks { .. }) => runner.gradients_place(),
+                        _ => runner.batch_place(),
+                    };
+                    self.searching.set(Some(Searching { progress: Some(status), place, started_ms: started }));
+                };
                 let still_open = || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
                 let cancelled = || self.cancel_search.get_value() || !still_open();
                 let mut eval = RunnerEval { runner: &runner, choices: &choices };
@@ -133,7 +140,7 @@ async fn by_masks(
     let Some(pruned) = prune_task(runner, eval, &setup, &mut progress, cancelled).await? else {
         return Ok(None);
     };
-    let backend = runner.batch_place().map_or("cpu", Place::name);
+    let backend = runner.gradients_place().map_or("cpu", Place::name);
     Ok(Some((pruned.nodes, pruned.curve, "learned-mask", settings.method_settings(backend, search.target, search.examples))))
 }
 
