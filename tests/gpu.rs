@@ -5,7 +5,7 @@
 
 mod common;
 
-use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
+use circuitscope::gpu::{Engine, GpuContext, Kernel, Record, StageOutput};
 use circuitscope::model::{
     forward, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
     SiteKind, GATEABLE,
@@ -185,6 +185,26 @@ fn recording_is_selectable() {
     let wanted = vec![Site::Layer(1, SiteKind::AttnQ), Site::FinalResid];
     let (_, recording) = pollster::block_on(gpu.forward(&tokens, &Record::Sites(wanted.clone()))).unwrap();
     assert_eq!(recording.iter().map(|(s, _)| *s).collect::<Vec<_>>(), wanted);
+}
+
+/// `bench --kernels` times a kernel by dispatching it again: the kernels it
+/// may repeat give the same values repeated, and the others are refused.
+#[test]
+fn a_kernel_repeated_to_time_it_leaves_every_site_as_it_was() {
+    let dir = common::golden_dir().join("paper_rms_topk_sink");
+    let model = Model::load_dir(&dir).unwrap();
+    let tokens = read_tokens(&dir);
+    let mut gpu = engine(&model);
+    let once = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+    let d_head = model.config.d_head as u32;
+    for kernel in [Kernel::TopK, Kernel::SparseMatmul, Kernel::Attention { d_head }, Kernel::Norm, Kernel::Embed] {
+        gpu.repeat_kernel(Some((kernel, 2))).unwrap();
+        let repeated = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+        assert_eq!(repeated, once, "{} dispatched three times", kernel.label());
+    }
+    for kernel in [Kernel::ResidualAdd, Kernel::Bigram] {
+        assert!(gpu.repeat_kernel(Some((kernel, 1))).is_err(), "{} adds to its output", kernel.label());
+    }
 }
 
 /// Interventions of every kind, each checked against the CPU, then all of

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::gpu::{Engine, GpuContext, Record};
+use crate::gpu::{Engine, GpuContext, Kernel, Record};
 use crate::model::{forward, gradients, Ablation, Config, Intervention, Model, Objective, Site, SiteKind};
 
 #[derive(Args)]
@@ -25,6 +25,9 @@ pub struct BenchArgs {
     /// Only the CPU's forward passes: the reference and the fast path.
     #[arg(long)]
     cpu_only: bool,
+    /// Only the GPU's 64-token forward, and the time of each kernel in it.
+    #[arg(long)]
+    kernels: bool,
 }
 
 /// Prompts in the batched forward + backward row.
@@ -66,6 +69,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
 
         print_header(&adapter, params, nnz);
+        if args.kernels {
+            return kernel_rows(&mut engine, model.config.d_head as u32, reps).await;
+        }
         let dense = 4 * params;
         println!(
             "| weights on the GPU | {:.2} MB = {:.3}% of dense f32 ({:.1} MB); without the dense bigram table {:.2} MB = {:.3}% |",
@@ -234,6 +240,43 @@ fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> 
         ms(fast),
         reference.as_secs_f64() / fast.as_secs_f64()
     );
+    Ok(())
+}
+
+/// Dispatches of each kernel added per step to time it: enough extra work
+/// to stand out of this machine's noise (about 20% from run to run).
+const KERNEL_REPEATS: u32 = 4;
+
+/// The 64-token logits-only forward on the GPU, and each kernel's part of
+/// it: the time a run gains when every dispatch of that kernel is made
+/// [`KERNEL_REPEATS`] times more, divided by them. Runs of each kind take
+/// turns, so that the machine's drift falls on all of them.
+async fn kernel_rows(engine: &mut Engine, d_head: u32, reps: usize) -> Result<(), String> {
+    let kernels = [Kernel::TopK, Kernel::SparseMatmul, Kernel::Attention { d_head }, Kernel::Norm, Kernel::Embed];
+    let tokens: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 2048).collect();
+    let mut base = Vec::new();
+    let mut repeated = vec![Vec::new(); kernels.len()];
+    for rep in 0..reps + 1 {
+        for (which, kernel) in std::iter::once(None).chain(kernels.iter().copied().map(Some)).enumerate() {
+            engine.repeat_kernel(kernel.map(|k| (k, KERNEL_REPEATS))).map_err(|e| e.to_string())?;
+            let start = Instant::now();
+            engine.run(&tokens, &[], &Record::LogitsOnly, &mut |_| {}).await.map_err(|e| e.to_string())?;
+            // The first round builds buffers and compiles: leave it out.
+            if rep > 0 {
+                match which {
+                    0 => base.push(start.elapsed()),
+                    k => repeated[k - 1].push(start.elapsed()),
+                }
+            }
+        }
+    }
+    engine.repeat_kernel(None).map_err(|e| e.to_string())?;
+    let base = median(base);
+    println!("| GPU forward, 64 tokens, logits only | {} |", ms(base));
+    for (kernel, times) in kernels.iter().zip(repeated) {
+        let per = (median(times).as_secs_f64() - base.as_secs_f64()).max(0.0) / f64::from(KERNEL_REPEATS);
+        println!("| of which {} (all its dispatches) | {:.1} ms ({:.0}%) |", kernel.label(), 1e3 * per, 100.0 * per / base.as_secs_f64());
+    }
     Ok(())
 }
 

@@ -116,11 +116,19 @@ impl GpuContext {
                     layout: None,
                     module: &module,
                     entry_point: Some(kernel.entry()),
-                    compilation_options: Default::default(),
+                    compilation_options: wgpu::PipelineCompilationOptions { constants: self.constants(kernel), ..Default::default() },
                     cache: None,
                 })
             })
             .clone()
+    }
+
+    /// The values of `kernel`'s pipeline-overridable constants on this adapter.
+    fn constants(&self, kernel: Kernel) -> &'static [(&'static str, f64)] {
+        match kernel {
+            Kernel::TopK if self.info.device_type == wgpu::DeviceType::Cpu => &[("LANES", 64.0)],
+            _ => &[],
+        }
     }
 
     /// Workgroup counts (x, y) for `groups` workgroups: x is capped at the

@@ -8,6 +8,7 @@
 //! so the GPU always has the next layer queued while the caller looks at
 //! the previous one.
 
+use super::kernels::Kernel;
 use super::interventions::{flatten_interventions, Flattened};
 use super::readback::finish_map;
 use super::saved::SavedRun;
@@ -38,6 +39,8 @@ pub struct Engine {
     pub(super) config: Config,
     pub(super) weights: GpuWeights,
     workspace: Option<Workspace>,
+    /// Extra dispatches of one kernel in every run, to time it.
+    repeat: Option<(Kernel, u32)>,
 }
 
 
@@ -48,7 +51,7 @@ impl Engine {
         if let Some(fault) = ctx.take_fault() {
             return Err(fault);
         }
-        Ok(Engine { ctx, config: model.config.clone(), weights, workspace: None })
+        Ok(Engine { ctx, config: model.config.clone(), weights, workspace: None, repeat: None })
     }
 
     /// Replaces the weights with `model`'s. On failure (say, a tensor over
@@ -175,6 +178,18 @@ impl Engine {
         self.run_plan(&plan, &tokens, &Outputs { record, before_interventions: false, saved: None }, on_stage).await
     }
 
+    /// Dispatches every step of `kernel` `1 + extra` times in the runs that
+    /// follow (`None`: once), so that a run's extra time is that kernel's
+    /// (`circuitscope bench`'s time per kernel). Only for kernels a second
+    /// dispatch leaves as the first ([`Kernel::repeatable`]): the values stay the same.
+    pub fn repeat_kernel(&mut self, repeat: Option<(Kernel, u32)>) -> Result<(), GpuError> {
+        if let Some((kernel, _)) = repeat.filter(|(kernel, _)| !kernel.repeatable()) {
+            return Err(GpuError::Gpu(format!("{} cannot be dispatched twice to time it", kernel.label())));
+        }
+        self.repeat = repeat;
+        Ok(())
+    }
+
     /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major),
     /// handing over what `outputs` asks for.
     pub(super) async fn run_plan(
@@ -195,7 +210,7 @@ impl Engine {
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
-            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs);
+            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs, self.repeat);
             if let Some(previous) = pending.take() {
                 deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await?;
             }

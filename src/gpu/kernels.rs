@@ -89,6 +89,13 @@ impl Kernel {
         }
     }
 
+    /// Whether a second dispatch with the same bindings leaves what the
+    /// first did: the kernel writes nothing it reads, or is AbsTopK in
+    /// place. Only these are repeated to time them ([`super::Engine::repeat_kernel`]).
+    pub fn repeatable(self) -> bool {
+        matches!(self, Kernel::Embed | Kernel::Norm | Kernel::SparseMatmul | Kernel::Attention { .. } | Kernel::TopK)
+    }
+
     /// The shader's entry point.
     pub fn entry(self) -> &'static str {
         match self {

@@ -20,6 +20,7 @@ mod workspace;
 
 pub use context::GpuContext;
 pub use engine::{Engine, StageOutput};
+pub use kernels::Kernel;
 pub(crate) use engine::length_chunks;
 pub use crate::model::Record;
 pub use error::GpuError;

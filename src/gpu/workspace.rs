@@ -99,6 +99,7 @@ impl Workspace {
         plan: &Plan,
         s: usize,
         outputs: &Outputs,
+        repeat: Option<(Kernel, u32)>,
     ) -> Option<Pending> {
         let Outputs { record, before_interventions, saved } = *outputs;
         let computed = plan.variants_in(s);
@@ -150,7 +151,10 @@ impl Workspace {
                 let (x, y) = ctx.grid(groups);
                 pass.set_pipeline(&ctx.pipeline(op.kernel()));
                 pass.set_bind_group(0, bind_group, &[]);
-                pass.dispatch_workgroups(x, y, 1);
+                let extra = repeat.filter(|&(kernel, _)| kernel == op.kernel()).map_or(0, |(_, extra)| extra);
+                for _ in 0..=extra {
+                    pass.dispatch_workgroups(x, y, 1);
+                }
             }
             if let Step::Site { site, buffer, width, .. } = step {
                 let floats = rows as u64 * u64::from(*width);
