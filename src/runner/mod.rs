@@ -108,6 +108,16 @@ struct Timing {
     cpu: Option<f64>,
 }
 
+impl Timing {
+    /// The faster backend, once both are timed.
+    fn faster(self) -> Option<Place> {
+        match (self.gpu, self.cpu) {
+            (Some(g), Some(c)) => Some(if g <= c { Place::Gpu } else { Place::Cpu }),
+            _ => None,
+        }
+    }
+}
+
 /// The model, the GPU engine when there is one, and where batches run.
 pub struct Runner {
     want: Want,
@@ -312,15 +322,10 @@ impl Runner {
     async fn gate_gradients_timed(&self, examples: &[(Vec<u32>, Objective)], gates: &[Gate]) -> Result<GateGradients, String> {
         let model = self.model();
         let tokens = |examples: &[(Vec<u32>, Objective)]| examples.iter().map(|(tokens, _)| tokens.len()).sum::<usize>();
+        let mut for_gpu = examples.to_vec();
         let shortest = (0..examples.len()).min_by_key(|&i| examples[i].0.len());
         let cpu_times_one = examples.len() > 1 || self.gradient_timing.get().gpu.is_some();
-        let (mut for_cpu, mut for_gpu) = (Vec::new(), Vec::new());
-        for (i, example) in examples.iter().enumerate() {
-            match cpu_times_one && Some(i) == shortest {
-                true => for_cpu.push(example.clone()),
-                false => for_gpu.push(example.clone()),
-            }
-        }
+        let for_cpu: Vec<_> = shortest.filter(|_| cpu_times_one).map(|i| for_gpu.remove(i)).into_iter().collect();
         let mut total = GateGradients::zero(gates);
         if !for_gpu.is_empty() {
             let started = now_ms();
@@ -487,21 +492,18 @@ impl Runner {
     /// Where the next batch of variants runs, or `None` while a backend
     /// that could be faster has not been timed.
     pub fn batch_place(&self) -> Option<Place> {
-        let Timing { gpu, cpu } = self.timing.get();
+        let timing = self.timing.get();
         // While a GPU is readied, the CPU works in probe-sized steps.
         if *self.backend.borrow() == Backend::Looking {
             return None;
         }
         if !self.usable_gpu() {
-            return cpu.map(|_| Place::Cpu);
+            return timing.cpu.map(|_| Place::Cpu);
         }
         if self.want == Want::Gpu {
             return Some(Place::Gpu);
         }
-        match (gpu, cpu) {
-            (Some(g), Some(c)) => Some(if g <= c { Place::Gpu } else { Place::Cpu }),
-            _ => None,
-        }
+        timing.faster()
     }
 
     /// Where gated passes and their backward passes run (the circuit
@@ -517,10 +519,7 @@ impl Runner {
         if self.want == Want::Gpu {
             return Some(Place::Gpu);
         }
-        match self.gradient_timing.get() {
-            Timing { gpu: Some(g), cpu: Some(c) } => Some(if g <= c { Place::Gpu } else { Place::Cpu }),
-            _ => None,
-        }
+        self.gradient_timing.get().faster()
     }
 
     /// About how long `variants` variants of a `seq_len`-token prompt take
