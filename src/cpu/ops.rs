@@ -30,22 +30,53 @@ pub fn keep_largest(row: &mut [f32], k: Option<usize>) {
     }
     // The k-th largest magnitude: count magnitudes per bucket, walk down from
     // the top bucket to the one that holds it, and select within that one.
-    let mut counts = [0u32; BUCKETS];
+    // Even and odd entries count apart: neighbours often share a bucket, and
+    // one count's increments waited on each other's stores.
+    let mut counts = [[0u32; BUCKETS]; 2];
     let mut zeros = 0;
-    for &v in row.iter() {
-        counts[(magnitude(v) >> BUCKET_SHIFT) as usize] += 1;
+    let pairs = row.chunks_exact(2);
+    for &v in pairs.remainder() {
+        counts[0][(magnitude(v) >> BUCKET_SHIFT) as usize] += 1;
         zeros += usize::from(magnitude(v) == 0);
+    }
+    for pair in pairs {
+        for (counts, &v) in counts.iter_mut().zip(pair) {
+            counts[(magnitude(v) >> BUCKET_SHIFT) as usize] += 1;
+            zeros += usize::from(magnitude(v) == 0);
+        }
     }
     if row.len() - zeros <= k {
         // At most k nonzeros: every entry to drop is zero already.
         return;
     }
+    let in_bucket = |bucket: usize| (counts[0][bucket] + counts[1][bucket]) as usize;
     let (mut above, mut bucket) = (0usize, BUCKETS - 1);
-    while above + (counts[bucket] as usize) < k {
-        above += counts[bucket] as usize;
+    while above + in_bucket(bucket) < k {
+        above += in_bucket(bucket);
         bucket -= 1;
     }
-    let mut in_bucket: Vec<u32> = row.iter().map(|&v| magnitude(v)).filter(|&m| (m >> BUCKET_SHIFT) as usize == bucket).collect();
+    // That bucket's magnitudes, gathered without a branch on each entry.
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.resize(row.len(), 0);
+        let mut n = 0;
+        for &v in row.iter() {
+            let m = magnitude(v);
+            scratch[n] = m;
+            n += usize::from((m >> BUCKET_SHIFT) as usize == bucket);
+        }
+        keep_from_bucket(row, k, above, &mut scratch[..n]);
+    });
+}
+
+thread_local! {
+    /// The magnitudes of a row's threshold bucket (`keep_largest`).
+    static SCRATCH: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The rest of `keep_largest`, given the magnitudes `in_bucket` of the
+/// bucket holding the k-th largest, with `above` entries in higher buckets.
+#[inline]
+fn keep_from_bucket(row: &mut [f32], k: usize, above: usize, in_bucket: &mut [u32]) {
     // The (k - above)-th largest of the bucket.
     let rank = in_bucket.len() - (k - above);
     let threshold = *in_bucket.select_nth_unstable(rank).1;
