@@ -38,19 +38,50 @@ pub async fn sleep(ms: i32) {
 /// in contiguous chunks (for independent passes, such as one per task
 /// example), in the browser one after another.
 pub fn map_on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(spare_cores().min(items.len()).max(1)).max(1)).collect();
+    on_threads(chunks.len(), |i| chunks[i].iter().map(&f).collect::<Vec<R>>()).into_iter().flatten().collect()
+}
+
+/// `f(0)`, ..., `f(n - 1)`, each on a thread of its own (this one runs
+/// `f(0)`), all at once: `f` may wait for the others (a barrier). Natively
+/// only; in the browser `n` must be 1 ([`spare_cores`] is).
+pub fn on_threads<R: Send>(n: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     #[cfg(not(target_arch = "wasm32"))]
-    {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(items.len());
-        if threads > 1 {
-            let f = &f;
-            return std::thread::scope(|scope| {
-                let workers: Vec<_> =
-                    items.chunks(items.len().div_ceil(threads)).map(|chunk| scope.spawn(move || chunk.iter().map(f).collect::<Vec<R>>())).collect();
-                // A worker that panicked passes its panic on, as the same
-                // work on this thread would have.
-                workers.into_iter().flat_map(|worker| worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-            });
-        }
+    if n > 1 {
+        let f = &f;
+        return std::thread::scope(|scope| {
+            let others: Vec<_> = (1..n)
+                .map(|i| {
+                    scope.spawn(move || {
+                        ON_A_WORKER.set(true);
+                        f(i)
+                    })
+                })
+                .collect();
+            let was = ON_A_WORKER.replace(true);
+            let first = f(0);
+            ON_A_WORKER.set(was);
+            // A thread that panicked passes its panic on, as the same work
+            // on this thread would have.
+            std::iter::once(first).chain(others.into_iter().map(|other| other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))).collect()
+        });
     }
-    items.iter().map(f).collect()
+    assert!(n <= 1, "one thread only here");
+    (0..n).map(f).collect()
+}
+
+/// The threads work may be spread over from here: natively the machine's
+/// cores, but one on a thread [`on_threads`] started (its siblings have the
+/// others) and in the browser.
+pub fn spare_cores() -> usize {
+    #[cfg(not(target_arch = "wasm32"))]
+    if !ON_A_WORKER.get() {
+        return std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    1
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+thread_local! {
+    static ON_A_WORKER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }

@@ -24,8 +24,8 @@ fn every_golden_case_matches_at_every_site_on_the_fast_path() {
     }
 }
 
-/// A shape wide and long enough that the fast path spreads rows and heads
-/// over threads.
+/// A shape wide and long enough that the fast path splits the tokens over
+/// threads.
 const WIDE: &str = r#"{"n_layer": 2, "d_model": 256, "n_head": 16, "d_head": 16, "d_mlp": 1024, "vocab_size": 300, "block_size": 200,
     "rms_norm": true, "bias": false, "afrac": 0.25, "enable_bigram_table": true, "sink": true}"#;
 

@@ -245,7 +245,7 @@ fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> 
     println!("| CPU reference forward, {t} tokens (one core) | {} |", ms(reference));
     println!(
         "| CPU fast path forward, {t} tokens ({} threads) | {} ({:.1}x faster than the reference, timed in turn with it) |",
-        rayon::current_num_threads(),
+        crate::platform::spare_cores(),
         ms(fast),
         reference.as_secs_f64() / fast.as_secs_f64()
     );

@@ -1,61 +1,76 @@
-//! Causal softmax attention, a head per task: the reference's
+//! Causal softmax attention for one block of queries: the reference's
 //! `causal_attention` with tokens along rows, so that a query's scores over
 //! every key are a sum of scaled rows of keys (a loop that vectorises, and
 //! skips the query's zero channels).
 
+use std::sync::Arc;
+
 use super::ops::exp;
 use super::wide::wide_fn;
 
-/// q, k, v with tokens along rows: `[n_head * d_head, T]` (head h in rows
-/// `h*d_head..`); sink: `[n_head]` logits of an always-visible key whose
-/// value is zero. Returns the output the same way, `[n_head * d_head, T]`.
-pub fn causal(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, n_head: usize, d_head: usize, sink: Option<&[f32]>) -> Vec<f32> {
+/// The attention output of the last of `blocks`' tokens, which start at
+/// position `first`. `blocks`: the prompt's blocks up to this one, each
+/// `[q; k; v]^T` (`[3 * n_head * d_head, T_b]`, head h in rows `h*d_head..`
+/// of each) with its length; sink: `[n_head]` logits of an always-visible key
+/// whose value is zero. Returns the output the same way, `[n_head * d_head, T_b]`.
+pub fn causal(blocks: &[(Arc<Vec<f32>>, usize)], first: usize, n_head: usize, d_head: usize, sink: Option<&[f32]>) -> Vec<f32> {
+    let (own, t) = blocks.last().map(|(qkv, t)| (qkv.as_slice(), *t)).expect("a block of queries");
     let mut y_t = vec![0.0f32; n_head * d_head * t];
-    super::on_row_blocks(&mut y_t, d_head * t, |first, block| heads(q_t, k_t, v_t, t, d_head, sink, first, block));
+    for (h, out) in y_t.chunks_exact_mut(d_head * t).enumerate() {
+        head(blocks, &own[h * d_head * t..(h + 1) * d_head * t], first, h, d_head, sink.map(|s| s[h]), out);
+    }
     y_t
 }
 
 wide_fn! {
-    /// Heads `first..` of `causal` (`block`: their rows of the output, `[heads * d_head, T]`).
-    #[allow(clippy::too_many_arguments)]
-    fn heads(q_t: &[f32], k_t: &[f32], v_t: &[f32], t: usize, d_head: usize, sink: Option<&[f32]>, first: usize, block: &mut [f32]) {
+    /// Head h of `causal`: its queries `[d_head, T_b]` into `out` (`[d_head, T_b]`).
+    fn head(blocks: &[(Arc<Vec<f32>>, usize)], queries: &[f32], first: usize, h: usize, d_head: usize, sink: Option<f32>, out: &mut [f32]) {
+        let t = queries.len() / d_head;
+        let n = first + t;
         let scale = 1.0 / (d_head as f32).sqrt();
-        let mut values = vec![0.0f32; t * d_head]; // [T, d_head]
-        let mut weights = vec![0.0f32; t];
+        // This head's keys `[d_head, n]` and values `[n, d_head]` of every
+        // token up to the block's last, gathered from the blocks.
+        let mut keys = vec![0.0f32; d_head * n];
+        let mut values = vec![0.0f32; n * d_head];
+        let mut start = 0;
+        for (qkv, len) in blocks {
+            let d_attn = qkv.len() / 3 / len;
+            let rows = |part: usize| (part * d_attn + h * d_head) * len..(part * d_attn + (h + 1) * d_head) * len;
+            for (c, row) in qkv[rows(1)].chunks_exact(*len).enumerate() {
+                keys[c * n + start..c * n + start + len].copy_from_slice(row);
+            }
+            for (c, row) in qkv[rows(2)].chunks_exact(*len).enumerate() {
+                row.iter().enumerate().for_each(|(j, &v)| values[(start + j) * d_head + c] = v);
+            }
+            start += len;
+        }
+        let mut weights = vec![0.0f32; n];
         let mut channels = vec![0usize; d_head];
         let mut y = vec![0.0f32; d_head];
-        for (n, out) in block.chunks_exact_mut(d_head * t).enumerate() {
-            let h = first + n;
-            let rows = h * d_head * t..(h + 1) * d_head * t;
-            let (queries, keys) = (&q_t[rows.clone()], &k_t[rows.clone()]); // [d_head, T]
-            for (c, row) in v_t[rows].chunks_exact(t).enumerate() {
-                row.iter().enumerate().for_each(|(j, &v)| values[j * d_head + c] = v);
+        for i in 0..t {
+            let p = first + i;
+            // Scores of query p over keys 0..=p, summed over channels in the
+            // reference's order, over the query's nonzero channels (gathered
+            // without a branch on each: a branch on half-zero data
+            // mispredicted every other time).
+            let scores = &mut weights[..=p];
+            scores.fill(0.0);
+            let mut nonzero = 0;
+            for c in 0..d_head {
+                channels[nonzero] = c;
+                nonzero += usize::from(queries[c * t + i] != 0.0);
             }
-            let sink = sink.map(|s| s[h]);
-            for i in 0..t {
-                // Scores of query i over keys 0..=i, summed over channels in
-                // the reference's order, over the query's nonzero channels
-                // (gathered without a branch on each: a branch on half-zero
-                // data mispredicted every other time).
-                let scores = &mut weights[..=i];
-                scores.fill(0.0);
-                let mut nonzero = 0;
-                for c in 0..d_head {
-                    channels[nonzero] = c;
-                    nonzero += usize::from(queries[c * t + i] != 0.0);
-                }
-                for &c in &channels[..nonzero] {
-                    let qc = queries[c * t + i];
-                    scores.iter_mut().zip(&keys[c * t..=c * t + i]).for_each(|(s, &kc)| *s += qc * kc);
-                }
-                scores.iter_mut().for_each(|s| *s *= scale);
-                let max = sink.into_iter().fold(largest(scores), f32::max);
-                scores.iter_mut().for_each(|s| *s = exp(*s - max));
-                let denom = sink.map_or(0.0, |s| exp(s - max)) + sum(scores);
-                scores.iter_mut().for_each(|w| *w /= denom);
-                weighted_sum(scores, &values, &mut y);
-                y.iter().enumerate().for_each(|(c, &v)| out[c * t + i] = v);
+            for &c in &channels[..nonzero] {
+                let qc = queries[c * t + i];
+                scores.iter_mut().zip(&keys[c * n..=c * n + p]).for_each(|(s, &kc)| *s += qc * kc);
             }
+            scores.iter_mut().for_each(|s| *s *= scale);
+            let max = sink.into_iter().fold(largest(scores), f32::max);
+            scores.iter_mut().for_each(|s| *s = exp(*s - max));
+            let denom = sink.map_or(0.0, |s| exp(s - max)) + sum(scores);
+            scores.iter_mut().for_each(|w| *w /= denom);
+            weighted_sum(scores, &values, &mut y);
+            y.iter().enumerate().for_each(|(c, &v)| out[c * t + i] = v);
         }
     }
 }

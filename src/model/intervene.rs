@@ -99,8 +99,15 @@ pub struct Resolved<'a> {
 impl Resolved<'_> {
     /// Sets this intervention's entries of its site's activations `[T, width]`.
     pub fn apply(&self, acts: &mut Tensor) {
-        for &p in &self.positions {
-            let row = acts.row_mut(p);
+        self.apply_to_rows(acts, 0);
+    }
+
+    /// [`Resolved::apply`] to rows `first..first + acts.rows` of the site
+    /// (`acts`: `[rows, width]`), the part of a run one thread holds.
+    pub fn apply_to_rows(&self, acts: &mut Tensor, first: usize) {
+        let rows = first..first + acts.rows;
+        for p in self.positions.iter().copied().filter(|p| rows.contains(p)) {
+            let row = acts.row_mut(p - first);
             for &c in &self.channels {
                 row[c] = match &self.intervention.ablation {
                     Ablation::Zero => 0.0,
