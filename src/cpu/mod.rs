@@ -35,7 +35,7 @@ mod ops;
 mod wide;
 
 use std::ops::Range;
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crate::model::{check_tokens, resolve, Activation, Config, Intervention, Model, ModelError, Norm, Record, Recording, Resolved, Site, SiteKind, SparseMatrix, Tensor, TopkSite};
 use ops::{gelu, keep_largest};
@@ -62,7 +62,7 @@ fn run_on(model: &Model, tokens: &[u32], interventions: &[Intervention], record:
         interventions: &interventions,
         record,
         boards: (0..c.n_layer * blocks.len()).map(|_| Mutex::new(None)).collect(),
-        barrier: Barrier::new(blocks.len()),
+        meeting: Meeting::new(blocks.len()),
         blocks,
     };
     let parts = crate::platform::on_threads(pass.blocks.len(), |b| pass.block(b));
@@ -106,7 +106,7 @@ struct Pass<'a> {
     /// `[3 * d_attn, T_b]`, published for the blocks after it.
     boards: Vec<Mutex<Option<Arc<Vec<f32>>>>>,
     /// Where the threads meet before each layer's attention.
-    barrier: Barrier,
+    meeting: Meeting,
     blocks: Vec<Range<usize>>,
 }
 
@@ -114,6 +114,7 @@ impl Pass<'_> {
     /// Block `b`'s tokens through the whole pass: its rows of the logits
     /// `[T_b, vocab]` and of each recorded site.
     fn block(&self, b: usize) -> (Tensor, Recording) {
+        let _leaving = Leaving(&self.meeting);
         let (model, c) = (self.model, &self.model.config);
         let range = self.blocks[b].clone();
         let t = range.len();
@@ -181,15 +182,59 @@ impl Pass<'_> {
         let n = self.blocks.len();
         let board = |block: usize| self.boards[layer * n + block].lock().unwrap_or_else(|e| e.into_inner());
         *board(b) = Some(Arc::new(qkv_t));
-        if n > 1 {
-            self.barrier.wait();
-        }
+        self.meeting.wait();
         if layer > 0 {
             // Past this layer's barrier every block is done with the last
             // layer's attention: its copy there can go.
             self.boards[(layer - 1) * n + b].lock().unwrap_or_else(|e| e.into_inner()).take();
         }
         (0..=b).map(|block| (board(block).clone().expect("published before the barrier"), self.blocks[block].len())).collect()
+    }
+}
+
+/// A barrier that a thread leaving by a panic breaks: the threads waiting
+/// there, or arriving later, panic too instead of waiting for it forever
+/// (`std::sync::Barrier` would).
+struct Meeting {
+    n: usize,
+    /// Threads waiting, the meeting's count so far, and whether one panicked.
+    state: Mutex<(usize, u64, bool)>,
+    everyone_here: Condvar,
+}
+
+impl Meeting {
+    fn new(n: usize) -> Meeting {
+        Meeting { n, state: Mutex::new((0, 0, false)), everyone_here: Condvar::new() }
+    }
+
+    /// Waits until all `n` threads are here.
+    fn wait(&self) {
+        if self.n == 1 {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let meeting = state.1;
+        state.0 += 1;
+        if state.0 == self.n {
+            *state = (0, meeting + 1, state.2);
+            self.everyone_here.notify_all();
+        }
+        while state.1 == meeting && !state.2 {
+            state = self.everyone_here.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+        assert!(!state.2, "another thread of the pass panicked");
+    }
+}
+
+/// Breaks the meeting if its thread panics.
+struct Leaving<'a>(&'a Meeting);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.state.lock().unwrap_or_else(|e| e.into_inner()).2 = true;
+            self.0.everyone_here.notify_all();
+        }
     }
 }
 
@@ -391,6 +436,26 @@ mod tests {
             assert!(blocks.windows(2).all(|w| w[0].end == w[1].start && w[0].len() >= w[1].len()), "{t} tokens: {blocks:?}");
             assert!(blocks.len() <= cores && blocks.len() <= (t / MIN_BLOCK_TOKENS).max(1), "{t} tokens: {blocks:?}");
         }
+    }
+
+    #[test]
+    fn a_thread_that_panics_breaks_the_meeting_instead_of_leaving_the_others_waiting() {
+        let meeting = Meeting::new(3);
+        let outcomes: Vec<bool> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..3)
+                .map(|i| {
+                    let meeting = &meeting;
+                    scope.spawn(move || {
+                        let _leaving = Leaving(meeting);
+                        meeting.wait();
+                        assert!(i != 0, "thread 0 fails after the first meeting");
+                        meeting.wait();
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().is_ok()).collect()
+        });
+        assert_eq!(outcomes, [false, false, false]);
     }
 
     #[test]
