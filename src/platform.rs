@@ -1,5 +1,6 @@
-//! What differs between the browser and a native process: the clock, and
-//! handing control back so that a page stays responsive during long work.
+//! What differs between the browser and a native process: the clock,
+//! handing control back so that a page stays responsive during long work,
+//! and threads (natively one per core, in the page the one it has).
 
 /// Milliseconds since some fixed moment, with sub-millisecond resolution
 /// where the platform has it (`performance.now()` in the browser).
