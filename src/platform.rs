@@ -39,7 +39,8 @@ pub async fn sleep(ms: i32) {
 /// in contiguous chunks (for independent passes, such as one per task
 /// example), in the browser one after another.
 pub fn map_on_cores<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(spare_cores().min(items.len()).max(1)).max(1)).collect();
+    let threads = spare_cores().min(items.len()).max(1);
+    let chunks: Vec<&[T]> = items.chunks(items.len().div_ceil(threads).max(1)).collect();
     on_threads(chunks.len(), |i| chunks[i].iter().map(&f).collect::<Vec<R>>()).into_iter().flatten().collect()
 }
 

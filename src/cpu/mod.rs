@@ -180,15 +180,15 @@ impl Pass<'_> {
     /// with their lengths: what block b's queries attend to.
     fn meet(&self, layer: usize, b: usize, qkv_t: Vec<f32>) -> Vec<(Arc<Vec<f32>>, usize)> {
         let n = self.blocks.len();
-        let board = |block: usize| self.boards[layer * n + block].lock().unwrap_or_else(|e| e.into_inner());
-        *board(b) = Some(Arc::new(qkv_t));
+        let board = |layer: usize, block: usize| self.boards[layer * n + block].lock().unwrap_or_else(|e| e.into_inner());
+        *board(layer, b) = Some(Arc::new(qkv_t));
         self.meeting.wait();
         if layer > 0 {
             // Past this layer's barrier every block is done with the last
             // layer's attention: its copy there can go.
-            self.boards[(layer - 1) * n + b].lock().unwrap_or_else(|e| e.into_inner()).take();
+            board(layer - 1, b).take();
         }
-        (0..=b).map(|block| (board(block).clone().expect("published before the barrier"), self.blocks[block].len())).collect()
+        (0..=b).map(|block| (board(layer, block).clone().expect("published before the barrier"), self.blocks[block].len())).collect()
     }
 }
 
