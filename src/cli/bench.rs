@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use crate::gpu::{Engine, GpuContext, Kernel, Record};
+use crate::gpu::{Engine, GpuContext, Record};
 use crate::model::{forward, gradients, Ablation, Config, Intervention, Model, Objective, Site, SiteKind};
 
 #[derive(Args)]
@@ -25,7 +25,8 @@ pub struct BenchArgs {
     /// Only the CPU's forward passes: the reference and the fast path.
     #[arg(long)]
     cpu_only: bool,
-    /// Only the GPU's 64-token forward, and the time of each kernel in it.
+    /// Only the GPU's forward (64 and 256 tokens), the time of each kernel
+    /// in it, and every site kept on the GPU and read back.
     #[arg(long)]
     kernels: bool,
 }
@@ -70,7 +71,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 
         print_header(&adapter, params, nnz);
         if args.kernels {
-            return kernel_rows(&mut engine, model.config.d_head as u32, reps).await;
+            profile_rows(&mut engine, reps).await?;
+            for t in [64, 256] {
+                forward_rows(&mut engine, t, reps).await?;
+                kept_rows(&mut engine, t, reps).await?;
+            }
+            // The size of every site of 256 tokens, or the largest binding.
+            let bytes = (237u64 << 20).min(engine.context().max_binding());
+            return readback_rows(engine.context(), bytes, reps).await;
         }
         let dense = 4 * params;
         println!(
@@ -86,31 +94,8 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 
         for t in [64usize, 256] {
             let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
-            for (label, record) in [("all sites", Record::All), ("logits only", Record::LogitsOnly)] {
-                let mut times = Vec::new();
-                let mut first = Vec::new();
-                for _ in 0..reps + 1 {
-                    let start = Instant::now();
-                    let mut first_layer = None;
-                    engine
-                        .run(&tokens, &[], &record, &mut |_| {
-                            first_layer.get_or_insert_with(|| start.elapsed());
-                        })
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    times.push(start.elapsed());
-                    first.extend(first_layer);
-                }
-                // The first run of a shape builds buffers: leave it out.
-                times.remove(0);
-                if !first.is_empty() {
-                    first.remove(0);
-                }
-                println!("| GPU forward, {t} tokens, {label} | {} |", ms(median(times)));
-                if !first.is_empty() {
-                    println!("| GPU time to the first streamed layer, {t} tokens | {} |", ms(median(first)));
-                }
-            }
+            forward_rows(&mut engine, t, reps).await?;
+            kept_rows(&mut engine, t, reps).await?;
             cpu_forward_rows(&model, t, reps)?;
             let cpu_reps = if t > 64 { reps.min(3) } else { reps };
 
@@ -257,39 +242,175 @@ fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> 
     Ok(())
 }
 
-/// Dispatches of each kernel added per step to time it: enough extra work
-/// to stand out of this machine's noise (about 20% from run to run).
-const KERNEL_REPEATS: u32 = 4;
-
-/// The 64-token logits-only forward on the GPU, and each kernel's part of
-/// it: the time a run gains when every dispatch of that kernel is made
-/// [`KERNEL_REPEATS`] times more, divided by them. Runs of each kind take
-/// turns, so that the machine's drift falls on all of them.
-async fn kernel_rows(engine: &mut Engine, d_head: u32, reps: usize) -> Result<(), String> {
-    let kernels = [Kernel::TopK, Kernel::SparseMatmul, Kernel::Attention { d_head }, Kernel::Norm, Kernel::Embed];
-    let tokens: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 2048).collect();
-    let mut base = Vec::new();
-    let mut repeated = vec![Vec::new(); kernels.len()];
-    for rep in 0..reps + 1 {
-        for (which, kernel) in std::iter::once(None).chain(kernels.iter().copied().map(Some)).enumerate() {
-            engine.repeat_kernel(kernel.map(|k| (k, KERNEL_REPEATS))).map_err(|e| e.to_string())?;
+/// The GPU forward of `t` tokens reading back every site, and the logits
+/// only; with every site, the time to the first streamed layer.
+async fn forward_rows(engine: &mut Engine, t: usize, reps: usize) -> Result<(), String> {
+    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    warm_up(engine, &tokens).await?;
+    for (label, record) in [("all sites", Record::All), ("logits only", Record::LogitsOnly)] {
+        let mut times = Vec::new();
+        let mut first = Vec::new();
+        for _ in 0..reps + 1 {
             let start = Instant::now();
-            engine.run(&tokens, &[], &Record::LogitsOnly, &mut |_| {}).await.map_err(|e| e.to_string())?;
-            // The first round builds buffers and compiles: leave it out.
-            if rep > 0 {
-                match which {
-                    0 => base.push(start.elapsed()),
-                    k => repeated[k - 1].push(start.elapsed()),
-                }
-            }
+            let mut first_layer = None;
+            engine
+                .run(&tokens, &[], &record, &mut |_| {
+                    first_layer.get_or_insert_with(|| start.elapsed());
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            times.push(start.elapsed());
+            first.extend(first_layer);
+        }
+        // The first run of a shape builds buffers: leave it out.
+        times.remove(0);
+        if !first.is_empty() {
+            first.remove(0);
+        }
+        println!("| GPU forward, {t} tokens, {label} | {} |", ms(median(times)));
+        if !first.is_empty() {
+            println!("| GPU time to the first streamed layer, {t} tokens | {} |", ms(median(first)));
         }
     }
-    engine.repeat_kernel(None).map_err(|e| e.to_string())?;
-    let base = median(base);
-    println!("| GPU forward, 64 tokens, logits only | {} |", ms(base));
-    for (kernel, times) in kernels.iter().zip(repeated) {
-        let per = (median(times).as_secs_f64() - base.as_secs_f64()).max(0.0) / f64::from(KERNEL_REPEATS);
-        println!("| of which {} (all its dispatches) | {:.1} ms ({:.0}%) |", kernel.label(), 1e3 * per, 100.0 * per / base.as_secs_f64());
+    Ok(())
+}
+
+/// Runs `tokens` forward for a quarter of a second untimed: an idle GPU
+/// clocks down (an H200 idled at 345 MHz), and after the CPU's rows the
+/// first timed runs found it so (256-token logits 8.3 ms against 2.8 ms).
+async fn warm_up(engine: &mut Engine, tokens: &[u32]) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(250) {
+        engine.run(tokens, &[], &Record::LogitsOnly, &mut |_| {}).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// A forward pass of `t` tokens keeping every site on the GPU (the logits
+/// read back), and reading all of it back afterwards (what an export does):
+/// its rate in GB/s.
+async fn kept_rows(engine: &mut Engine, t: usize, reps: usize) -> Result<(), String> {
+    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    let (mut runs, mut reads) = (Vec::new(), Vec::new());
+    warm_up(engine, &tokens).await?;
+    let mut bytes = 0;
+    let mut kept = None;
+    for _ in 0..reps + 1 {
+        let start = Instant::now();
+        let (_, run) = engine.forward_kept(&tokens, kept.take()).await.map_err(|e| e.to_string())?;
+        runs.push(start.elapsed());
+        let start = Instant::now();
+        let recording = engine.read_kept(&run).await.map_err(|e| e.to_string())?;
+        kept = Some(run);
+        reads.push(start.elapsed());
+        bytes = recording.iter().map(|(_, values)| 4 * values.data.len()).sum::<usize>();
+    }
+    runs.remove(0);
+    reads.remove(0);
+    let read = median(reads);
+    println!("| GPU forward, {t} tokens, every site kept on the GPU (logits read back) | {} |", ms(median(runs)));
+    println!(
+        "| reading every kept site back, {t} tokens ({:.1} MB) | {} = {:.2} GB/s |",
+        mb(bytes),
+        ms(read),
+        bytes as f64 / read.as_secs_f64() / 1e9
+    );
+    Ok(())
+}
+
+/// Where a large readback's time goes: the GPU's copy of one buffer of
+/// `bytes` into a mappable buffer and the wait for its mapping, then the
+/// host's copy out of the mapped memory, on one core and on every core;
+/// with a new mappable buffer each time and with one reused.
+async fn readback_rows(ctx: &GpuContext, bytes: u64, reps: usize) -> Result<(), String> {
+    let source = ctx.storage_buffer("readback source", bytes, false).map_err(|e| e.to_string())?;
+    let new_staging = || {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback staging"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let reused = new_staging();
+    let gbs = |d: Duration| bytes as f64 / d.as_secs_f64() / 1e9;
+    for (label, reuse) in [("a new mappable buffer", false), ("one mappable buffer reused", true)] {
+        let (mut maps, mut one_core, mut cores) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps + 1 {
+            let staging = if reuse { reused.clone() } else { new_staging() };
+            let start = Instant::now();
+            let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
+            encoder.copy_buffer_to_buffer(&source, 0, &staging, 0, bytes);
+            let submission = ctx.queue.submit([encoder.finish()]);
+            let mapped = crate::gpu::start_map(&staging);
+            crate::gpu::wait_for_map(&ctx.device, mapped, Some(submission)).await.map_err(|e| e.to_string())?;
+            maps.push(start.elapsed());
+            {
+                let view = staging.slice(..).get_mapped_range().map_err(|e| e.to_string())?;
+                let floats: &[f32] = bytemuck::cast_slice(&view);
+                let start = Instant::now();
+                let copy = floats.to_vec();
+                one_core.push(start.elapsed());
+                drop(copy);
+                let start = Instant::now();
+                let copy = crate::platform::copy_on_cores(floats);
+                cores.push(start.elapsed());
+                drop(copy);
+            }
+            staging.unmap();
+        }
+        for times in [&mut maps, &mut one_core, &mut cores] {
+            times.remove(0);
+        }
+        let (map, one, all) = (median(maps), median(one_core), median(cores));
+        println!(
+            "| readback of {:.1} MB, {label}: GPU copy and map / host copy on one core / on {} cores | {} ({:.1} GB/s) / {} ({:.1} GB/s) / {} ({:.1} GB/s) |",
+            mb(bytes as usize),
+            crate::platform::spare_cores(),
+            ms(map),
+            gbs(map),
+            ms(one),
+            gbs(one),
+            ms(all),
+            gbs(all)
+        );
+    }
+    Ok(())
+}
+
+/// Each kernel's GPU time in the forward pass (from timestamps around every
+/// dispatch), at 64 and 256 tokens, logits only and every site read back;
+/// medians over `reps` runs, each kernel's apart.
+async fn profile_rows(engine: &mut Engine, reps: usize) -> Result<(), String> {
+    for t in [64u32, 256] {
+        let tokens: Vec<u32> = (0..t).map(|i| (i * 7919) % 2048).collect();
+        for (label, record) in [("logits only", Record::LogitsOnly), ("all sites", Record::All)] {
+            warm_up(engine, &tokens).await?;
+            let mut profiles = Vec::new();
+            // The first run of a shape builds buffers and compiles: left out.
+            for _ in 0..reps + 1 {
+                profiles.push(engine.profile(&tokens, &record).await.map_err(|e| e.to_string())?);
+            }
+            profiles.remove(0);
+            let wall = median(profiles.iter().map(|p| p.wall).collect());
+            let span = median(profiles.iter().map(|p| p.span).collect());
+            println!(
+                "| GPU forward, {t} tokens, {label}, each dispatch timed: wall / GPU first start to last end | {} / {} |",
+                ms(wall),
+                ms(span)
+            );
+            for kernel in &profiles[0].kernels {
+                let times = profiles.iter().map(|p| p.kernels.iter().find(|k| k.kernel == kernel.kernel).map_or(Duration::ZERO, |k| k.gpu)).collect();
+                let time = median(times);
+                println!(
+                    "| of which {} ({} dispatches) | {:.3} ms ({:.0}% of the span) |",
+                    kernel.kernel,
+                    kernel.dispatches,
+                    1e3 * time.as_secs_f64(),
+                    100.0 * time.as_secs_f64() / span.as_secs_f64().max(1e-12)
+                );
+            }
+        }
     }
     Ok(())
 }

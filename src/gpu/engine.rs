@@ -8,9 +8,9 @@
 //! so the GPU always has the next layer queued while the caller looks at
 //! the previous one.
 
-use super::kernels::Kernel;
 use super::interventions::{flatten_interventions, Flattened};
-use super::readback::finish_map;
+use super::profile::Timestamps;
+use super::readback::wait_for_map;
 use super::saved::SavedRun;
 use super::workspace::{build_workspace, Workspace};
 use super::{GpuContext, GpuError, GpuWeights};
@@ -39,8 +39,10 @@ pub struct Engine {
     pub(super) config: Config,
     pub(super) weights: GpuWeights,
     workspace: Option<Workspace>,
-    /// Extra dispatches of one kernel in every run, to time it.
-    repeat: Option<(Kernel, u32)>,
+    /// Set while a run is profiled ([`Engine::profile`]).
+    pub(super) timestamps: Option<Timestamps>,
+    /// The mappable buffer [`Engine::read_kept`] reads through, kept.
+    readback: Option<wgpu::Buffer>,
 }
 
 
@@ -51,7 +53,7 @@ impl Engine {
         if let Some(fault) = ctx.take_fault() {
             return Err(fault);
         }
-        Ok(Engine { ctx, config: model.config.clone(), weights, workspace: None, repeat: None })
+        Ok(Engine { ctx, config: model.config.clone(), weights, workspace: None, timestamps: None, readback: None })
     }
 
     /// Replaces the weights with `model`'s. On failure (say, a tensor over
@@ -84,6 +86,26 @@ impl Engine {
             .run(tokens, &[Vec::new()], record, &mut |stage| recording.extend(stage.sites.into_iter().flatten()))
             .await?;
         Ok((logits.remove(0), recording))
+    }
+
+    /// Runs `tokens` forward keeping every site in GPU buffers, reading back
+    /// only the logits `[T, vocab_size]`. The buffers of `reuse` are written
+    /// again when it holds as many rows (a prompt run again, edited).
+    pub async fn forward_kept(&mut self, tokens: &[u32], reuse: Option<SavedRun>) -> Result<(Tensor, SavedRun), GpuError> {
+        check_tokens(&self.config, tokens)?;
+        let saved = match reuse {
+            Some(saved) if saved.rows() == tokens.len() => saved,
+            _ => SavedRun::new(&self.ctx, &self.config, tokens.len(), &[])?,
+        };
+        let mut runs = self.forward_prompts(&[tokens.to_vec()], &Record::LogitsOnly, &[], Some(&saved)).await?;
+        Ok((runs.remove(0).0, saved))
+    }
+
+    /// Every site of a run kept by [`Engine::forward_kept`], read back
+    /// (`forward --out`, export): `[T, width]` each, layer by layer in
+    /// `SiteKind::ALL`'s order.
+    pub async fn read_kept(&mut self, kept: &SavedRun) -> Result<Recording, GpuError> {
+        kept.read_all(&self.ctx, &mut self.readback).await
     }
 
     /// Runs several prompts in one batch, each recording `record`; returns
@@ -178,18 +200,6 @@ impl Engine {
         self.run_plan(&plan, &tokens, &Outputs { record, before_interventions: false, saved: None }, on_stage).await
     }
 
-    /// Dispatches every step of `kernel` `1 + extra` times in the runs that
-    /// follow (`None`: once), so that a run's extra time is that kernel's
-    /// (`circuitscope bench`'s time per kernel). Only for kernels a second
-    /// dispatch leaves as the first ([`Kernel::repeatable`]): the values stay the same.
-    pub fn repeat_kernel(&mut self, repeat: Option<(Kernel, u32)>) -> Result<(), GpuError> {
-        if let Some((kernel, _)) = repeat.filter(|(kernel, _)| !kernel.repeatable()) {
-            return Err(GpuError::Gpu(format!("{} cannot be dispatched twice to time it", kernel.label())));
-        }
-        self.repeat = repeat;
-        Ok(())
-    }
-
     /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major),
     /// handing over what `outputs` asks for.
     pub(super) async fn run_plan(
@@ -210,14 +220,15 @@ impl Engine {
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
-            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs, self.repeat);
+            let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs, self.timestamps.as_mut());
             if let Some(previous) = pending.take() {
-                deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await?;
+                deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await.map_err(|e| self.ctx.take_fault().unwrap_or(e))?;
             }
             pending = submitted;
         }
         if let Some(last) = pending {
-            deliver(&self.ctx, last, plan.n_stages, plan, on_stage, &mut logits).await?;
+            // A submission the device refused fails its wait: the refusal says why.
+            deliver(&self.ctx, last, plan.n_stages, plan, on_stage, &mut logits).await.map_err(|e| self.ctx.take_fault().unwrap_or(e))?;
         }
         if let Some(fault) = self.ctx.take_fault() {
             // Buffers may be left mapped or half written: start afresh next time.
@@ -357,21 +368,29 @@ async fn deliver(
     on_stage: &mut dyn FnMut(StageOutput),
     logits: &mut Vec<Tensor>,
 ) -> Result<(), GpuError> {
-    let data = finish_map(&ctx.device, &pending.buffer, pending.mapped, Some(pending.submission), pending.floats).await?;
+    wait_for_map(&ctx.device, pending.mapped, Some(pending.submission)).await?;
     if let Some(fault) = ctx.take_fault() {
         return Err(fault);
     }
     let Plan { n_stages, seq_len, n_variants, vocab, .. } = *plan;
+    let view = pending.buffer.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+    let data: &[f32] = bytemuck::cast_slice(&view);
     // A stage computed once stands for every variant.
     let per_variant = |offset: usize, width: usize, variant: usize| {
         let start = offset + (variant % pending.computed) * seq_len * width;
         Tensor::from_vec(seq_len, width, data[start..start + seq_len * width].to_vec())
     };
     if !pending.copies.is_empty() {
+        // Each site copied out of the mapped memory once; past 4 MB on every
+        // core at once (natively): one core copies a few GB/s.
         let of_variant = |variant: usize, before: bool| -> Recording {
-            (pending.copies.iter().filter(|copy| copy.before_interventions == before))
-                .map(|copy| (copy.site, per_variant(copy.offset as usize, copy.width as usize, variant)))
-                .collect()
+            let copies: Vec<&SiteCopy> = pending.copies.iter().filter(|copy| copy.before_interventions == before).collect();
+            let copy = |copy: &&SiteCopy| (copy.site, per_variant(copy.offset as usize, copy.width as usize, variant));
+            if pending.floats > 1 << 20 {
+                crate::platform::map_on_cores(&copies, copy)
+            } else {
+                copies.iter().map(copy).collect()
+            }
         };
         let sites = (0..n_variants).map(|variant| of_variant(variant, false)).collect();
         let before_interventions = (0..n_variants).map(|variant| of_variant(variant, true)).collect();
@@ -381,6 +400,8 @@ async fn deliver(
     if let Some(at) = pending.logits_at {
         logits.extend((0..n_variants).map(|variant| per_variant(at, vocab, variant)));
     }
+    drop(view);
+    pending.buffer.unmap();
     Ok(())
 }
 

@@ -6,10 +6,12 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     Embed,
-    Norm,
+    /// A norm with `lanes` invocations per row.
+    Norm { lanes: u32 },
     SparseMatmul,
     Attention { d_head: u32 },
-    TopK,
+    /// AbsTopK with `lanes` invocations per row, each holding `per_lane` entries.
+    TopK { lanes: u32, per_lane: u32 },
     ResidualAdd,
     Bigram,
     Intervene,
@@ -41,6 +43,35 @@ const GATE_BACKWARD: &str = include_str!("../../shaders/gate_backward.wgsl");
 /// `erf`, for the kernels with the exact GELU.
 const ERF: &str = include_str!("../../shaders/erf.wgsl");
 
+/// Keys per tile of attention.wgsl's workgroup memory: 8 KB of keys and
+/// values (WebGPU guarantees 16 KB), at most 64.
+fn attention_keys(d_head: u32) -> u32 {
+    (1024 / d_head.max(1)).clamp(1, 64)
+}
+
+/// `source` with each line marked "each 4 channels" written out once per
+/// vec4 of a head's `d_head` channels, `{i}` its index.
+fn each_4_channels(source: &str, d_head: u32) -> String {
+    const MARK: &str = "// each 4 channels";
+    let mut out = String::with_capacity(2 * source.len());
+    for line in source.lines() {
+        match line.strip_suffix(MARK) {
+            Some(code) => (0..d_head.div_ceil(4)).for_each(|i| {
+                out.push_str(&code.trim_end().replace("{i}", &i.to_string()));
+                out.push('\n');
+            }),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// Query rows per workgroup of attention.wgsl (`QUERIES`).
+pub const ATTENTION_QUERIES: u32 = 64;
+
 /// Invocations per workgroup of the one-invocation-per-element kernels.
 pub const ELEMENT_WORKGROUP: u32 = 64;
 
@@ -51,10 +82,16 @@ impl Kernel {
     pub fn source(self) -> String {
         match self {
             Kernel::Embed => EMBED.into(),
-            Kernel::Norm => NORM.into(),
+            Kernel::Norm { lanes } => NORM.replace("{{LANES}}", &lanes.to_string()),
             Kernel::SparseMatmul => format!("{ERF}\n{SPARSE_MATMUL}"),
             // Private arrays need a constant size: specialise the text.
-            Kernel::Attention { d_head } => ATTENTION.replace("{{D_HEAD}}", &d_head.to_string()),
+            Kernel::Attention { d_head } => each_4_channels(
+                &ATTENTION
+                    .replace("{{D_HEAD}}", &d_head.to_string())
+                    .replace("{{D4}}", &d_head.div_ceil(4).to_string())
+                    .replace("{{KEYS}}", &attention_keys(d_head).to_string()),
+                d_head,
+            ),
             Kernel::AttentionBackwardQueries { d_head } | Kernel::AttentionBackwardKeys { d_head } => {
                 ATTENTION_BACKWARD.replace("{{D_HEAD}}", &d_head.to_string())
             }
@@ -62,7 +99,7 @@ impl Kernel {
             Kernel::ActivationBackward => format!("{ERF}\n{ACTIVATION_BACKWARD}"),
             Kernel::NormBackward => NORM_BACKWARD.into(),
             Kernel::GateBackward | Kernel::GateSums => GATE_BACKWARD.into(),
-            Kernel::TopK => TOPK.into(),
+            Kernel::TopK { lanes, per_lane } => TOPK.replace("{{LANES}}", &lanes.to_string()).replace("{{PER_LANE}}", &per_lane.to_string()),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
             Kernel::Intervene => INTERVENE.into(),
@@ -72,10 +109,10 @@ impl Kernel {
     pub fn label(self) -> &'static str {
         match self {
             Kernel::Embed => "embed",
-            Kernel::Norm => "norm",
+            Kernel::Norm { .. } => "norm",
             Kernel::SparseMatmul => "sparse_matmul",
             Kernel::Attention { .. } => "attention",
-            Kernel::TopK => "topk",
+            Kernel::TopK { .. } => "topk",
             Kernel::ResidualAdd => "residual_add",
             Kernel::Bigram => "bigram",
             Kernel::Intervene => "intervene",
@@ -87,13 +124,6 @@ impl Kernel {
             Kernel::AttentionBackwardQueries { .. } => "attention_backward queries",
             Kernel::AttentionBackwardKeys { .. } => "attention_backward keys",
         }
-    }
-
-    /// Whether a second dispatch with the same bindings leaves what the
-    /// first did: the kernel writes nothing it reads, or is AbsTopK in
-    /// place. Only these are repeated to time them ([`super::Engine::repeat_kernel`]).
-    pub fn repeatable(self) -> bool {
-        matches!(self, Kernel::Embed | Kernel::Norm | Kernel::SparseMatmul | Kernel::Attention { .. } | Kernel::TopK)
     }
 
     /// The shader's entry point.

@@ -3,7 +3,7 @@
 //! `struct Params` by name and type, in order (a test reads the WGSL and
 //! checks).
 
-use super::kernels::{Kernel, ELEMENT_WORKGROUP, MATMUL_TILE};
+use super::kernels::{Kernel, ATTENTION_QUERIES, ELEMENT_WORKGROUP, MATMUL_TILE};
 use crate::model::Activation;
 
 /// Bytes of one parameter slot: the largest block (uniform slots are bound
@@ -94,10 +94,12 @@ shader_params! {
 #[derive(Clone, Copy, Debug)]
 pub enum Op {
     Embed { width: u32, table: (u32, u32), pos: (u32, u32), ids_are_positions: bool, add_pos: bool },
-    Norm { width: u32, out_stride: u32, out_offset: u32, rms: bool, has_bias: bool },
+    /// `lanes` invocations per row ([`super::GpuContext::row_lanes`]).
+    Norm { width: u32, out_stride: u32, out_offset: u32, rms: bool, has_bias: bool, lanes: u32 },
     Matmul { in_width: u32, out: u32, row0: u32, w_rows: u32, w_nnz: u32, has_bias: bool, activation: Option<Activation> },
     Attention { n_head: u32, d_head: u32, has_sink: bool },
-    TopK { width: u32, k: u32 },
+    /// `lanes` invocations per row ([`super::GpuContext::row_lanes`]).
+    TopK { width: u32, k: u32, lanes: u32 },
     ResidualAdd { width: u32, relu: bool },
     Bigram { vocab: u32 },
     /// Applies a site's intervention entries; `width` is the site's, for whole-column entries.
@@ -119,10 +121,10 @@ impl Op {
     pub fn kernel(self) -> Kernel {
         match self {
             Op::Embed { .. } => Kernel::Embed,
-            Op::Norm { .. } => Kernel::Norm,
+            Op::Norm { lanes, .. } => Kernel::Norm { lanes },
             Op::Matmul { .. } => Kernel::SparseMatmul,
             Op::Attention { d_head, .. } => Kernel::Attention { d_head },
-            Op::TopK { .. } => Kernel::TopK,
+            Op::TopK { width, lanes, .. } => Kernel::TopK { lanes, per_lane: width.div_ceil(lanes) },
             Op::ResidualAdd { .. } => Kernel::ResidualAdd,
             Op::Bigram { .. } => Kernel::Bigram,
             Op::Intervene { .. } => Kernel::Intervene,
@@ -146,7 +148,7 @@ impl Op {
                 let p = EmbedParams { rows, width, seq_len, table_rows: table.0, table_nnz: table.1, pos_rows: pos.0, pos_nnz: pos.1, flags };
                 block(p)
             }
-            Op::Norm { width, out_stride, out_offset, rms, has_bias } => {
+            Op::Norm { width, out_stride, out_offset, rms, has_bias, .. } => {
                 let eps = if rms { f32::EPSILON } else { 1e-5 };
                 let p = NormParams { rows, width, out_stride, out_offset, rms: b(rms), has_bias: b(has_bias), eps, _pad: 0 };
                 block(p)
@@ -165,7 +167,7 @@ impl Op {
                 let p = AttentionParams { rows, seq_len, n_head, has_sink: b(has_sink), scale, ..Default::default() };
                 block(p)
             }
-            Op::TopK { width, k } => block(TopKParams { rows, width, k, _pad: 0 }),
+            Op::TopK { width, k, .. } => block(TopKParams { rows, width, k, _pad: 0 }),
             Op::ResidualAdd { width, relu } => block(ResidualParams { n: rows * width, relu: b(relu), ..Default::default() }),
             Op::Bigram { vocab } => block(BigramParams { rows, vocab, ..Default::default() }),
             Op::Intervene { width } => block(InterveneParams { count: span.1, start: span.0, width, seq_len }),
@@ -205,7 +207,8 @@ impl Op {
             // One per (head, sequence, tile of key rows).
             Op::AttentionBackward { n_head, keys: true, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ELEMENT_WORKGROUP),
             Op::Matmul { out, .. } => elements(rows.div_ceil(MATMUL_TILE) * out),
-            Op::Attention { n_head, .. } => elements(rows * n_head),
+            // One per (head, sequence, tile of query rows).
+            Op::Attention { n_head, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ATTENTION_QUERIES),
             Op::ResidualAdd { width, .. } => elements(rows * width),
             Op::Bigram { vocab } => elements(rows * vocab),
             Op::Intervene { .. } => elements(count),
@@ -284,7 +287,7 @@ mod tests {
 
     #[test]
     fn an_op_writes_its_fields_where_the_shader_reads_them() {
-        let op = Op::Norm { width: 7, out_stride: 9, out_offset: 2, rms: true, has_bias: false };
+        let op = Op::Norm { width: 7, out_stride: 9, out_offset: 2, rms: true, has_bias: false, lanes: 64 };
         let p: NormParams = bytemuck::pod_read_unaligned(&op.params(5, 3, (0, 0)));
         assert_eq!(p, NormParams { rows: 5, width: 7, out_stride: 9, out_offset: 2, rms: 1, has_bias: 0, eps: f32::EPSILON, _pad: 0 });
         let p: InterveneParams = bytemuck::pod_read_unaligned(&Op::Intervene { width: 4 }.params(0, 6, (10, 3)));

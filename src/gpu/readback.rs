@@ -20,6 +20,21 @@ pub async fn finish_map(
     submission: Option<wgpu::SubmissionIndex>,
     len: usize,
 ) -> Result<Vec<f32>, GpuError> {
+    wait_for_map(device, mapped, submission).await?;
+    let values = {
+        let view = buffer.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?;
+        bytemuck::pod_collect_to_vec::<u8, f32>(&view[..4 * len])
+    };
+    buffer.unmap();
+    Ok(values)
+}
+
+/// Waits for a mapping started by [`start_map`], after `submission`.
+pub async fn wait_for_map(
+    device: &wgpu::Device,
+    mapped: futures_channel::oneshot::Receiver<Result<(), wgpu::BufferAsyncError>>,
+    submission: Option<wgpu::SubmissionIndex>,
+) -> Result<(), GpuError> {
     // Natively: block until this submission is done (no-op on the web).
     // A submission that never happened means the device stopped taking work.
     device
@@ -28,11 +43,5 @@ pub async fn finish_map(
     mapped
         .await
         .map_err(|_| GpuError::Readback("the mapping was cancelled".into()))?
-        .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let values = {
-        let view = buffer.get_mapped_range(..).map_err(|e| GpuError::Readback(e.to_string()))?;
-        bytemuck::pod_collect_to_vec::<u8, f32>(&view[..4 * len])
-    };
-    buffer.unmap();
-    Ok(values)
+        .map_err(|e| GpuError::Readback(e.to_string()))
 }

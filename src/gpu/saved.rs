@@ -7,10 +7,12 @@
 //! a 64-token example records 82 MB, and a pruning step of 32 examples sent
 //! 2.6 GB each way through the host.
 
+use super::readback::{start_map, wait_for_map};
 use super::{GpuContext, GpuError};
 use crate::model::{Config, Recording, Site, SiteKind, Tensor};
 
-pub(super) struct SavedRun {
+pub struct SavedRun {
+    rows: usize,
     /// Every site: `[R, width]`.
     sites: Vec<(Site, wgpu::Buffer)>,
     /// Gated sites whose gate ablates a channel: the values before the gate `[R, width]`.
@@ -24,7 +26,7 @@ impl SavedRun {
         let buffer = |site: Site, label: &str| storage(ctx, label, rows, config.site_width(site), false);
         let sites = every_site(config).map(|site| Ok((site, buffer(site, "saved activation [R, width]")?))).collect::<Result<_, GpuError>>()?;
         let before = gated.iter().map(|&site| Ok((site, buffer(site, "value before a gate [R, width]")?))).collect::<Result<_, GpuError>>()?;
-        Ok(SavedRun { sites, before })
+        Ok(SavedRun { rows, sites, before })
     }
 
     /// Runs recorded on the host (each at most `t` rows), uploaded: run b's
@@ -34,7 +36,7 @@ impl SavedRun {
         let sites = every_site(config)
             .map(|site| Ok((site, upload_runs(ctx, "saved activation [R, width]", &site_values(runs, site)?, t, config.site_width(site))?)))
             .collect::<Result<_, GpuError>>()?;
-        Ok(SavedRun { sites, before: Vec::new() })
+        Ok(SavedRun { rows: runs.len() * t, sites, before: Vec::new() })
     }
 
     /// Bytes per row of a run that keeps every site and the values before
@@ -42,6 +44,63 @@ impl SavedRun {
     pub fn row_bytes(config: &Config, gated: &[Site]) -> u64 {
         let floats: usize = every_site(config).chain(gated.iter().copied()).map(|site| config.site_width(site)).sum();
         4 * floats as u64
+    }
+
+    /// The rows it holds.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Every site's values `[R, width]`, read back to the host layer by
+    /// layer in `SiteKind::ALL`'s order: copied into `staging` (made or grown to the sites' size, at
+    /// most the adapter's buffer size, and kept for the next read: making a
+    /// mappable buffer of 237 MB cost more than reading it), mapped once per
+    /// fill, and each site's tensor made straight from the mapped bytes (one
+    /// host copy, on every core).
+    pub async fn read_all(&self, ctx: &GpuContext, staging: &mut Option<wgpu::Buffer>) -> Result<Recording, GpuError> {
+        let max = ctx.limits.max_buffer_size;
+        let mut recording = Recording::new();
+        let mut sites = self.sites.iter().peekable();
+        while sites.peek().is_some() {
+            // As many sites as fit one staging buffer (at least one).
+            let mut batch: Vec<(Site, &wgpu::Buffer, u64)> = Vec::new();
+            let mut bytes = 0u64;
+            while let Some((site, buffer)) = sites.next_if(|(_, b)| batch.is_empty() || bytes + b.size() <= max) {
+                batch.push((*site, buffer, bytes));
+                bytes += buffer.size();
+            }
+            if staging.as_ref().is_none_or(|b| b.size() < bytes) {
+                let all: u64 = self.sites.iter().map(|(_, b)| b.size()).sum();
+                *staging = Some(ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("kept sites, read back"),
+                    size: all.min(max).max(bytes),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }));
+            }
+            let staging = staging.as_ref().expect("made above");
+            let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read kept sites") });
+            for (_, buffer, at) in &batch {
+                encoder.copy_buffer_to_buffer(buffer, 0, staging, *at, buffer.size());
+            }
+            let submission = ctx.queue.submit([encoder.finish()]);
+            let mapped = start_map(staging);
+            wait_for_map(&ctx.device, mapped, Some(submission)).await?;
+            {
+                let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+                let all: &[f32] = bytemuck::cast_slice(&view);
+                // Sites copied out on every core at once: one core copies a few GB/s.
+                let spans: Vec<(Site, u64, u64)> = batch.iter().map(|&(site, buffer, at)| (site, at, buffer.size())).collect();
+                let rows = self.rows;
+                recording.extend(crate::platform::map_on_cores(&spans, |&(site, at, size)| {
+                    let floats = &all[at as usize / 4..(at + size) as usize / 4];
+                    let width = floats.len() / rows.max(1);
+                    (site, Tensor::from_vec(rows, width, floats[..rows * width].to_vec()))
+                }));
+            }
+            staging.unmap();
+        }
+        Ok(recording)
     }
 
     /// `site`'s values as the pass went on.

@@ -6,6 +6,7 @@
 use super::engine::{Outputs, Pending, Plan, SiteCopy};
 use super::kernels::Kernel;
 use super::ops::{Op, PARAMS_BYTES};
+use super::profile::Timestamps;
 use super::readback::start_map;
 use super::weights::{GpuLinear, GpuMatrix, GpuNorm};
 use super::{GpuContext, GpuError, GpuWeights};
@@ -99,7 +100,7 @@ impl Workspace {
         plan: &Plan,
         s: usize,
         outputs: &Outputs,
-        repeat: Option<(Kernel, u32)>,
+        mut timestamps: Option<&mut Timestamps>,
     ) -> Option<Pending> {
         let Outputs { record, before_interventions, saved } = *outputs;
         let computed = plan.variants_in(s);
@@ -145,15 +146,21 @@ impl Workspace {
             };
             let groups = op.workgroups(rows as u32, plan.seq_len as u32, count);
             if groups > 0 {
-                let pass = pass.get_or_insert_with(|| {
-                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("stage"), timestamp_writes: None }).forget_lifetime()
+                // A timed dispatch gets a pass of its own.
+                let timestamp_writes = timestamps.as_deref_mut().and_then(|t| t.next(op.kernel()));
+                let timed = timestamp_writes.is_some();
+                if timed {
+                    pass = None;
+                }
+                let open = pass.get_or_insert_with(|| {
+                    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("stage"), timestamp_writes }).forget_lifetime()
                 });
                 let (x, y) = ctx.grid(groups);
-                pass.set_pipeline(&ctx.pipeline(op.kernel()));
-                pass.set_bind_group(0, bind_group, &[]);
-                let extra = repeat.filter(|&(kernel, _)| kernel == op.kernel()).map_or(0, |(_, extra)| extra);
-                for _ in 0..=extra {
-                    pass.dispatch_workgroups(x, y, 1);
+                open.set_pipeline(&ctx.pipeline(op.kernel()));
+                open.set_bind_group(0, bind_group, &[]);
+                open.dispatch_workgroups(x, y, 1);
+                if timed {
+                    pass = None;
                 }
             }
             if let Step::Site { site, buffer, width, .. } = step {
@@ -296,7 +303,14 @@ pub(super) fn build_workspace(
 
     // Final stage: ln_f into act_in (as [R, d_model]), unembedding, bigram.
     b.site(Site::FinalResid, &x, d, &intervention_index, &intervention_value);
-    let ln_f = Op::Norm { width: d as u32, out_stride: d as u32, out_offset: 0, rms: w.params.ln_f.rms, has_bias: w.params.ln_f.bias.is_some() };
+    let ln_f = Op::Norm {
+        width: d as u32,
+        out_stride: d as u32,
+        out_offset: 0,
+        rms: w.params.ln_f.rms,
+        has_bias: w.params.ln_f.bias.is_some(),
+        lanes: ctx.row_lanes(),
+    };
     b.op(ln_f, &[&x, &w.params.ln_f.weight, w.params.ln_f.bias.as_ref().unwrap_or(&w.placeholder), &act_in]);
     let unembed = w.params.unembedding();
     let matmul = Op::Matmul {
@@ -385,7 +399,8 @@ impl StepBuilder<'_> {
     fn norm(&mut self, norm: &GpuNorm, pos_norm: Option<&GpuNorm>, c: &Config, x: &wgpu::Buffer, pos: Option<&wgpu::Buffer>, out: &wgpu::Buffer) {
         let d_in = c.d_in() as u32;
         let mut add = |n: &GpuNorm, width: usize, offset: usize, input: &wgpu::Buffer| {
-            let op = Op::Norm { width: width as u32, out_stride: d_in, out_offset: offset as u32, rms: n.rms, has_bias: n.bias.is_some() };
+            let lanes = self.ctx.row_lanes();
+            let op = Op::Norm { width: width as u32, out_stride: d_in, out_offset: offset as u32, rms: n.rms, has_bias: n.bias.is_some(), lanes };
             let bias = n.bias.as_ref().unwrap_or(&self.w.placeholder).clone();
             self.op(op, &[input, &n.weight, &bias, out]);
         };
@@ -413,7 +428,7 @@ impl StepBuilder<'_> {
     /// AbsTopK at `site` over rows of `width`, when the config sparsifies it.
     fn topk(&mut self, c: &Config, site: TopkSite, width: usize, x: &wgpu::Buffer) {
         if let Some(k) = c.topk_k(site, width).filter(|&k| k < width) {
-            self.op(Op::TopK { width: width as u32, k: k as u32 }, &[x]);
+            self.op(Op::TopK { width: width as u32, k: k as u32, lanes: self.ctx.row_lanes() }, &[x]);
         }
     }
 
