@@ -93,7 +93,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         println!("| upload to the GPU | {} |", ms(median(upload)));
 
         for t in [64usize, 256] {
-            let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+            let tokens = prompt(t);
             forward_rows(&mut engine, t, reps).await?;
             kept_rows(&mut engine, t, reps).await?;
             cpu_forward_rows(&model, t, reps)?;
@@ -160,7 +160,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 
         // A batch of ablation variants of one 64-token prompt: each zero-ablates
         // 16 MLP neurons of its own in layer 3.
-        let tokens: Vec<u32> = (0..64u32).map(|i| (i * 7919) % 2048).collect();
+        let tokens = prompt(64);
         let variants: Vec<Vec<Intervention>> = (0..args.variants)
             .map(|v| {
                 vec![Intervention {
@@ -206,7 +206,7 @@ fn print_header(adapter: &str, params: usize, nnz: usize) {
 /// The CPU reference's forward pass of `t` tokens and the fast path's,
 /// timed in turn, and the ratio.
 fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> {
-    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    let tokens = prompt(t);
     let reps = if t > 64 { reps.min(3) } else { reps };
     let (mut reference, mut fast) = (Vec::new(), Vec::new());
     for _ in 0..reps {
@@ -245,7 +245,7 @@ fn cpu_forward_rows(model: &Model, t: usize, reps: usize) -> Result<(), String> 
 /// The GPU forward of `t` tokens reading back every site, and the logits
 /// only; with every site, the time to the first streamed layer.
 async fn forward_rows(engine: &mut Engine, t: usize, reps: usize) -> Result<(), String> {
-    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    let tokens = prompt(t);
     warm_up(engine, &tokens).await?;
     for (label, record) in [("all sites", Record::All), ("logits only", Record::LogitsOnly)] {
         let mut times = Vec::new();
@@ -290,7 +290,7 @@ async fn warm_up(engine: &mut Engine, tokens: &[u32]) -> Result<(), String> {
 /// read back), and reading all of it back afterwards (what an export does):
 /// its rate in GB/s.
 async fn kept_rows(engine: &mut Engine, t: usize, reps: usize) -> Result<(), String> {
-    let tokens: Vec<u32> = (0..t as u32).map(|i| (i * 7919) % 2048).collect();
+    let tokens = prompt(t);
     let (mut runs, mut reads) = (Vec::new(), Vec::new());
     warm_up(engine, &tokens).await?;
     let mut bytes = 0;
@@ -382,8 +382,8 @@ async fn readback_rows(ctx: &GpuContext, bytes: u64, reps: usize) -> Result<(), 
 /// dispatch), at 64 and 256 tokens, logits only and every site read back;
 /// medians over `reps` runs, each kernel's apart.
 async fn profile_rows(engine: &mut Engine, reps: usize) -> Result<(), String> {
-    for t in [64u32, 256] {
-        let tokens: Vec<u32> = (0..t).map(|i| (i * 7919) % 2048).collect();
+    for t in [64usize, 256] {
+        let tokens = prompt(t);
         for (label, record) in [("logits only", Record::LogitsOnly), ("all sites", Record::All)] {
             warm_up(engine, &tokens).await?;
             let mut profiles = Vec::new();
@@ -456,6 +456,11 @@ async fn prune_step(model: &Model, reps: usize) -> Result<(), String> {
         );
     }
     Ok(())
+}
+
+/// The benchmark's prompt of `t` tokens (spread over the vocabulary).
+fn prompt(t: usize) -> Vec<u32> {
+    (0..t as u32).map(|i| (i * 7919) % 2048).collect()
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::engine::Engine;
 use super::kernels::Kernel;
-use super::readback::{finish_map, start_map};
+use super::readback::{start_map, wait_for_map};
 use super::GpuError;
 use crate::model::Record;
 
@@ -115,8 +115,12 @@ impl Engine {
         encoder.copy_buffer_to_buffer(&resolved, 0, &staging, 0, bytes);
         let submission = self.ctx.queue.submit([encoder.finish()]);
         let mapped = start_map(&staging);
-        // Read as f32 words, two to a tick count.
-        let words = finish_map(&self.ctx.device, &staging, mapped, Some(submission), 2 * count as usize).await?;
-        Ok(words.chunks_exact(2).map(|w| u64::from(w[0].to_bits()) | u64::from(w[1].to_bits()) << 32).collect())
+        wait_for_map(&self.ctx.device, mapped, Some(submission)).await?;
+        let ticks = {
+            let view = staging.slice(..).get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec::<u8, u64>(&view)
+        };
+        staging.unmap();
+        Ok(ticks)
     }
 }
