@@ -12,7 +12,7 @@ use std::sync::Arc;
 use circuitscope::circuits::{
     ablation_search, learn_masks, parse_samples, Choice, Evaluate, MaskSettings, RunnerEval, SearchSettings, SiteMeans, TaskLoss,
 };
-use circuitscope::model::{forward, Intervention, Model, Objective, Recording, Tokenizer};
+use circuitscope::model::{forward, ColumnSummary, Intervention, Model, Objective, Record, Recording, Site, Tokenizer};
 use circuitscope::runner::{Backend, Place, Runner, Want};
 use circuitscope::tasks::Task;
 
@@ -229,4 +229,66 @@ fn the_first_pruning_step_times_both_backends_on_its_own_examples_and_the_masks_
         assert!((f.task_loss - c.task_loss).abs() <= 1e-3 * c.task_loss.abs() + 1e-6, "step {}: task loss {} vs {} on the CPU alone", c.step, f.task_loss, c.task_loss);
     }
     assert!(heard.borrow().is_empty(), "no change of backend: {:?}", heard.borrow());
+}
+
+/// A run kept where it was computed hands over each layer's summary as it
+/// goes, and reads back exactly the rows asked for: on the GPU, where its
+/// sites stay, as on the CPU, which holds them; its gradients are those of
+/// the run recorded in full; a newer run makes an older one's rows an error,
+/// and so does a lost GPU, never a wrong answer.
+#[test]
+fn a_kept_run_reads_back_only_what_is_asked_and_agrees_with_the_run_recorded_in_full() {
+    let (model, tokenizer, _) = bundled();
+    let tokens = tokenizer.encode("x = 'hello' + y[0]");
+    let t = tokens.len();
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let (on_gpu, on_cpu) = (runner(&model, Want::Gpu, &heard), runner(&model, Want::Cpu, &heard));
+    let (logits, recording) = pollster::block_on(on_cpu.run(&tokens, &[], &Record::All, &mut |_, _| {})).unwrap();
+    let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + y.abs()));
+    let objective = Objective::LogitDifference { position: t - 1, target: 6, contrast: Some(7) };
+    let expected_gradients = pollster::block_on(on_cpu.gradients_of_run(&logits, &recording, &objective)).unwrap();
+    for runner in [&on_gpu, &on_cpu] {
+        let mut layers = Vec::new();
+        let (kept_logits, kept, summaries) = pollster::block_on(runner.run_kept(&tokens, &mut |layer, sites| layers.push((layer, sites.len())))).unwrap();
+        assert!(close(&kept_logits.data, &logits.data));
+        let n_layer = model.config.n_layer;
+        assert_eq!(layers.iter().map(|(l, _)| *l).collect::<Vec<_>>(), (0..=n_layer).collect::<Vec<_>>(), "every layer in order, then final_resid");
+        assert_eq!(layers.iter().map(|(_, n)| n).sum::<usize>(), recording.len());
+        for ((site, summary), (_, acts)) in summaries.iter().zip(&recording) {
+            let host = ColumnSummary::of(acts);
+            assert!(close(&summary.sum_sq, &host.sum_sq), "{site}: sums of squares");
+            // A value near zero may round to zero on one backend only.
+            let differ = summary.first_nonzero.iter().zip(&host.first_nonzero).filter(|(a, b)| a != b).count();
+            assert!(differ * 100 <= host.first_nonzero.len(), "{site}: first nonzero rows differ in {differ} channels");
+        }
+        let wanted: Vec<(Site, std::ops::Range<usize>)> = recording.iter().map(|(site, _)| (*site, 2..3)).chain([(recording[5].0, 0..t)]).collect();
+        let rows = pollster::block_on(runner.read_kept(&kept, &wanted)).unwrap();
+        assert_eq!(rows.len(), wanted.len());
+        for ((site, got), (want_site, range)) in rows.iter().zip(&wanted) {
+            let acts = &recording.iter().find(|(s, _)| s == want_site).unwrap().1;
+            assert_eq!(site, want_site);
+            assert!(close(&got.data, &acts.data[range.start * acts.cols..range.end * acts.cols]), "{site} rows {range:?}");
+        }
+        let all = pollster::block_on(runner.read_all_kept(&kept)).unwrap();
+        assert_eq!(all.len(), recording.len());
+        for (site, acts) in &recording {
+            let got = &all.iter().find(|(s, _)| s == site).unwrap().1;
+            assert!(close(&got.data, &acts.data), "{site}, read back whole");
+        }
+        let gradients = pollster::block_on(runner.gradients_of_kept(&kept, &kept_logits, &objective)).unwrap();
+        assert_eq!(gradients.gradients.len(), expected_gradients.gradients.len());
+        for (site, e) in &expected_gradients.gradients {
+            assert!(close(&gradients.at(*site).unwrap().data, &e.data), "d/d {site} of the kept run");
+        }
+        let (_, newer, _) = pollster::block_on(runner.run_kept(&tokens[..t - 1], &mut |_, _| {})).unwrap();
+        let stale = pollster::block_on(runner.read_kept(&kept, &wanted[..1]));
+        if runner.backend() == Backend::Cpu("asked for".into()) {
+            assert!(stale.is_ok(), "the CPU's runs hold their own sites");
+        } else {
+            assert!(stale.unwrap_err().contains("no longer kept"));
+            pollster::block_on(runner.lose_gpu());
+            let gone = pollster::block_on(runner.read_kept(&newer, &wanted[..1])).unwrap_err();
+            assert!(gone.contains("run the prompt again"), "{gone}");
+        }
+    }
 }

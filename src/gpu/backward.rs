@@ -177,6 +177,23 @@ impl Engine {
         Ok(split_runs(readback, runs, &[objective], seq_len).remove(0))
     }
 
+    /// [`Engine::gradients_of_run`] of a run kept on the GPU
+    /// ([`Engine::forward_kept`]): the backward pass reads its activations
+    /// where they are; they are read back only for the result's run.
+    pub async fn gradients_of_kept(&mut self, kept: &SavedRun, logits: Tensor, objective: &Objective) -> Result<Gradients, GpuError> {
+        objective.check(logits.rows, self.config.vocab_size)?;
+        let seq_len = logits.rows;
+        if kept.rows() != seq_len {
+            return Err(GpuError::Gpu(format!("a kept run of {} rows with logits of {seq_len}", kept.rows())));
+        }
+        self.check_backward_fits(seq_len, seq_len)?;
+        let activations = self.read_kept(kept).await?;
+        let runs = vec![(logits, activations)];
+        let dlogits = batch_dlogits(&runs, &[objective], seq_len);
+        let readback = self.backward(kept, 1, seq_len, &dlogits, &[], Output::Gradients).await?;
+        Ok(split_runs(readback, runs, &[objective], seq_len).remove(0))
+    }
+
     /// Refuses a backward pass over `rows` rows of `seq_len`-token
     /// sequences whose widest buffer is over the adapter's binding limit (the
     /// attention's `[n_head, R, T]` grow fastest: at the released shape, past

@@ -14,7 +14,7 @@ use super::readback::wait_for_map;
 use super::saved::SavedRun;
 use super::workspace::{build_workspace, Workspace};
 use super::{GpuContext, GpuError, GpuWeights};
-use crate::model::{check_tokens, Config, Intervention, Record, Recording, Site, Tensor};
+use crate::model::{check_tokens, ColumnSummary, Config, Intervention, Record, Recording, Site, Summaries, Tensor};
 
 /// One stage's recorded sites, handed over as soon as the GPU finished it.
 #[derive(Clone, Debug)]
@@ -26,6 +26,8 @@ pub struct StageOutput {
     /// `before_interventions[variant]`: where asked for, the recorded sites
     /// with interventions as they were before them (else empty).
     pub before_interventions: Vec<Recording>,
+    /// A summarised kept run's sites ([`SavedRun::summarized`]), summarised.
+    pub summaries: Summaries,
     /// Stages submitted to the GPU when this one was handed over; with one
     /// stage of look-ahead it is at most this stage's index + 2.
     pub stages_submitted: usize,
@@ -99,6 +101,33 @@ impl Engine {
         };
         let mut runs = self.forward_prompts(&[tokens.to_vec()], &Record::LogitsOnly, &[], Some(&saved)).await?;
         Ok((runs.remove(0).0, saved))
+    }
+
+    /// [`Engine::forward_kept`] of a prompt the page shows: each layer's
+    /// sites summarised on the GPU and handed to `on_layer` as soon as it is
+    /// computed (the last stage, `final_resid`, as layer `n_layer`).
+    pub async fn forward_summarized(
+        &mut self,
+        tokens: &[u32],
+        reuse: Option<SavedRun>,
+        on_layer: &mut dyn FnMut(usize, Summaries),
+    ) -> Result<(Tensor, SavedRun), GpuError> {
+        check_tokens(&self.config, tokens)?;
+        let saved = match reuse {
+            Some(saved) if saved.rows() == tokens.len() && saved.is_summarized() => saved,
+            _ => SavedRun::summarized(&self.ctx, &self.config, tokens.len())?,
+        };
+        let plan = Plan::new(&self.config, tokens.len(), &[Vec::new()])?;
+        let n_layer = self.config.n_layer;
+        let outputs = Outputs { record: &Record::LogitsOnly, before_interventions: false, saved: Some(&saved) };
+        let mut logits = self.run_plan(&plan, tokens, &outputs, &mut |stage| on_layer(stage.layer.unwrap_or(n_layer), stage.summaries)).await?;
+        Ok((logits.remove(0), saved))
+    }
+
+    /// Rows of sites of a run kept by [`Engine::forward_kept`]
+    /// ([`SavedRun::read`]).
+    pub async fn read_kept_rows(&mut self, kept: &SavedRun, wanted: &[(Site, std::ops::Range<usize>)]) -> Result<Recording, GpuError> {
+        kept.read(&self.ctx, wanted).await
     }
 
     /// Every site of a run kept by [`Engine::forward_kept`], read back
@@ -341,8 +370,18 @@ pub(super) struct SiteCopy {
     pub width: u32,
     /// In floats.
     pub offset: u64,
+    pub of: Copied,
+}
+
+/// What a [`SiteCopy`] holds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Copied {
+    /// The site's values `[rows, width]`.
+    Values,
     /// The values before the site's interventions (a gated run's ungated values).
-    pub before_interventions: bool,
+    BeforeInterventions,
+    /// A kept site's summary `[2, width]` (the first variant's).
+    Summary,
 }
 
 /// A submitted stage whose readback has not been handed over yet.
@@ -384,7 +423,8 @@ async fn deliver(
         // Each site copied out of the mapped memory once; past 4 MB on every
         // core at once (natively): one core copies a few GB/s.
         let of_variant = |variant: usize, before: bool| -> Recording {
-            let copies: Vec<&SiteCopy> = pending.copies.iter().filter(|copy| copy.before_interventions == before).collect();
+            let wanted = if before { Copied::BeforeInterventions } else { Copied::Values };
+            let copies: Vec<&SiteCopy> = pending.copies.iter().filter(|copy| copy.of == wanted).collect();
             let copy = |copy: &&SiteCopy| (copy.site, per_variant(copy.offset as usize, copy.width as usize, variant));
             if pending.floats > 1 << 20 {
                 crate::platform::map_on_cores(&copies, copy)
@@ -394,8 +434,17 @@ async fn deliver(
         };
         let sites = (0..n_variants).map(|variant| of_variant(variant, false)).collect();
         let before_interventions = (0..n_variants).map(|variant| of_variant(variant, true)).collect();
+        let summaries = pending
+            .copies
+            .iter()
+            .filter(|copy| copy.of == Copied::Summary)
+            .map(|copy| {
+                let at = copy.offset as usize;
+                (copy.site, ColumnSummary::from_gpu(seq_len, &data[at..at + 2 * copy.width as usize]))
+            })
+            .collect();
         let layer = (pending.stage + 1 < n_stages).then_some(pending.stage);
-        on_stage(StageOutput { layer, sites, before_interventions, stages_submitted });
+        on_stage(StageOutput { layer, sites, before_interventions, summaries, stages_submitted });
     }
     if let Some(at) = pending.logits_at {
         logits.extend((0..n_variants).map(|variant| per_variant(at, vocab, variant)));

@@ -25,6 +25,8 @@ pub enum Kernel {
     /// score gradients), then dk and dv.
     AttentionBackwardQueries { d_head: u32 },
     AttentionBackwardKeys { d_head: u32 },
+    /// A kept site's per-channel summary for the page.
+    Summary,
 }
 
 const EMBED: &str = include_str!("../../shaders/embed.wgsl");
@@ -40,6 +42,7 @@ const ACTIVATION_BACKWARD: &str = include_str!("../../shaders/activation_backwar
 const NORM_BACKWARD: &str = include_str!("../../shaders/norm_backward.wgsl");
 const ATTENTION_BACKWARD: &str = include_str!("../../shaders/attention_backward.wgsl");
 const GATE_BACKWARD: &str = include_str!("../../shaders/gate_backward.wgsl");
+const SUMMARY: &str = include_str!("../../shaders/summary.wgsl");
 /// `erf`, for the kernels with the exact GELU.
 const ERF: &str = include_str!("../../shaders/erf.wgsl");
 
@@ -103,6 +106,7 @@ impl Kernel {
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
             Kernel::Intervene => INTERVENE.into(),
+            Kernel::Summary => SUMMARY.into(),
         }
     }
 
@@ -123,6 +127,7 @@ impl Kernel {
             Kernel::GateSums => "gate_backward sums",
             Kernel::AttentionBackwardQueries { .. } => "attention_backward queries",
             Kernel::AttentionBackwardKeys { .. } => "attention_backward keys",
+            Kernel::Summary => "summary",
         }
     }
 

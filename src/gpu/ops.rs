@@ -89,6 +89,10 @@ shader_params! {
 shader_params! {
     AttentionBackwardParams in "attention_backward.wgsl" { rows: u32, seq_len: u32, n_head: u32, has_sink: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
 }
+shader_params! {
+    /// `summary.wgsl`: a kept site `[rows, width]`.
+    SummaryParams in "summary.wgsl" { rows: u32, width: u32, _pad0: u32, _pad1: u32 }
+}
 
 /// What one dispatch computes, with the sizes that do not change between runs.
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +119,8 @@ pub enum Op {
     GateSums { width: u32, out_offset: u32 },
     /// `keys`: the second pass (dk, dv); else the first (dq).
     AttentionBackward { n_head: u32, d_head: u32, has_sink: bool, keys: bool },
+    /// A kept site's per-channel sums of squares and first nonzero rows.
+    Summary { width: u32 },
 }
 
 impl Op {
@@ -135,6 +141,7 @@ impl Op {
             Op::GateSums { .. } => Kernel::GateSums,
             Op::AttentionBackward { d_head, keys: false, .. } => Kernel::AttentionBackwardQueries { d_head },
             Op::AttentionBackward { d_head, keys: true, .. } => Kernel::AttentionBackwardKeys { d_head },
+            Op::Summary { .. } => Kernel::Summary,
         }
     }
 
@@ -192,6 +199,7 @@ impl Op {
                 let scale = 1.0 / (d_head as f32).sqrt();
                 block(AttentionBackwardParams { rows, seq_len, n_head, has_sink: b(has_sink), scale, ..Default::default() })
             }
+            Op::Summary { width } => block(SummaryParams { rows, width, ..Default::default() }),
         }
     }
 
@@ -202,7 +210,7 @@ impl Op {
         match self {
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } | Op::TopKBackward { .. } => rows,
             Op::ActivationBackward { width, .. } | Op::GateBackward { width } => elements(rows * width),
-            Op::GateSums { width, .. } => elements(width),
+            Op::GateSums { width, .. } | Op::Summary { width } => elements(width),
             Op::AttentionBackward { n_head, keys: false, .. } => elements(rows * n_head),
             // One per (head, sequence, tile of key rows).
             Op::AttentionBackward { n_head, keys: true, .. } => n_head * (rows / seq_len.max(1)) * seq_len.div_ceil(ELEMENT_WORKGROUP),
@@ -259,6 +267,7 @@ mod tests {
         check::<NormBackwardParams>();
         check::<GateBackwardParams>();
         check::<AttentionBackwardParams>();
+        check::<SummaryParams>();
         // And every shader with parameters has a struct here.
         let shaders: Vec<String> = std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"))
             .unwrap()
@@ -279,6 +288,7 @@ mod tests {
             NormBackwardParams::SHADER,
             AttentionBackwardParams::SHADER,
             GateBackwardParams::SHADER,
+            SummaryParams::SHADER,
         ];
         for shader in shaders {
             assert!(covered.contains(&shader.as_str()), "{shader} has no parameter struct");

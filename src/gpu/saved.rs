@@ -7,7 +7,11 @@
 //! a 64-token example records 82 MB, and a pruning step of 32 examples sent
 //! 2.6 GB each way through the host.
 
-use super::readback::{start_map, wait_for_map};
+use wgpu::util::DeviceExt;
+
+use super::kernels::Kernel;
+use super::ops::Op;
+use super::readback::{finish_map, start_map, wait_for_map};
 use super::{GpuContext, GpuError};
 use crate::model::{Config, Recording, Site, SiteKind, Tensor};
 
@@ -17,6 +21,17 @@ pub struct SavedRun {
     sites: Vec<(Site, wgpu::Buffer)>,
     /// Gated sites whose gate ablates a channel: the values before the gate `[R, width]`.
     before: Vec<(Site, wgpu::Buffer)>,
+    /// Where a run is summarised as it goes ([`SavedRun::summarized`]).
+    summaries: Vec<Summary>,
+}
+
+/// A site's summary (`shaders/summary.wgsl`): its output `[2, width]` and
+/// the dispatch that writes it from the kept values.
+pub(super) struct Summary {
+    pub site: Site,
+    pub width: u32,
+    pub out: wgpu::Buffer,
+    pub bind_group: wgpu::BindGroup,
 }
 
 impl SavedRun {
@@ -26,7 +41,47 @@ impl SavedRun {
         let buffer = |site: Site, label: &str| storage(ctx, label, rows, config.site_width(site), false);
         let sites = every_site(config).map(|site| Ok((site, buffer(site, "saved activation [R, width]")?))).collect::<Result<_, GpuError>>()?;
         let before = gated.iter().map(|&site| Ok((site, buffer(site, "value before a gate [R, width]")?))).collect::<Result<_, GpuError>>()?;
-        Ok(SavedRun { rows, sites, before })
+        Ok(SavedRun { rows, sites, before, summaries: Vec::new() })
+    }
+
+    /// [`SavedRun::new`] for a prompt the page shows: each stage also
+    /// summarises its sites on the GPU ([`crate::model::ColumnSummary`]),
+    /// handed over instead of the values.
+    pub fn summarized(ctx: &GpuContext, config: &Config, rows: usize) -> Result<SavedRun, GpuError> {
+        let mut saved = SavedRun::new(ctx, config, rows, &[])?;
+        let pipeline = ctx.pipeline(Kernel::Summary);
+        let layout = pipeline.get_bind_group_layout(0);
+        for (site, values) in &saved.sites {
+            let width = config.site_width(*site) as u32;
+            let op = Op::Summary { width };
+            let params = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("summary params"),
+                contents: &op.params(rows as u32, rows as u32, (0, 0)),
+                usage: wgpu::BufferUsages::UNIFORM,
+            });
+            let out = ctx.storage_buffer("site summary [2, width]", 8 * u64::from(width.max(1)), false)?;
+            let bind_group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("summary"),
+                layout: &layout,
+                entries: &[
+                    wgpu::BindGroupEntry { binding: 0, resource: params.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 1, resource: values.as_entire_binding() },
+                    wgpu::BindGroupEntry { binding: 2, resource: out.as_entire_binding() },
+                ],
+            });
+            saved.summaries.push(Summary { site: *site, width, out, bind_group });
+        }
+        Ok(saved)
+    }
+
+    /// `site`'s summary, when the run is summarised.
+    pub(super) fn summary(&self, site: Site) -> Option<&Summary> {
+        self.summaries.iter().find(|s| s.site == site)
+    }
+
+    /// Whether stages summarise their sites.
+    pub fn is_summarized(&self) -> bool {
+        !self.summaries.is_empty()
     }
 
     /// Runs recorded on the host (each at most `t` rows), uploaded: run b's
@@ -36,7 +91,7 @@ impl SavedRun {
         let sites = every_site(config)
             .map(|site| Ok((site, upload_runs(ctx, "saved activation [R, width]", &site_values(runs, site)?, t, config.site_width(site))?)))
             .collect::<Result<_, GpuError>>()?;
-        Ok(SavedRun { rows: runs.len() * t, sites, before: Vec::new() })
+        Ok(SavedRun { rows: runs.len() * t, sites, before: Vec::new(), summaries: Vec::new() })
     }
 
     /// Bytes per row of a run that keeps every site and the values before
@@ -101,6 +156,39 @@ impl SavedRun {
             staging.unmap();
         }
         Ok(recording)
+    }
+
+    /// Rows `rows` of each wanted site, `[rows.len(), width]` each, read
+    /// back in one copy and one map (the graph's selected position, the
+    /// inspector's node): a few rows of a kept run without the rest.
+    pub async fn read(&self, ctx: &GpuContext, wanted: &[(Site, std::ops::Range<usize>)]) -> Result<Recording, GpuError> {
+        let mut spans = Vec::with_capacity(wanted.len());
+        let mut floats = 0usize;
+        for (site, rows) in wanted {
+            let values = self.sites.iter().find(|(s, _)| s == site).map(|(_, b)| b).ok_or_else(|| GpuError::Gpu(format!("the run did not keep {site}")))?;
+            if rows.start > rows.end || rows.end > self.rows {
+                return Err(GpuError::Gpu(format!("rows {}..{} of {site}, which has {}", rows.start, rows.end, self.rows)));
+            }
+            let width = values.size() as usize / 4 / self.rows.max(1);
+            spans.push((*site, values, rows.clone(), width, floats));
+            floats += rows.len() * width;
+        }
+        let staging = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("kept rows, read back"),
+            size: 4 * floats.max(1) as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("read kept rows") });
+        for (_, values, rows, width, at) in &spans {
+            let bytes = 4 * (rows.len() * width) as u64;
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(values, 4 * (rows.start * width) as u64, &staging, 4 * *at as u64, bytes);
+            }
+        }
+        let submission = ctx.queue.submit([encoder.finish()]);
+        let data = finish_map(&ctx.device, &staging, start_map(&staging), Some(submission), floats).await?;
+        Ok(spans.into_iter().map(|(site, _, rows, width, at)| (site, Tensor::from_vec(rows.len(), width, data[at..at + rows.len() * width].to_vec()))).collect())
     }
 
     /// `site`'s values as the pass went on.

@@ -3,10 +3,11 @@
 //! per step, and each stage's steps with their bind groups. A stage is
 //! encoded here; `engine.rs` submits stages and reads them back.
 
-use super::engine::{Outputs, Pending, Plan, SiteCopy};
+use super::engine::{Copied, Outputs, Pending, Plan, SiteCopy};
 use super::kernels::Kernel;
 use super::ops::{Op, PARAMS_BYTES};
 use super::profile::Timestamps;
+use super::saved::Summary;
 use super::readback::start_map;
 use super::weights::{GpuLinear, GpuMatrix, GpuNorm};
 use super::{GpuContext, GpuError, GpuWeights};
@@ -119,7 +120,16 @@ impl Workspace {
             })
             .sum::<u64>()
             * rows as u64;
-        let floats = site_floats + if is_final { (rows * c.vocab_size) as u64 } else { 0 };
+        // A summarised kept run hands over each site's summary `[2, width]`.
+        let summaries: Vec<&Summary> = self.stages[s]
+            .iter()
+            .filter_map(|step| match step {
+                Step::Site { site, .. } => saved.and_then(|saved| saved.summary(*site)),
+                _ => None,
+            })
+            .collect();
+        let summary_floats: u64 = summaries.iter().map(|summary| 2 * u64::from(summary.width)).sum();
+        let floats = site_floats + summary_floats + if is_final { (rows * c.vocab_size) as u64 } else { 0 };
         let staging = (floats > 0).then(|| self.staging_buffer(ctx, s, 4 * floats));
         let mut copies: Vec<SiteCopy> = Vec::new();
         let mut offset = 0u64;
@@ -136,7 +146,7 @@ impl Workspace {
                     pass = None;
                     let staging = staging.as_ref().expect("staging sized for every recorded site");
                     encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
-                    copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: true });
+                    copies.push(SiteCopy { site: *site, width: *width, offset, of: Copied::BeforeInterventions });
                     offset += floats;
                 }
             }
@@ -173,12 +183,29 @@ impl Workspace {
                     pass = None;
                     let staging = staging.as_ref().expect("staging sized for every recorded site");
                     encoder.copy_buffer_to_buffer(buffer, 0, staging, 4 * offset, 4 * floats);
-                    copies.push(SiteCopy { site: *site, width: *width, offset, before_interventions: false });
+                    copies.push(SiteCopy { site: *site, width: *width, offset, of: Copied::Values });
                     offset += floats;
                 }
             }
         }
         drop(pass);
+        if !summaries.is_empty() {
+            // After every site of the stage is kept, in one pass.
+            let mut open = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some("summaries"), timestamp_writes: None });
+            open.set_pipeline(&ctx.pipeline(Kernel::Summary));
+            for summary in &summaries {
+                open.set_bind_group(0, &summary.bind_group, &[]);
+                open.dispatch_workgroups(Op::Summary { width: summary.width }.workgroups(0, 0, 0), 1, 1);
+            }
+            drop(open);
+            let staging = staging.as_ref().expect("staging sized for every summary");
+            for summary in &summaries {
+                let floats = 2 * u64::from(summary.width);
+                encoder.copy_buffer_to_buffer(&summary.out, 0, staging, 4 * offset, 4 * floats);
+                copies.push(SiteCopy { site: summary.site, width: summary.width, offset, of: Copied::Summary });
+                offset += floats;
+            }
+        }
         if is_final {
             let staging = staging.as_ref().expect("the final stage always reads the logits");
             encoder.copy_buffer_to_buffer(&self.logits, 0, staging, 4 * offset, 4 * (rows * c.vocab_size) as u64);

@@ -26,6 +26,9 @@
 
 #[cfg(feature = "gpu")]
 mod gpu;
+mod kept;
+
+pub use kept::KeptRun;
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -139,6 +142,11 @@ pub struct Runner {
     last_pause: Cell<f64>,
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     on_backend: Box<dyn Fn(&Backend)>,
+    /// The last [`KeptRun`]'s id.
+    next_kept: Cell<u64>,
+    /// The latest run kept on the GPU ([`Runner::run_kept`]), by its id.
+    #[cfg(feature = "gpu")]
+    kept: RefCell<Option<(u64, crate::gpu::SavedRun)>>,
 }
 
 impl Runner {
@@ -176,6 +184,9 @@ impl Runner {
             gradient_timing: Cell::new(Timing::default()),
             last_pause: Cell::new(now_ms()),
             on_backend,
+            next_kept: Cell::new(0),
+            #[cfg(feature = "gpu")]
+            kept: RefCell::new(None),
         }
     }
 
@@ -234,6 +245,8 @@ impl Runner {
             }
         }
         *self.model.borrow_mut() = model;
+        #[cfg(feature = "gpu")]
+        self.kept.replace(None);
         self.timing.set(Timing::default());
         self.gradient_timing.set(Timing::default());
         Ok(())
