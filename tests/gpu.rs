@@ -7,7 +7,7 @@ mod common;
 
 use circuitscope::gpu::{Engine, GpuContext, Record, StageOutput};
 use circuitscope::model::{
-    forward, gated_gradients, gradients, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
+    forward, gated_gradients, gradients, ColumnSummary, Ablation, Gate, GateGradients, Intervention, Model, Objective, Recording, Site,
     SiteKind, GATEABLE,
 };
 use common::{assert_close, assert_golden_run, assert_same_run, golden_cases, read_expected, read_objective, read_safetensors, read_tokens, reference_run, VARIANTS};
@@ -398,7 +398,7 @@ fn the_released_shape_runs_256_tokens_within_webgpu_default_limits() {
     let config = circuitscope::model::Config::from_json(include_str!("../src/cli/released_shape.json")).unwrap();
     let model = Model::synthetic(config, 0.001, 5);
     let tokens: Vec<u32> = (0..256).map(|i| (i * 131 + 7) % 2048).collect();
-    let (logits, recording) = pollster::block_on(async {
+    let ((logits, recording), summaries, rows) = pollster::block_on(async {
         let ctx = GpuContext::with_limits(|l| {
             let web = wgpu::Limits::default();
             l.max_storage_buffer_binding_size = l.max_storage_buffer_binding_size.min(web.max_storage_buffer_binding_size);
@@ -407,11 +407,25 @@ fn the_released_shape_runs_256_tokens_within_webgpu_default_limits() {
         .await
         .unwrap();
         let mut gpu = Engine::new(ctx, &model).expect("the weights fit the WebGPU default limits");
-        gpu.forward(&tokens, &Record::All).await.expect("256 tokens with every site fit them")
+        let recorded = gpu.forward(&tokens, &Record::All).await.expect("256 tokens with every site fit them");
+        // The page's run: kept on the GPU, summarised layer by layer, a position's rows read.
+        let mut summaries = Vec::new();
+        let (_, saved) = gpu.forward_summarized(&tokens, None, &mut |_, mut sites| summaries.append(&mut sites)).await.expect("kept within them too");
+        let wanted: Vec<_> = summaries.iter().map(|(site, _)| (*site, 100..101)).collect();
+        let rows = gpu.read_kept_rows(&saved, &wanted).await.unwrap();
+        (recorded, summaries, rows)
     });
     let (expected, cpu_recording) = reference_run(&model, &tokens, &[]);
     assert_eq!(recording.len(), cpu_recording.len());
     assert_close("released shape logits", &logits, &expected);
+    assert_eq!(summaries.len(), recording.len());
+    for ((site, summary), ((_, acts), (_, row))) in summaries.iter().zip(recording.iter().zip(&rows)) {
+        let host = ColumnSummary::of(acts);
+        assert_eq!(summary.first_nonzero, host.first_nonzero, "{site}: first nonzero rows");
+        let close = summary.sum_sq.iter().zip(&host.sum_sq).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+        assert!(close, "{site}: sums of squares");
+        assert_eq!(row.data, acts.row(100), "{site}: row 100 read alone");
+    }
 }
 
 /// Switching models on one engine: a model over the adapter's limits is

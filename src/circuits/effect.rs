@@ -5,7 +5,7 @@
 //! the GPU.
 
 use super::Node;
-use crate::model::{forward, forward_with_interventions, Model, ModelError, Recording, Tensor};
+use crate::model::{forward, forward_with_interventions, summarize, Model, ModelError, Recording, Summaries, Tensor};
 
 /// The output effects are measured on.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -40,13 +40,16 @@ impl Objective {
 /// activation reaches the position through attention). In forward order, so
 /// batches of neighbouring candidates share their unablated first layers.
 pub fn candidates(recording: &Recording, position: usize) -> Vec<Node> {
-    let mut nodes = Vec::new();
-    for (site, acts) in recording.iter().filter(|(site, _)| Node::is_node_site(*site)) {
-        let rows = position.min(acts.rows.saturating_sub(1)) + 1;
-        let active = (0..acts.cols).filter(|&c| (0..rows.min(acts.rows)).any(|p| acts.row(p)[c] != 0.0));
-        nodes.extend(active.map(|channel| Node { site: *site, channel }));
-    }
-    nodes
+    candidates_in(&summarize(recording), position)
+}
+
+/// [`candidates`] from a run's summaries (a run kept on the GPU).
+pub fn candidates_in(summaries: &Summaries, position: usize) -> Vec<Node> {
+    summaries
+        .iter()
+        .filter(|(site, _)| Node::is_node_site(*site))
+        .flat_map(|(site, summary)| summary.active_up_to(position).map(|channel| Node { site: *site, channel }))
+        .collect()
 }
 
 /// The objective with each of `nodes` zero-ablated alone, on the CPU.

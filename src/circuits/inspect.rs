@@ -21,7 +21,23 @@ pub struct NodeDetails {
     pub outgoing: NodeWeights,
 }
 
-/// The details of `node` in the run `recording` (`None` if the run did not
+/// The sites [`inspect`] reads of a run for `node`: its own and, for a q,
+/// k or v channel, its layer's q and k (the head's pattern).
+pub fn inspected_sites(node: Node) -> Vec<Site> {
+    match node.site {
+        Site::Layer(l, kind @ (SiteKind::AttnQ | SiteKind::AttnK | SiteKind::AttnV)) => {
+            let mut sites = vec![Site::Layer(l, SiteKind::AttnQ), Site::Layer(l, SiteKind::AttnK)];
+            if kind == SiteKind::AttnV {
+                sites.push(node.site);
+            }
+            sites
+        }
+        site => vec![site],
+    }
+}
+
+/// The details of `node` in the run `recording` (at least its
+/// [`inspected_sites`], each `[T, width]`) (`None` if the run did not
 /// record its site).
 pub fn inspect(model: &Model, recording: &Recording, node: Node) -> Option<NodeDetails> {
     let acts = site_acts(recording, node.site)?;

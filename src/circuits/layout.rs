@@ -29,10 +29,10 @@ pub struct GraphView {
 
 impl GraphView {
     /// The `per_site` channels of largest |activation| at token `position` of
-    /// every node site in `recording` (zeros are never shown), and every edge
-    /// among them.
-    pub fn top_activations(model: &Model, recording: &Recording, position: usize, per_site: usize) -> GraphView {
-        GraphView::build(model, recording, position, |_, row| {
+    /// every node site in `at` (each site's values there, `[1, width]`:
+    /// `model::sites_at`; zeros are never shown), and every edge among them.
+    pub fn top_activations(model: &Model, at: &Recording, position: usize, per_site: usize) -> GraphView {
+        GraphView::build(model, at, position, |_, row| {
             let mut channels: Vec<usize> = (0..row.len()).filter(|&c| row[c] != 0.0).collect();
             channels.sort_by(|&a, &b| row[b].abs().total_cmp(&row[a].abs()).then(a.cmp(&b)));
             channels.truncate(per_site);
@@ -43,8 +43,8 @@ impl GraphView {
     /// The `per_site` nodes of largest |effect| of every node site (nodes
     /// without effect are never shown), coloured by their activation at
     /// `position`, and every edge among them.
-    pub fn top_effects(model: &Model, recording: &Recording, position: usize, per_site: usize, effects: &[(Node, f32)]) -> GraphView {
-        GraphView::build(model, recording, position, |site, _| {
+    pub fn top_effects(model: &Model, at: &Recording, position: usize, per_site: usize, effects: &[(Node, f32)]) -> GraphView {
+        GraphView::build(model, at, position, |site, _| {
             let mut ranked: Vec<(usize, f32)> =
                 effects.iter().filter(|(n, e)| n.site == site && *e != 0.0).map(|(n, e)| (n.channel, *e)).collect();
             ranked.sort_by(|a, b| b.1.abs().total_cmp(&a.1.abs()).then(a.0.cmp(&b.0)));
@@ -55,27 +55,24 @@ impl GraphView {
 
     /// Exactly `nodes` (a circuit), coloured by their activation at
     /// `position`, and every edge among them.
-    pub fn of_nodes(model: &Model, recording: &Recording, position: usize, nodes: &[Node]) -> GraphView {
-        GraphView::build(model, recording, position, |site, _| {
+    pub fn of_nodes(model: &Model, at: &Recording, position: usize, nodes: &[Node]) -> GraphView {
+        GraphView::build(model, at, position, |site, _| {
             nodes.iter().filter(|n| n.site == site).map(|n| (n.channel, None)).collect()
         })
     }
 
-    /// One column per node site; `choose(site, activations at position)`
+    /// One column per node site of `at`; `choose(site, activations at position)`
     /// gives the channels shown there, in rank order, with their effects.
     fn build(
         model: &Model,
-        recording: &Recording,
+        at: &Recording,
         position: usize,
         choose: impl Fn(Site, &[f32]) -> Vec<(usize, Option<f32>)>,
     ) -> GraphView {
         let mut columns = Vec::new();
         let mut nodes = Vec::new();
-        for (site, acts) in recording.iter().filter(|(site, _)| Node::is_node_site(*site)) {
-            if position >= acts.rows {
-                continue;
-            }
-            let row = acts.row(position);
+        for (site, acts) in at.iter().filter(|(site, acts)| Node::is_node_site(*site) && acts.rows > 0) {
+            let row = acts.row(0);
             let column = columns.len();
             columns.push(*site);
             let mut chosen = choose(*site, row);
@@ -119,11 +116,13 @@ impl GraphView {
 mod tests {
     use super::*;
     use crate::circuits::test_run;
+    use crate::model::sites_at;
 
     #[test]
     fn shows_the_largest_nonzero_activations_and_their_edges() {
         let (model, recording, _) = test_run(r#""n_layer": 2, "afrac": 0.25"#, 0.3, 9, &[1, 5, 7]);
-        let view = GraphView::top_activations(&model, &recording, 2, 3);
+        let at = sites_at(&recording, 2);
+        let view = GraphView::top_activations(&model, &at, 2, 3);
         assert_eq!(view.columns.len(), 2 * 8, "8 node sites per layer");
         for placed in &view.nodes {
             assert!(placed.row < 3 && placed.activation != 0.0);
@@ -139,7 +138,7 @@ mod tests {
 
         // A circuit's view holds exactly its nodes.
         let circuit: Vec<Node> = view.nodes.iter().step_by(2).map(|n| n.node).collect();
-        let shown = GraphView::of_nodes(&model, &recording, 2, &circuit);
+        let shown = GraphView::of_nodes(&model, &at, 2, &circuit);
         let mut nodes: Vec<Node> = shown.nodes.iter().map(|n| n.node).collect();
         nodes.sort();
         let mut expected = circuit.clone();

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use crate::circuits::{candidates, measure_effects, EdgeKind, GraphView, Objective};
-use crate::model::{forward, parse_token_list, top_predictions, Model, Recording};
+use crate::model::{forward, parse_token_list, sites_at, top_predictions, Model, Recording};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Rank {
@@ -56,13 +56,14 @@ pub fn run(args: &GraphArgs) -> Result<(), String> {
     let objective = Objective { position, target, contrast: args.contrast };
     objective.check(tokens.len(), model.config.vocab_size)?;
     let mut effects = Vec::new();
+    let at = sites_at(&recording, position);
     let view = match args.rank {
-        Rank::Activation => GraphView::top_activations(&model, &recording, position, args.per_site),
+        Rank::Activation => GraphView::top_activations(&model, &at, position, args.per_site),
         Rank::Effect => {
             let nodes = candidates(&recording, position);
             let measured = measure_effects(&model, &tokens, &nodes, &objective).map_err(|e| e.to_string())?;
             effects = nodes.into_iter().zip(measured).collect();
-            GraphView::top_effects(&model, &recording, position, args.per_site, &effects)
+            GraphView::top_effects(&model, &at, position, args.per_site, &effects)
         }
     };
     if args.json {

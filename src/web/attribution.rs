@@ -60,7 +60,7 @@ impl Page {
     /// again), every candidate's attribution, then the shown nodes measured.
     async fn attribute_and_confirm(self, runner: &Runner, run: &Run, objective: Objective, still_wanted: &dyn Fn() -> bool) -> Result<(), String> {
         let tokens = &run.tokens;
-        let gradients = runner.gradients_of_run(&run.logits, &run.recording, &objective.differentiated()).await?;
+        let gradients = runner.gradients_of_kept(&run.kept, &run.logits, &objective.differentiated()).await?;
         let attribution = Attribution::of(gradients, &objective, AblationKind::Zero, None).map_err(|e| e.to_string())?;
         if !still_wanted() {
             return Ok(());

@@ -11,7 +11,7 @@ use leptos::task::spawn_local;
 use super::attribution::AttributionAgreement;
 use super::page::{use_page, Effects, Page};
 use super::summary::token_text;
-use crate::circuits::{candidates, Node, Objective, Ranking};
+use crate::circuits::{candidates_in, Node, Objective, Ranking};
 use crate::model::{Intervention, Tensor};
 use crate::platform::{now_ms, sleep};
 use crate::runner::{Place, Runner};
@@ -129,7 +129,7 @@ impl Page {
                         self.measuring.set(Some((done, total)));
                     }
                 };
-                let nodes = candidates(&run.recording, wanted.position);
+                let nodes = candidates_in(&run.summaries, wanted.position);
                 let result = measure(&runner, (&run.tokens, &run.logits), nodes, wanted, budget, &progress, &still_wanted).await;
                 if !still_wanted() {
                     return;

@@ -3,6 +3,7 @@
 //! safetensors; each handed to the browser as a download.
 
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use super::graph_paint::{canvas_size, paint_graph, Painter, Segment};
@@ -106,11 +107,17 @@ pub fn ExportBar() -> impl IntoView {
         }
     };
     let export_run = move |_| {
-        let Some(run) = run.get_untracked() else { return };
-        let bytes = activations_safetensors(&run.logits, &run.recording);
-        if let Err(message) = download("activations.safetensors", &bytes, "application/octet-stream") {
-            error.set(Some(message));
-        }
+        let (Some(run), Some(runner)) = (run.get_untracked(), page.runner()) else { return };
+        // Every site, read back (from the GPU) for this alone.
+        spawn_local(async move {
+            let saved = runner.read_all_kept(&run.kept).await.and_then(|recording| {
+                let bytes = activations_safetensors(&run.logits, &recording);
+                download("activations.safetensors", &bytes, "application/octet-stream")
+            });
+            if let Err(message) = saved {
+                error.set(Some(message));
+            }
+        });
     };
     view! {
         <div class="export-bar">

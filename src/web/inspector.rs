@@ -7,19 +7,42 @@ use std::sync::Arc;
 
 use leptos::html::Canvas;
 use leptos::prelude::*;
+use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use web_sys::CanvasRenderingContext2d;
 
 use super::graph_paint::{effect_text, signed_colour};
 use super::page::{use_page, Page};
 use super::summary::token_text;
-use crate::circuits::{inspect, AblationKind, EdgeKind, Node, NodeDetails};
+use crate::circuits::{inspect, inspected_sites, AblationKind, EdgeKind, Node, NodeDetails};
 use crate::model::{Config, Tensor};
 
 /// Weights listed per direction before "and N more".
 const WEIGHTS_LISTED: usize = 12;
 /// Largest attention pattern cell, in canvas pixels.
 const CELL: f64 = 12.0;
+
+impl Page {
+    /// Reads the selected node's sites of the run (its row over the prompt
+    /// and, for q, k and v, its head's queries and keys) whenever the node
+    /// or the run changes; a newer selection makes an older read give up.
+    pub fn inspect_on_change(self) {
+        Effect::new(move |_| {
+            let (Some(node), Some(run)) = (self.selected.get(), self.run.get()) else { return self.inspected.set(None) };
+            let (Some(model), Some(runner)) = (self.model(), self.runner()) else { return };
+            spawn_local(async move {
+                let wanted: Vec<_> = inspected_sites(node).into_iter().map(|site| (site, 0..run.tokens.len())).collect();
+                let outcome = runner.read_kept(&run.kept, &wanted).await;
+                let current = self.selected.get_untracked() == Some(node) && self.run.with_untracked(|r| r.as_ref().is_some_and(|r| Arc::ptr_eq(r, &run)));
+                match outcome {
+                    Ok(sites) if current => self.inspected.set(inspect(&model, &sites, node).map(Arc::new)),
+                    Ok(_) => {}
+                    Err(message) => self.error.set(Some(message)),
+                }
+            });
+        });
+    }
+}
 
 /// The selected node, if it is in the graph.
 #[component]
@@ -32,8 +55,7 @@ pub fn NodeInspector() -> impl IntoView {
     });
     let details = Memo::new(move |_| {
         let node = page.selected.get()?;
-        let model = page.model()?;
-        page.run.with(|r| inspect(&model, &r.as_ref()?.recording, node))
+        page.inspected.with(|d| d.as_deref().filter(|d| d.node == node).cloned())
     });
     move || {
         let i = page.selected_index()?;

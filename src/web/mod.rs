@@ -48,6 +48,8 @@ pub fn start() {
 fn App() -> impl IntoView {
     let page = Page::new();
     provide_context(page);
+    page.read_position_on_change();
+    page.inspect_on_change();
     page.rerun_ablations_on_change();
     page.measure_effects_on_change();
     page.attribute_on_change();

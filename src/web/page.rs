@@ -3,7 +3,8 @@
 //! signals, shared with every component through Leptos' context
 //! ([`use_page`]); the GPU stays outside the signals, in the runner. What the
 //! page does to this state lives next to it: `open.rs` (loading a model),
-//! `run.rs` (runs, ablations, links), `effects.rs` (ranking by effect),
+//! `run.rs` (runs, what the page reads of them, ablations, links),
+//! `effects.rs` (ranking by effect),
 //! `circuits.rs` (the circuit search).
 
 use std::rc::Rc;
@@ -14,11 +15,11 @@ use leptos::prelude::*;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, Objective, PruneProgress, Ranking, SearchProgress, Shown, SiteMeans, Tour, View,
-    ViewLink, Zoom,
+    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
+    SiteMeans, Tour, View, ViewLink, Zoom,
 };
-use crate::model::{Model, Prediction, Recording, Tensor, Tokenizer};
-use crate::runner::{Backend, Place, Runner};
+use crate::model::{Model, Prediction, Recording, Summaries, Tensor, Tokenizer};
+use crate::runner::{Backend, KeptRun, Place, Runner};
 use crate::tasks::TaskChoice;
 
 /// A model that opened, and everything that came with it: replaced whole.
@@ -45,14 +46,25 @@ impl Opened {
     }
 }
 
-/// A finished run of a prompt.
+/// A finished run of a prompt. Its sites stay where they were computed
+/// (on the GPU, when it ran there): the page reads back what it shows.
 pub struct Run {
     pub prompt: String,
     pub tokens: Vec<u32>,
     /// `[T, vocab]`
     pub logits: Arc<Tensor>,
-    /// Every site, each `[T, width]`.
-    pub recording: Arc<Recording>,
+    pub kept: KeptRun,
+    /// Every site, summarised per channel: the layers' rows, the candidate
+    /// nodes at a position.
+    pub summaries: Arc<Summaries>,
+}
+
+/// A run's values at one position: every node site's `[1, width]`, what
+/// the graph draws.
+pub struct RunAt {
+    pub run: Arc<Run>,
+    pub position: usize,
+    pub sites: Recording,
 }
 
 /// The last run again with nodes ablated at every position.
@@ -152,6 +164,10 @@ pub struct Page {
     /// Mean activations over the sample prompts, for mean ablation.
     pub means: RwSignal<Option<Arc<SiteMeans>>>,
     pub run: RwSignal<Option<Arc<Run>>>,
+    /// The run's values at the position shown, once read.
+    pub at: RwSignal<Option<Arc<RunAt>>>,
+    /// The selected node's details in the run, once read.
+    pub inspected: RwSignal<Option<Arc<NodeDetails>>>,
     /// The layers of the run under way, as they arrive.
     pub layers: RwSignal<Vec<LayerSummary>>,
     pub view: RwSignal<View>,
@@ -221,6 +237,7 @@ impl Page {
         let opened = RwSignal::new(None::<Arc<Opened>>);
         let circuits = RwSignal::new(Vec::<Arc<LoadedCircuit>>::new());
         let run = RwSignal::new(None::<Arc<Run>>);
+        let at = RwSignal::new(None::<Arc<RunAt>>);
         let view = RwSignal::new(View::default());
         let ablated = RwSignal::new(None::<Arc<Ablated>>);
         let effects = RwSignal::new(None::<Arc<Effects>>);
@@ -249,7 +266,10 @@ impl Page {
         let graph = Memo::new(move |_| {
             let model = opened.with(|o| o.as_ref().map(|o| o.model.clone()))?;
             let run = run.get()?;
-            let (at, recording) = (position.get(), &run.recording);
+            // The values at the position last read: the graph stays until the next arrive.
+            let at = at.get().filter(|a| Arc::ptr_eq(&a.run, &run))?;
+            let recording = &at.sites;
+            let at = at.position;
             let nodes = shown.with(|shown| match shown {
                 Shown::Ranked => None,
                 Shown::Nodes(nodes) => Some(nodes.clone()),
@@ -282,6 +302,8 @@ impl Page {
             circuits,
             means: RwSignal::new(None),
             run,
+            at,
+            inspected: RwSignal::new(None),
             layers: RwSignal::new(Vec::new()),
             view,
             ablated,

@@ -1,16 +1,18 @@
 //! Runs in the page: a prompt (typed, a task's, a link's or a tour step's)
-//! with every layer shown as it arrives, and the same prompt again with the
-//! view's ablations whenever they change. Every pass goes through the runner.
+//! with every layer shown as it arrives, its values at the position shown
+//! read back for the graph, and the same prompt again with the view's
+//! ablations whenever they change. Every pass goes through the runner.
 
 use std::sync::Arc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 
-use super::page::{Ablated, Page, Run};
+use super::page::{Ablated, Page, Run, RunAt};
 use super::summary::{encode_prompt, layer_summary};
-use crate::circuits::{AblationKind, LoadedCircuit, View, ViewLink};
-use crate::model::{Intervention, Model, Record, Recording, Tokenizer};
+use crate::circuits::{AblationKind, LoadedCircuit, Node, View, ViewLink};
+use crate::model::{Intervention, Model, Record, Site, Summaries, Tokenizer};
+use crate::runner::Runner;
 
 impl Page {
     /// Runs `text` on the model shown, then shows `then` on the run (a
@@ -21,6 +23,7 @@ impl Page {
             return;
         }
         self.run.set(None);
+        self.at.set(None);
         self.layers.set(Vec::new());
         self.effects.set(None);
         self.attributed.set(None);
@@ -35,25 +38,58 @@ impl Page {
         self.running.set(true);
         spawn_local(async move {
             let layers = self.layers;
-            let on_layer = &mut |layer: usize, sites: &Recording| {
-                layers.update(|rows| {
-                    rows.retain(|row| row.layer < layer);
-                    rows.push(layer_summary(layer, sites));
-                })
-            };
-            match runner.run(&tokens, &[], &Record::All, on_layer).await {
-                Ok((logits, recording)) => {
-                    // The view before the run: effects are measured for the view's output.
-                    if let Some(view) = then {
-                        self.view.set(view);
-                    }
-                    let run = Run { prompt: text, tokens, logits: Arc::new(logits), recording: Arc::new(recording) };
-                    self.run.set(Some(Arc::new(run)));
+            let n_layer = model.config.n_layer;
+            let on_layer = &mut |layer: usize, sites: &Summaries| {
+                if layer < n_layer {
+                    layers.update(|rows| {
+                        rows.retain(|row| row.layer < layer);
+                        rows.push(layer_summary(layer, sites));
+                    })
                 }
-                Err(message) => self.error.set(Some(message)),
+            };
+            let outcome = async {
+                let (logits, kept, summaries) = runner.run_kept(&tokens, on_layer).await?;
+                let run = Arc::new(Run { prompt: text, tokens, logits: Arc::new(logits), kept, summaries: Arc::new(summaries) });
+                // The graph comes with the run: its position's values first.
+                let position = match &then {
+                    Some(view) => view.at(run.tokens.len()),
+                    None => self.view.with_untracked(|v| v.at(run.tokens.len())),
+                };
+                let at = read_at(&runner, &run, position).await?;
+                self.at.set(Some(Arc::new(at)));
+                // The view before the run: effects are measured for the view's output.
+                if let Some(view) = then {
+                    self.view.set(view);
+                }
+                self.run.set(Some(run));
+                Ok::<_, String>(())
+            };
+            if let Err(message) = outcome.await {
+                self.error.set(Some(message));
             }
             self.running.set(false);
             self.runs.update(|n| *n += 1);
+        });
+    }
+
+    /// Reads the run's values at the position shown whenever it changes
+    /// (the graph draws them); a newer position makes an older read give up.
+    pub fn read_position_on_change(self) {
+        Effect::new(move |_| {
+            let (Some(run), position) = (self.run.get(), self.position.get()) else { return };
+            if self.at.with_untracked(|a| a.as_ref().is_some_and(|a| Arc::ptr_eq(&a.run, &run) && a.position == position)) {
+                return;
+            }
+            let Some(runner) = self.runner() else { return };
+            spawn_local(async move {
+                let outcome = read_at(&runner, &run, position).await;
+                let current = self.position.get_untracked() == position && self.run.with_untracked(|r| r.as_ref().is_some_and(|r| Arc::ptr_eq(r, &run)));
+                match outcome {
+                    Ok(at) if current => self.at.set(Some(Arc::new(at))),
+                    Ok(_) => {}
+                    Err(message) => self.error.set(Some(message)),
+                }
+            });
         });
     }
 
@@ -120,4 +156,12 @@ pub(super) fn check_link(link: &ViewLink, model: &Model, tokenizer: Option<&Toke
     let seq_len = tokens.as_ref().map_or(usize::MAX, Vec::len);
     link.check(model, seq_len, circuits).map_err(|e| e.to_string())?;
     tokens.map(|_| ())
+}
+
+/// Every node site's values of `run` at `position` (`[1, width]` each).
+async fn read_at(runner: &Runner, run: &Arc<Run>, position: usize) -> Result<RunAt, String> {
+    let wanted: Vec<(Site, std::ops::Range<usize>)> =
+        run.summaries.iter().filter(|(site, _)| Node::is_node_site(*site)).map(|(site, _)| (*site, position..position + 1)).collect();
+    let sites = runner.read_kept(&run.kept, &wanted).await?;
+    Ok(RunAt { run: run.clone(), position, sites })
 }

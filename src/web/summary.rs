@@ -1,4 +1,4 @@
-use crate::model::{check_tokens, parse_token_list, top_predictions, Model, Prediction, Site, Tensor, Tokenizer};
+use crate::model::{check_tokens, parse_token_list, top_predictions, ColumnSummary, Model, Prediction, Site, Tensor, Tokenizer};
 
 /// One layer's row in the page: plain data, cheap to clone.
 #[derive(Clone, Debug, PartialEq)]
@@ -71,11 +71,11 @@ pub fn token_text(tokenizer: Option<&Tokenizer>, id: u32) -> String {
 }
 
 /// The summary of one layer's recorded sites.
-pub fn layer_summary<'a>(layer: usize, sites: impl IntoIterator<Item = &'a (Site, Tensor)>) -> LayerSummary {
+pub fn layer_summary<'a>(layer: usize, sites: impl IntoIterator<Item = &'a (Site, ColumnSummary)>) -> LayerSummary {
     let site_norms = sites
         .into_iter()
-        .filter_map(|(site, acts)| match site {
-            Site::Layer(l, kind) if *l == layer => Some((kind.suffix().to_string(), acts.rms())),
+        .filter_map(|(site, summary)| match site {
+            Site::Layer(l, kind) if *l == layer => Some((kind.suffix().to_string(), summary.rms())),
             _ => None,
         })
         .collect();

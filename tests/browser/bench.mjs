@@ -19,6 +19,10 @@
 // from the progress line and then cancelled, or with BENCH_PRUNE_WHOLE=1 the
 // whole run to its circuit;
 // BENCH_PRUNE_TASKS=a,b picks the bundled model's tasks.
+// BENCH_ONLY=released measures only the released 0.4B shape's 256-token
+// runs (to the first and last layer) and the memory after them, each build
+// (this one and BENCH_BASELINE's) in a browser of its own, BENCH_ROUNDS
+// rounds in turns.
 // `make bench-page` builds the page and the CLI first.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -44,7 +48,7 @@ const ms = (x) => `${x.toFixed(1)} ms`;
 // measured effect, each in a fresh context (nothing cached but the HTTP
 // cache). BENCH_BASELINE=<another build's dist> measures that build too, in
 // turns with this one, for an old/new comparison in the same run.
-const OPENS = 5;
+const OPENS = process.env.BENCH_ONLY === 'released' ? 0 : 5;
 const builds = [['this build', server]];
 if (process.env.BENCH_BASELINE) builds.push(['baseline', await serveStatic(path.resolve(process.env.BENCH_BASELINE))]);
 const opens = new Map(builds.map(([name]) => [name, []]));
@@ -73,8 +77,8 @@ for (let i = 0; i < OPENS; i++) {
     await context.close();
   }
 }
-console.log('| measure | median |\n|---|---|');
-for (const [name, list] of opens) {
+if (OPENS > 0) console.log('| measure | median |\n|---|---|');
+for (const [name, list] of OPENS > 0 ? opens : []) {
   const label = builds.length > 1 ? ` (${name})` : '';
   console.log(`| Opening the page${label}: navigation to the first prediction | ${ms(median(list.map((o) => o.prediction)))} |`);
   console.log(`| Opening the page${label}: navigation to the first circuit graph | ${ms(median(list.map((o) => o.graph)))} |`);
@@ -86,6 +90,101 @@ for (const [name, list] of opens) {
 if (process.env.BENCH_ONLY === 'open') {
   await browser.close();
   for (const [, served] of builds) served.close();
+  process.exit(0);
+}
+
+// Resident size in MB of Chromium's renderer (the tab: wasm and JS) or GPU
+// process (the device's buffers): the largest such process.
+const rss = (type) =>
+  Math.max(...execFileSync('ps', ['-eo', 'rss,args']).toString().split('\n').filter((l) => l.includes(`--type=${type}`)).map((l) => Number(l.trim().split(' ')[0]) / 1024));
+
+// The longest prefix of some Python source that the tokenizer in `model`
+// makes at most `tokens` tokens, and its length in tokens.
+const promptOf = (model, tokens) => {
+  const source = fs.readFileSync(path.join(root, 'src/tasks/corpus.rs'), 'utf8');
+  const count = (text) => JSON.parse(execFileSync(cli, ['tokenize', '--tokenizer', model, '--text', text, '--json'])).ids.length;
+  let [lo, hi] = [0, 4000];
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    if (count(source.slice(0, mid)) <= tokens) lo = mid; else hi = mid - 1;
+  }
+  return { prompt: source.slice(0, lo), tokens: count(source.slice(0, lo)) };
+};
+
+if (process.env.BENCH_ONLY === 'released') {
+  // The released shape alone: each build (and BENCH_BASELINE's) in a browser
+  // of its own, in turns: load the converted model from a URL, run a
+  // 256-token prompt RELEASED_RUNS times, then read the processes' memory.
+  await browser.close();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-released-'));
+  const shapeFile = path.join(root, 'src/cli/released_shape.json');
+  const large = path.join(dir, 'large');
+  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', large]);
+  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  const largeServer = await serveStatic(large, { cors: true });
+  const { prompt, tokens } = promptOf(large, 256);
+  const RELEASED_RUNS = 5;
+  const results = new Map(builds.map(([name]) => [name, { first: [], last: [], renderer: [], gpu: [] }]));
+  for (let round = 0; round < Number(process.env.BENCH_ROUNDS ?? 1); round++) {
+    for (const [name, served] of builds) {
+      const own = await chromium.launch({ executablePath: chrome, args: ['--no-sandbox', '--enable-unsafe-webgpu'] });
+      const tab = await own.newPage({ viewport: { width: 1600, height: 1000 } });
+      await tab.goto(served.url);
+      await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+      // Ranked by activation: an attribution after each run would hold the GPU.
+      await tab.getByTestId('rank-by').selectOption('activation');
+      await tab.getByTestId('model-url').fill(largeServer.url);
+      await tab.getByTestId('load-url').click();
+      await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+      await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
+      await tab.getByTestId('prompt-input').fill(prompt);
+      const r = results.get(name);
+      for (let i = 0; i < RELEASED_RUNS; i++) {
+        const t = await tab.evaluate(async () => {
+          const main = document.querySelector('main');
+          const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
+          const runs = Number(main.dataset.runs);
+          const times = { first: null, last: null };
+          let cleared = false;
+          const t0 = performance.now();
+          const look = () => {
+            const now = performance.now() - t0;
+            if (!cleared && rows() === 0) cleared = true;
+            if (cleared && times.first === null && rows() >= 1) times.first = now;
+            if (times.last === null && Number(main.dataset.runs) > runs) times.last = now;
+          };
+          const observer = new MutationObserver(look);
+          observer.observe(document.body, { childList: true, subtree: true, attributes: true });
+          document.querySelector('[data-testid=run-button]').click();
+          await new Promise((resolve) => {
+            const wait = () => (times.last !== null ? resolve() : setTimeout(wait, 2));
+            wait();
+          });
+          observer.disconnect();
+          return times;
+        });
+        r.first.push(t.first);
+        r.last.push(t.last);
+        console.error(`${name}: run ${i + 1}: first layer ${ms(t.first)}, last ${ms(t.last)}`);
+      }
+      // The graph of the last run drawn, then memory.
+      await tab.locator('[data-testid=circuit-canvas][data-nodes]:not([data-nodes="0"])').waitFor({ timeout: 120_000 });
+      r.renderer.push(rss('renderer'));
+      r.gpu.push(rss('gpu-process'));
+      await own.close();
+    }
+  }
+  largeServer.close();
+  for (const [, served] of builds) served.close();
+  console.log(`Released 0.4B shape, ${tokens}-token prompt, ${RELEASED_RUNS} runs per build and round`);
+  console.log('| measure | ' + builds.map(([name]) => name).join(' | ') + ' |');
+  console.log('|---|' + builds.map(() => '---|').join(''));
+  const row = (label, key, format) => console.log(`| ${label} | ${builds.map(([name]) => format(median(results.get(name)[key]))).join(' | ')} |`);
+  row('Run to the first layer on the page', 'first', ms);
+  row('Run to the last layer and the predictions', 'last', ms);
+  row('Renderer resident memory after the runs', 'renderer', (x) => `${x.toFixed(0)} MB`);
+  row('GPU process resident memory after the runs', 'gpu', (x) => `${x.toFixed(0)} MB`);
   process.exit(0);
 }
 
@@ -332,15 +431,7 @@ for (let i = 0; i < 3; i++) {
 }
 await page.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
 // 256 tokens: the longest prefix of some Python source that is no longer.
-const source = fs.readFileSync(path.join(root, 'src/tasks/corpus.rs'), 'utf8');
-const count = (text) => JSON.parse(execFileSync(cli, ['tokenize', '--tokenizer', large, '--text', text, '--json'])).ids.length;
-let [lo, hi] = [0, 4000];
-while (lo < hi) {
-  const mid = Math.ceil((lo + hi) / 2);
-  if (count(source.slice(0, mid)) <= 256) lo = mid; else hi = mid - 1;
-}
-const prompt = source.slice(0, lo);
-const promptTokens = count(prompt);
+const { prompt, tokens: promptTokens } = promptOf(large, 256);
 await page.getByTestId('prompt-input').fill(prompt);
 // The runs alone (an attribution under way would hold the GPU: the ranking
 // is still by activation, as the canvas above left it; its control shows
@@ -352,10 +443,7 @@ await page.getByTestId('rank-by').selectOption('attribution');
 await page.locator('[data-testid=ranking][data-confirmed]').waitFor({ state: 'attached', timeout: 600_000 });
 const largeAttributed = [];
 for (let i = 0; i < 3; i++) largeAttributed.push(await timeRun('confirmed'));
-// Memory: resident size of Chromium's renderer (the tab: wasm and JS) and
-// GPU process (the device's buffers) after the runs.
-const rss = (type) =>
-  Math.max(...execFileSync('ps', ['-eo', 'rss,args']).toString().split('\n').filter((l) => l.includes(`--type=${type}`)).map((l) => Number(l.trim().split(' ')[0]) / 1024));
+// Memory after the runs.
 const memory = { renderer: rss('renderer'), gpu: rss('gpu-process') };
 
 // The checkpoint picked in a fresh tab, converted as it is read.
