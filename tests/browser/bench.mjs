@@ -111,6 +111,40 @@ const promptOf = (model, tokens) => {
   return { prompt: source.slice(0, lo), tokens: count(source.slice(0, lo)) };
 };
 
+// One run of the prompt in `tab`'s box, timed from the click in the page itself,
+// until `until`: the run's end (`last`), the graph ranked by attribution
+// (`attributed`), its nodes confirmed (`confirmed`), or ranked by measured
+// effect (`effects`).
+const timeRunIn = (tab, until) =>
+  tab.evaluate(async (until) => {
+    const main = document.querySelector('main');
+    const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
+    const ranking = () => document.querySelector('[data-testid=ranking]')?.dataset ?? {};
+    const runs = Number(main.dataset.runs);
+    const times = { first: null, last: null, attributed: null, confirmed: null, effects: null };
+    let cleared = false;
+    const t0 = performance.now();
+    const look = () => {
+      const now = performance.now() - t0;
+      if (!cleared && rows() === 0) cleared = true;
+      if (cleared && times.first === null && rows() >= 1) times.first = now;
+      if (times.last === null && Number(main.dataset.runs) > runs) times.last = now;
+      if (times.last === null) return;
+      if (times.attributed === null && ranking().attributed) times.attributed = now;
+      if (times.confirmed === null && ranking().confirmed) times.confirmed = now;
+      if (times.effects === null && ranking().measured) times.effects = now;
+    };
+    const observer = new MutationObserver(look);
+    observer.observe(document.body, { childList: true, subtree: true, attributes: true });
+    document.querySelector('[data-testid=run-button]').click();
+    await new Promise((resolve) => {
+      const wait = () => (times[until] !== null ? resolve() : setTimeout(wait, 2));
+      wait();
+    });
+    observer.disconnect();
+    return times;
+  }, until);
+
 if (process.env.BENCH_ONLY === 'released') {
   // The released shape alone: each build (and BENCH_BASELINE's) in a browser
   // of its own, in turns: load the converted model from a URL, run a
@@ -141,29 +175,7 @@ if (process.env.BENCH_ONLY === 'released') {
       await tab.getByTestId('prompt-input').fill(prompt);
       const r = results.get(name);
       for (let i = 0; i < RELEASED_RUNS; i++) {
-        const t = await tab.evaluate(async () => {
-          const main = document.querySelector('main');
-          const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
-          const runs = Number(main.dataset.runs);
-          const times = { first: null, last: null };
-          let cleared = false;
-          const t0 = performance.now();
-          const look = () => {
-            const now = performance.now() - t0;
-            if (!cleared && rows() === 0) cleared = true;
-            if (cleared && times.first === null && rows() >= 1) times.first = now;
-            if (times.last === null && Number(main.dataset.runs) > runs) times.last = now;
-          };
-          const observer = new MutationObserver(look);
-          observer.observe(document.body, { childList: true, subtree: true, attributes: true });
-          document.querySelector('[data-testid=run-button]').click();
-          await new Promise((resolve) => {
-            const wait = () => (times.last !== null ? resolve() : setTimeout(wait, 2));
-            wait();
-          });
-          observer.disconnect();
-          return times;
-        });
+        const t = await timeRunIn(tab, 'last');
         r.first.push(t.first);
         r.last.push(t.last);
         console.error(`${name}: run ${i + 1}: first layer ${ms(t.first)}, last ${ms(t.last)}`);
@@ -290,39 +302,7 @@ if (process.env.BENCH_ONLY === 'prune') {
   process.exit(0);
 }
 
-// One run of the prompt in the box, timed from the click in the page itself,
-// until `until`: the run's end (`last`), the graph ranked by attribution
-// (`attributed`), its nodes confirmed (`confirmed`), or ranked by measured
-// effect (`effects`).
-const timeRun = (until) =>
-  page.evaluate(async (until) => {
-    const main = document.querySelector('main');
-    const rows = () => document.querySelectorAll('[data-testid=layer-row]').length;
-    const ranking = () => document.querySelector('[data-testid=ranking]')?.dataset ?? {};
-    const runs = Number(main.dataset.runs);
-    const times = { first: null, last: null, attributed: null, confirmed: null, effects: null };
-    let cleared = false;
-    const t0 = performance.now();
-    const look = () => {
-      const now = performance.now() - t0;
-      if (!cleared && rows() === 0) cleared = true;
-      if (cleared && times.first === null && rows() >= 1) times.first = now;
-      if (times.last === null && Number(main.dataset.runs) > runs) times.last = now;
-      if (times.last === null) return;
-      if (times.attributed === null && ranking().attributed) times.attributed = now;
-      if (times.confirmed === null && ranking().confirmed) times.confirmed = now;
-      if (times.effects === null && ranking().measured) times.effects = now;
-    };
-    const observer = new MutationObserver(look);
-    observer.observe(document.body, { childList: true, subtree: true, attributes: true });
-    document.querySelector('[data-testid=run-button]').click();
-    await new Promise((resolve) => {
-      const wait = () => (times[until] !== null ? resolve() : setTimeout(wait, 2));
-      wait();
-    });
-    observer.disconnect();
-    return times;
-  }, until);
+const timeRun = (until) => timeRunIn(page, until);
 
 const runs = [];
 for (let i = 0; i < RUNS; i++) runs.push(await timeRun('confirmed'));
