@@ -6,7 +6,8 @@
 // One workgroup of QUERIES invocations per (head, sequence, tile of QUERIES
 // query rows), one invocation per query. The tile's keys and values pass
 // through workgroup memory KEYS at a time, loaded once by the whole
-// workgroup and read by every query from there. D_HEAD and KEYS are set when
+// workgroup and read by every query from there. D_HEAD, KEYS and QUERIES
+// (kernels.rs, ATTENTION_QUERIES, which sizes the dispatch) are set when
 // the pipeline is built (2 * KEYS * D_HEAD floats of workgroup memory).
 // The last query tiles, with the most keys, get the lowest workgroup ids.
 //
@@ -20,7 +21,7 @@
 const D_HEAD: u32 = {{D_HEAD}}u;
 const D4: u32 = {{D4}}u;
 const KEYS: u32 = {{KEYS}}u;
-const QUERIES: u32 = 64u;
+const QUERIES: u32 = {{QUERIES}}u;
 
 struct Params {
     rows: u32,

@@ -92,7 +92,8 @@ impl Kernel {
                 &ATTENTION
                     .replace("{{D_HEAD}}", &d_head.to_string())
                     .replace("{{D4}}", &d_head.div_ceil(4).to_string())
-                    .replace("{{KEYS}}", &attention_keys(d_head).to_string()),
+                    .replace("{{KEYS}}", &attention_keys(d_head).to_string())
+                    .replace("{{QUERIES}}", &ATTENTION_QUERIES.to_string()),
                 d_head,
             ),
             Kernel::AttentionBackwardQueries { d_head } | Kernel::AttentionBackwardKeys { d_head } => {
