@@ -238,6 +238,26 @@ fn a_run_kept_on_the_gpu_reads_back_what_a_recorded_run_hands_over() {
     }
 }
 
+/// A batch that is to give way stops before its next stage with
+/// `GaveWay`, and the engine runs as before after it; not asked to, it is
+/// the batch `run` makes.
+#[test]
+fn a_batch_giving_way_stops_and_leaves_the_engine_as_it_was() {
+    let dir = common::golden_dir().join("paper_rms_topk_sink");
+    let model = Model::load_dir(&dir).unwrap();
+    let tokens = read_tokens(&dir);
+    let mut gpu = engine(&model);
+    let variants = vec![vec![], vec![Intervention { site: Site::Layer(1, SiteKind::MlpPostAct), positions: vec![], channels: vec![3], ablation: Ablation::Zero }]];
+    let expected = pollster::block_on(gpu.run(&tokens, &variants, &Record::LogitsOnly, &mut |_| {})).unwrap();
+    let give_way = std::cell::Cell::new(true);
+    let stopped = pollster::block_on(gpu.run_giving_way(&tokens, &variants, &give_way));
+    assert_eq!(stopped.unwrap_err(), circuitscope::gpu::GpuError::GaveWay);
+    give_way.set(false);
+    assert_eq!(pollster::block_on(gpu.run_giving_way(&tokens, &variants, &give_way)).unwrap(), expected);
+    let (logits, _) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+    assert_eq!(logits, expected[0]);
+}
+
 /// Interventions of every kind, each checked against the CPU, then all of
 /// them as one batch: each variant must equal its separate run.
 #[test]

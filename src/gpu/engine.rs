@@ -8,6 +8,8 @@
 //! so the GPU always has the next layer queued while the caller looks at
 //! the previous one.
 
+use std::cell::Cell;
+
 use super::interventions::{flatten_interventions, Flattened};
 use super::profile::Timestamps;
 use super::readback::wait_for_map;
@@ -229,6 +231,20 @@ impl Engine {
         self.run_plan(&plan, &tokens, &Outputs { record, before_interventions: false, saved: None }, on_stage).await
     }
 
+    /// [`Engine::run`] of `variants`' logits that gives way: once
+    /// `give_way` is set (another call waits for the GPU: the page's run
+    /// behind a batch of ablations), it stops before its next stage, the
+    /// stage in flight finished, with [`GpuError::GaveWay`]. A stage of a
+    /// few variants of a long prompt takes seconds on a software adapter;
+    /// the whole batch, tens of seconds.
+    pub async fn run_giving_way(&mut self, tokens: &[u32], variants: &[Vec<Intervention>], give_way: &Cell<bool>) -> Result<Vec<Tensor>, GpuError> {
+        check_tokens(&self.config, tokens)?;
+        let plan = Plan::new(&self.config, tokens.len(), variants)?;
+        let tokens: Vec<u32> = tokens.repeat(plan.n_variants);
+        let outputs = Outputs { record: &Record::LogitsOnly, before_interventions: false, saved: None };
+        self.run_plan_giving_way(&plan, &tokens, &outputs, &mut |_| {}, Some(give_way)).await
+    }
+
     /// Runs `plan` on `tokens` (`[n_variants * seq_len]`, variant-major),
     /// handing over what `outputs` asks for.
     pub(super) async fn run_plan(
@@ -237,6 +253,18 @@ impl Engine {
         tokens: &[u32],
         outputs: &Outputs<'_>,
         on_stage: &mut dyn FnMut(StageOutput),
+    ) -> Result<Vec<Tensor>, GpuError> {
+        self.run_plan_giving_way(plan, tokens, outputs, on_stage, None).await
+    }
+
+    /// [`Engine::run_plan`], stopping before a stage once `give_way` is set.
+    async fn run_plan_giving_way(
+        &mut self,
+        plan: &Plan,
+        tokens: &[u32],
+        outputs: &Outputs<'_>,
+        on_stage: &mut dyn FnMut(StageOutput),
+        give_way: Option<&Cell<bool>>,
     ) -> Result<Vec<Tensor>, GpuError> {
         if let Some(fault) = self.ctx.take_fault() {
             return Err(fault);
@@ -249,6 +277,13 @@ impl Engine {
         let mut logits = Vec::new();
         let mut pending: Option<Pending> = None;
         for stage in 0..plan.n_stages {
+            if give_way.is_some_and(Cell::get) {
+                // The stage in flight is read back (its buffer unmapped for the next run), then nothing more.
+                if let Some(previous) = pending.take() {
+                    deliver(&self.ctx, previous, stage, plan, &mut |_| {}, &mut logits).await.map_err(|e| self.ctx.take_fault().unwrap_or(e))?;
+                }
+                return Err(GpuError::GaveWay);
+            }
             let submitted = ws.submit_stage(&self.ctx, &self.config, plan, stage, outputs, self.timestamps.as_mut());
             if let Some(previous) = pending.take() {
                 deliver(&self.ctx, previous, stage + 1, plan, on_stage, &mut logits).await.map_err(|e| self.ctx.take_fault().unwrap_or(e))?;

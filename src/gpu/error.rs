@@ -16,6 +16,9 @@ pub enum GpuError {
     Gpu(String),
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
+    /// A run that was to give way did so between two stages ([`super::Engine::run_giving_way`]).
+    #[error("the GPU run gave way to another")]
+    GaveWay,
     #[error(transparent)]
     Model(#[from] ModelError),
 }

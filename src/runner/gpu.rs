@@ -23,7 +23,7 @@ impl Runner {
         record: &Record,
         on_layer: &mut dyn FnMut(usize, &Recording),
     ) -> Option<Result<(Tensor, Recording), String>> {
-        self.on_engine(async |engine| {
+        self.on_engine_first(async |engine| {
             let mut sites = Recording::new();
             let variant = [interventions.to_vec()];
             let mut logits = engine
@@ -41,13 +41,41 @@ impl Runner {
 
     /// The logits of `variants` in one GPU batch and the milliseconds it
     /// took once the GPU was free; `None` when there is no (working) GPU.
+    /// Gives way to a run the page waits for ([`Runner::on_engine_first`]).
     pub(super) async fn logits_on_gpu(&self, tokens: &[u32], variants: &[Vec<Intervention>]) -> Option<Result<(Vec<Tensor>, f64), String>> {
-        self.on_engine(async |engine| {
-            let started = now_ms();
-            let logits = engine.run(tokens, variants, &Record::LogitsOnly, &mut |_| {}).await?;
-            Ok((logits, now_ms() - started))
-        })
-        .await
+        loop {
+            let outcome = self
+                .on_engine(async |engine| {
+                    let started = now_ms();
+                    match engine.run_giving_way(tokens, variants, &self.give_way).await {
+                        Ok(logits) => Ok(Some((logits, now_ms() - started))),
+                        Err(crate::gpu::GpuError::GaveWay) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+                .await?;
+            match outcome {
+                Ok(Some(done)) => return Some(Ok(done)),
+                // Again once the waiting call has had the GPU.
+                Ok(None) => crate::platform::sleep(0).await,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// [`Runner::on_engine`] for a call the page waits for (a run, the rows
+    /// it shows): a batch of variants on the GPU meanwhile gives way to it
+    /// between two stages, and runs again after.
+    pub(super) async fn on_engine_first<T>(&self, work: impl AsyncFnOnce(&mut crate::gpu::Engine) -> Result<T, crate::gpu::GpuError>) -> Option<Result<T, String>> {
+        self.give_way.set(true);
+        let outcome = self
+            .on_engine(async |engine| {
+                self.give_way.set(false);
+                work(engine).await
+            })
+            .await;
+        self.give_way.set(false);
+        outcome
     }
 
     /// [`Runner::prompts_logits`] on the GPU; `None` when there is no

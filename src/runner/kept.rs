@@ -47,7 +47,7 @@ impl Runner {
             let mut summaries = Summaries::new();
             let reuse = self.kept.take().map(|(_, saved)| saved);
             let outcome = self
-                .on_engine(async |engine| {
+                .on_engine_first(async |engine| {
                     engine
                         .forward_summarized(tokens, reuse, &mut |layer, mut sites| {
                             on_layer(layer, &sites);
@@ -90,7 +90,7 @@ impl Runner {
         #[cfg(feature = "gpu")]
         {
             let saved = self.take_kept(run)?;
-            let outcome = self.on_engine(async |engine| engine.read_kept_rows(&saved, wanted).await).await;
+            let outcome = self.on_engine_first(async |engine| engine.read_kept_rows(&saved, wanted).await).await;
             self.kept.replace(Some((run.id, saved)));
             if let Some(outcome) = outcome {
                 return outcome;
@@ -107,7 +107,7 @@ impl Runner {
         #[cfg(feature = "gpu")]
         {
             let saved = self.take_kept(run)?;
-            let outcome = self.on_engine(async |engine| engine.read_kept(&saved).await).await;
+            let outcome = self.on_engine_first(async |engine| engine.read_kept(&saved).await).await;
             self.kept.replace(Some((run.id, saved)));
             if let Some(outcome) = outcome {
                 return outcome;

@@ -142,6 +142,10 @@ pub struct Runner {
     last_pause: Cell<f64>,
     #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     on_backend: Box<dyn Fn(&Backend)>,
+    /// Set while a call the page waits for waits for the GPU: batches of
+    /// variants there stop between stages and run again after it.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
+    give_way: Cell<bool>,
     /// The last [`KeptRun`]'s id.
     next_kept: Cell<u64>,
     /// The latest run kept on the GPU ([`Runner::run_kept`]), by its id.
@@ -184,6 +188,7 @@ impl Runner {
             gradient_timing: Cell::new(Timing::default()),
             last_pause: Cell::new(now_ms()),
             on_backend,
+            give_way: Cell::new(false),
             next_kept: Cell::new(0),
             #[cfg(feature = "gpu")]
             kept: RefCell::new(None),

@@ -22,7 +22,7 @@
 // BENCH_ONLY=released measures only the released 0.4B shape's 256-token
 // runs (to the first and last layer) and the memory after them, each build
 // (this one and BENCH_BASELINE's) in a browser of its own, BENCH_ROUNDS
-// rounds in turns.
+// rounds in turns; ranked by activation unless BENCH_RANK says otherwise.
 // `make bench-page` builds the page and the CLI first.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -166,8 +166,9 @@ if (process.env.BENCH_ONLY === 'released') {
       const tab = await own.newPage({ viewport: { width: 1600, height: 1000 } });
       await tab.goto(served.url);
       await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
-      // Ranked by activation: an attribution after each run would hold the GPU.
-      await tab.getByTestId('rank-by').selectOption('activation');
+      // Ranked by activation (BENCH_RANK=attribution keeps the default: each
+      // run then starts while the last one's attribution is under way).
+      await tab.getByTestId('rank-by').selectOption(process.env.BENCH_RANK ?? 'activation');
       await tab.getByTestId('model-url').fill(largeServer.url);
       await tab.getByTestId('load-url').click();
       await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
