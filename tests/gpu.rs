@@ -254,8 +254,20 @@ fn a_batch_giving_way_stops_and_leaves_the_engine_as_it_was() {
     assert_eq!(stopped.unwrap_err(), circuitscope::gpu::GpuError::GaveWay);
     give_way.set(false);
     assert_eq!(pollster::block_on(gpu.run_giving_way(&tokens, &variants, &give_way)).unwrap(), expected);
-    let (logits, _) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+    let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
     assert_eq!(logits, expected[0]);
+    // A kept run's backward pass, submitted a layer at a time, gives way between two.
+    let objective = Objective::LogitDifference { position: tokens.len() - 1, target: 1, contrast: Some(2) };
+    let (kept_logits, kept) = pollster::block_on(gpu.forward_kept(&tokens, None)).unwrap();
+    give_way.set(true);
+    let stopped = pollster::block_on(gpu.gradients_of_kept(&kept, kept_logits.clone(), &objective, &give_way));
+    assert_eq!(stopped.unwrap_err(), circuitscope::gpu::GpuError::GaveWay);
+    give_way.set(false);
+    let kept_gradients = pollster::block_on(gpu.gradients_of_kept(&kept, kept_logits, &objective, &give_way)).unwrap();
+    let expected = pollster::block_on(gpu.gradients_of_run(logits, recording, &objective)).unwrap();
+    for (site, g) in &expected.gradients {
+        assert_eq!(&kept_gradients.at(*site).unwrap().data, &g.data, "d/d {site}");
+    }
 }
 
 /// Interventions of every kind, each checked against the CPU, then all of

@@ -90,6 +90,10 @@ impl Attribution {
     /// alone would change, to first order.
     pub fn per_position(&self, node: Node) -> Vec<f32> {
         let (Some(acts), Some(grads)) = (self.activation(node.site), self.run.at(node.site)) else { return Vec::new() };
+        // A node of another model (a view kept across a model change) has none here.
+        if node.channel >= acts.cols || grads.cols != acts.cols || grads.rows != acts.rows {
+            return Vec::new();
+        }
         let ablated = self.ablation.value(node.site, node.channel);
         (0..acts.rows).map(|t| grads.row(t)[node.channel] * (acts.row(t)[node.channel] - ablated)).collect()
     }

@@ -10,11 +10,13 @@
 //! on the uploaded transposes (`GpuWeights::transposes`): work scales with
 //! nonzeros, as forward.
 
+use std::cell::Cell;
+
 use wgpu::util::DeviceExt;
 
 use super::engine::Engine;
 use super::ops::{Op, PARAMS_BYTES};
-use super::readback::{finish_map, start_map};
+use super::readback::{finish_map, start_map, work_done};
 use super::saved::SavedRun;
 use super::weights::{GpuMatrix, GpuNorm};
 use super::GpuError;
@@ -97,7 +99,7 @@ impl Engine {
         let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
         let runs: Vec<(Tensor, Recording)> = runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect();
         let dlogits = batch_dlogits(&runs, &objectives, seq_len);
-        let readback = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::Gradients).await?;
+        let readback = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::Gradients, None).await?;
         let gradients = split_runs(readback, runs, &objectives, seq_len);
         Ok(gradients.into_iter().zip(ungated).map(|(run, ungated)| GatedGradients { run, ungated }).collect())
     }
@@ -111,7 +113,7 @@ impl Engine {
         let objectives: Vec<&Objective> = examples.iter().map(|(_, objective)| objective).collect();
         let runs: Vec<(Tensor, Recording)> = runs.into_iter().map(|(logits, recording, _)| (logits, recording)).collect();
         let dlogits = batch_dlogits(&runs, &objectives, seq_len);
-        let Readback { data, .. } = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::GateSums).await?;
+        let Readback { data, .. } = self.backward(&saved, runs.len(), seq_len, &dlogits, gates, Output::GateSums, None).await?;
         let mut at = 0;
         let per_gate = gates
             .iter()
@@ -173,14 +175,20 @@ impl Engine {
         let saved = SavedRun::upload(&self.ctx, &self.config, &[&activations], seq_len)?;
         let runs = vec![(logits, activations)];
         let dlogits = batch_dlogits(&runs, &[objective], seq_len);
-        let readback = self.backward(&saved, 1, seq_len, &dlogits, &[], Output::Gradients).await?;
+        let readback = self.backward(&saved, 1, seq_len, &dlogits, &[], Output::Gradients, None).await?;
         Ok(split_runs(readback, runs, &[objective], seq_len).remove(0))
     }
 
     /// [`Engine::gradients_of_run`] of a run kept on the GPU
     /// ([`Engine::forward_kept`]): the backward pass reads its activations
     /// where they are; they are read back only for the result's run.
-    pub async fn gradients_of_kept(&mut self, kept: &SavedRun, logits: Tensor, objective: &Objective) -> Result<Gradients, GpuError> {
+    ///
+    /// Once `give_way` is set (another call waits for the GPU) it stops
+    /// between two layers with [`GpuError::GaveWay`]: the backward pass is
+    /// submitted a layer's dispatches at a time, each waited for (at the
+    /// released shape a 256-token backward pass takes over 15 s on a
+    /// software adapter, and the page's next run waited for all of it).
+    pub async fn gradients_of_kept(&mut self, kept: &SavedRun, logits: Tensor, objective: &Objective, give_way: &Cell<bool>) -> Result<Gradients, GpuError> {
         objective.check(logits.rows, self.config.vocab_size)?;
         let seq_len = logits.rows;
         if kept.rows() != seq_len {
@@ -190,7 +198,7 @@ impl Engine {
         let activations = self.read_kept(kept).await?;
         let runs = vec![(logits, activations)];
         let dlogits = batch_dlogits(&runs, &[objective], seq_len);
-        let readback = self.backward(kept, 1, seq_len, &dlogits, &[], Output::Gradients).await?;
+        let readback = self.backward(kept, 1, seq_len, &dlogits, &[], Output::Gradients, Some(give_way)).await?;
         Ok(split_runs(readback, runs, &[objective], seq_len).remove(0))
     }
 
@@ -212,7 +220,18 @@ impl Engine {
     /// activations are in `saved`, to `output`. With `gates`, gradient passes
     /// back only through kept channels at gated sites, and a gated site's own
     /// top-k reads its kept set from its values before the gate.
-    async fn backward(&mut self, saved: &SavedRun, runs: usize, seq_len: usize, dlogits: &[(usize, u32, f32)], gates: &[Gate], output: Output) -> Result<Readback, GpuError> {
+    /// With `give_way`, as [`Engine::gradients_of_kept`] says.
+    #[allow(clippy::too_many_arguments)]
+    async fn backward(
+        &mut self,
+        saved: &SavedRun,
+        runs: usize,
+        seq_len: usize,
+        dlogits: &[(usize, u32, f32)],
+        gates: &[Gate],
+        output: Output,
+        give_way: Option<&Cell<bool>>,
+    ) -> Result<Readback, GpuError> {
         if let Some(fault) = self.ctx.take_fault() {
             return Err(fault);
         }
@@ -346,13 +365,16 @@ impl Engine {
             b.steps.push(Step::ReadBack { site: None, buffer: sums_out.clone(), floats: gates.iter().map(|g| g.kept.len()).sum() });
         }
         let steps = b.steps;
-        self.submit(steps, rows, t).await
+        self.submit(steps, rows, t, give_way).await
     }
 
     /// Encodes `steps` for `rows` rows of sequences `seq_len` long in one
     /// command buffer (one compute pass between the copies out), submits it
     /// and reads every copied buffer back.
-    async fn submit(&self, steps: Vec<Step>, rows: usize, seq_len: usize) -> Result<Readback, GpuError> {
+    ///
+    /// With `give_way`, submitted in `n_layer` parts, each waited for, and
+    /// stopped between two once it is set.
+    async fn submit(&self, steps: Vec<Step>, rows: usize, seq_len: usize, give_way: Option<&Cell<bool>>) -> Result<Readback, GpuError> {
         let ctx = &self.ctx;
         let slot_stride = PARAMS_BYTES.next_multiple_of(u64::from(ctx.limits.min_uniform_buffer_offset_alignment));
         let dispatches = steps.iter().filter(|s| matches!(s, Step::Dispatch { .. })).count();
@@ -381,7 +403,18 @@ impl Engine {
         let mut pass: Option<wgpu::ComputePass<'static>> = None;
         let (mut slot, mut offset) = (0u64, 0usize);
         let mut copies = Vec::new();
+        let per_part = dispatches.div_ceil(self.config.n_layer.max(1)).max(1) as u64;
         for step in &steps {
+            if let (Some(give_way), Step::Dispatch { .. }) = (give_way, step) {
+                if slot > 0 && slot % per_part == 0 {
+                    drop(pass.take());
+                    let part = std::mem::replace(&mut encoder, ctx.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("backward") }));
+                    work_done(&ctx.device, &ctx.queue, ctx.queue.submit([part.finish()])).await?;
+                    if give_way.get() {
+                        return Err(GpuError::GaveWay);
+                    }
+                }
+            }
             match step {
                 Step::Dispatch { op, bindings } => {
                     let pipeline = ctx.pipeline(op.kernel());

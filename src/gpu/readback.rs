@@ -45,3 +45,17 @@ pub async fn wait_for_map(
         .map_err(|_| GpuError::Readback("the mapping was cancelled".into()))?
         .map_err(|e| GpuError::Readback(e.to_string()))
 }
+
+/// Waits until the GPU has done the work submitted so far (after
+/// `submission`, natively): a long command stream submitted in parts can
+/// then stop between two of them.
+pub async fn work_done(device: &wgpu::Device, queue: &wgpu::Queue, submission: wgpu::SubmissionIndex) -> Result<(), GpuError> {
+    let (tx, rx) = futures_channel::oneshot::channel();
+    queue.on_submitted_work_done(move || {
+        let _ = tx.send(());
+    });
+    device
+        .poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+        .map_err(|e| GpuError::DeviceLost(format!("the GPU stopped accepting work ({e})")))?;
+    rx.await.map_err(|_| GpuError::DeviceLost("the GPU's queue was dropped".into()))
+}

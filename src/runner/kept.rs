@@ -126,11 +126,23 @@ impl Runner {
         }
         #[cfg(feature = "gpu")]
         if self.bulk_on_gpu(logits.rows) {
-            let saved = self.take_kept(run)?;
-            let outcome = self.on_engine(async |engine| engine.gradients_of_kept(&saved, logits.clone(), objective).await).await;
-            self.kept.replace(Some((run.id, saved)));
-            if let Some(outcome) = outcome {
-                return outcome;
+            loop {
+                let saved = self.take_kept(run)?;
+                let outcome = self
+                    .on_engine(async |engine| match engine.gradients_of_kept(&saved, logits.clone(), objective, &self.give_way).await {
+                        Err(crate::gpu::GpuError::GaveWay) => Ok(None),
+                        other => other.map(Some),
+                    })
+                    .await;
+                self.kept.replace(Some((run.id, saved)));
+                match outcome {
+                    Some(Ok(Some(gradients))) => return Ok(gradients),
+                    // It gave way to a call the page waits for: again after it
+                    // (unless that was a new run, which replaced this one).
+                    Some(Ok(None)) => crate::platform::sleep(0).await,
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
             }
         }
         let activations = self.read_all_kept(run).await?;

@@ -35,13 +35,12 @@ impl Page {
             self.attributing.set(false);
             self.measuring.set(None);
             let Some(wanted) = wanted else { return };
+            let (Some(run), Some(runner)) = (self.run.get_untracked(), self.runner()) else { return };
             let done = |objective: Option<Objective>| objective == Some(wanted);
-            if done(self.attributed.with_untracked(|a| a.as_ref().map(|a| a.objective)))
-                && done(self.confirmed.with_untracked(|c| c.as_ref().map(|c| c.objective)))
-            {
+            let attributed = self.attributed.with_untracked(|a| a.as_ref().filter(|a| Arc::ptr_eq(&a.run, &run)).map(|a| a.objective));
+            if done(attributed) && done(self.confirmed.with_untracked(|c| c.as_ref().map(|c| c.objective))) {
                 return;
             }
-            let (Some(run), Some(runner)) = (self.run.get_untracked(), self.runner()) else { return };
             self.attributing.set(true);
             spawn_local(async move {
                 let still_wanted = move || generation.get_value() == mine;
@@ -58,7 +57,7 @@ impl Page {
 
     /// The backward pass of the page's run (its forward pass is not made
     /// again), every candidate's attribution, then the shown nodes measured.
-    async fn attribute_and_confirm(self, runner: &Runner, run: &Run, objective: Objective, still_wanted: &dyn Fn() -> bool) -> Result<(), String> {
+    async fn attribute_and_confirm(self, runner: &Runner, run: &Arc<Run>, objective: Objective, still_wanted: &dyn Fn() -> bool) -> Result<(), String> {
         let tokens = &run.tokens;
         let gradients = runner.gradients_of_kept(&run.kept, &run.logits, &objective.differentiated()).await?;
         let attribution = Attribution::of(gradients, &objective, AblationKind::Zero, None).map_err(|e| e.to_string())?;
@@ -70,7 +69,7 @@ impl Page {
         let scores: HashMap<Node, f32> = values.iter().copied().collect();
         // A drawn circuit may show nodes that are no candidates here (zero up to the position).
         let score = |node: &Node| scores.get(node).copied().unwrap_or(0.0);
-        self.attributed.set(Some(Arc::new(Attributed { objective, values, attribution })));
+        self.attributed.set(Some(Arc::new(Attributed { run: run.clone(), objective, values, attribution })));
         // The graph now shows the nodes of largest attribution: measure them,
         // largest first, as far as the budget goes.
         let mut shown: Vec<Node> = self.graph.with_untracked(|g| g.as_ref().map(|g| g.nodes.iter().map(|n| n.node).collect()).unwrap_or_default());

@@ -84,6 +84,9 @@ pub struct Effects {
 /// Every candidate node's attribution on `objective`, for one run, and the
 /// gradients it came from (the inspector's attribution per position).
 pub struct Attributed {
+    /// The run attributed: a later run (or model) is not this one's, even
+    /// with an equal objective.
+    pub run: Arc<Run>,
     pub objective: Objective,
     pub values: Vec<(Node, f32)>,
     pub attribution: Attribution,
@@ -286,7 +289,7 @@ impl Page {
                     None => Some(GraphView::top_activations(&model, recording, at, per_site.get())),
                 },
                 // By activation until the backward pass is done.
-                Ranking::Attribution => match attributed.get().filter(|a| objective.get() == Some(a.objective)) {
+                Ranking::Attribution => match attributed.get().filter(|a| objective.get() == Some(a.objective) && Arc::ptr_eq(&a.run, &run)) {
                     Some(attributed) => {
                         let mut view = GraphView::top_effects(&model, recording, at, per_site.get(), &attributed.values);
                         view.attribute_edges(|from, to, edge| attributed.attribution.edge(&model, from, to, edge.kind, edge.weight));
@@ -379,7 +382,8 @@ impl Page {
     /// Whether the graph is ranked by attributions for the output chosen.
     pub fn attribution_shown(&self) -> bool {
         let objective = self.objective.get();
-        self.attributed.with(|a| a.as_ref().is_some_and(|a| Some(a.objective) == objective))
+        let run = self.run.get();
+        self.attributed.with(|a| a.as_ref().is_some_and(|a| Some(a.objective) == objective && run.as_ref().is_some_and(|run| Arc::ptr_eq(&a.run, run))))
     }
 
     /// Whether the graph is ranked by effects measured for the output chosen.
