@@ -226,7 +226,7 @@ fn a_run_kept_on_the_gpu_reads_back_what_a_recorded_run_hands_over() {
     let mut kept = None;
     for prompt in [&tokens, &other] {
         let (logits, recording) = pollster::block_on(gpu.forward(prompt, &Record::All)).unwrap();
-        let (kept_logits, run) = pollster::block_on(gpu.forward_kept(prompt, kept.take())).unwrap();
+        let (kept_logits, run) = pollster::block_on(gpu.forward_kept(prompt, kept.take(), None)).unwrap();
         assert_eq!(kept_logits, logits);
         let read = pollster::block_on(gpu.read_kept(&run)).unwrap();
         assert_eq!(read.len(), recording.len());
@@ -258,7 +258,7 @@ fn a_batch_giving_way_stops_and_leaves_the_engine_as_it_was() {
     assert_eq!(logits, expected[0]);
     // A kept run's backward pass, submitted a layer at a time, gives way between two.
     let objective = Objective::LogitDifference { position: tokens.len() - 1, target: 1, contrast: Some(2) };
-    let (kept_logits, kept) = pollster::block_on(gpu.forward_kept(&tokens, None)).unwrap();
+    let (kept_logits, kept) = pollster::block_on(gpu.forward_kept(&tokens, None, None)).unwrap();
     give_way.set(true);
     let stopped = pollster::block_on(gpu.gradients_of_kept(&kept, kept_logits.clone(), &objective, &give_way));
     assert_eq!(stopped.unwrap_err(), circuitscope::gpu::GpuError::GaveWay);
@@ -442,7 +442,7 @@ fn the_released_shape_runs_256_tokens_within_webgpu_default_limits() {
         let recorded = gpu.forward(&tokens, &Record::All).await.expect("256 tokens with every site fit them");
         // The page's run: kept on the GPU, summarised layer by layer, a position's rows read.
         let mut summaries = Vec::new();
-        let (_, saved) = gpu.forward_summarized(&tokens, None, &mut |_, mut sites| summaries.append(&mut sites)).await.expect("kept within them too");
+        let (_, saved) = gpu.forward_kept(&tokens, None, Some(&mut |_, mut sites| summaries.append(&mut sites))).await.expect("kept within them too");
         let wanted: Vec<_> = summaries.iter().map(|(site, _)| (*site, 100..101)).collect();
         let rows = gpu.read_kept_rows(&saved, &wanted).await.unwrap();
         (recorded, summaries, rows)

@@ -297,7 +297,7 @@ async fn kept_rows(engine: &mut Engine, t: usize, reps: usize) -> Result<(), Str
     let mut kept = None;
     for _ in 0..reps + 1 {
         let start = Instant::now();
-        let (_, run) = engine.forward_kept(&tokens, kept.take()).await.map_err(|e| e.to_string())?;
+        let (_, run) = engine.forward_kept(&tokens, kept.take(), None).await.map_err(|e| e.to_string())?;
         runs.push(start.elapsed());
         let start = Instant::now();
         let recording = engine.read_kept(&run).await.map_err(|e| e.to_string())?;

@@ -93,36 +93,34 @@ impl Engine {
     }
 
     /// Runs `tokens` forward keeping every site in GPU buffers, reading back
-    /// only the logits `[T, vocab_size]`. The buffers of `reuse` are written
-    /// again when it holds as many rows (a prompt run again, edited).
-    pub async fn forward_kept(&mut self, tokens: &[u32], reuse: Option<SavedRun>) -> Result<(Tensor, SavedRun), GpuError> {
-        check_tokens(&self.config, tokens)?;
-        let saved = match reuse {
-            Some(saved) if saved.rows() == tokens.len() => saved,
-            _ => SavedRun::new(&self.ctx, &self.config, tokens.len(), &[])?,
-        };
-        let mut runs = self.forward_prompts(&[tokens.to_vec()], &Record::LogitsOnly, &[], Some(&saved)).await?;
-        Ok((runs.remove(0).0, saved))
-    }
-
-    /// [`Engine::forward_kept`] of a prompt the page shows: each layer's
-    /// sites summarised on the GPU and handed to `on_layer` as soon as it is
-    /// computed (the last stage, `final_resid`, as layer `n_layer`).
-    pub async fn forward_summarized(
+    /// only the logits `[T, vocab_size]`. With `on_layer` (a prompt the page
+    /// shows), each layer's sites are also summarised on the GPU and handed
+    /// to it as soon as it is computed (the last stage, `final_resid`, as
+    /// layer `n_layer`). The buffers of `reuse` are written again when they
+    /// hold as many rows, summarised alike (a prompt run again, edited).
+    pub async fn forward_kept(
         &mut self,
         tokens: &[u32],
         reuse: Option<SavedRun>,
-        on_layer: &mut dyn FnMut(usize, Summaries),
+        mut on_layer: Option<&mut dyn FnMut(usize, Summaries)>,
     ) -> Result<(Tensor, SavedRun), GpuError> {
         check_tokens(&self.config, tokens)?;
+        let summarized = on_layer.is_some();
         let saved = match reuse {
-            Some(saved) if saved.rows() == tokens.len() && saved.is_summarized() => saved,
-            _ => SavedRun::summarized(&self.ctx, &self.config, tokens.len())?,
+            Some(saved) if saved.rows() == tokens.len() && saved.is_summarized() == summarized => saved,
+            _ if summarized => SavedRun::summarized(&self.ctx, &self.config, tokens.len())?,
+            _ => SavedRun::new(&self.ctx, &self.config, tokens.len(), &[])?,
         };
         let plan = Plan::new(&self.config, tokens.len(), &[Vec::new()])?;
         let n_layer = self.config.n_layer;
         let outputs = Outputs { record: &Record::LogitsOnly, before_interventions: false, saved: Some(&saved) };
-        let mut logits = self.run_plan(&plan, tokens, &outputs, &mut |stage| on_layer(stage.layer.unwrap_or(n_layer), stage.summaries)).await?;
+        let mut logits = self
+            .run_plan(&plan, tokens, &outputs, &mut |stage| {
+                if let Some(on_layer) = on_layer.as_mut() {
+                    on_layer(stage.layer.unwrap_or(n_layer), stage.summaries);
+                }
+            })
+            .await?;
         Ok((logits.remove(0), saved))
     }
 

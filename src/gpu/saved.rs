@@ -44,7 +44,7 @@ impl SavedRun {
         Ok(SavedRun { rows, sites, before, summaries: Vec::new() })
     }
 
-    /// [`SavedRun::new`] for a prompt the page shows: each stage also
+    /// [`SavedRun::new`] for a prompt the page shows ([`super::Engine::forward_kept`] with `on_layer`): each stage also
     /// summarises its sites on the GPU ([`crate::model::ColumnSummary`]),
     /// handed over instead of the values.
     pub fn summarized(ctx: &GpuContext, config: &Config, rows: usize) -> Result<SavedRun, GpuError> {

@@ -18,17 +18,11 @@ use crate::model::{gradients_of_run, summarize, Gradients, Objective, Recording,
 /// latest GPU run only.
 #[derive(Clone, Debug)]
 pub struct KeptRun {
+    /// Which GPU run: the runner's, while it is the latest.
+    #[cfg_attr(not(feature = "gpu"), allow(dead_code))]
     id: u64,
-    rows: usize,
     /// The sites, when the CPU ran it.
     host: Option<Arc<Recording>>,
-}
-
-impl KeptRun {
-    /// Rows (tokens) of the run.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
 }
 
 const GONE: &str = "the run's activations were on the GPU, which is no longer in use: run the prompt again";
@@ -49,17 +43,21 @@ impl Runner {
             let outcome = self
                 .on_engine_first(async |engine| {
                     engine
-                        .forward_summarized(tokens, reuse, &mut |layer, mut sites| {
-                            on_layer(layer, &sites);
-                            summaries.append(&mut sites);
-                        })
+                        .forward_kept(
+                            tokens,
+                            reuse,
+                            Some(&mut |layer, mut sites: Summaries| {
+                                on_layer(layer, &sites);
+                                summaries.append(&mut sites);
+                            }),
+                        )
                         .await
                 })
                 .await;
             if let Some(outcome) = outcome {
                 let (logits, saved) = outcome?;
                 self.kept.replace(Some((id, saved)));
-                return Ok((logits, KeptRun { id, rows: tokens.len(), host: None }, summaries));
+                return Ok((logits, KeptRun { id, host: None }, summaries));
             }
         }
         let (logits, recording) = self.on_cpu(tokens, &[], &crate::model::Record::All, &mut |_, _| {}).await?;
@@ -69,7 +67,7 @@ impl Runner {
             let of_layer: Summaries = summaries.iter().filter(|(site, _)| layer_of(*site, n_layer) == layer).cloned().collect();
             on_layer(layer, &of_layer);
         }
-        Ok((logits, KeptRun { id, rows: tokens.len(), host: Some(Arc::new(recording)) }, summaries))
+        Ok((logits, KeptRun { id, host: Some(Arc::new(recording)) }, summaries))
     }
 
     /// Rows `rows` of each wanted site of a kept run, `[rows.len(), width]`
@@ -88,14 +86,8 @@ impl Runner {
                 .collect();
         }
         #[cfg(feature = "gpu")]
-        {
-            let saved = self.take_kept(run)?;
-            let outcome = self.on_engine_first(async |engine| engine.read_kept_rows(&saved, wanted).await).await;
-            self.kept.replace(Some((run.id, saved)));
-            if let Some(outcome) = outcome {
-                return outcome;
-            }
-        }
+        return self.read_on_gpu(run, async |engine, saved| engine.read_kept_rows(saved, wanted).await).await;
+        #[cfg(not(feature = "gpu"))]
         Err(GONE.into())
     }
 
@@ -105,14 +97,8 @@ impl Runner {
             return Ok(host.as_ref().clone());
         }
         #[cfg(feature = "gpu")]
-        {
-            let saved = self.take_kept(run)?;
-            let outcome = self.on_engine_first(async |engine| engine.read_kept(&saved).await).await;
-            self.kept.replace(Some((run.id, saved)));
-            if let Some(outcome) = outcome {
-                return outcome;
-            }
-        }
+        return self.read_on_gpu(run, async |engine, saved| engine.read_kept(saved).await).await;
+        #[cfg(not(feature = "gpu"))]
         Err(GONE.into())
     }
 
@@ -148,6 +134,19 @@ impl Runner {
         let activations = self.read_all_kept(run).await?;
         self.pause_now_and_then().await;
         gradients_of_run(&self.model(), logits.clone(), activations, objective).map_err(|e| e.to_string())
+    }
+
+    /// `read` of `run`'s buffers on the GPU, as a call the page waits for.
+    #[cfg(feature = "gpu")]
+    async fn read_on_gpu(
+        &self,
+        run: &KeptRun,
+        read: impl AsyncFnOnce(&mut crate::gpu::Engine, &crate::gpu::SavedRun) -> Result<Recording, crate::gpu::GpuError>,
+    ) -> Result<Recording, String> {
+        let saved = self.take_kept(run)?;
+        let outcome = self.on_engine_first(async |engine| read(engine, &saved).await).await;
+        self.kept.replace(Some((run.id, saved)));
+        outcome.unwrap_or_else(|| Err(GONE.into()))
     }
 
     /// The GPU's buffers of `run`, out of the runner until put back.
