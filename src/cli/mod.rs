@@ -1,4 +1,4 @@
-//! The native command line: `circuitscope info | convert | forward | attribute | graph | inspect | eval | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
+//! The native command line: `circuitscope info | convert | forward | attribute | graph | inspect | eval | examples | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
 
 mod attribute;
 #[cfg(feature = "gpu")]
@@ -6,6 +6,7 @@ mod bench;
 mod circuit;
 mod convert;
 mod eval;
+mod examples;
 mod forward;
 mod graph;
 mod info;
@@ -46,6 +47,8 @@ enum Command {
     Graph(graph::GraphArgs),
     /// One node of a run: activation per position, attention pattern, embedding, weights in and out.
     Inspect(inspect::InspectArgs),
+    /// Every node's dataset examples: its top and bottom activating contexts per quantile bucket over a corpus.
+    Examples(examples::ExamplesArgs),
     /// Accuracy and mean logit difference of a model on the tasks (held-out examples).
     Eval(eval::EvalArgs),
     /// Train a weight-sparse model on the generated corpus (and its tokenizer), showing progress.
@@ -110,6 +113,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Synthetic(args) => synthetic::run(&args),
         Command::Eval(args) => eval::run(&args),
+        Command::Examples(args) => examples::run(&args),
         Command::Tokenizer(args) => tokenizer::run(&args),
         Command::Tokenize(args) => tokenizer::tokenize(&args),
         Command::Train(args) => train::run(&args),
