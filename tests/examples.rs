@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use circuitscope::circuits::{all_nodes, bin_of, collect_examples, default_corpus, ready, Bucket, Examples, ExamplesError, Node, Quantile, ZERO_BELOW};
+use circuitscope::circuits::{all_nodes, bin_of, collect_examples, default_corpus, example_rows, ready, Bucket, Examples, ExamplesError, Node, Quantile, ZERO_BELOW};
 use circuitscope::model::{Model, Record, Tokenizer};
 use circuitscope::runner::{Runner, Want};
 
@@ -116,6 +116,18 @@ fn examples_depend_on_the_seed_only_in_their_samples_and_survive_their_file() {
     let (window, at) = examples.window_of(e.offset);
     assert_eq!(window.len(), WINDOW);
     assert_eq!(window[at], corpus[e.offset as usize]);
+    // The inspector's rows: context around each example, its own value at its token.
+    let runner = Runner::at_once(model.clone(), Want::Cpu, Box::new(|_| {}));
+    let rows = ready(example_rows(&runner, &examples, node, 6, 2)).unwrap();
+    assert_eq!(rows[0].0, Bucket::Max);
+    for (bucket, rows) in &rows {
+        assert_eq!(rows.len(), examples.of(node, *bucket).len());
+        for row in rows {
+            assert!(row.tokens.len() <= 9 && row.tokens.len() == row.values.len());
+            assert_eq!(row.tokens[row.at], corpus[row.example.offset as usize]);
+            assert_eq!(row.values[row.at], row.example.value);
+        }
+    }
 }
 
 #[test]

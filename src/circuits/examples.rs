@@ -594,6 +594,47 @@ pub async fn collect_examples(
     Ok(sampler.finish(config, corpus, window, model.weights_sha256()))
 }
 
+/// One example as the inspector shows it: a stretch of its window around
+/// the example's token, with the node's value at each of its tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExampleRow {
+    pub example: Example,
+    /// The shown tokens' ids.
+    pub tokens: Vec<u32>,
+    /// The node's value at each shown token (recomputed from a run of the window).
+    pub values: Vec<f32>,
+    /// The example's token among `tokens`.
+    pub at: usize,
+}
+
+/// `node`'s examples bucket by bucket (empty buckets left out), each with
+/// up to `before` tokens of context before it and `after` after, and the
+/// node's value at every shown token from a run of its window on `runner`.
+pub async fn example_rows(runner: &Runner, examples: &Examples, node: Node, before: usize, after: usize) -> Result<Vec<(Bucket, Vec<ExampleRow>)>, String> {
+    let mut runs: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut out = Vec::new();
+    for bucket in Bucket::ALL {
+        let mut rows = Vec::new();
+        for example in examples.of(node, bucket) {
+            let (window, at) = examples.window_of(example.offset);
+            let start = example.offset as usize - at;
+            if let std::collections::hash_map::Entry::Vacant(run) = runs.entry(start) {
+                let (_, recording) = runner.record(window, &Record::Sites(vec![node.site])).await?;
+                let acts = &recording.first().ok_or("the run recorded no site")?.1;
+                run.insert((0..acts.rows).map(|t| acts.row(t).get(node.channel).copied().unwrap_or(0.0)).collect());
+            }
+            let from = at.saturating_sub(before);
+            let to = (at + after + 1).min(window.len());
+            let values = runs[&start][from..to].to_vec();
+            rows.push(ExampleRow { example, tokens: window[from..to].to_vec(), values, at: at - from });
+        }
+        if !rows.is_empty() {
+            out.push((bucket, rows));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

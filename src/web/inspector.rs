@@ -12,11 +12,15 @@ use wasm_bindgen::JsCast;
 use web_sys::CanvasRenderingContext2d;
 
 use super::graph_paint::{effect_text, signed_colour};
-use super::page::{use_page, Page};
+use super::load::fetch_examples;
+use super::page::{use_page, DatasetExamples, NodeExamples, Page};
 use super::summary::token_text;
-use crate::circuits::{inspect, inspected_sites, AblationKind, EdgeKind, Node, NodeDetails};
+use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, EdgeKind, ExampleRow, Node, NodeDetails};
 use crate::model::{Config, Tensor};
 
+/// Tokens of context shown before and after an example's token.
+const EXAMPLE_BEFORE: usize = 12;
+const EXAMPLE_AFTER: usize = 3;
 /// Weights listed per direction before "and N more".
 const WEIGHTS_LISTED: usize = 12;
 /// Largest attention pattern cell, in canvas pixels.
@@ -41,6 +45,135 @@ impl Page {
                 }
             });
         });
+    }
+}
+
+impl Page {
+    /// The selected node's dataset examples: the model's examples file is
+    /// fetched when a node is first inspected, then each node's example
+    /// windows are run to shade their tokens; a newer selection wins.
+    pub fn examples_on_change(self) {
+        Effect::new(move |_| {
+            let Some(node) = self.selected.get() else { return self.node_examples.set(None) };
+            let (Some(opened), Some(runner)) = (self.opened.get_untracked(), self.runner()) else { return };
+            match self.examples.get() {
+                DatasetExamples::NotLoaded => {
+                    let Some(url) = opened.examples_url.clone() else { return };
+                    self.examples.set(DatasetExamples::Loading);
+                    spawn_local(async move {
+                        let loaded = fetch_examples(&url, &opened.model.config).await;
+                        let still_open = self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
+                        if still_open {
+                            self.examples.set(match loaded {
+                                Ok(examples) => DatasetExamples::Ready(Arc::new(examples)),
+                                Err(message) => DatasetExamples::Failed(message),
+                            });
+                        }
+                    });
+                }
+                DatasetExamples::Ready(examples) => {
+                    if self.node_examples.with_untracked(|n| n.as_ref().is_some_and(|n| n.node == node)) {
+                        return;
+                    }
+                    spawn_local(async move {
+                        let rows = example_rows(&runner, &examples, node, EXAMPLE_BEFORE, EXAMPLE_AFTER).await;
+                        if self.selected.get_untracked() != Some(node) {
+                            return;
+                        }
+                        match rows {
+                            Ok(buckets) => self.node_examples.set(Some(Arc::new(NodeExamples { node, buckets }))),
+                            Err(message) => self.examples.set(DatasetExamples::Failed(message)),
+                        }
+                    });
+                }
+                DatasetExamples::Absent | DatasetExamples::Loading | DatasetExamples::Failed(_) => {}
+            }
+        });
+    }
+}
+
+/// The selected node's dataset examples: per bucket, each example's
+/// context shaded by the node's value on one colour scale for all of them,
+/// the example's token boxed.
+#[component]
+fn DatasetExamplesView(node: Node) -> impl IntoView {
+    let page = use_page();
+    move || {
+        let tokenizer = page.tokenizer();
+        match page.examples.get() {
+            DatasetExamples::Absent => None,
+            DatasetExamples::NotLoaded | DatasetExamples::Loading => Some(view! { <p class="hint">"Loading the dataset examples..."</p> }.into_any()),
+            DatasetExamples::Failed(message) => Some(view! { <p class="hint">{format!("No dataset examples: {message}")}</p> }.into_any()),
+            DatasetExamples::Ready(examples) => {
+                let about = format!(
+                    "Nonzero on {:.2}% of {} corpus tokens (windows of {}). Each row: the context before the boxed token, shaded by this node's value there; one colour scale for all rows.",
+                    100.0 * examples.density(node),
+                    examples.tokens,
+                    examples.window
+                );
+                let shown = page.node_examples.with(|n| n.as_ref().filter(|n| n.node == node).cloned());
+                let body = match shown {
+                    None => view! { <p class="hint">"Running the examples' windows..."</p> }.into_any(),
+                    Some(shown) if shown.buckets.is_empty() => view! { <p class="hint" data-testid="no-examples">"This node is zero on every corpus token."</p> }.into_any(),
+                    Some(shown) => {
+                        let max = shown.buckets.iter().flat_map(|(_, rows)| rows.iter().flat_map(|r| r.values.iter())).fold(0.0f32, |m, v| m.max(v.abs()));
+                        shown
+                            .buckets
+                            .iter()
+                            .map(|(bucket, rows)| {
+                                let seen = examples.seen(node, *bucket);
+                                let heading = match bucket {
+                                    Bucket::Max | Bucket::Min => bucket.label(),
+                                    _ => format!("{} ({seen} tokens)", bucket.label()),
+                                };
+                                let rows = rows.iter().map(|row| example_row(row, max, tokenizer.as_deref())).collect_view();
+                                view! {
+                                    <h4>{heading}</h4>
+                                    <div class="examples" data-bucket=bucket.label()>{rows}</div>
+                                }
+                            })
+                            .collect_view()
+                            .into_any()
+                    }
+                };
+                Some(view! {
+                    <section data-testid="node-examples">
+                        <h3>"Dataset examples"</h3>
+                        <p class="hint">{about}</p>
+                        {body}
+                    </section>
+                }
+                .into_any())
+            }
+        }
+    }
+}
+
+/// One example's tokens, shaded, the example's token boxed.
+fn example_row(row: &ExampleRow, max: f32, tokenizer: Option<&crate::model::Tokenizer>) -> impl IntoView {
+    let cells = row
+        .tokens
+        .iter()
+        .zip(&row.values)
+        .enumerate()
+        .map(|(i, (&id, &value))| {
+            view! {
+                <span
+                    class="heat"
+                    class:example-token=i == row.at
+                    style=format!("background: {}", signed_colour(value, max, 0.0))
+                    title=format!("{value:.4}")
+                >
+                    {token_text(tokenizer, id)}
+                </span>
+            }
+        })
+        .collect_view();
+    view! {
+        <div class="example-row" data-testid="example-row" data-offset=row.example.offset data-value=row.example.value>
+            <span class="example-value">{format!("{:+.3}", row.example.value)}</span>
+            <span class="heatmap">{cells}</span>
+        </div>
     }
 }
 
@@ -116,6 +249,7 @@ pub fn NodeInspector() -> impl IntoView {
                     })}
                     {details.attention.clone().map(|(head, pattern)| view! { <AttentionPattern head=head pattern=pattern /> })}
                     {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() /> })}
+                    <DatasetExamplesView node=target />
                     <h3>"Edges in the graph: incoming"</h3>
                     <ul>{edge_rows(true)}</ul>
                     <h3>"Edges in the graph: outgoing"</h3>

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use crate::circuits::{parse_samples, CircuitOrigin, LoadedCircuit, Tour, Tours};
+use crate::circuits::{parse_samples, CircuitOrigin, Examples, LoadedCircuit, Tour, Tours};
 use crate::convert::convert_torch_by_ranges;
 use crate::model::{check_tokenizer, Model, Tokenizer};
 use crate::tasks::{parse_task_prompts, TaskChoice};
@@ -43,6 +43,10 @@ pub struct BundledModel {
     /// Whether the folder has `tours.json` (classroom tours).
     #[serde(default)]
     pub tours: bool,
+    /// Whether the folder has `examples.safetensors` (every node's dataset
+    /// examples, `circuitscope examples`), fetched when a node is inspected.
+    #[serde(default)]
+    pub examples: bool,
 }
 
 #[derive(Deserialize)]
@@ -265,6 +269,14 @@ fn build(
         (None, _) => Vec::new(),
     };
     Ok(LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), tours: Vec::new(), source, bytes })
+}
+
+/// A model's dataset examples file, checked against the model.
+pub async fn fetch_examples(url: &str, config: &crate::model::Config) -> Result<Examples, String> {
+    let bytes = fetch_bytes(url, &|_, _| {}).await?;
+    let examples = Examples::from_bytes(&bytes).map_err(|e| format!("{url}: {e}"))?;
+    examples.check_fits(config).map_err(|e| format!("{url}: {e}"))?;
+    Ok(examples)
 }
 
 fn text(bytes: &[u8], name: &str) -> Result<String, String> {

@@ -50,6 +50,7 @@ fn App() -> impl IntoView {
     provide_context(page);
     page.read_position_on_change();
     page.inspect_on_change();
+    page.examples_on_change();
     page.rerun_ablations_on_change();
     page.measure_effects_on_change();
     page.attribute_on_change();

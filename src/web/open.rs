@@ -10,7 +10,7 @@ use leptos::task::spawn_local;
 
 use super::link;
 use super::load::{self, BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
-use super::page::{Opened, Page};
+use super::page::{DatasetExamples, Opened, Page};
 use super::run::check_link;
 use super::summary::ModelFacts;
 use crate::circuits::{LinkModel, SiteMeans, ViewLink};
@@ -71,9 +71,11 @@ impl Page {
         self.loading.set(LoadProgress::Reading { file: String::new(), done: 0, total: None });
         spawn_local(async move {
             let progress = move |p: LoadProgress| self.loading.set(p);
+            let mut examples_url = None;
             let (link_model, sample, loaded) = match source {
                 Source::Bundled(entry) => {
                     let url = format!("{MODELS_URL}/{}", entry.id);
+                    examples_url = entry.examples.then(|| format!("{url}/examples.safetensors"));
                     let loaded = load::fetch_model(&url, (&entry).into(), &progress).await;
                     (Some(LinkModel::Bundled(entry.id.clone())), Some(entry.prompt.clone()), loaded)
                 }
@@ -86,7 +88,7 @@ impl Page {
                 Source::Files(files) => (None, None, load::read_files(files, &progress).await),
             };
             let result = match loaded {
-                Ok(loaded) => self.install(loaded, link_model).await,
+                Ok(loaded) => self.install(loaded, link_model, examples_url).await,
                 Err(message) => Err(message),
             };
             self.loading.set(LoadProgress::Idle);
@@ -101,7 +103,7 @@ impl Page {
     /// Makes a loaded model runnable: the first one starts the runner, which
     /// answers on the CPU at once and readies a GPU in the background (or
     /// says why there is none); later ones replace its model.
-    async fn install(self, loaded: LoadedModel, link_model: Option<LinkModel>) -> Result<(Opened, Vec<crate::circuits::LoadedCircuit>), String> {
+    async fn install(self, loaded: LoadedModel, link_model: Option<LinkModel>, examples_url: Option<String>) -> Result<(Opened, Vec<crate::circuits::LoadedCircuit>), String> {
         let facts = ModelFacts::new(&loaded.model, loaded.tokenizer.as_ref(), loaded.source.clone(), loaded.bytes);
         self.loading.set(LoadProgress::Uploading);
         sleep(0).await; // let the page show the upload step
@@ -126,6 +128,7 @@ impl Page {
             tours: loaded.tours,
             link_model,
             samples: loaded.samples,
+            examples_url,
         };
         Ok((opened, loaded.circuits))
     }
@@ -155,6 +158,8 @@ impl Page {
         self.run.set(None);
         self.layers.set(Vec::new());
         self.means.set(None);
+        self.examples.set(if opened.examples_url.is_some() { DatasetExamples::NotLoaded } else { DatasetExamples::Absent });
+        self.node_examples.set(None);
         self.touring.set(None);
         // A search on the old model stops; the view keeps how the graph is drawn.
         self.cancel_search.set_value(true);

@@ -15,7 +15,7 @@ use leptos::prelude::*;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    Agreement, AblationKind, Attribution, GraphView, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
+    Agreement, AblationKind, Attribution, Bucket, ExampleRow, Examples, GraphView, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
     SiteMeans, Tour, View, ViewLink, Zoom,
 };
 use crate::model::{Model, Prediction, Recording, Summaries, Tensor, Tokenizer};
@@ -34,6 +34,8 @@ pub struct Opened {
     pub link_model: Option<LinkModel>,
     /// Sample prompts as token ids, for the means (may be empty).
     pub samples: Vec<Vec<u32>>,
+    /// Where its dataset examples are, if it has them.
+    pub examples_url: Option<String>,
 }
 
 impl Opened {
@@ -65,6 +67,24 @@ pub struct RunAt {
     pub run: Arc<Run>,
     pub position: usize,
     pub sites: Recording,
+}
+
+/// The model's dataset examples: fetched when a node is first inspected.
+#[derive(Clone, Default)]
+pub enum DatasetExamples {
+    /// The model came without them.
+    #[default]
+    Absent,
+    NotLoaded,
+    Loading,
+    Ready(Arc<Examples>),
+    Failed(String),
+}
+
+/// One node's dataset examples as the inspector shows them.
+pub struct NodeExamples {
+    pub node: Node,
+    pub buckets: Vec<(Bucket, Vec<ExampleRow>)>,
 }
 
 /// The last run again with nodes ablated at every position.
@@ -171,6 +191,9 @@ pub struct Page {
     pub at: RwSignal<Option<Arc<RunAt>>>,
     /// The selected node's details in the run, once read.
     pub inspected: RwSignal<Option<Arc<NodeDetails>>>,
+    pub examples: RwSignal<DatasetExamples>,
+    /// The selected node's dataset examples, once its windows have run.
+    pub node_examples: RwSignal<Option<Arc<NodeExamples>>>,
     /// The layers of the run under way, as they arrive.
     pub layers: RwSignal<Vec<LayerSummary>>,
     pub view: RwSignal<View>,
@@ -307,6 +330,8 @@ impl Page {
             run,
             at,
             inspected: RwSignal::new(None),
+            examples: RwSignal::new(DatasetExamples::Absent),
+            node_examples: RwSignal::new(None),
             layers: RwSignal::new(Vec::new()),
             view,
             ablated,

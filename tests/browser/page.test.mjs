@@ -673,6 +673,66 @@ test('the inspector shows a node\'s activation at every token, its head\'s atten
   await page.close();
 });
 
+/// A node's examples in a dataset examples file (`circuitscope examples`),
+/// read here from the safetensors bytes: [{ bucket, offset, value }].
+function fileExamples(file, node) {
+  const bytes = fs.readFileSync(file);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  const meta = header.__metadata__;
+  const buckets = meta.buckets.split(',');
+  const samples = Number(meta.samples);
+  let index = 0;
+  for (const entry of meta.sites.split(',')) {
+    const [site, width] = [entry.slice(0, entry.lastIndexOf(':')), Number(entry.slice(entry.lastIndexOf(':') + 1))];
+    if (site === node.split('[')[0]) { index += Number(node.split('[')[1].slice(0, -1)); break; }
+    index += width;
+  }
+  const tensor = (name) => {
+    const [start] = header[name].data_offsets;
+    return (i) => name === 'value' ? bytes.readFloatLE(8 + headerLength + start + 4 * i) : bytes.readUInt32LE(8 + headerLength + start + 4 * i);
+  };
+  const [offset, value] = [tensor('offset'), tensor('value')];
+  const out = [];
+  buckets.forEach((bucket, b) => {
+    for (let k = 0; k < samples; k++) {
+      const i = (index * buckets.length + b) * samples + k;
+      if (offset(i) !== 0xffffffff) out.push({ bucket, offset: offset(i), value: value(i) });
+    }
+  });
+  return out;
+}
+
+test('a node of a bundled circuit shows its dataset examples: the file\'s, bucket by bucket, each token shaded by the node\'s value there', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view}`);
+  const node = tour.steps[2].view.match(/sel=([^&]+)/)[1];
+  const inspector = page.getByTestId('node-inspector');
+  await inspector.locator('h2').waitFor({ timeout: 60_000 });
+  const label = (await inspector.locator('h2').textContent()).split(' ')[0];
+  const examples = inspector.getByTestId('node-examples');
+  await examples.getByTestId('example-row').first().waitFor({ timeout: 60_000 });
+  const expected = fileExamples(path.join(trained, 'examples.safetensors'), label);
+  assert.ok(expected.length > 0, `${label} (${node}) has examples in the file`);
+  const shown = await examples.locator('[data-bucket]').evaluateAll((groups) => groups.flatMap((g) =>
+    [...g.querySelectorAll('[data-testid=example-row]')].map((r) => ({
+      bucket: g.dataset.bucket,
+      offset: Number(r.dataset.offset),
+      value: Number(r.dataset.value),
+      boxed: Number(r.querySelector('.example-token').title),
+    }))));
+  assert.deepEqual(shown.map(({ bucket, offset }) => ({ bucket, offset })), expected.map(({ bucket, offset }) => ({ bucket, offset })));
+  shown.forEach((row, i) => {
+    assert.ok(Math.abs(row.value - expected[i].value) <= 1e-6 * (1 + Math.abs(row.value)), `${row.bucket}: ${row.value} vs ${expected[i].value}`);
+    // The boxed token's shade is the node's value there, run again in the page.
+    assert.ok(Math.abs(row.boxed - expected[i].value) <= 1e-3 * (1 + Math.abs(row.boxed)), `${row.bucket} at ${row.offset}: ${row.boxed} vs ${expected[i].value}`);
+  });
+  assert.equal(shown[0].bucket, 'largest');
+  assert.deepEqual(errors, []);
+  await close();
+});
+
 /// The view's link as the page writes it (the fragment, without `#`).
 const viewLink = (page) => page.locator('main').getAttribute('data-link');
 
