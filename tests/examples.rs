@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use circuitscope::circuits::{all_nodes, bin_of, collect_examples, default_corpus, example_rows, ready, Bucket, Examples, ExamplesError, Node, Quantile, ZERO_BELOW};
+use circuitscope::circuits::{all_nodes, bin_of, collect_examples, default_corpus, example_rows, ready, Bucket, Examples, ExamplesError, Node, Quantile, BINS, HEAVY, ZERO_BELOW};
 use circuitscope::model::{Model, Record, Tokenizer};
 use circuitscope::runner::{Runner, Want};
 
@@ -85,6 +85,23 @@ fn every_nodes_examples_are_its_extremes_and_lie_in_their_quantile_buckets() {
             }
         }
         assert_eq!(seen as usize, nonzero.len(), "{node:?}: every nonzero value falls in one quantile bucket");
+        // The label's counters: the tokens at and before the top 1% of values.
+        let mut per_bin = vec![0usize; BINS];
+        values.iter().for_each(|&v| per_bin[bin_of(v)] += 1);
+        let above = |bin: usize| per_bin[bin + 1..].iter().sum::<usize>() as f64;
+        let top: Vec<usize> = (0..values.len()).filter(|&i| values[i].abs() >= ZERO_BELOW && above(bin_of(values[i])) < 0.01 * n).collect();
+        assert_eq!(top.len() as u32, examples.top_1_percent(*node), "{node:?}");
+        let (at, before) = examples.heavy_tokens(*node);
+        for (counters, tokens) in [(at, top.iter().map(|&i| corpus[i]).collect::<Vec<_>>()), (before, top.iter().filter(|&&i| i % WINDOW > 0).map(|&i| corpus[i - 1]).collect())] {
+            let slack = tokens.len() as u32 / (HEAVY as u32 + 1);
+            let count = |t: u32| tokens.iter().filter(|&&x| x == t).count() as u32;
+            for &(token, counted) in counters.iter().filter(|c| c.1 > 0) {
+                assert!(counted <= count(token) && counted + slack >= count(token), "{node:?}: token {token} counted {counted} of {}", count(token));
+            }
+            for &t in &tokens {
+                assert!(count(t) <= slack || counters.iter().any(|c| c.0 == t && c.1 > 0), "{node:?}: token {t} ({} of {}) is not counted", count(t), tokens.len());
+            }
+        }
     }
     assert!(filled > nodes.len(), "the buckets hold examples ({filled})");
 }
@@ -158,4 +175,27 @@ fn the_bundled_model_ships_examples_of_every_node_over_a_million_tokens_within_5
             assert!((again - e.value).abs() <= 1e-5 * (1.0 + again.abs()), "{node:?} {e:?}: {again}");
         }
     }
+}
+
+#[test]
+fn most_nodes_of_the_bundled_circuits_get_a_token_label() {
+    let (model, tokenizer) = bundled();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models/python_tasks");
+    let examples = Examples::from_bytes(&std::fs::read(dir.join("examples.safetensors")).unwrap()).unwrap();
+    let shares = examples.token_shares(model.config.vocab_size);
+    let quoted = |t: u32| format!("{:?}", tokenizer.decode(&[t]));
+    let (mut labelled, mut all) = (0, 0);
+    for task in ["single_double_quote", "bracket_counting", "set_or_string", "bracket_type", "self_or_cls"] {
+        let file: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(format!("circuits/{task}.json"))).unwrap()).unwrap();
+        for name in file["nodes"].as_array().unwrap() {
+            let node = Node::parse(name.as_str().unwrap()).unwrap();
+            let label = examples.label(node, &shares);
+            if std::env::var("SHOW_LABELS").is_ok() {
+                println!("{task} {node:?}: {}", label.text(&quoted));
+            }
+            all += 1;
+            labelled += usize::from(label != circuitscope::circuits::Label::Unclear);
+        }
+    }
+    assert!(labelled * 2 > all, "{labelled} of {all} circuit nodes labelled");
 }

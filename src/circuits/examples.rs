@@ -238,9 +238,20 @@ pub struct Sampler {
     seen: Vec<u32>,
     /// `[nodes]`: nonzero values seen.
     nonzero: Vec<u32>,
+    /// `[nodes, 2, HEAVY]`: the most frequent tokens at (0) and just before
+    /// (1) the node's top 1% of values, as (token, count) counters.
+    heavy: Vec<(u32, u32)>,
     tokens: u64,
     seed: u64,
 }
+
+/// A token id and how often it was counted.
+pub type TokenCount = (u32, u32);
+
+/// Counters per node for the tokens at and before its top 1% of values
+/// (Misra-Gries: a token making up more than 1/(HEAVY+1) of them is
+/// certain to be counted, each count short by at most that share).
+pub const HEAVY: usize = 4;
 
 const EMPTY: (u32, f32) = (u32::MAX, 0.0);
 
@@ -248,15 +259,24 @@ impl Sampler {
     pub fn new(thresholds: Thresholds, seed: u64) -> Sampler {
         let nodes = thresholds.bucket_of_bin.len() / BINS;
         let buckets = Bucket::ALL.len();
-        Sampler { thresholds, kept: vec![EMPTY; nodes * buckets * SAMPLES], seen: vec![0; nodes * buckets], nonzero: vec![0; nodes], tokens: 0, seed }
+        Sampler {
+            thresholds,
+            kept: vec![EMPTY; nodes * buckets * SAMPLES],
+            seen: vec![0; nodes * buckets],
+            nonzero: vec![0; nodes],
+            heavy: vec![(0, 0); nodes * 2 * HEAVY],
+            tokens: 0,
+            seed,
+        }
     }
 
-    /// One window's recorded node sites; the window's first token is at
+    /// One window's recorded node sites; the window's `tokens` start at
     /// `offset` in the corpus.
-    pub fn add(&mut self, config: &Config, offset: u32, recording: &Recording) {
+    pub fn add(&mut self, config: &Config, offset: u32, tokens: &[u32], recording: &Recording) {
         let starts = site_starts(config);
         let buckets = Bucket::ALL.len();
         let (max, min) = (Bucket::Max.index(), Bucket::Min.index());
+        let top_1 = [Bucket::Top(Quantile::Q0_1).index(), Bucket::Top(Quantile::Q1).index()];
         let mut rows = 0;
         for (start, width, values) in node_values(&starts, recording) {
             rows = values.len() / width.max(1);
@@ -273,6 +293,13 @@ impl Sampler {
                     keep_extreme(&mut kept[max * SAMPLES..(max + 1) * SAMPLES], (at, v), |a, b| a > b);
                     keep_extreme(&mut kept[min * SAMPLES..(min + 1) * SAMPLES], (at, v), |a, b| a < b);
                     let bucket = self.thresholds.bucket_of_bin[node * BINS + bin] as usize;
+                    if top_1.contains(&bucket) {
+                        let heavy = &mut self.heavy[node * 2 * HEAVY..(node + 1) * 2 * HEAVY];
+                        count_heavy(&mut heavy[..HEAVY], tokens[t]);
+                        if t > 0 {
+                            count_heavy(&mut heavy[HEAVY..], tokens[t - 1]);
+                        }
+                    }
                     let seen = &mut self.seen[node * buckets + bucket];
                     *seen += 1;
                     let slots = &mut kept[bucket * SAMPLES..(bucket + 1) * SAMPLES];
@@ -304,7 +331,18 @@ impl Sampler {
             seen[node * buckets + Bucket::Min.index()] = seen_extremes(node);
         }
         let sites = site_starts(config).into_iter().map(|(site, _, width)| (site, width)).collect();
-        Examples { model, sites, corpus, window, tokens: self.tokens, seed: self.seed, kept: self.kept, seen, nonzero: self.nonzero }
+        Examples { model, sites, corpus, window, tokens: self.tokens, seed: self.seed, kept: self.kept, seen, nonzero: self.nonzero, heavy: self.heavy }
+    }
+}
+
+/// One step of Misra-Gries over `counters` (token, count; count 0: free).
+fn count_heavy(counters: &mut [(u32, u32)], token: u32) {
+    if let Some(c) = counters.iter_mut().find(|c| c.1 > 0 && c.0 == token) {
+        c.1 += 1;
+    } else if let Some(free) = counters.iter_mut().find(|c| c.1 == 0) {
+        *free = (token, 1);
+    } else {
+        counters.iter_mut().for_each(|c| c.1 -= 1);
     }
 }
 
@@ -347,6 +385,47 @@ pub struct Examples {
     seen: Vec<u32>,
     /// `[nodes]`: nonzero values over the corpus.
     nonzero: Vec<u32>,
+    /// `[nodes, 2, HEAVY]`: see [`Sampler`].
+    heavy: Vec<(u32, u32)>,
+}
+
+/// A node's label from its examples: the token it fires on, or the one
+/// before, where one stands out among its top 1% of values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Label {
+    /// Fires on `token` (that share of its top 1%), after `after` when one
+    /// token also stands out just before.
+    On { token: u32, share: f64, after: Option<(u32, f64)> },
+    /// Fires after `token`, whatever comes next.
+    After { token: u32, share: f64 },
+    /// No token makes up a quarter of its top 1%, or it hardly ever fires.
+    Unclear,
+}
+
+/// A token as labels write it: its text quoted, escapes shown (`#id`
+/// without a tokenizer).
+pub fn quoted_token(tokenizer: Option<&crate::model::Tokenizer>, id: u32) -> String {
+    match tokenizer {
+        Some(t) => format!("{:?}", t.decode(&[id])),
+        None => format!("#{id}"),
+    }
+}
+
+/// The share of a node's top 1% a token must make up to name it.
+pub const LABEL_SHARE: f64 = 0.25;
+/// ... and how much more often than in the corpus as a whole.
+pub const LABEL_ENRICHMENT: f64 = 2.0;
+
+impl Label {
+    /// The label as text, tokens quoted as the tokenizer writes them.
+    pub fn text(&self, token: &dyn Fn(u32) -> String) -> String {
+        match self {
+            Label::On { token: t, after: Some((a, _)), .. } => format!("on {} after {}", token(*t), token(*a)),
+            Label::On { token: t, .. } => format!("on {}", token(*t)),
+            Label::After { token: t, .. } => format!("after {}", token(*t)),
+            Label::Unclear => "no single token".into(),
+        }
+    }
 }
 
 /// A bad examples file, named.
@@ -400,6 +479,61 @@ impl Examples {
         self.index_of(node).map_or(0.0, |i| self.nonzero[i] as f64 / self.tokens.max(1) as f64)
     }
 
+    /// The counters of the tokens at and just before `node`'s top 1% of
+    /// values: (token, count) each, a count of 0 unused.
+    pub fn heavy_tokens(&self, node: Node) -> (&[TokenCount], &[TokenCount]) {
+        let Some(i) = self.index_of(node) else { return (&[], &[]) };
+        let both = &self.heavy[i * 2 * HEAVY..(i + 1) * 2 * HEAVY];
+        both.split_at(HEAVY)
+    }
+
+    /// The node's values in its top 1%, over the corpus.
+    pub fn top_1_percent(&self, node: Node) -> u32 {
+        self.seen(node, Bucket::Top(Quantile::Q0_1)) + self.seen(node, Bucket::Top(Quantile::Q1))
+    }
+
+    /// `node`'s label: a token making up at least [`LABEL_SHARE`] of its top
+    /// 1% of values, at [`LABEL_ENRICHMENT`] times or more its share of the
+    /// corpus, at the position or just before it (the commoner of the two
+    /// names it; the other is added when it stands out too). `corpus_share`
+    /// is each token's share of the corpus ([`Examples::token_shares`]).
+    pub fn label(&self, node: Node, corpus_share: &[f64]) -> Label {
+        let Some(i) = self.index_of(node) else { return Label::Unclear };
+        let top = self.top_1_percent(node) as f64;
+        if top < 8.0 {
+            return Label::Unclear;
+        }
+        let best = |which: usize| {
+            let counters = &self.heavy[(i * 2 + which) * HEAVY..(i * 2 + which + 1) * HEAVY];
+            counters
+                .iter()
+                .filter(|c| c.1 > 0)
+                .map(|&(token, count)| (token, count as f64 / top))
+                .filter(|&(token, share)| share >= LABEL_SHARE && share >= LABEL_ENRICHMENT * corpus_share.get(token as usize).copied().unwrap_or(0.0))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+        };
+        match (best(0), best(1)) {
+            (Some((token, share)), after) if after.is_none_or(|a| share >= a.1) => Label::On { token, share, after },
+            (at, Some((token, share))) => match at {
+                Some(on) => Label::On { token: on.0, share: on.1, after: Some((token, share)) },
+                None => Label::After { token, share },
+            },
+            _ => Label::Unclear,
+        }
+    }
+
+    /// Each token id's share of the corpus, `[vocab]`.
+    pub fn token_shares(&self, vocab: usize) -> Vec<f64> {
+        let mut counts = vec![0u64; vocab];
+        for &t in &self.corpus {
+            if let Some(c) = counts.get_mut(t as usize) {
+                *c += 1;
+            }
+        }
+        let n = self.corpus.len().max(1) as f64;
+        counts.into_iter().map(|c| c as f64 / n).collect()
+    }
+
     /// The window of corpus tokens holding `offset`, and the offset's
     /// position in it.
     pub fn window_of(&self, offset: u32) -> (&[u32], usize) {
@@ -436,6 +570,8 @@ impl Examples {
         let values: Vec<u8> = self.kept.iter().flat_map(|k| k.1.to_le_bytes()).collect();
         let seen: Vec<u8> = self.seen.iter().flat_map(|s| s.to_le_bytes()).collect();
         let nonzero: Vec<u8> = self.nonzero.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let heavy_tokens: Vec<u8> = self.heavy.iter().flat_map(|h| h.0.to_le_bytes()).collect();
+        let heavy_counts: Vec<u8> = self.heavy.iter().flat_map(|h| h.1.to_le_bytes()).collect();
         fn view(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> TensorView<'_> {
             TensorView::new(dtype, shape, data).expect("shapes match the data")
         }
@@ -445,6 +581,8 @@ impl Examples {
             ("value", view(Dtype::F32, vec![nodes, buckets, SAMPLES], &values)),
             ("seen", view(Dtype::U32, vec![nodes, buckets], &seen)),
             ("nonzero", view(Dtype::U32, vec![nodes], &nonzero)),
+            ("heavy_token", view(Dtype::U32, vec![nodes, 2, HEAVY], &heavy_tokens)),
+            ("heavy_count", view(Dtype::U32, vec![nodes, 2, HEAVY], &heavy_counts)),
         ];
         let sites = self.sites.iter().map(|(site, width)| format!("{site}:{width}")).collect::<Vec<_>>().join(",");
         let metadata: HashMap<String, String> = [
@@ -520,7 +658,9 @@ impl Examples {
         }
         let seen = words(tensor("seen", Dtype::U32, &[nodes, buckets])?);
         let nonzero = words(tensor("nonzero", Dtype::U32, &[nodes])?);
-        Ok(Examples { model: get("model")?.clone(), sites, corpus, window, tokens: number("tokens")?, seed: number("seed")?, kept, seen, nonzero })
+        let heavy_tokens = words(tensor("heavy_token", Dtype::U32, &[nodes, 2, HEAVY])?);
+        let heavy = heavy_tokens.into_iter().zip(words(tensor("heavy_count", Dtype::U32, &[nodes, 2, HEAVY])?)).collect();
+        Ok(Examples { model: get("model")?.clone(), sites, corpus, window, tokens: number("tokens")?, seed: number("seed")?, kept, seen, nonzero, heavy })
     }
 }
 
@@ -585,8 +725,9 @@ pub async fn collect_examples(
         if !progress(ExamplesProgress { pass: 2, done: w, windows }) {
             return Err("stopped".into());
         }
-        let (_, recording) = runner.record(&corpus[w * window..(w + 1) * window], &record).await?;
-        sampler.add(config, (w * window) as u32, &recording);
+        let tokens = &corpus[w * window..(w + 1) * window];
+        let (_, recording) = runner.record(tokens, &record).await?;
+        sampler.add(config, (w * window) as u32, tokens, &recording);
     }
     progress(ExamplesProgress { pass: 2, done: windows, windows });
     let mut corpus = corpus;
@@ -649,6 +790,16 @@ mod tests {
         assert_eq!(bin_of(-0.0), ZERO_BIN);
         assert_eq!(bin_of(f32::NAN), ZERO_BIN);
         assert!(bin_of(1.0) < bin_of(1.25) && bin_of(1.25) < bin_of(1.5), "a quarter octave apart");
+    }
+
+    #[test]
+    fn a_token_making_up_more_than_a_fifth_of_a_stream_is_counted() {
+        let mut counters = [(0, 0); HEAVY];
+        let stream: Vec<u32> = (0..1000).map(|i| if i % 3 == 0 { 7 } else { 100 + i % 50 }).collect();
+        stream.iter().for_each(|&t| count_heavy(&mut counters, t));
+        let seven = counters.iter().find(|c| c.0 == 7).expect("7 is a third of the stream").1;
+        // Misra-Gries undercounts by at most n / (HEAVY + 1).
+        assert!(seven <= 334 && seven >= 334 - 1000 / (HEAVY as u32 + 1), "{seven}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
-pub use examples::{bin_of, collect_examples, default_corpus, example_rows, Bucket, Example, ExampleRow, Examples, ExamplesError, ExamplesProgress, Histograms, Quantile, Sampler, Thresholds, BINS, SAMPLES, THRESHOLD_TOKENS, ZERO_BELOW};
+pub use examples::{bin_of, collect_examples, default_corpus, example_rows, Bucket, Example, ExampleRow, Examples, ExamplesError, ExamplesProgress, Histograms, Label, Quantile, quoted_token, Sampler, Thresholds, BINS, HEAVY, LABEL_ENRICHMENT, LABEL_SHARE, SAMPLES, THRESHOLD_TOKENS, ZERO_BELOW};
 pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss, DEFAULT_TARGET_LOSS, HELD_OUT_SEED, SEARCH_SEED};
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{ablated_objectives, candidates, candidates_in, measure_effects, Objective};

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::circuits::{inspect, Node};
-use crate::model::{forward, parse_token_list, Model, Recording};
+use crate::circuits::{inspect, quoted_token, Bucket, Examples, Label, Node};
+use crate::model::{forward, parse_token_list, Model, Recording, Tokenizer};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -44,6 +44,14 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
     let weights = |list: &[(Node, f32)]| -> Vec<serde_json::Value> {
         list.iter().map(|(n, w)| serde_json::json!({ "label": label(n), "weight": w })).collect()
     };
+    // Its label and largest examples, from the folder's examples file if it has one.
+    let examples = match std::fs::read(args.model.join("examples.safetensors")) {
+        Ok(bytes) => Some(Examples::from_bytes(&bytes).and_then(|e| e.check_fits(&model.config).map(|()| e)).map_err(|e| e.to_string())?),
+        Err(_) => None,
+    };
+    let tokenizer = Tokenizer::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let fires = examples.as_ref().map(|e| e.label(node, &e.token_shares(model.config.vocab_size))).filter(|l| *l != Label::Unclear);
+    let fires = fires.map(|l| l.text(&|t| quoted_token(tokenizer.as_ref(), t)));
     if args.json {
         let attention = details.attention.as_ref().map(|(head, pattern)| {
             let rows: Vec<&[f32]> = pattern.rows_iter().collect();
@@ -52,12 +60,22 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
         let embedding: Vec<_> = details.embedding.iter().map(|(t, v)| serde_json::json!({ "token": t, "value": v })).collect();
         let out = serde_json::json!({
             "label": label(&node), "activations": details.activations, "attention": attention, "embedding": embedding,
-            "incoming": weights(&details.incoming), "outgoing": weights(&details.outgoing),
+            "incoming": weights(&details.incoming), "outgoing": weights(&details.outgoing), "fires": fires,
         });
         println!("{out}");
         return Ok(());
     }
     println!("{}", label(&node));
+    if let Some(fires) = &fires {
+        println!("fires {fires} (from its dataset examples)");
+    }
+    if let Some(examples) = &examples {
+        for e in examples.of(node, Bucket::Max) {
+            let (window, at) = examples.window_of(e.offset);
+            let text = |ids: &[u32]| tokenizer.as_ref().map_or_else(|| format!("{ids:?}"), |t| format!("{:?}", t.decode(ids)));
+            println!("  {:+.3}  {} [{}]", e.value, text(&window[at.saturating_sub(12)..at]), text(&window[at..at + 1]));
+        }
+    }
     let acts: Vec<String> = details.activations.iter().map(|a| format!("{a:.3}")).collect();
     println!("activation per position: {}", acts.join(" "));
     if let Some((head, pattern)) = &details.attention {

@@ -43,7 +43,7 @@ fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Zoom,
 /// On top of the scene: the selected node's edges highlighted, the rings of
 /// the selected and hovered nodes, and a cross on every ablated node.
 fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
-    let Frame { view, selected, hovered, ablated, transform, .. } = *frame;
+    let Frame { view, selected, hovered, ablated, labels, transform, .. } = *frame;
     let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
     let max_activation = max_activation(view);
@@ -61,6 +61,17 @@ fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
     }
     if let Some(s) = selected {
         draw_node(painter, view, s, max_activation, ("#111111", 2.5));
+    }
+    for (i, label) in labels {
+        // Right of the node, on white so that edges do not cross it.
+        let (x, y) = node_xy(view, *i);
+        ctx.set_font("11px system-ui, sans-serif");
+        let width = ctx.measure_text(label).map_or(0.0, |m| m.width());
+        ctx.set_fill_style_str("rgba(255, 255, 255, 0.9)");
+        ctx.fill_rect(x + NODE_RADIUS + 3.0, y - 8.0, width + 6.0, 15.0);
+        ctx.set_text_align("left");
+        ctx.set_fill_style_str("#111111");
+        let _ = ctx.fill_text(label, x + NODE_RADIUS + 6.0, y + 4.0);
     }
     for i in (0..view.nodes.len()).filter(|&i| ablated.contains(&view.nodes[i].node)) {
         // A cross: this node is ablated in the ablated run.
@@ -90,6 +101,8 @@ struct Frame<'a> {
     selected: Option<usize>,
     hovered: Option<usize>,
     ablated: &'a [Node],
+    /// The labels of the selected and hovered nodes, drawn next to them.
+    labels: &'a [(usize, String)],
     transform: Zoom,
     moving: bool,
 }
@@ -205,11 +218,17 @@ pub fn CircuitCanvas() -> impl IntoView {
         let (selected, hovered, transform) = (page.selected_index(), hovered.get(), transform.get());
         let ablated: Vec<Node> = page.ablations.with(|list| list.iter().map(|(n, _)| *n).collect());
         let (version, moving) = (version.get(), drag.with(Option::is_some) || zooming.get());
+        page.examples.track();
         graph.with(|view| {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
                 let clock = web_sys::window().and_then(|w| w.performance());
                 let started = clock.as_ref().map_or(0.0, |c| c.now());
-                let frame = Frame { version, view, selected, hovered, ablated: &ablated, transform, moving };
+                let labels: Vec<(usize, String)> = [selected, hovered]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| Some((i, page.label_text(view.nodes.get(i)?.node)?)))
+                    .collect();
+                let frame = Frame { version, view, selected, hovered, ablated: &ablated, labels: &labels, transform, moving };
                 scene.update_value(|scene| draw(&canvas, scene, &frame));
                 draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);
             }
@@ -252,7 +271,8 @@ pub fn CircuitCanvas() -> impl IntoView {
         graph.with(|view| {
             let node = view.as_ref()?.nodes.get(i)?;
             let measured = page.measured_effect(node.node).map(|e| format!(" (measured {e:+.4})")).unwrap_or_default();
-            Some(format!("{}: activation {:.4}{}{measured}", node.label, node.activation, effect_text(node.effect)))
+            let label = page.label_text(node.node).map(|l| format!(" ({l})")).unwrap_or_default();
+            Some(format!("{}{label}: activation {:.4}{}{measured}", node.label, node.activation, effect_text(node.effect)))
         })
     };
     view! {

@@ -13,7 +13,8 @@ use web_sys::CanvasRenderingContext2d;
 
 use super::graph_paint::{effect_text, signed_colour};
 use super::load::fetch_examples;
-use super::page::{use_page, DatasetExamples, NodeExamples, Page};
+use super::page::{use_page, DatasetExamples, LoadedExamples, NodeExamples, Page};
+use crate::platform::sleep;
 use super::summary::token_text;
 use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, EdgeKind, ExampleRow, Node, NodeDetails};
 use crate::model::{Config, Tensor};
@@ -49,19 +50,23 @@ impl Page {
 }
 
 impl Page {
-    /// The selected node's dataset examples: the model's examples file is
-    /// fetched when a node is first inspected, then each node's example
-    /// windows are run to shade their tokens; a newer selection wins.
+    /// The model's dataset examples, fetched once its first run is done
+    /// (they label the graph's nodes); then the selected node's: its
+    /// example windows run to shade their tokens, a newer selection winning.
     pub fn examples_on_change(self) {
         Effect::new(move |_| {
-            let Some(node) = self.selected.get() else { return self.node_examples.set(None) };
-            let (Some(opened), Some(runner)) = (self.opened.get_untracked(), self.runner()) else { return };
+            let Some(opened) = self.opened.get() else { return };
+            let Some(runner) = self.runner() else { return };
             match self.examples.get() {
                 DatasetExamples::NotLoaded => {
                     let Some(url) = opened.examples_url.clone() else { return };
                     self.examples.set(DatasetExamples::Loading);
                     spawn_local(async move {
-                        let loaded = fetch_examples(&url, &opened.model.config).await;
+                        while self.running.get_untracked() {
+                            sleep(50).await;
+                        }
+                        let vocab = opened.model.config.vocab_size;
+                        let loaded = fetch_examples(&url, &opened.model.config).await.map(|e| LoadedExamples::new(e, vocab));
                         let still_open = self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
                         if still_open {
                             self.examples.set(match loaded {
@@ -71,12 +76,13 @@ impl Page {
                         }
                     });
                 }
-                DatasetExamples::Ready(examples) => {
+                DatasetExamples::Ready(loaded) => {
+                    let Some(node) = self.selected.get() else { return self.node_examples.set(None) };
                     if self.node_examples.with_untracked(|n| n.as_ref().is_some_and(|n| n.node == node)) {
                         return;
                     }
                     spawn_local(async move {
-                        let rows = example_rows(&runner, &examples, node, EXAMPLE_BEFORE, EXAMPLE_AFTER).await;
+                        let rows = example_rows(&runner, &loaded.examples, node, EXAMPLE_BEFORE, EXAMPLE_AFTER).await;
                         if self.selected.get_untracked() != Some(node) {
                             return;
                         }
@@ -104,7 +110,8 @@ fn DatasetExamplesView(node: Node) -> impl IntoView {
             DatasetExamples::Absent => None,
             DatasetExamples::NotLoaded | DatasetExamples::Loading => Some(view! { <p class="hint">"Loading the dataset examples..."</p> }.into_any()),
             DatasetExamples::Failed(message) => Some(view! { <p class="hint">{format!("No dataset examples: {message}")}</p> }.into_any()),
-            DatasetExamples::Ready(examples) => {
+            DatasetExamples::Ready(loaded) => {
+                let examples = &loaded.examples;
                 let about = format!(
                     "Nonzero on {:.2}% of {} corpus tokens (windows of {}). Each row: the context before the boxed token, shaded by this node's value there; one colour scale for all rows.",
                     100.0 * examples.density(node),
@@ -222,6 +229,11 @@ pub fn NodeInspector() -> impl IntoView {
             Some(view! {
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
+                    {move || page.label_text(target).map(|label| view! {
+                        <p class="node-label" data-testid="node-label" title="From its dataset examples: the token that makes up a quarter or more of its top 1% of values, at or just before it">
+                            {format!("Fires {label}")}
+                        </p>
+                    })}
                     <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
                     <div class="ablate-buttons">
                         <button data-testid="ablate-button" on:click=move |_| on_ablate(target, AblationKind::Zero)>

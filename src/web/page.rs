@@ -15,7 +15,7 @@ use leptos::prelude::*;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    Agreement, AblationKind, Attribution, Bucket, ExampleRow, Examples, GraphView, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
+    Agreement, AblationKind, Attribution, Bucket, ExampleRow, Examples, GraphView, Label, quoted_token, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
     SiteMeans, Tour, View, ViewLink, Zoom,
 };
 use crate::model::{Model, Prediction, Recording, Summaries, Tensor, Tokenizer};
@@ -69,7 +69,7 @@ pub struct RunAt {
     pub sites: Recording,
 }
 
-/// The model's dataset examples: fetched when a node is first inspected.
+/// The model's dataset examples: fetched after the model's first run.
 #[derive(Clone, Default)]
 pub enum DatasetExamples {
     /// The model came without them.
@@ -77,8 +77,35 @@ pub enum DatasetExamples {
     Absent,
     NotLoaded,
     Loading,
-    Ready(Arc<Examples>),
+    Ready(Arc<LoadedExamples>),
     Failed(String),
+}
+
+/// Dataset examples with each token's share of their corpus (for labels).
+pub struct LoadedExamples {
+    pub examples: Examples,
+    pub token_shares: Vec<f64>,
+}
+
+impl LoadedExamples {
+    pub fn new(examples: Examples, vocab: usize) -> LoadedExamples {
+        let token_shares = examples.token_shares(vocab);
+        LoadedExamples { examples, token_shares }
+    }
+}
+
+impl Page {
+    /// The label of `node` as text, once the examples are in.
+    pub fn label_text(self, node: Node) -> Option<String> {
+        let tokenizer = self.tokenizer();
+        self.examples.with(|e| match e {
+            DatasetExamples::Ready(loaded) => {
+                let label = loaded.examples.label(node, &loaded.token_shares);
+                (label != Label::Unclear).then(|| label.text(&|t| quoted_token(tokenizer.as_deref(), t)))
+            }
+            _ => None,
+        })
+    }
 }
 
 /// One node's dataset examples as the inspector shows them.

@@ -703,34 +703,43 @@ function fileExamples(file, node) {
   return out;
 }
 
-test('a node of a bundled circuit shows its dataset examples: the file\'s, bucket by bucket, each token shaded by the node\'s value there', async () => {
+test('a node of a bundled circuit shows its dataset examples (the file\'s, bucket by bucket, each token shaded by the node\'s value there) and its label, as the CLI\'s inspect', async () => {
   const trained = path.join(root, 'www/models/python_tasks');
   const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
-  const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view}`);
-  const node = tour.steps[2].view.match(/sel=([^&]+)/)[1];
-  const inspector = page.getByTestId('node-inspector');
-  await inspector.locator('h2').waitFor({ timeout: 60_000 });
-  const label = (await inspector.locator('h2').textContent()).split(' ')[0];
-  const examples = inspector.getByTestId('node-examples');
-  await examples.getByTestId('example-row').first().waitFor({ timeout: 60_000 });
-  const expected = fileExamples(path.join(trained, 'examples.safetensors'), label);
-  assert.ok(expected.length > 0, `${label} (${node}) has examples in the file`);
-  const shown = await examples.locator('[data-bucket]').evaluateAll((groups) => groups.flatMap((g) =>
-    [...g.querySelectorAll('[data-testid=example-row]')].map((r) => ({
-      bucket: g.dataset.bucket,
-      offset: Number(r.dataset.offset),
-      value: Number(r.dataset.value),
-      boxed: Number(r.querySelector('.example-token').title),
-    }))));
-  assert.deepEqual(shown.map(({ bucket, offset }) => ({ bucket, offset })), expected.map(({ bucket, offset }) => ({ bucket, offset })));
-  shown.forEach((row, i) => {
-    assert.ok(Math.abs(row.value - expected[i].value) <= 1e-6 * (1 + Math.abs(row.value)), `${row.bucket}: ${row.value} vs ${expected[i].value}`);
-    // The boxed token's shade is the node's value there, run again in the page.
-    assert.ok(Math.abs(row.boxed - expected[i].value) <= 1e-3 * (1 + Math.abs(row.boxed)), `${row.bucket} at ${row.offset}: ${row.boxed} vs ${expected[i].value}`);
-  });
-  assert.equal(shown[0].bucket, 'largest');
-  assert.deepEqual(errors, []);
-  await close();
+  // The tour's first node, and 0.attn.act_in[85] of the same circuit (85 in the link's base 36: 2d).
+  for (const sel of [tour.steps[2].view.match(/sel=([^&]+)/)[1], '0.attn.act_in:2d']) {
+    const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view.replace(/sel=[^&]+/, `sel=${sel}`)}`);
+    const inspector = page.getByTestId('node-inspector');
+    await inspector.locator('h2').waitFor({ timeout: 60_000 });
+    const label = (await inspector.locator('h2').textContent()).split(' ')[0];
+    const examples = inspector.getByTestId('node-examples');
+    await examples.getByTestId('example-row').first().waitFor({ timeout: 60_000 });
+    const expected = fileExamples(path.join(trained, 'examples.safetensors'), label);
+    assert.ok(expected.length > 0, `${label} has examples in the file`);
+    const shown = await examples.locator('[data-bucket]').evaluateAll((groups) => groups.flatMap((g) =>
+      [...g.querySelectorAll('[data-testid=example-row]')].map((r) => ({
+        bucket: g.dataset.bucket,
+        offset: Number(r.dataset.offset),
+        value: Number(r.dataset.value),
+        boxed: Number(r.querySelector('.example-token').title),
+      }))));
+    assert.deepEqual(shown.map(({ bucket, offset }) => ({ bucket, offset })), expected.map(({ bucket, offset }) => ({ bucket, offset })));
+    shown.forEach((row, i) => {
+      assert.ok(Math.abs(row.value - expected[i].value) <= 1e-6 * (1 + Math.abs(row.value)), `${row.bucket}: ${row.value} vs ${expected[i].value}`);
+      // The boxed token's shade is the node's value there, run again in the page.
+      assert.ok(Math.abs(row.boxed - expected[i].value) <= 1e-3 * (1 + Math.abs(row.boxed)), `${row.bucket} at ${row.offset}: ${row.boxed} vs ${expected[i].value}`);
+    });
+    assert.equal(shown[0].bucket, 'largest');
+    // The label, as `circuitscope inspect` gives it from the same file (none when no token stands out).
+    const { fires } = JSON.parse(execFileSync(cli, ['inspect', '--model', trained, '--tokens', '1', '--node', label, '--json']));
+    if (fires === null) {
+      assert.equal(await inspector.getByTestId('node-label').count(), 0);
+    } else {
+      assert.equal(await inspector.getByTestId('node-label').textContent(), `Fires ${fires}`);
+    }
+    assert.deepEqual(errors, []);
+    await close();
+  }
 });
 
 /// The view's link as the page writes it (the fragment, without `#`).
