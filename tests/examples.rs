@@ -199,3 +199,24 @@ fn most_nodes_of_the_bundled_circuits_get_a_token_label() {
     }
     assert!(labelled * 2 > all, "{labelled} of {all} circuit nodes labelled");
 }
+
+/// The GPU's examples are the CPU's: the same extremes at the same tokens
+/// (values to float rounding; a bin edge may move a rare sample).
+#[cfg(feature = "gpu")]
+#[test]
+fn examples_collected_on_the_gpu_are_the_cpus() {
+    let (model, tokenizer) = bundled();
+    let corpus = default_corpus(&tokenizer, 2048);
+    let on_cpu = collect(&model, &corpus, 7);
+    let runner = pollster::block_on(Runner::new(model.clone(), Want::Gpu, Box::new(|_| {}))).unwrap();
+    assert!(matches!(runner.backend(), circuitscope::runner::Backend::Gpu(_)), "{:?}", runner.backend());
+    let on_gpu = pollster::block_on(collect_examples(&runner, corpus.clone(), WINDOW, 7, &mut |_| true)).unwrap();
+    let nodes = all_nodes(&model.config);
+    let same = nodes.iter().filter(|&&n| on_gpu.of(n, Bucket::Max).iter().map(|e| e.offset).eq(on_cpu.of(n, Bucket::Max).iter().map(|e| e.offset))).count();
+    assert!(same * 100 >= nodes.len() * 99, "{same} of {} nodes have the same largest examples", nodes.len());
+    for &node in &nodes {
+        for (g, c) in on_gpu.of(node, Bucket::Max).iter().zip(on_cpu.of(node, Bucket::Max)) {
+            assert!((g.value - c.value).abs() <= 1e-3 * (1.0 + c.value.abs()), "{node:?}: {g:?} vs {c:?}");
+        }
+    }
+}

@@ -711,23 +711,31 @@ pub async fn collect_examples(
         return Err(format!("the corpus has {} tokens, fewer than one window of {window}", corpus.len()));
     }
     let record = Record::Sites(node_sites(config));
+    // Windows per batch: a few thousand tokens, so that a GPU's batch is
+    // worth its dispatches and a batch's node sites stay under 64 MB.
+    let node_bytes = node_sites(config).iter().map(|&s| config.site_width(s)).sum::<usize>() * window * 4;
+    let batch = (4096 / window).clamp(1, ((64 << 20) / node_bytes.max(1)).max(1));
+    let window_tokens = |w: usize| corpus[w * window..(w + 1) * window].to_vec();
     let first = windows.min(THRESHOLD_TOKENS.div_ceil(window));
     let mut histograms = Histograms::new(config);
-    for w in 0..first {
-        if !progress(ExamplesProgress { pass: 1, done: w, windows: first }) {
+    for start in (0..first).step_by(batch) {
+        if !progress(ExamplesProgress { pass: 1, done: start, windows: first }) {
             return Err("stopped".into());
         }
-        let (_, recording) = runner.record(&corpus[w * window..(w + 1) * window], &record).await?;
-        histograms.add(config, &recording);
+        let prompts: Vec<Vec<u32>> = (start..(start + batch).min(first)).map(window_tokens).collect();
+        for (_, recording) in runner.record_batch(&prompts, &record).await? {
+            histograms.add(config, &recording);
+        }
     }
     let mut sampler = Sampler::new(histograms.thresholds(), seed);
-    for w in 0..windows {
-        if !progress(ExamplesProgress { pass: 2, done: w, windows }) {
+    for start in (0..windows).step_by(batch) {
+        if !progress(ExamplesProgress { pass: 2, done: start, windows }) {
             return Err("stopped".into());
         }
-        let tokens = &corpus[w * window..(w + 1) * window];
-        let (_, recording) = runner.record(tokens, &record).await?;
-        sampler.add(config, (w * window) as u32, tokens, &recording);
+        let prompts: Vec<Vec<u32>> = (start..(start + batch).min(windows)).map(window_tokens).collect();
+        for (w, (tokens, (_, recording))) in (start..).zip(prompts.iter().zip(runner.record_batch(&prompts, &record).await?)) {
+            sampler.add(config, (w * window) as u32, tokens, &recording);
+        }
     }
     progress(ExamplesProgress { pass: 2, done: windows, windows });
     let mut corpus = corpus;

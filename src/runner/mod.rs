@@ -284,6 +284,21 @@ impl Runner {
         self.on_cpu(tokens, &[], record, &mut |_, _| {}).await
     }
 
+    /// [`Runner::record`] of several prompts: on the GPU in one batch (a
+    /// batch too large for it goes to the CPU), on the CPU natively a
+    /// prompt per core, in the browser one after another.
+    pub async fn record_batch(&self, prompts: &[Vec<u32>], record: &Record) -> Result<Vec<(Tensor, Recording)>, String> {
+        #[cfg(feature = "gpu")]
+        if self.bulk_on_gpu(prompts.iter().map(Vec::len).sum()) {
+            if let Some(outcome) = self.on_engine(async |engine| engine.forward_batch(prompts, record).await).await {
+                return outcome;
+            }
+        }
+        self.pause_now_and_then().await;
+        let model = self.model();
+        crate::platform::map_on_cores(prompts, |tokens| crate::cpu::run(&model, tokens, &[], record).map_err(|e| e.to_string())).into_iter().collect()
+    }
+
     /// The gradient of `objective` at every site of `tokens`' run, with the
     /// run: where bulk work goes, as [`Runner::record`]; a GPU that fails
     /// hands it to the CPU.
