@@ -284,12 +284,12 @@ impl Runner {
         self.on_cpu(tokens, &[], record, &mut |_, _| {}).await
     }
 
-    /// [`Runner::record`] of several prompts: on the GPU in one batch (a
-    /// batch too large for it goes to the CPU), on the CPU natively a
-    /// prompt per core, in the browser one after another.
+    /// [`Runner::record`] of several prompts, where it would run each: on
+    /// the GPU in one batch (a batch too large for it goes to the CPU), on
+    /// the CPU natively a prompt per core, in the browser one after another.
     pub async fn record_batch(&self, prompts: &[Vec<u32>], record: &Record) -> Result<Vec<(Tensor, Recording)>, String> {
         #[cfg(feature = "gpu")]
-        if self.bulk_on_gpu(prompts.iter().map(Vec::len).sum()) {
+        if self.bulk_on_gpu(prompts.iter().map(Vec::len).max().unwrap_or(0)) {
             if let Some(outcome) = self.on_engine(async |engine| engine.forward_batch(prompts, record).await).await {
                 return outcome;
             }

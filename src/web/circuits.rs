@@ -307,7 +307,7 @@ pub fn TaskTable() -> impl IntoView {
 
 /// A whole number from 1 to `max` for one of the search's settings.
 #[component]
-fn CountInput(label: &'static str, testid: &'static str, max: usize, value: RwSignal<usize>) -> impl IntoView {
+pub(super) fn CountInput(label: &'static str, testid: &'static str, max: usize, value: RwSignal<usize>) -> impl IntoView {
     view! {
         <label class="search-examples">
             {label}

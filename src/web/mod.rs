@@ -14,6 +14,7 @@ mod attribution;
 mod circuits;
 mod components;
 mod effects;
+mod examples;
 mod export;
 mod graph_canvas;
 mod graph_paint;
@@ -31,6 +32,7 @@ use leptos::prelude::*;
 use circuits::TaskTable;
 use components::{files_of, AblationList, BackendStatus, ErrorBanner, LayerTable, ModelPicker, ModelStatus, Predictions, PromptForm, TokenStrip};
 use effects::{ObjectiveChange, RankingControls};
+use examples::ExamplesPanel;
 use export::ExportBar;
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
@@ -91,6 +93,7 @@ fn Workspace() -> impl IntoView {
                 <TaskTable />
                 <TourList />
                 <ExportBar />
+                <ExamplesPanel />
                 <details class="layers-panel">
                     <summary>"Activation size per layer"</summary>
                     <LayerTable />

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use super::examples::ExamplesJob;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
@@ -219,6 +220,9 @@ pub struct Page {
     /// The selected node's details in the run, once read.
     pub inspected: RwSignal<Option<Arc<NodeDetails>>>,
     pub examples: RwSignal<DatasetExamples>,
+    /// Examples being computed in the page, and the user's Cancel.
+    pub examples_job: RwSignal<Option<ExamplesJob>>,
+    pub cancel_examples: StoredValue<bool>,
     /// The selected node's dataset examples, once its windows have run.
     pub node_examples: RwSignal<Option<Arc<NodeExamples>>>,
     /// The layers of the run under way, as they arrive.
@@ -358,6 +362,8 @@ impl Page {
             at,
             inspected: RwSignal::new(None),
             examples: RwSignal::new(DatasetExamples::Absent),
+            examples_job: RwSignal::new(None),
+            cancel_examples: StoredValue::new(false),
             node_examples: RwSignal::new(None),
             layers: RwSignal::new(Vec::new()),
             view,

@@ -19,6 +19,7 @@
 // from the progress line and then cancelled, or with BENCH_PRUNE_WHOLE=1 the
 // whole run to its circuit;
 // BENCH_PRUNE_TASKS=a,b picks the bundled model's tasks.
+// BENCH_ONLY=examples measures dataset examples computed in the page.
 // BENCH_ONLY=released measures only the released 0.4B shape's 256-token
 // runs (to the first and last layer) and the memory after them, each build
 // (this one and BENCH_BASELINE's) in a browser of its own, BENCH_ROUNDS
@@ -198,6 +199,56 @@ if (process.env.BENCH_ONLY === 'released') {
   row('Run to the last layer and the predictions', 'last', ms);
   row('Renderer resident memory after the runs', 'renderer', (x) => `${x.toFixed(0)} MB`);
   row('GPU process resident memory after the runs', 'gpu', (x) => `${x.toFixed(0)} MB`);
+  process.exit(0);
+}
+
+// Dataset examples computed in the page (BENCH_ONLY=examples): every node of
+// the bundled model over EXAMPLES_TOKENS tokens of the generated corpus, from
+// the click to the examples ready; then the released 0.4B shape's rate
+// over 2048 tokens (its 180,224 nodes' histograms alone are 231 MB).
+if (process.env.BENCH_ONLY === 'examples') {
+  const compute = async (tab, tokens) => {
+    await tab.locator('.examples-panel summary').click();
+    await tab.getByTestId('examples-tokens').fill(String(tokens));
+    await tab.getByTestId('examples-tokens').dispatchEvent('change');
+    const t0 = Date.now();
+    await tab.getByTestId('compute-examples').click();
+    await tab.getByTestId('examples-progress').waitFor({ state: 'attached', timeout: 60_000 });
+    await tab.locator('[data-testid=examples-status]').filter({ hasText: 'Examples over' }).filter({ hasNotText: '1048576' }).waitFor({ timeout: 1_800_000 });
+    return Date.now() - t0;
+  };
+  const EXAMPLES_TOKENS = Number(process.env.EXAMPLES_TOKENS ?? 100_000);
+  const times = [];
+  for (let i = 0; i < Number(process.env.BENCH_ROUNDS ?? 3); i++) {
+    const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    await tab.goto(server.url);
+    await tab.locator('[data-testid=examples-status][data-ready=true]').waitFor({ state: 'attached', timeout: 120_000 });
+    times.push(await compute(tab, EXAMPLES_TOKENS));
+    console.error(`bundled model, ${EXAMPLES_TOKENS} tokens: ${ms(times.at(-1))} (${await tab.getByTestId('backend').textContent()})`);
+    await tab.close();
+  }
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-examples-'));
+  const shapeFile = path.join(root, 'src/cli/released_shape.json');
+  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', path.join(dir, 'large')]);
+  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
+  const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  await tab.goto(server.url);
+  await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+  await tab.getByTestId('model-url').fill(largeServer.url);
+  await tab.getByTestId('load-url').click();
+  await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
+  const released = await compute(tab, 2048);
+  const renderer = rss('renderer');
+  largeServer.close();
+  console.log('| measure | median |\n|---|---|');
+  console.log(`| Dataset examples in the page, bundled model, every node over ${EXAMPLES_TOKENS} tokens: click to ready (${times.length} runs) | ${ms(median(times))} |`);
+  console.log(`| Dataset examples in the page, released 0.4B shape, 2048 tokens: click to ready (rate) | ${ms(released)} (${(2048 / (released / 1000)).toFixed(0)} tokens/s) |`);
+  console.log(`| Renderer resident memory after the released shape's examples | ${renderer.toFixed(0)} MB |`);
+  await browser.close();
+  server.close();
   process.exit(0);
 }
 

@@ -742,6 +742,36 @@ test('a node of a bundled circuit shows its dataset examples (the file\'s, bucke
   }
 });
 
+test('the page computes a model\'s dataset examples over the generated corpus as the CLI does, shows them for the selected node, and saves them', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const cliFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-examples-')), 'examples.safetensors');
+  execFileSync(cli, ['examples', '--model', trained, '--tokens', '4096', '--out', cliFile], { stdio: 'ignore' });
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view.replace(/sel=[^&]+/, 'sel=0.attn.act_in:2d')}`);
+  const status = page.getByTestId('examples-status');
+  await page.locator('[data-testid=examples-status][data-ready=true]').waitFor({ state: 'attached', timeout: 60_000 });
+  await page.locator('.examples-panel summary').click();
+  await page.getByTestId('examples-tokens').fill('4096');
+  await page.getByTestId('examples-tokens').dispatchEvent('change');
+  await page.getByTestId('compute-examples').click();
+  await status.filter({ hasText: 'Examples over 4096 tokens' }).waitFor({ timeout: 120_000 });
+  const expected = fileExamples(cliFile, '0.attn.act_in[85]');
+  const rows = page.getByTestId('node-examples').getByTestId('example-row');
+  await page.waitForFunction((n) => document.querySelectorAll('[data-testid=node-examples] [data-testid=example-row]').length === n, expected.length, { timeout: 60_000 });
+  const shown = await rows.evaluateAll((list) => list.map((r) => ({ offset: Number(r.dataset.offset), value: Number(r.dataset.value) })));
+  // The page runs the CPU path in WebAssembly, the CLI natively: the same
+  // examples, values to the last bits of exp and erf.
+  assert.deepEqual(shown.map((r) => r.offset), expected.map((e) => e.offset));
+  shown.forEach((r, i) => assert.ok(Math.abs(r.value - expected[i].value) <= 1e-4 * (1 + Math.abs(r.value)), `${r.value} vs ${expected[i].value}`));
+  // Saved, they are the CLI's file for this node.
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('save-examples').click()]);
+  const saved = path.join(path.dirname(cliFile), 'saved.safetensors');
+  await download.saveAs(saved);
+  assert.deepEqual(fileExamples(saved, '0.attn.act_in[85]').map((e) => e.offset), expected.map((e) => e.offset));
+  assert.deepEqual(errors, []);
+  await close();
+});
+
 /// The view's link as the page writes it (the fragment, without `#`).
 const viewLink = (page) => page.locator('main').getAttribute('data-link');
 
