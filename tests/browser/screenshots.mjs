@@ -1,7 +1,9 @@
 // The README's screenshots, from the built page in headless Chromium at
 // 1440x900: the workspace with a task prompt run, its circuit shown and a
-// node inspected (docs/screenshot.png), and a classroom tour's second step
-// (docs/tour.png). `make screenshots` builds the page first.
+// node inspected (docs/screenshot.png), a classroom tour's second step
+// (docs/tour.png), and a node of the quote circuit with its label and its
+// dataset examples (docs/examples.png). `make screenshots` builds the page first.
+import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { serveStatic } from './serve.mjs';
@@ -42,6 +44,18 @@ await page.locator('[data-testid=tour-next]:enabled').waitFor({ timeout: 120_000
 await page.waitForTimeout(500);
 await page.screenshot({ path: path.join(root, 'docs/tour.png') });
 
+// A node of the quote circuit (0.attn.act_in[85], in the link's base 36) with its label and dataset examples.
+await page.keyboard.press('Escape');
+const tour = JSON.parse(fs.readFileSync(path.join(root, 'www/models/python_tasks/tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+const examples = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+await examples.goto(`${server.url}#${tour.steps[2].view.replace(/sel=[^&]+/, 'sel=0.attn.act_in:2d')}`);
+await examples.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+await examples.getByTestId('node-examples').getByTestId('example-row').first().waitFor({ timeout: 120_000 });
+await examples.getByTestId('node-label').waitFor();
+await examples.getByTestId('node-examples').scrollIntoViewIfNeeded();
+await examples.waitForTimeout(500);
+await examples.screenshot({ path: path.join(root, 'docs/examples.png') });
+
 await browser.close();
 server.close();
-console.log('wrote docs/screenshot.png and docs/tour.png');
+console.log('wrote docs/screenshot.png, docs/tour.png and docs/examples.png');
