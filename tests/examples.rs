@@ -121,6 +121,7 @@ fn examples_depend_on_the_seed_only_in_their_samples_and_survive_their_file() {
     assert_eq!(other.of(node, Bucket::Max), examples.of(node, Bucket::Max), "the extremes do not depend on the seed");
     let bytes = examples.to_bytes();
     assert_eq!(Examples::from_bytes(&bytes).unwrap(), examples);
+    assert_eq!(examples.to_bytes(), bytes, "the same examples make the same file");
     examples.check_fits(&model.config).unwrap();
     // A file cut short, another safetensors file and a model of another shape are refused by name.
     assert!(matches!(Examples::from_bytes(&bytes[..bytes.len() / 2]), Err(ExamplesError::NotSafetensors(_))));

@@ -402,6 +402,22 @@ pub enum Label {
     Unclear,
 }
 
+/// `bytes` (a safetensors file) with its header's keys sorted: safetensors
+/// writes the metadata from a `HashMap`, in an order that changes from run
+/// to run, and the same examples should make the same file.
+fn with_sorted_header(bytes: Vec<u8>) -> Vec<u8> {
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("safetensors writes JSON");
+    let mut text = serde_json::to_vec(&header).expect("JSON writes");
+    // The data starts 8-byte aligned, as safetensors pads it.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - 8 - n);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    out
+}
+
 /// A token as labels write it: its text quoted, escapes shown (`#id`
 /// without a tokenizer).
 pub fn quoted_token(tokenizer: Option<&crate::model::Tokenizer>, id: u32) -> String {
@@ -534,6 +550,44 @@ impl Examples {
         counts.into_iter().map(|c| c as f64 / n).collect()
     }
 
+    /// `nodes`' examples as JSON, for export: per node its label, density and
+    /// buckets, each example with its token, the text before it (up to
+    /// `before` tokens of its window) and its value.
+    pub fn to_json(&self, nodes: &[Node], config: &Config, tokenizer: Option<&crate::model::Tokenizer>, before: usize) -> serde_json::Value {
+        let shares = self.token_shares(config.vocab_size);
+        let text = |ids: &[u32]| tokenizer.map_or_else(|| format!("{ids:?}"), |t| t.decode(ids));
+        let nodes: Vec<serde_json::Value> = nodes
+            .iter()
+            .filter(|&&node| self.index_of(node).is_some())
+            .map(|&node| {
+                let label = self.label(node, &shares);
+                let buckets: Vec<serde_json::Value> = Bucket::ALL
+                    .into_iter()
+                    .map(|bucket| {
+                        let examples: Vec<serde_json::Value> = self
+                            .of(node, bucket)
+                            .into_iter()
+                            .map(|e| {
+                                let (window, at) = self.window_of(e.offset);
+                                serde_json::json!({
+                                    "offset": e.offset, "value": e.value,
+                                    "before": text(&window[at.saturating_sub(before)..at]), "token": text(&window[at..at + 1]),
+                                })
+                            })
+                            .collect();
+                        serde_json::json!({ "bucket": bucket.label(), "values_in_bucket": self.seen(node, bucket), "examples": examples })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "node": node.label(config).split(' ').next().unwrap_or_default(),
+                    "label": (label != Label::Unclear).then(|| label.text(&|t| quoted_token(tokenizer, t))),
+                    "density": self.density(node), "buckets": buckets,
+                })
+            })
+            .collect();
+        serde_json::json!({ "format": "circuitscope-node-examples", "corpus_tokens": self.tokens, "window": self.window, "seed": self.seed, "nodes": nodes })
+    }
+
     /// The window of corpus tokens holding `offset`, and the offset's
     /// position in it.
     pub fn window_of(&self, offset: u32) -> (&[u32], usize) {
@@ -599,7 +653,7 @@ impl Examples {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        safetensors::serialize(tensors, Some(metadata)).expect("in-memory tensors serialize")
+        with_sorted_header(safetensors::serialize(tensors, Some(metadata)).expect("in-memory tensors serialize"))
     }
 
     /// Reads a file [`Examples::to_bytes`] wrote, checking every count and

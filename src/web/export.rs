@@ -7,8 +7,8 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use super::graph_paint::{canvas_size, paint_graph, Painter, Segment};
-use super::page::use_page;
-use crate::circuits::GraphView;
+use super::page::{use_page, DatasetExamples};
+use crate::circuits::{GraphView, Node};
 use crate::model::activations_safetensors;
 
 /// An SVG document being drawn.
@@ -119,6 +119,19 @@ pub fn ExportBar() -> impl IntoView {
             }
         });
     };
+    let examples_ready = move || page.examples.with(|e| matches!(e, DatasetExamples::Ready(_)));
+    let export_examples = move |_| {
+        let (Some(model), Some(view)) = (page.model(), page.graph.get_untracked()) else { return };
+        let nodes: Vec<Node> = view.nodes.iter().map(|n| n.node).collect();
+        let tokenizer = page.tokenizer();
+        let json = page.examples.with_untracked(|e| match e {
+            DatasetExamples::Ready(loaded) => Some(loaded.examples.to_json(&nodes, &model.config, tokenizer.as_deref(), 12)),
+            _ => None,
+        });
+        if let Some(Err(message)) = json.map(|json| download("examples.json", json.to_string().as_bytes(), "application/json")) {
+            error.set(Some(message));
+        }
+    };
     view! {
         <div class="export-bar">
             "Export: "
@@ -139,6 +152,15 @@ pub fn ExportBar() -> impl IntoView {
                 on:click=export_run
             >
                 "activations (.safetensors)"
+            </button>
+            <button
+                type="button"
+                data-testid="export-examples"
+                title=move || if examples_ready() { "The shown nodes' dataset examples and labels (JSON)" } else { "This model has no dataset examples yet" }
+                disabled=move || !examples_ready() || page.graph.with(Option::is_none)
+                on:click=export_examples
+            >
+                "examples (.json)"
             </button>
         </div>
     }

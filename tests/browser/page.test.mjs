@@ -730,6 +730,12 @@ test('a node of a bundled circuit shows its dataset examples (the file\'s, bucke
       assert.ok(Math.abs(row.boxed - expected[i].value) <= 1e-3 * (1 + Math.abs(row.boxed)), `${row.bucket} at ${row.offset}: ${row.boxed} vs ${expected[i].value}`);
     });
     assert.equal(shown[0].bucket, 'largest');
+    // Exported with the shown nodes: the same examples.
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-examples').click()]);
+    const exported = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+    const entry = exported.nodes.find((n) => n.node === label);
+    assert.ok(entry, `${label} is among the ${exported.nodes.length} exported nodes`);
+    assert.deepEqual(entry.buckets.flatMap((b) => b.examples.map((e) => ({ bucket: b.bucket, offset: e.offset }))), expected.map(({ bucket, offset }) => ({ bucket, offset })));
     // The label, as `circuitscope inspect` gives it from the same file (none when no token stands out).
     const { fires } = JSON.parse(execFileSync(cli, ['inspect', '--model', trained, '--tokens', '1', '--node', label, '--json']));
     if (fires === null) {
@@ -737,6 +743,7 @@ test('a node of a bundled circuit shows its dataset examples (the file\'s, bucke
     } else {
       assert.equal(await inspector.getByTestId('node-label').textContent(), `Fires ${fires}`);
     }
+    assert.equal(entry.label, fires);
     assert.deepEqual(errors, []);
     await close();
   }

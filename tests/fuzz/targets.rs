@@ -12,7 +12,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use circuitscope::circuits::{parse_samples, AblationKind, CircuitFile, Shown, ViewLink};
+use circuitscope::circuits::{collect_examples, parse_samples, ready, AblationKind, Bucket, CircuitFile, Examples, Node, Shown, ViewLink};
 use circuitscope::convert::{convert, convert_torch_by_ranges, Converted, ConvertError, SafetensorsFile, TorchFile};
 use circuitscope::model::{Config, Model, Tokenizer, TopkSite};
 
@@ -125,6 +125,15 @@ pub const TARGETS: &[Target] = &[
         seeds: samples_seeds,
         setup: bundled_setup,
         run: samples,
+    },
+    Target {
+        name: "examples",
+        parts: &[(Kind::Safetensors, 1)],
+        max_len: 1 << 20,
+        corpus: "examples",
+        seeds: examples_seeds,
+        setup: examples_setup,
+        run: examples,
     },
 ];
 
@@ -246,6 +255,62 @@ fn bundled() -> &'static Bundled {
 
 fn bundled_setup() {
     bundled();
+}
+
+/// The small golden model dataset examples files are checked against (the
+/// bundled model's are 4.5 MB, too large to mutate quickly).
+fn examples_model() -> &'static std::sync::Arc<Model> {
+    static MODEL: OnceLock<std::sync::Arc<Model>> = OnceLock::new();
+    MODEL.get_or_init(|| std::sync::Arc::new(Model::load_dir(&root().join("www/models/paper_rms_topk_sink")).unwrap()))
+}
+
+fn examples_setup() {
+    examples_model();
+}
+
+/// Examples of the small model over 256 made-up tokens, in windows of 16.
+fn examples_seeds() -> Vec<Input> {
+    use circuitscope::runner::{Runner, Want};
+    let model = examples_model();
+    let vocab = model.config.vocab_size as u32;
+    let corpus: Vec<u32> = (0..256u32).map(|i| (i * 7 + i / 3) % vocab).collect();
+    let runner = Runner::at_once(model.clone(), Want::Cpu, Box::new(|_| {}));
+    let examples = ready(collect_examples(&runner, corpus, 16, 1, &mut |_| true)).unwrap();
+    vec![vec![examples.to_bytes()]]
+}
+
+/// An examples file: one that reads answers every query about every node
+/// (each example inside its window), and is written again byte for byte.
+fn examples(input: &Input) -> Result<String, String> {
+    let examples = match Examples::from_bytes(&input[0]) {
+        Ok(examples) => examples,
+        Err(e) => return Ok(format!("error: {e}")),
+    };
+    let model = examples_model();
+    let shares = examples.token_shares(model.config.vocab_size);
+    for &(site, width) in &examples.sites {
+        for channel in [0, width / 2, width.saturating_sub(1), width] {
+            let node = Node { site, channel };
+            for bucket in Bucket::ALL {
+                for e in examples.of(node, bucket) {
+                    let (window, at) = examples.window_of(e.offset);
+                    if at >= window.len() {
+                        return Err(format!("example at {} lies outside its window", e.offset));
+                    }
+                }
+            }
+            let _ = (examples.label(node, &shares), examples.density(node), examples.top_1_percent(node));
+        }
+    }
+    let bytes = examples.to_bytes();
+    match Examples::from_bytes(&bytes) {
+        Ok(again) if again.to_bytes() == bytes => {}
+        _ => return Err("the examples written again read back otherwise".into()),
+    }
+    Ok(match examples.check_fits(&model.config) {
+        Ok(()) => "ok".into(),
+        Err(e) => format!("ok, but {e}"),
+    })
 }
 
 /// A part as text, as the page and the CLI read it (they refuse what is not
