@@ -505,7 +505,8 @@ impl Examples {
 
     /// The node's values in its top 1%, over the corpus.
     pub fn top_1_percent(&self, node: Node) -> u32 {
-        self.seen(node, Bucket::Top(Quantile::Q0_1)) + self.seen(node, Bucket::Top(Quantile::Q1))
+        // Saturating: a file's counts are whatever it says.
+        self.seen(node, Bucket::Top(Quantile::Q0_1)).saturating_add(self.seen(node, Bucket::Top(Quantile::Q1)))
     }
 
     /// `node`'s label: a token making up at least [`LABEL_SHARE`] of its top
