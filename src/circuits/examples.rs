@@ -175,6 +175,12 @@ fn site_starts(config: &Config) -> Vec<(Site, usize, usize)> {
         .collect()
 }
 
+/// The node sites of a model with their widths, in node order (what a file's
+/// `sites` must be).
+fn sites_with_widths(config: &Config) -> Vec<(Site, usize)> {
+    site_starts(config).into_iter().map(|(site, _, width)| (site, width)).collect()
+}
+
 /// Each recorded node site's values with the index of its first node.
 fn node_values<'a>(starts: &'a [(Site, usize, usize)], recording: &'a Recording) -> impl Iterator<Item = (usize, usize, &'a [f32])> + 'a {
     starts.iter().filter_map(|&(site, start, width)| {
@@ -324,13 +330,12 @@ impl Sampler {
     /// The examples, over `corpus` cut into windows of `window` tokens.
     pub fn finish(self, config: &Config, corpus: Vec<u32>, window: usize, model: String) -> Examples {
         let buckets = Bucket::ALL.len();
-        let seen_extremes = |node: usize| self.nonzero[node];
         let mut seen = self.seen;
-        for node in 0..self.nonzero.len() {
-            seen[node * buckets + Bucket::Max.index()] = seen_extremes(node);
-            seen[node * buckets + Bucket::Min.index()] = seen_extremes(node);
+        for (node, &nonzero) in self.nonzero.iter().enumerate() {
+            seen[node * buckets + Bucket::Max.index()] = nonzero;
+            seen[node * buckets + Bucket::Min.index()] = nonzero;
         }
-        let sites = site_starts(config).into_iter().map(|(site, _, width)| (site, width)).collect();
+        let sites = sites_with_widths(config);
         Examples { model, sites, corpus, window, tokens: self.tokens, seed: self.seed, kept: self.kept, seen, nonzero: self.nonzero, heavy: self.heavy }
     }
 }
@@ -515,13 +520,12 @@ impl Examples {
     /// names it; the other is added when it stands out too). `corpus_share`
     /// is each token's share of the corpus ([`Examples::token_shares`]).
     pub fn label(&self, node: Node, corpus_share: &[f64]) -> Label {
-        let Some(i) = self.index_of(node) else { return Label::Unclear };
         let top = self.top_1_percent(node) as f64;
         if top < 8.0 {
             return Label::Unclear;
         }
-        let best = |which: usize| {
-            let counters = &self.heavy[(i * 2 + which) * HEAVY..(i * 2 + which + 1) * HEAVY];
+        let (at, before) = self.heavy_tokens(node);
+        let best = |counters: &[TokenCount]| {
             counters
                 .iter()
                 .filter(|c| c.1 > 0)
@@ -529,7 +533,7 @@ impl Examples {
                 .filter(|&(token, share)| share >= LABEL_SHARE && share >= LABEL_ENRICHMENT * corpus_share.get(token as usize).copied().unwrap_or(0.0))
                 .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
         };
-        match (best(0), best(1)) {
+        match (best(at), best(before)) {
             (Some((token, share)), after) if after.is_none_or(|a| share >= a.1) => Label::On { token, share, after },
             (at, Some((token, share))) => match at {
                 Some(on) => Label::On { token: on.0, share: on.1, after: Some((token, share)) },
@@ -537,6 +541,13 @@ impl Examples {
             },
             _ => Label::Unclear,
         }
+    }
+
+    /// [`Examples::label`] as text ("on \"'\" after \" =\""), tokens quoted by
+    /// [`quoted_token`]; `None` for [`Label::Unclear`].
+    pub fn label_text(&self, node: Node, corpus_share: &[f64], tokenizer: Option<&crate::model::Tokenizer>) -> Option<String> {
+        let label = self.label(node, corpus_share);
+        (label != Label::Unclear).then(|| label.text(&|t| quoted_token(tokenizer, t)))
     }
 
     /// Each token id's share of the corpus, `[vocab]`.
@@ -561,7 +572,6 @@ impl Examples {
             .iter()
             .filter(|&&node| self.index_of(node).is_some())
             .map(|&node| {
-                let label = self.label(node, &shares);
                 let buckets: Vec<serde_json::Value> = Bucket::ALL
                     .into_iter()
                     .map(|bucket| {
@@ -581,7 +591,7 @@ impl Examples {
                     .collect();
                 serde_json::json!({
                     "node": node.label(config).split(' ').next().unwrap_or_default(),
-                    "label": (label != Label::Unclear).then(|| label.text(&|t| quoted_token(tokenizer, t))),
+                    "label": self.label_text(node, &shares, tokenizer),
                     "density": self.density(node), "buckets": buckets,
                 })
             })
@@ -599,8 +609,7 @@ impl Examples {
 
     /// Whether these examples fit `config` (the same node sites and widths).
     pub fn check_fits(&self, config: &Config) -> Result<(), ExamplesError> {
-        let sites: Vec<(Site, usize)> = site_starts(config).into_iter().map(|(site, _, width)| (site, width)).collect();
-        if sites != self.sites {
+        if sites_with_widths(config) != self.sites {
             return Err(ExamplesError::OtherModel("its node sites or widths differ from the loaded model's".into()));
         }
         if let Some(&bad) = self.corpus.iter().find(|&&t| t as usize >= config.vocab_size) {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::circuits::{inspect, quoted_token, Bucket, Examples, Label, Node};
+use crate::circuits::{inspect, Bucket, Examples, Node};
 use crate::model::{forward, parse_token_list, Model, Recording, Tokenizer};
 
 #[derive(Args)]
@@ -50,8 +50,7 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
         Err(_) => None,
     };
     let tokenizer = Tokenizer::load_dir(&args.model).map_err(|e| e.to_string())?;
-    let fires = examples.as_ref().map(|e| e.label(node, &e.token_shares(model.config.vocab_size))).filter(|l| *l != Label::Unclear);
-    let fires = fires.map(|l| l.text(&|t| quoted_token(tokenizer.as_ref(), t)));
+    let fires = examples.as_ref().and_then(|e| e.label_text(node, &e.token_shares(model.config.vocab_size), tokenizer.as_ref()));
     if args.json {
         let attention = details.attention.as_ref().map(|(head, pattern)| {
             let rows: Vec<&[f32]> = pattern.rows_iter().collect();

@@ -98,12 +98,9 @@ pub fn ExamplesPanel() -> impl IntoView {
         DatasetExamples::Failed(message) => format!("No examples: {message}"),
         DatasetExamples::Ready(loaded) => format!("Examples over {} tokens for every node.", loaded.examples.tokens),
     };
-    let ready = move || page.examples.with(|e| matches!(e, DatasetExamples::Ready(_)));
+    let ready = move || page.examples.with(|e| e.ready().is_some());
     let save = move |_| {
-        let bytes = page.examples.with_untracked(|e| match e {
-            DatasetExamples::Ready(loaded) => Some(loaded.examples.to_bytes()),
-            _ => None,
-        });
+        let bytes = page.examples.with_untracked(|e| Some(e.ready()?.examples.to_bytes()));
         if let Some(Err(message)) = bytes.map(|b| download("examples.safetensors", &b, "application/octet-stream")) {
             page.error.set(Some(message));
         }

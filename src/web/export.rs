@@ -7,7 +7,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
 use super::graph_paint::{canvas_size, paint_graph, Painter, Segment};
-use super::page::{use_page, DatasetExamples};
+use super::page::use_page;
 use crate::circuits::{GraphView, Node};
 use crate::model::activations_safetensors;
 
@@ -119,15 +119,12 @@ pub fn ExportBar() -> impl IntoView {
             }
         });
     };
-    let examples_ready = move || page.examples.with(|e| matches!(e, DatasetExamples::Ready(_)));
+    let examples_ready = move || page.examples.with(|e| e.ready().is_some());
     let export_examples = move |_| {
         let (Some(model), Some(view)) = (page.model(), page.graph.get_untracked()) else { return };
         let nodes: Vec<Node> = view.nodes.iter().map(|n| n.node).collect();
         let tokenizer = page.tokenizer();
-        let json = page.examples.with_untracked(|e| match e {
-            DatasetExamples::Ready(loaded) => Some(loaded.examples.to_json(&nodes, &model.config, tokenizer.as_deref(), 12)),
-            _ => None,
-        });
+        let json = page.examples.with_untracked(|e| Some(e.ready()?.examples.to_json(&nodes, &model.config, tokenizer.as_deref(), 12)));
         if let Some(Err(message)) = json.map(|json| download("examples.json", json.to_string().as_bytes(), "application/json")) {
             error.set(Some(message));
         }

@@ -44,7 +44,7 @@ pub struct BundledModel {
     #[serde(default)]
     pub tours: bool,
     /// Whether the folder has `examples.safetensors` (every node's dataset
-    /// examples, `circuitscope examples`), fetched when a node is inspected.
+    /// examples, `circuitscope examples`), fetched after the model's first run.
     #[serde(default)]
     pub examples: bool,
 }

@@ -16,7 +16,7 @@ use super::examples::ExamplesJob;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
 use crate::circuits::{
-    Agreement, AblationKind, Attribution, Bucket, ExampleRow, Examples, GraphView, Label, quoted_token, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
+    Agreement, AblationKind, Attribution, Bucket, ExampleRow, Examples, GraphView, LinkModel, LoadedCircuit, Node, NodeDetails, Objective, PruneProgress, Ranking, SearchProgress, Shown,
     SiteMeans, Tour, View, ViewLink, Zoom,
 };
 use crate::model::{Model, Prediction, Recording, Summaries, Tensor, Tokenizer};
@@ -82,6 +82,16 @@ pub enum DatasetExamples {
     Failed(String),
 }
 
+impl DatasetExamples {
+    /// The examples, once they are in.
+    pub fn ready(&self) -> Option<&Arc<LoadedExamples>> {
+        match self {
+            DatasetExamples::Ready(loaded) => Some(loaded),
+            _ => None,
+        }
+    }
+}
+
 /// Dataset examples with each token's share of their corpus (for labels).
 pub struct LoadedExamples {
     pub examples: Examples,
@@ -99,12 +109,9 @@ impl Page {
     /// The label of `node` as text, once the examples are in.
     pub fn label_text(self, node: Node) -> Option<String> {
         let tokenizer = self.tokenizer();
-        self.examples.with(|e| match e {
-            DatasetExamples::Ready(loaded) => {
-                let label = loaded.examples.label(node, &loaded.token_shares);
-                (label != Label::Unclear).then(|| label.text(&|t| quoted_token(tokenizer.as_deref(), t)))
-            }
-            _ => None,
+        self.examples.with(|e| {
+            let loaded = e.ready()?;
+            loaded.examples.label_text(node, &loaded.token_shares, tokenizer.as_deref())
         })
     }
 }
