@@ -702,3 +702,42 @@ fn a_failed_write_leaves_no_partial_output() {
     assert!(e.contains("vocab.bpe"), "{e}");
     assert!(!tokenizer_out.join("encoder.json").exists());
 }
+
+/// `inspect --task`: the node's value on each of a task's held-out examples
+/// is what `forward --prompt` records at that prompt's last token, and the
+/// examples are split by their right answer.
+#[test]
+fn the_task_distribution_is_the_nodes_value_at_the_last_token_of_a_forward_run_of_each_example() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("www/models/python_tasks");
+    let model = dir.to_str().unwrap();
+    let (node, site, channel) = ("0.mlp.resid_delta[21]", "0.mlp.resid_delta", 21);
+    let result = circuitscope(&["inspect", "--model", model, "--tokens", "1", "--node", node, "--task", "single_double_quote", "--task-examples", "12", "--json"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    let classes = json["task"]["classes"].as_array().unwrap();
+    assert_eq!(classes.iter().map(|c| c["name"].as_str().unwrap()).collect::<Vec<_>>(), ["closes with \"", "closes with '"]);
+    let mut means = Vec::new();
+    let mut examples = 0;
+    for class in classes {
+        let closing = if class["name"].as_str().unwrap().ends_with('"') { '"' } else { '\'' };
+        let values: Vec<f64> = class["examples"].as_array().unwrap().iter().map(|e| e["value"].as_f64().unwrap()).collect();
+        for example in class["examples"].as_array().unwrap() {
+            let prompt = example["prompt"].as_str().unwrap();
+            assert_eq!(prompt.rfind(['"', '\'']).map(|i| prompt[i..].chars().next().unwrap()), Some(closing), "{prompt:?} is in its class");
+            let out = tempfile::NamedTempFile::new().unwrap();
+            let run = circuitscope(&["forward", "--model", model, "--prompt", prompt, "--out", out.path().to_str().unwrap()]);
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            let acts = &read_safetensors(out.path())[site];
+            let last = acts.row(acts.rows - 1)[channel];
+            assert!((f64::from(last) - example["value"].as_f64().unwrap()).abs() < 1e-5, "{prompt:?}: forward {last}, inspect {}", example["value"]);
+            examples += 1;
+        }
+        let mean = values.iter().sum::<f64>() / values.len() as f64;
+        assert!((mean - class["mean"].as_f64().unwrap()).abs() < 1e-5);
+        means.push(mean);
+    }
+    assert_eq!(examples, 12);
+    assert!((json["task"]["difference"].as_f64().unwrap() - (means[0] - means[1])).abs() < 1e-5);
+    let bad = expect_failure_with(&["inspect", "--model", model, "--tokens", "1", "--node", node, "--task", "quotes"]);
+    assert!(bad.contains("\"quotes\" is not a task") && bad.contains("single_double_quote"), "{bad}");
+}

@@ -12,6 +12,7 @@
 
 mod attribution;
 mod circuit;
+mod distribution;
 mod effect;
 mod examples;
 mod faithful;
@@ -27,6 +28,7 @@ mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
+pub use distribution::{task_distributions, AnswerClass, TaskDistribution, TaskExamples, DISTRIBUTION_EXAMPLES};
 pub use examples::{bin_of, collect_examples, default_corpus, example_rows, Bucket, Example, ExampleRow, Examples, ExamplesError, ExamplesProgress, Histograms, Label, Quantile, quoted_token, Sampler, Thresholds, BINS, HEAVY, LABEL_ENRICHMENT, LABEL_SHARE, SAMPLES, THRESHOLD_TOKENS, ZERO_BELOW};
 pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, node_sites, remove, task_loss, Choice, TaskLoss, DEFAULT_TARGET_LOSS, HELD_OUT_SEED, SEARCH_SEED};
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};

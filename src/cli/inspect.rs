@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::circuits::{inspect, Bucket, Examples, Node};
+use crate::circuits::{inspect, task_distributions, Bucket, Examples, Node, TaskDistribution, TaskExamples, HELD_OUT_SEED};
+use crate::tasks::Task;
 use crate::model::{forward, parse_token_list, Model, Recording, Tokenizer};
 
 #[derive(Args)]
@@ -18,13 +19,21 @@ pub struct InspectArgs {
     /// The node, e.g. `0.attn.q[28]` or `1.mlp.post_act[17]`.
     #[arg(long)]
     node: String,
+    /// Also the node over a task's held-out examples (e.g.
+    /// `single_double_quote`): its value at each prompt's last token, by
+    /// right answer.
+    #[arg(long)]
+    task: Option<String>,
+    /// How many of the task's examples.
+    #[arg(long, default_value_t = crate::circuits::DISTRIBUTION_EXAMPLES)]
+    task_examples: usize,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: &InspectArgs) -> Result<(), String> {
-    let model = Model::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let model = std::sync::Arc::new(Model::load_dir(&args.model).map_err(|e| e.to_string())?);
     let tokens = parse_token_list(&args.tokens).map_err(|e| e.to_string())?;
     let node = Node::parse(&args.node)
         .ok_or_else(|| format!("`{}` is not a node: expected a node site and channel such as 0.attn.q[3]", args.node))?;
@@ -50,6 +59,10 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
         Err(_) => None,
     };
     let tokenizer = Tokenizer::load_dir(&args.model).map_err(|e| e.to_string())?;
+    let distribution = match &args.task {
+        Some(name) => Some(distribution(&model, tokenizer.as_ref(), name, args.task_examples, node)?),
+        None => None,
+    };
     let fires = examples.as_ref().and_then(|e| e.label_text(node, &e.token_shares(model.config.vocab_size), tokenizer.as_ref()));
     if args.json {
         let attention = details.attention.as_ref().map(|(head, pattern)| {
@@ -60,6 +73,7 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
         let out = serde_json::json!({
             "label": label(&node), "activations": details.activations, "attention": attention, "embedding": embedding,
             "incoming": weights(&details.incoming), "outgoing": weights(&details.outgoing), "fires": fires,
+            "task": distribution.as_ref().map(|(task, d)| distribution_json(task, d)),
         });
         println!("{out}");
         return Ok(());
@@ -74,6 +88,13 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
             let text = |ids: &[u32]| tokenizer.as_ref().map_or_else(|| format!("{ids:?}"), |t| format!("{:?}", t.decode(ids)));
             println!("  {:+.3}  {} [{}]", e.value, text(&window[at.saturating_sub(12)..at]), text(&window[at..at + 1]));
         }
+    }
+    if let Some((_, d)) = &distribution {
+        for class in &d.classes {
+            println!("{}: mean {:+.4} at the last token, over {} examples", class.name, class.mean(), class.values.len());
+        }
+        let separation = d.separation().map(|s| format!("; the first is the larger in {:.1}% of pairs", 100.0 * s)).unwrap_or_default();
+        println!("difference of means {:+.4}{separation}", d.difference());
     }
     let acts: Vec<String> = details.activations.iter().map(|a| format!("{a:.3}")).collect();
     println!("activation per position: {}", acts.join(" "));
@@ -95,4 +116,27 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `node` over `examples` of the task `name` drawn from the held-out seed,
+/// as the page's inspector shows it.
+fn distribution(model: &std::sync::Arc<Model>, tokenizer: Option<&Tokenizer>, name: &str, examples: usize, node: Node) -> Result<(TaskExamples, TaskDistribution), String> {
+    let task = Task::parse(name).ok_or_else(|| format!("--task {name:?} is not a task: {}", Task::ALL.map(Task::name).join(", ")))?;
+    let tokenizer = tokenizer.ok_or("--task needs the model folder's tokenizer (encoder.json and vocab.bpe)")?;
+    let examples = TaskExamples::new(task, tokenizer, HELD_OUT_SEED, examples)?;
+    let runner = super::runner(model.clone(), super::Backend::Cpu)?;
+    let mut found = super::block_on(task_distributions(&runner, &examples, &[node], &mut |_, _| true))?;
+    Ok((examples, found.remove(0)))
+}
+
+fn distribution_json(task: &TaskExamples, d: &TaskDistribution) -> serde_json::Value {
+    let classes: Vec<_> = d
+        .classes
+        .iter()
+        .map(|c| {
+            let examples: Vec<_> = c.examples.iter().zip(&c.values).map(|(&i, v)| serde_json::json!({ "prompt": task.prompts[i], "value": v })).collect();
+            serde_json::json!({ "name": c.name, "mean": c.mean(), "examples": examples })
+        })
+        .collect();
+    serde_json::json!({ "classes": classes, "difference": d.difference(), "separation": d.separation() })
 }

@@ -68,6 +68,30 @@ impl Task {
         }
     }
 
+    /// The task's two kinds of example, by their right answer, in a few
+    /// words: what a node that helps choose tells apart.
+    pub fn answer_classes(self) -> [&'static str; 2] {
+        match self {
+            Task::SingleDoubleQuote => ["closes with \"", "closes with '"],
+            Task::BracketCounting => ["closes with ]", "closes with ]]"],
+            Task::SetOrString => ["grows a set: .add(", "grows a string: +="],
+            Task::BracketType => ["closes a call: )", "closes an index: ]"],
+            Task::SelfOrCls => ["a method: self", "a classmethod: cls"],
+        }
+    }
+
+    /// Which of [`Task::answer_classes`] `example` is (0 or 1).
+    pub fn answer_class(self, example: &Example) -> usize {
+        let first = match self {
+            Task::SingleDoubleQuote => example.correct.starts_with('"'),
+            Task::BracketCounting => !example.correct.starts_with("]]"),
+            Task::SetOrString => example.correct.starts_with(".add("),
+            Task::BracketType => example.correct.starts_with(')'),
+            Task::SelfOrCls => example.correct.starts_with("(self"),
+        };
+        usize::from(!first)
+    }
+
     /// `n` examples drawn from `seed`.
     pub fn examples(self, seed: u64, n: usize) -> Vec<Example> {
         // Each task draws from its own stream, so adding a task changes no other's data.
@@ -255,6 +279,20 @@ mod tests {
             let last_def = e.prompt.rfind("    def ").unwrap();
             let decorated = e.prompt[..last_def].ends_with("@classmethod\n");
             assert_eq!(decorated, e.correct.starts_with("(cls"), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn each_task_has_examples_of_both_answer_classes_and_the_class_follows_the_answer() {
+        for task in Task::ALL {
+            let examples = task.examples(5, 100);
+            let second = examples.iter().filter(|e| task.answer_class(e) == 1).count();
+            assert!((20..=80).contains(&second), "{}: {second} of 100", task.name());
+            for e in &examples {
+                // Swapping the answers swaps the class.
+                let swapped = Example { correct: e.wrong.clone(), wrong: e.correct.clone(), ..e.clone() };
+                assert_ne!(task.answer_class(e), task.answer_class(&swapped), "{}: {e:?}", task.name());
+            }
         }
     }
 
