@@ -11,6 +11,7 @@ use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 use web_sys::CanvasRenderingContext2d;
 
+use super::distribution::TaskDistributionView;
 use super::graph_paint::{effect_text, signed_colour};
 use super::load::fetch_examples;
 use super::page::{use_page, DatasetExamples, LoadedExamples, NodeExamples, Page};
@@ -261,6 +262,7 @@ pub fn NodeInspector() -> impl IntoView {
                     })}
                     {details.attention.clone().map(|(head, pattern)| view! { <AttentionPattern head=head pattern=pattern /> })}
                     {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() /> })}
+                    <TaskDistributionView node=target />
                     <DatasetExamplesView node=target />
                     <h3>"Edges in the graph: incoming"</h3>
                     <ul>{edge_rows(true)}</ul>

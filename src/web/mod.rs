@@ -13,6 +13,7 @@
 mod attribution;
 mod circuits;
 mod components;
+mod distribution;
 mod effects;
 mod examples;
 mod export;
@@ -53,6 +54,7 @@ fn App() -> impl IntoView {
     page.read_position_on_change();
     page.inspect_on_change();
     page.examples_on_change();
+    page.distributions_on_change();
     page.rerun_ablations_on_change();
     page.measure_effects_on_change();
     page.attribute_on_change();

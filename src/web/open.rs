@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 
 use super::link;
 use super::load::{self, BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
+use super::distribution::Distributions;
 use super::page::{DatasetExamples, Opened, Page};
 use super::run::check_link;
 use super::summary::ModelFacts;
@@ -160,6 +161,8 @@ impl Page {
         self.means.set(None);
         self.examples.set(if opened.examples_url.is_some() { DatasetExamples::NotLoaded } else { DatasetExamples::Absent });
         self.node_examples.set(None);
+        self.chosen_task.set(None);
+        self.distributions.set(Distributions::None);
         self.touring.set(None);
         // A search on the old model stops; the view keeps how the graph is drawn.
         self.cancel_search.set_value(true);

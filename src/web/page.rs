@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use super::distribution::Distributions;
 use super::examples::ExamplesJob;
 use super::load::{BundledModel, LoadProgress};
 use super::summary::{predictions_at, LayerSummary, ModelFacts};
@@ -21,7 +22,7 @@ use crate::circuits::{
 };
 use crate::model::{Model, Prediction, Recording, Summaries, Tensor, Tokenizer};
 use crate::runner::{Backend, KeptRun, Place, Runner};
-use crate::tasks::TaskChoice;
+use crate::tasks::{Task, TaskChoice};
 
 /// A model that opened, and everything that came with it: replaced whole.
 pub struct Opened {
@@ -232,6 +233,10 @@ pub struct Page {
     pub cancel_examples: StoredValue<bool>,
     /// The selected node's dataset examples, once its windows have run.
     pub node_examples: RwSignal<Option<Arc<NodeExamples>>>,
+    /// The task chosen in the inspector to show nodes over (else the drawn circuit's).
+    pub chosen_task: RwSignal<Option<Task>>,
+    /// The graph's nodes over that task's examples.
+    pub distributions: RwSignal<Distributions>,
     /// The layers of the run under way, as they arrive.
     pub layers: RwSignal<Vec<LayerSummary>>,
     pub view: RwSignal<View>,
@@ -372,6 +377,8 @@ impl Page {
             examples_job: RwSignal::new(None),
             cancel_examples: StoredValue::new(false),
             node_examples: RwSignal::new(None),
+            chosen_task: RwSignal::new(None),
+            distributions: RwSignal::new(Distributions::None),
             layers: RwSignal::new(Vec::new()),
             view,
             ablated,

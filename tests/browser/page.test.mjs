@@ -703,7 +703,7 @@ function fileExamples(file, node) {
   return out;
 }
 
-test('a node of a bundled circuit shows its dataset examples (the file\'s, bucket by bucket, each token shaded by the node\'s value there) and its label, as the CLI\'s inspect', async () => {
+test('a node of a bundled circuit shows its dataset examples (the file\'s, bucket by bucket, each token shaded by the node\'s value there), its label and its values over the circuit\'s task, as the CLI\'s inspect', async () => {
   const trained = path.join(root, 'www/models/python_tasks');
   const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
   // The tour's first node, and 0.attn.act_in[85] of the same circuit (85 in the link's base 36: 2d).
@@ -744,6 +744,15 @@ test('a node of a bundled circuit shows its dataset examples (the file\'s, bucke
       assert.equal(await inspector.getByTestId('node-label').textContent(), `Fires ${fires}`);
     }
     assert.equal(entry.label, fires);
+    // Over the circuit's task: each answer class's mean at the last token
+    // of its 200 held-out examples, as `circuitscope inspect --task`.
+    const distribution = inspector.getByTestId('task-distribution');
+    await distribution.getByTestId('answer-class').first().waitFor({ timeout: 60_000 });
+    assert.equal(await distribution.getByTestId('distribution-task').inputValue(), 'single_double_quote');
+    const classes = await distribution.getByTestId('answer-class').evaluateAll((list) => list.map((c) => ({ name: c.dataset.name, mean: Number(c.dataset.mean), count: Number(c.dataset.count) })));
+    const { task } = JSON.parse(execFileSync(cli, ['inspect', '--model', trained, '--tokens', '1', '--node', label, '--task', 'single_double_quote', '--json']));
+    assert.deepEqual(classes.map((c) => [c.name, c.count]), task.classes.map((c) => [c.name, c.examples.length]));
+    classes.forEach((c, i) => assert.ok(Math.abs(c.mean - task.classes[i].mean) <= 1e-4 * (1 + Math.abs(c.mean)), `${label} ${c.name}: page ${c.mean}, CLI ${task.classes[i].mean}`));
     assert.deepEqual(errors, []);
     await close();
   }
