@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::circuits::{inspect, task_distributions, Bucket, Examples, Node, TaskDistribution, TaskExamples, HELD_OUT_SEED};
+use crate::circuits::{inspect, task_distributions, Bucket, CircuitFile, Examples, Node, TaskDistribution, TaskExamples, HELD_OUT_SEED};
 use crate::tasks::Task;
-use crate::model::{forward, parse_token_list, Model, Recording, Tokenizer};
+use crate::model::{forward, parse_token_list, Model, Recording, Tensor, Tokenizer};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -24,6 +24,13 @@ pub struct InspectArgs {
     /// right answer.
     #[arg(long)]
     task: Option<String>,
+    /// A circuit file: the attention of a q, k or v node is also shown
+    /// restricted to the circuit's q and k channels of its head.
+    #[arg(long, conflicts_with = "nodes")]
+    circuit: Option<PathBuf>,
+    /// Or the nodes to restrict it to, e.g. `0.attn.q[3],0.attn.k[5]` (the page's graph).
+    #[arg(long)]
+    nodes: Option<String>,
     /// How many of the task's examples.
     #[arg(long, default_value_t = crate::circuits::DISTRIBUTION_EXAMPLES)]
     task_examples: usize,
@@ -48,7 +55,17 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
     }
     let mut recording = Recording::new();
     forward(&model, &tokens, &mut |site, acts| recording.push((site, acts.clone()))).map_err(|e| e.to_string())?;
-    let details = inspect(&model, &recording, node).ok_or_else(|| format!("{} was not recorded", node.site))?;
+    let circuit = match &args.circuit {
+        Some(path) => {
+            let json = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            CircuitFile::parse(&json, &model).map_err(|e| format!("{}: {e}", path.display()))?.1
+        }
+        None => match &args.nodes {
+            Some(list) => list.split(',').map(|text| Node::parse(text.trim()).ok_or_else(|| format!("--nodes: `{text}` is not a node such as 0.attn.q[3]"))).collect::<Result<_, _>>()?,
+            None => Vec::new(),
+        },
+    };
+    let details = inspect(&model, &recording, node, &circuit).ok_or_else(|| format!("{} was not recorded", node.site))?;
     let label = |n: &Node| n.label(&model.config);
     let weights = |list: &[(Node, f32)]| -> Vec<serde_json::Value> {
         list.iter().map(|(n, w)| serde_json::json!({ "label": label(n), "weight": w })).collect()
@@ -65,11 +82,14 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
     };
     let fires = examples.as_ref().and_then(|e| e.label_text(node, &e.token_shares(model.config.vocab_size), tokenizer.as_ref()));
     if args.json {
-        let attention = details.attention.as_ref().map(|(head, pattern)| {
-            let rows: Vec<&[f32]> = pattern.rows_iter().collect();
-            serde_json::json!({ "head": head, "pattern": rows })
+        let rows = |pattern: &Tensor| pattern.rows_iter().map(<[f32]>::to_vec).collect::<Vec<_>>();
+        let attention = details.attention.as_ref().map(|a| {
+            serde_json::json!({ "head": a.head, "pattern": rows(&a.pattern), "circuit_pattern": a.circuit.as_ref().map(rows), "channel_pattern": a.channel.as_ref().map(rows) })
         });
-        let embedding: Vec<_> = details.embedding.iter().map(|(t, v)| serde_json::json!({ "token": t, "value": v })).collect();
+        let tokens = |list: &[(u32, f32)]| list.iter().map(|(t, v)| serde_json::json!({ "token": t, "value": v })).collect::<Vec<_>>();
+        let embedding = details.embedding.as_ref().map(|e| {
+            serde_json::json!({ "top": tokens(&e.top), "bottom": tokens(&e.bottom), "nonzero_tokens": e.token_values.len(), "zero_tokens": e.zero_tokens, "positions": e.positions })
+        });
         let out = serde_json::json!({
             "label": label(&node), "activations": details.activations, "attention": attention, "embedding": embedding,
             "incoming": weights(&details.incoming), "outgoing": weights(&details.outgoing), "fires": fires,
@@ -98,16 +118,31 @@ pub fn run(args: &InspectArgs) -> Result<(), String> {
     }
     let acts: Vec<String> = details.activations.iter().map(|a| format!("{a:.3}")).collect();
     println!("activation per position: {}", acts.join(" "));
-    if let Some((head, pattern)) = &details.attention {
-        let last = pattern.row(pattern.rows - 1);
-        let mut order: Vec<usize> = (0..last.len()).collect();
-        order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
-        let top: Vec<String> = order.iter().take(5).map(|&j| format!("{j} ({:.3})", last[j])).collect();
-        println!("head {head}: the last position attends most to positions {}", top.join(", "));
+    if let Some(attention) = &details.attention {
+        let most = |pattern: &Tensor| {
+            let last = pattern.row(pattern.rows - 1);
+            let mut order: Vec<usize> = (0..last.len()).collect();
+            order.sort_by(|&a, &b| last[b].total_cmp(&last[a]));
+            order.iter().take(5).map(|&j| format!("{j} ({:.3})", last[j])).collect::<Vec<_>>().join(", ")
+        };
+        println!("head {}: the last position attends most to positions {}", attention.head, most(&attention.pattern));
+        if let Some(pattern) = &attention.circuit {
+            println!("  with only the circuit's q and k channels: {}", most(pattern));
+        }
+        if let Some(pattern) = &attention.channel {
+            println!("  with only this channel: {}", most(pattern));
+        }
     }
-    if !details.embedding.is_empty() {
-        let top: Vec<String> = details.embedding.iter().map(|(t, v)| format!("{t} ({v:+.3})")).collect();
-        println!("tokens whose embedding writes to it most: {}", top.join(", "));
+    if let Some(embedding) = &details.embedding {
+        let list = |l: &[(u32, f32)]| l.iter().map(|(t, v)| format!("{t} ({v:+.3})")).collect::<Vec<_>>().join(", ");
+        if !embedding.top.is_empty() || !embedding.bottom.is_empty() {
+            println!("tokens whose embedding writes to it most: {}; most negatively: {}", list(&embedding.top), list(&embedding.bottom));
+            println!("{} tokens write to it, {} do not", embedding.token_values.len(), embedding.zero_tokens);
+        }
+        if let Some(positions) = &embedding.positions {
+            let strongest = positions.iter().enumerate().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map_or(0, |(p, _)| p);
+            println!("position embedding: strongest at position {strongest} ({:+.3})", positions.get(strongest).copied().unwrap_or(0.0));
+        }
     }
     for (name, list) in [("incoming", &details.incoming), ("outgoing", &details.outgoing)] {
         println!("{} {name} weights:", list.len());

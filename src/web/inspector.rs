@@ -17,7 +17,7 @@ use super::load::fetch_examples;
 use super::page::{use_page, DatasetExamples, LoadedExamples, NodeExamples, Page};
 use crate::platform::sleep;
 use super::summary::token_text;
-use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, EdgeKind, ExampleRow, Node, NodeDetails};
+use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, ChannelEmbedding, EdgeKind, ExampleRow, HeadAttention, Node, NodeDetails};
 use crate::model::{Config, Tensor};
 
 /// Tokens of context shown before and after an example's token.
@@ -36,12 +36,15 @@ impl Page {
         Effect::new(move |_| {
             let (Some(node), Some(run)) = (self.selected.get(), self.run.get()) else { return self.inspected.set(None) };
             let (Some(model), Some(runner)) = (self.model(), self.runner()) else { return };
+            // A head's pattern is also shown restricted to the drawn nodes' channels.
+            self.shown.track();
+            let circuit: Vec<Node> = self.graph.with_untracked(|g| g.as_ref().map(|g| g.nodes.iter().map(|n| n.node).collect()).unwrap_or_default());
             spawn_local(async move {
                 let wanted: Vec<_> = inspected_sites(node).into_iter().map(|site| (site, 0..run.tokens.len())).collect();
                 let outcome = runner.read_kept(&run.kept, &wanted).await;
                 let current = self.selected.get_untracked() == Some(node) && self.run.with_untracked(|r| r.as_ref().is_some_and(|r| Arc::ptr_eq(r, &run)));
                 match outcome {
-                    Ok(sites) if current => self.inspected.set(inspect(&model, &sites, node).map(Arc::new)),
+                    Ok(sites) if current => self.inspected.set(inspect(&model, &sites, node, &circuit).map(Arc::new)),
                     Ok(_) => {}
                     Err(message) => self.error.set(Some(message)),
                 }
@@ -260,8 +263,8 @@ pub fn NodeInspector() -> impl IntoView {
                         <p class="hint">"What zero-ablating it at that token alone would change the output by, to first order."</p>
                         <Heatmap values=values testid="node-attribution" />
                     })}
-                    {details.attention.clone().map(|(head, pattern)| view! { <AttentionPattern head=head pattern=pattern /> })}
-                    {(!details.embedding.is_empty()).then(|| view! { <EmbeddingTokens details=details.clone() /> })}
+                    {details.attention.clone().map(|attention| view! { <AttentionPatterns attention=attention /> })}
+                    {details.embedding.clone().map(|embedding| view! { <ChannelEmbeddingView embedding=embedding /> })}
                     <TaskDistributionView node=target />
                     <DatasetExamplesView node=target />
                     <h3>"Edges in the graph: incoming"</h3>
@@ -305,54 +308,96 @@ fn Heatmap(values: Vec<f32>, testid: &'static str) -> impl IntoView {
     view! { <div class="heatmap" data-testid=testid>{cells}</div> }
 }
 
-/// The head's attention pattern (rows: queries, columns: keys), and where the
-/// selected position looks most.
+/// The head's attention pattern (rows: queries, columns: keys), where the
+/// selected position looks most, and next to it the pattern from only the
+/// graph's q and k channels of the head and from only this channel.
 #[component]
-fn AttentionPattern(head: usize, pattern: Tensor) -> impl IntoView {
+fn AttentionPatterns(attention: HeadAttention) -> impl IntoView {
     let page = use_page();
     let position = page.position;
-    let canvas = NodeRef::<Canvas>::new();
-    let pattern = Arc::new(pattern);
-    let drawn = pattern.clone();
-    Effect::new(move |_| {
-        let at = position.get();
-        if let Some(canvas) = canvas.get() {
-            draw_pattern(&canvas, &drawn, at);
-        }
-    });
-    let top = move || {
-        let at = position.get().min(pattern.rows.saturating_sub(1));
-        let row = pattern.row(at);
-        let mut order: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0.0).collect();
-        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-        order.truncate(3);
-        let tokenizer = page.tokenizer();
-        let ids = tokens_of(page);
-        let text: Vec<String> = order
-            .iter()
-            .map(|&j| {
-                let token = ids.get(j).map(|&id| token_text(tokenizer.as_deref(), id)).unwrap_or_default();
-                format!("{token} at {j} ({:.1}%)", 100.0 * row[j])
-            })
-            .collect();
-        let positions: Vec<String> = order.iter().map(usize::to_string).collect();
-        view! {
-            <p data-testid="attention-top" data-positions=positions.join(",")>
-                {format!("At position {at}, head {head} attends most to: {}", text.join(", "))}
-            </p>
+    let head = attention.head;
+    let no_circuit = attention.circuit.is_none();
+    let pattern = Arc::new(attention.pattern);
+    let restricted = [
+        (attention.circuit, "the graph's q and k channels", "attention-circuit"),
+        (attention.channel, "this channel alone", "attention-channel"),
+    ];
+    let top = {
+        let pattern = pattern.clone();
+        move || {
+            let at = position.get().min(pattern.rows.saturating_sub(1));
+            let order = strongest_keys(pattern.row(at));
+            let tokenizer = page.tokenizer();
+            let ids = tokens_of(page);
+            let text: Vec<String> = order
+                .iter()
+                .map(|&j| {
+                    let token = ids.get(j).map(|&id| token_text(tokenizer.as_deref(), id)).unwrap_or_default();
+                    format!("{token} at {j} ({:.1}%)", 100.0 * pattern.row(at)[j])
+                })
+                .collect();
+            let positions: Vec<String> = order.iter().map(usize::to_string).collect();
+            view! {
+                <p data-testid="attention-top" data-positions=positions.join(",")>
+                    {format!("At position {at}, head {head} attends most to: {}", text.join(", "))}
+                </p>
+            }
         }
     };
+    let panels = std::iter::once((Some(pattern.as_ref().clone()), "all its channels", "attention-pattern"))
+        .chain(restricted)
+        .filter_map(|(pattern, title, testid)| {
+            let pattern = Arc::new(pattern?);
+            let at_top = {
+                let pattern = pattern.clone();
+                move || {
+                    let at = position.get().min(pattern.rows.saturating_sub(1));
+                    strongest_keys(pattern.row(at)).iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+                }
+            };
+            Some(view! {
+                <figure class="pattern">
+                    <PatternCanvas pattern=pattern testid=testid />
+                    <figcaption data-testid=format!("{testid}-top") data-positions=at_top>{title}</figcaption>
+                </figure>
+            })
+        })
+        .collect_view();
+    let no_circuit = no_circuit.then(|| view! {
+        <p class="hint">"The graph has none of this head's q channels or none of its k channels: from them alone every score is 0, and the head would attend evenly."</p>
+    });
     view! {
         <h3>{format!("Attention pattern of head {head}")}</h3>
-        <canvas node_ref=canvas class="attention" data-testid="attention-pattern"></canvas>
+        <div class="patterns">{panels}</div>
+        {no_circuit}
         {top}
     }
 }
 
+/// The keys a query row weighs most, at most three, strongest first.
+fn strongest_keys(row: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..row.len()).filter(|&j| row[j] > 0.0).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    order.truncate(3);
+    order
+}
+
+/// One attention pattern, the selected position's row outlined.
+#[component]
+fn PatternCanvas(pattern: Arc<Tensor>, testid: &'static str) -> impl IntoView {
+    let position = use_page().position;
+    let canvas = NodeRef::<Canvas>::new();
+    Effect::new(move |_| {
+        let at = position.get();
+        if let Some(canvas) = canvas.get() {
+            draw_pattern(&canvas, &pattern, at);
+        }
+    });
+    view! { <canvas node_ref=canvas class="attention" data-testid=testid></canvas> }
+}
+
 fn draw_pattern(canvas: &web_sys::HtmlCanvasElement, pattern: &Tensor, at: usize) {
-    let Some(ctx) = canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok()) else {
-        return;
-    };
+    let Some(ctx) = context_2d(canvas) else { return };
     let t = pattern.rows;
     let cell = (240.0 / t.max(1) as f64).clamp(1.0, CELL);
     let side = (cell * t as f64).ceil() as u32;
@@ -371,20 +416,100 @@ fn draw_pattern(canvas: &web_sys::HtmlCanvasElement, pattern: &Tensor, at: usize
     ctx.stroke_rect(0.5, at as f64 * cell + 0.5, f64::from(side) - 1.0, cell - 1.0);
 }
 
-/// The tokens whose embedding writes to this residual channel most.
+fn context_2d(canvas: &web_sys::HtmlCanvasElement) -> Option<CanvasRenderingContext2d> {
+    canvas.get_context("2d").ok().flatten().and_then(|c| c.dyn_into::<CanvasRenderingContext2d>().ok())
+}
+
+/// What the embeddings write to a residual channel: the tokens at both
+/// ends, a histogram of every token's entry, and the position embedding's
+/// entry at every position as a strip.
 #[component]
-fn EmbeddingTokens(details: NodeDetails) -> impl IntoView {
+fn ChannelEmbeddingView(embedding: ChannelEmbedding) -> impl IntoView {
     let tokenizer = use_page().tokenizer();
-    let items = details
-        .embedding
-        .iter()
-        .map(|&(id, value)| {
-            view! { <li data-token=id>{format!("{}: {value:+.4}", token_text(tokenizer.as_deref(), id))}</li> }
-        })
-        .collect_view();
-    view! {
-        <h3>"Tokens whose embedding writes to this channel most"</h3>
-        <ol class="embedding" data-testid="embedding-tokens">{items}</ol>
+    let list = |entries: &[(u32, f32)], testid: &'static str| {
+        let items = entries
+            .iter()
+            .map(|&(id, value)| view! { <li data-token=id>{format!("{}: {value:+.4}", token_text(tokenizer.as_deref(), id))}</li> })
+            .collect_view();
+        view! { <ol class="embedding" data-testid=testid>{items}</ol> }
+    };
+    let tokens = (!embedding.token_values.is_empty()).then(|| {
+        let histogram = NodeRef::<Canvas>::new();
+        let values = embedding.token_values.clone();
+        Effect::new(move |_| {
+            if let Some(canvas) = histogram.get() {
+                draw_histogram(&canvas, &values);
+            }
+        });
+        let (lo, hi) = embedding.token_values.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        view! {
+            <h3>"Token embedding into this channel"</h3>
+            <div class="embedding-ends">
+                <div><h4>"Most positive"</h4>{list(&embedding.top, "embedding-tokens")}</div>
+                <div><h4>"Most negative"</h4>{list(&embedding.bottom, "embedding-bottom")}</div>
+            </div>
+            <canvas node_ref=histogram class="histogram" data-testid="embedding-histogram" data-nonzero=embedding.token_values.len()></canvas>
+            <p class="axis hint">{format!("{lo:+.3} ... {hi:+.3}: {} tokens write to it, {} do not", embedding.token_values.len(), embedding.zero_tokens)}</p>
+        }
+    });
+    let positions = embedding.positions.clone().map(|positions| {
+        let strip = NodeRef::<Canvas>::new();
+        let drawn = positions.clone();
+        Effect::new(move |_| {
+            if let Some(canvas) = strip.get() {
+                draw_positions(&canvas, &drawn);
+            }
+        });
+        let max = positions.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        view! {
+            <h3>"Position embedding into this channel"</h3>
+            <canvas node_ref=strip class="positions" data-testid="position-embedding" data-positions=positions.len() data-max=max></canvas>
+            <p class="axis hint">{format!("positions 0 ... {}, blue positive, red negative, darkest {max:.3}", positions.len().saturating_sub(1))}</p>
+        }
+    });
+    view! { {tokens} {positions} }
+}
+
+/// A histogram of `values` on an axis through zero, in 40 bins.
+fn draw_histogram(canvas: &web_sys::HtmlCanvasElement, values: &[f32]) {
+    const BINS: usize = 40;
+    let Some(ctx) = context_2d(canvas) else { return };
+    let (width, height) = (300.0, 70.0);
+    canvas.set_width(width as u32);
+    canvas.set_height(height as u32);
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, width, height);
+    let (lo, hi) = values.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let span = (hi - lo).max(1e-6);
+    let mut counts = [0usize; BINS];
+    for &v in values {
+        counts[(((v - lo) / span) * BINS as f32).clamp(0.0, (BINS - 1) as f32) as usize] += 1;
+    }
+    let most = counts.iter().copied().max().unwrap_or(1).max(1) as f64;
+    let bin = width / BINS as f64;
+    for (b, &count) in counts.iter().enumerate() {
+        let centre = lo + span * (b as f32 + 0.5) / BINS as f32;
+        ctx.set_fill_style_str(&signed_colour(centre, 1.0, 1.0));
+        let h = (height - 2.0) * count as f64 / most;
+        ctx.fill_rect(b as f64 * bin + 0.5, height - h, bin - 1.0, h);
+    }
+    ctx.set_fill_style_str("#888888");
+    ctx.fill_rect(f64::from(-lo / span) * width - 0.5, 0.0, 1.0, height);
+}
+
+/// One cell per position, shaded by the position embedding's entry there.
+fn draw_positions(canvas: &web_sys::HtmlCanvasElement, positions: &[f32]) {
+    let Some(ctx) = context_2d(canvas) else { return };
+    let (width, height) = (300.0, 18.0);
+    canvas.set_width(width as u32);
+    canvas.set_height(height as u32);
+    let max = positions.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let cell = width / positions.len().max(1) as f64;
+    ctx.set_fill_style_str("#ffffff");
+    ctx.fill_rect(0.0, 0.0, width, height);
+    for (p, &v) in positions.iter().enumerate() {
+        ctx.set_fill_style_str(&signed_colour(v, max, 0.0));
+        ctx.fill_rect(p as f64 * cell, 0.0, cell.max(1.0), height);
     }
 }
 

@@ -638,7 +638,7 @@ test('nodes ranked by attribution are the CLI\'s attribute ranking, then confirm
   await page.close();
 });
 
-test('the inspector shows a node\'s activation at every token, its head\'s attention and its embedding, as the CLI\'s inspect', async () => {
+test('the inspector shows a node\'s activation at every token, its head\'s attention (whole, from the graph\'s channels, from its own) and its channel\'s token and position embeddings, as the CLI\'s inspect', async () => {
   const { page, errors } = await openPage();
   await rankByActivation(page);
   const graph = cliJson('graph', ['--rank', 'activation']);
@@ -662,11 +662,30 @@ test('the inspector shows a node\'s activation at every token, its head\'s atten
   assert.equal(await page.getByTestId('attention-top').getAttribute('data-positions'), expectedTop.join(','));
   await page.getByTestId('attention-pattern').waitFor();
   assert.equal(Number(await page.getByTestId('all-weights').getAttribute('data-incoming')), q.incoming.length);
+  // Beside it, the pattern from only the graph's q and k channels of the
+  // head, and from only this channel: as the CLI restricts them.
+  const strongest = (row) => row.map((w, j) => [w, j]).filter(([w]) => w > 0).sort((a, b) => b[0] - a[0] || a[1] - b[1]).slice(0, 3).map(([, j]) => j).join(',');
+  const shownNodes = graph.nodes.map((n) => n.label.split(' ')[0]).join(',');
+  const restricted = cliJson('inspect', ['--node', q.label.split(' ')[0], '--nodes', shownNodes]).attention;
+  assert.equal(await page.getByTestId('attention-channel-top').getAttribute('data-positions'), strongest(restricted.channel_pattern[tokens.length - 1]));
+  if (restricted.circuit_pattern) {
+    assert.equal(await page.getByTestId('attention-circuit-top').getAttribute('data-positions'), strongest(restricted.circuit_pattern[tokens.length - 1]));
+  } else {
+    assert.equal(await page.getByTestId('attention-circuit').count(), 0);
+  }
 
-  // A residual read: the tokens whose embedding writes to its channel most.
+  // A residual read: the tokens whose embedding writes to its channel most
+  // and most negatively, how many write to it, and the position embedding.
   const read = await open((n) => n.label.includes('.attn.act_in[') && !n.label.includes('position'));
-  const shown = await page.getByTestId('embedding-tokens').locator('li').evaluateAll((l) => l.map((e) => Number(e.dataset.token)));
-  assert.deepEqual(shown, read.embedding.map((e) => e.token));
+  const listed = (testid) => page.getByTestId(testid).locator('li').evaluateAll((l) => l.map((e) => Number(e.dataset.token)));
+  assert.deepEqual(await listed('embedding-tokens'), read.embedding.top.map((e) => e.token));
+  assert.deepEqual(await listed('embedding-bottom'), read.embedding.bottom.map((e) => e.token));
+  assert.equal(Number(await page.getByTestId('embedding-histogram').getAttribute('data-nonzero')), read.embedding.nonzero_tokens);
+  if (read.embedding.positions) {
+    assert.equal(Number(await page.getByTestId('position-embedding').getAttribute('data-positions')), read.embedding.positions.length);
+  } else {
+    assert.equal(await page.getByTestId('position-embedding').count(), 0, 'a concatenated position embedding writes to channels of its own');
+  }
   assert.equal(Number(await page.getByTestId('all-weights').getAttribute('data-outgoing')), read.outgoing.length);
   assert.equal(await page.getByTestId('attention-pattern').count(), 0);
   assert.deepEqual(errors, []);
