@@ -30,6 +30,8 @@
 //!   model, of the circuit alone and of the model without the circuit, on
 //!   held-out examples; `curve` the loss with the first k nodes kept.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::{edges_between, Node, TaskLoss};
@@ -50,6 +52,9 @@ pub struct CircuitFile {
     pub faithfulness: Faithfulness,
     pub curve: Vec<(usize, TaskLoss)>,
     pub method: Method,
+    /// Labels a user gave the circuit's nodes, by node (`site[channel]`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -128,6 +133,8 @@ pub enum CircuitError {
     Means { values: usize, nodes: usize },
     #[error("mean_ablation value {index} is {value}, not a finite number")]
     NotFinite { index: usize, value: f32 },
+    #[error("the label of {node:?}: {problem}")]
+    Label { node: String, problem: String },
 }
 
 impl CircuitFile {
@@ -147,6 +154,7 @@ impl CircuitFile {
             faithfulness,
             curve,
             method,
+            labels: BTreeMap::new(),
         }
     }
 
@@ -184,6 +192,12 @@ impl CircuitFile {
         // carry through the forward pass and the file could not write again.
         if let Some((index, &value)) = file.mean_ablation.values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
             return Err(CircuitError::NotFinite { index, value });
+        }
+        for (node, text) in &file.labels {
+            let problem = if file.nodes.contains(node) { super::view::check_label(text).err() } else { Some("not a node of the circuit".into()) };
+            if let Some(problem) = problem {
+                return Err(CircuitError::Label { node: node.chars().take(64).collect(), problem });
+            }
         }
         Ok((file, nodes))
     }
@@ -253,6 +267,23 @@ impl LoadedCircuit {
         Ok(LoadedCircuit { file, nodes, origin })
     }
 
+    /// The labels the file gives its nodes (checked when it was parsed).
+    pub fn labels(&self) -> impl Iterator<Item = (Node, &str)> {
+        self.file.labels.iter().filter_map(|(name, text)| Some((*self.nodes.get(self.file.nodes.iter().position(|n| n == name)?)?, text.as_str())))
+    }
+
+    /// The file with `labels` given to those of its nodes they name (and
+    /// its own labels for the rest), to save.
+    pub fn with_labels(&self, labels: &[(Node, String)]) -> CircuitFile {
+        let mut file = self.file.clone();
+        for (node, text) in labels {
+            if let Some(i) = self.nodes.iter().position(|n| n == node) {
+                file.labels.insert(file.nodes[i].clone(), text.clone());
+            }
+        }
+        file
+    }
+
     /// A short name for buttons and tests: `bundled`, `opened` or `found`.
     pub fn origin_name(&self) -> &'static str {
         match self.origin {
@@ -300,6 +331,7 @@ mod tests {
             faithfulness: Faithfulness { target_loss: 0.15, examples: 20, full: loss, circuit: loss, without_circuit: loss },
             curve: vec![(0, TaskLoss { loss: 0.7, accuracy: 0.5 }), (3, loss)],
             method: Method { name: "learned-mask".into(), settings: serde_json::json!({"steps": 3}), seconds: 1.5 },
+            labels: BTreeMap::new(),
         }
     }
 
@@ -310,6 +342,19 @@ mod tests {
         let (again, nodes) = CircuitFile::parse(&file.to_json(), &m).unwrap();
         assert_eq!(again, file);
         assert_eq!(nodes[1], Node::new(0, SiteKind::AttnQ, 5));
+        assert!(!file.to_json().contains("labels"), "a file without labels is written as before");
+    }
+
+    #[test]
+    fn labels_given_in_the_page_are_saved_with_the_circuit_and_read_back_for_its_nodes() {
+        let m = model(1);
+        let (file, nodes) = CircuitFile::parse(&circuit(&m).to_json(), &m).unwrap();
+        let loaded = LoadedCircuit { file, nodes: nodes.clone(), origin: CircuitOrigin::Opened };
+        let other = Node::new(1, SiteKind::AttnV, 0);
+        let saved = loaded.with_labels(&[(nodes[2], "fires on quotes".into()), (other, "not in the circuit".into())]);
+        assert_eq!(saved.labels.len(), 1);
+        let again = LoadedCircuit::parse(&saved.to_json(), &m, CircuitOrigin::Opened).unwrap();
+        assert_eq!(again.labels().collect::<Vec<_>>(), [(nodes[2], "fires on quotes")]);
     }
 
     #[test]
@@ -333,6 +378,8 @@ mod tests {
         assert!(edited(&|j| j["format"] = "something".into()).contains("not a circuit file"));
         assert!(edited(&|j| j["version"] = 7.into()).contains("version 7 is newer"));
         assert!(edited(&|j| j["nodes"] = 3.into()).contains("not a circuit file"));
+        assert!(edited(&|j| j["labels"] = serde_json::json!({"0.attn.v[1]": "x"})).contains("the label of \"0.attn.v[1]\": not a node of the circuit"));
+        assert!(edited(&|j| j["labels"] = serde_json::json!({"0.attn.q[5]": "a\u{7}"})).contains("control character"));
         let other = model(2);
         let err = CircuitFile::parse(&circuit(&m).to_json(), &other).unwrap_err();
         assert!(matches!(err, CircuitError::WrongModel { .. }), "{err}");

@@ -217,8 +217,8 @@ mod tests {
         let row = 4;
         let scores: Vec<f32> = (0..=row).map(|j| qs.row(row)[9] * ks.row(j)[9] / 8f32.sqrt()).collect();
         let total: f32 = scores.iter().map(|s| s.exp()).sum();
-        for j in 0..=row {
-            assert!((channel.row(row)[j] - scores[j].exp() / total).abs() < 1e-5);
+        for (j, score) in scores.iter().enumerate() {
+            assert!((channel.row(row)[j] - score.exp() / total).abs() < 1e-5);
         }
         let v = inspect(&model, &recording, Node::new(0, SiteKind::AttnV, 9), &[q, Node::new(0, SiteKind::AttnK, 9)]).unwrap().attention.unwrap();
         assert_eq!(v.channel, None, "a value channel takes no part in the pattern");

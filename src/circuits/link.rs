@@ -20,6 +20,8 @@
 //!   `activation`), `per_site` of them per site.
 //! - `zero`, `mean`: node sets ablated (zeroed, or set to their means).
 //! - `sel`: the node selected (shown in the inspector), one node.
+//! - `label.<node>`: the label the user gave a node (one key per node,
+//!   the node written as a node set of one), e.g. `label.0.attn.v:1k=opens`.
 //! - `zoom`: the graph's scale and offset (canvas pixels).
 //!
 //! A node set is written site by site, `site:channels`, sites apart by `,`,
@@ -30,6 +32,7 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
+use super::view::MAX_LABELS;
 use super::{AblationKind, LoadedCircuit, Node, Ranking, Shown, View, Zoom};
 use crate::model::{Model, Site};
 
@@ -38,12 +41,15 @@ pub const LINK_VERSION: u32 = 1;
 /// Longer fragments are refused before they are parsed. Room for the
 /// longest link this build writes: the longest prompt percent-encoded (12
 /// characters for a 4-byte character: 98,304), the most nodes (about 28
-/// characters each when each starts a site: 114,688) and a model URL.
-pub const MAX_LINK_CHARS: usize = 256 * 1024;
+/// characters each when each starts a site: 114,688), the most labels
+/// (about 1,000 characters each: 256,000) and a model URL.
+pub const MAX_LINK_CHARS: usize = 512 * 1024;
 /// The most tokens' worth of text a link's prompt may hold.
 const MAX_PROMPT_CHARS: usize = 8_192;
-/// Nodes in all (shown, ablated and selected), more than any view draws.
+/// Nodes shown and ablated in all, more than any view draws.
 const MAX_NODES: usize = 4_096;
+/// The start of a label's key: `label.` and the node.
+const LABEL_KEY: &str = "label.";
 
 /// Where a link's model comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +130,12 @@ impl ViewLink {
         if let Some(node) = view.selected {
             out.append_pair("sel", &encode_nodes(&[node]));
         }
+        // In key order, as they are read back.
+        let mut labels: Vec<(String, &str)> = view.labels.iter().map(|(node, text)| (format!("{LABEL_KEY}{}", encode_nodes(&[*node])), text.as_str())).collect();
+        labels.sort();
+        for (key, text) in labels {
+            out.append_pair(&key, text);
+        }
         let rank = match view.ranking {
             Ranking::Attribution => "attribution",
             Ranking::Effect => "effect",
@@ -182,6 +194,18 @@ impl ViewLink {
             Some(&[node]) => Some(node),
             Some(_) => return Err(bad("sel", "not one node")),
         };
+        let mut labels = Vec::new();
+        for (key, text) in pairs.range(LABEL_KEY.to_string()..).take_while(|(key, _)| key.starts_with(LABEL_KEY)) {
+            let node = match decode_nodes("label", &key[LABEL_KEY.len()..])?[..] {
+                [node] => node,
+                _ => return Err(bad("label", format!("{key:?} does not name one node"))),
+            };
+            super::view::check_label(text).map_err(|problem| bad("label", format!("{node}: {problem}")))?;
+            labels.push((node, text.clone()));
+        }
+        if labels.len() > MAX_LABELS {
+            return Err(bad("label", format!("more than {MAX_LABELS} labels")));
+        }
         let shown_nodes = match &shown {
             Shown::Nodes(nodes) => nodes.len(),
             _ => 0,
@@ -210,6 +234,7 @@ impl ViewLink {
             ranking,
             per_site,
             zoom: get("zoom").map(parse_zoom).transpose()?.unwrap_or(Zoom::IDENTITY),
+            labels,
         };
         Ok(ViewLink { model, prompt, view })
     }
@@ -347,6 +372,7 @@ mod tests {
             ranking: Ranking::Activation,
             per_site: 12,
             zoom: Zoom { scale: 1.5, dx: -20.25, dy: 4.0 },
+            labels: vec![(Node::new(0, SiteKind::MlpPostAct, 22), "after \"x = '\" & #1 ;=".into()), (Node::new(1, SiteKind::AttnV, 3), "é".into())],
         }
     }
 
@@ -370,14 +396,16 @@ mod tests {
     fn the_longest_prompt_and_the_most_nodes_make_a_link_that_reads_back() {
         // 4-byte characters take 12 each percent-encoded; every node in a site of its own.
         let nodes: Vec<Node> = (0..MAX_NODES).map(|i| Node::new(1000 + i % 24, SiteKind::AttnResidDelta, (1 << 24) - 1 - i / 24)).collect();
+        // The most labels, each as long as a label may be, of 4-byte characters.
+        let labels: Vec<(Node, String)> = nodes[..MAX_LABELS].iter().map(|&n| (n, "😀".repeat(super::super::view::MAX_LABEL_CHARS))).collect();
         for prompt in ["€".repeat(MAX_PROMPT_CHARS), "😀".repeat(MAX_PROMPT_CHARS)] {
-            let link = ViewLink { prompt, view: View { shown: Shown::Nodes(nodes.clone()), ablations: Vec::new(), selected: None, ..busy() }, ..view() };
+            let link = ViewLink { prompt, view: View { shown: Shown::Nodes(nodes.clone()), ablations: Vec::new(), selected: None, labels: labels.clone(), ..busy() }, ..view() };
             let fragment = link.to_fragment();
             // Read back, it writes the same link (node sets come back in site order).
             let again = ViewLink::parse(&fragment).map(|l| l.to_fragment());
-            assert!(again.as_ref() == Ok(&fragment), "a link of {} characters does not read back", fragment.len());
+            assert!(again.as_ref() == Ok(&fragment), "a link of {} characters does not read back: {:?}", fragment.len(), again.as_ref().err());
         }
-        let too_many = ViewLink { view: View { shown: Shown::Nodes(nodes.clone()), ablations: vec![(nodes[0], AblationKind::Zero)], selected: None, ..busy() }, ..view() };
+        let too_many = ViewLink { view: View { shown: Shown::Nodes(nodes.clone()), ablations: vec![(nodes[0], AblationKind::Zero)], selected: None, labels: vec![], ..busy() }, ..view() };
         assert!(ViewLink::parse(&too_many.to_fragment()).unwrap_err().to_string().contains("more than 4096 nodes in all"));
     }
 
@@ -416,6 +444,10 @@ mod tests {
             ("v=1&model=m&zoom=NaN,0,0", "scale between"),
             ("v=1&model=m&zoom=100,0,0", "scale between"),
             ("v=1&model=m&circuit=a&nodes=0.attn.q:1", "both circuit= and nodes="),
+            ("v=1&model=m&label.0.attn.q:1-2=x", "does not name one node"),
+            ("v=1&model=m&label.0.attn.q=x", "has no site:channels"),
+            ("v=1&model=m&label.0.attn.q:1=", "0.attn.q[1]: an empty label"),
+            ("v=1&model=m&label.0.attn.q:1=a%07b", "control character"),
         ];
         for (fragment, expected) in cases {
             let message = ViewLink::parse(fragment).unwrap_err().to_string();
@@ -424,6 +456,8 @@ mod tests {
         assert!(matches!(ViewLink::parse(&"a".repeat(MAX_LINK_CHARS + 1)), Err(LinkError::TooLong(_))));
         let many = format!("v=1&model=m&nodes=0.attn.q:{}", vec!["1"; MAX_NODES + 1].join("-"));
         assert!(ViewLink::parse(&many).unwrap_err().to_string().contains("more than"));
+        let labels: String = (0..=MAX_LABELS).map(|c| format!("&label.0.attn.q:{}=x", base36(c))).collect();
+        assert!(ViewLink::parse(&format!("v=1&model=m{labels}")).unwrap_err().to_string().contains("more than 256 labels"));
         // Truncated anywhere, a link parses or gives a message; it never panics.
         let fragment = view().to_fragment();
         for end in 0..fragment.len() {
@@ -435,7 +469,7 @@ mod tests {
     fn links_are_checked_against_the_model_s_weights_and_then_their_view() {
         let config = Config::from_json(r#"{"n_layer": 2, "d_model": 8, "n_head": 2, "d_head": 4, "d_mlp": 12, "vocab_size": 10, "block_size": 6}"#).unwrap();
         let model = Model::synthetic(config, 0.5, 1);
-        let fits = ViewLink { view: View { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], selected: None, ..busy() }, ..view() };
+        let fits = ViewLink { view: View { target: Some(9), shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 11)]), ablations: vec![], selected: None, labels: vec![], ..busy() }, ..view() };
         fits.check(&model, 6, &[]).unwrap();
         let wide = ViewLink { view: View { shown: Shown::Nodes(vec![Node::new(1, SiteKind::MlpPostAct, 12)]), ..fits.view.clone() }, ..fits.clone() };
         assert!(wide.check(&model, 6, &[]).unwrap_err().to_string().contains("does not fit this model: 1.mlp.post_act[12]"));

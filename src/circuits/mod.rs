@@ -40,7 +40,7 @@ pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_
 pub use means::{parse_samples, SiteMeans};
 pub use prune::{learn_masks, prune_task, MaskLearner, MaskProgress, MaskSettings, NodeScore, PruneProgress, PruneSetup, Pruned};
 pub use layout::{GraphView, PlacedNode};
-pub use view::{AblationKind, Ranking, Shown, View, Zoom, NODES_PER_SITE};
+pub use view::{check_label, AblationKind, Ranking, Shown, View, Zoom, MAX_LABELS, MAX_LABEL_CHARS, NODES_PER_SITE};
 
 /// A small random model for the unit tests (`extra` adds config fields, e.g.
 /// `"sink": true`), and its run on `tokens`: logits `[T, vocab]` and every site.

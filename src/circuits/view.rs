@@ -12,6 +12,24 @@ use crate::model::{Model, Site};
 
 /// Channels shown per site in the circuit graph, at first.
 pub const NODES_PER_SITE: usize = 8;
+/// The longest label a user may give a node, in characters, and the most
+/// nodes a view labels (a link holds them all).
+pub const MAX_LABEL_CHARS: usize = 80;
+pub const MAX_LABELS: usize = 256;
+
+/// Whether `text` may be a node's label as it comes (from a link or a
+/// file): not empty, at most [`MAX_LABEL_CHARS`], no control characters.
+pub fn check_label(text: &str) -> Result<(), String> {
+    if text.trim().is_empty() {
+        Err("an empty label".into())
+    } else if text.chars().count() > MAX_LABEL_CHARS {
+        Err(format!("a label longer than {MAX_LABEL_CHARS} characters"))
+    } else if text.chars().any(char::is_control) {
+        Err("a label with a control character".into())
+    } else {
+        Ok(())
+    }
+}
 
 /// How an ablated node is knocked out, at every position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +106,9 @@ pub struct View {
     pub ranking: Ranking,
     pub per_site: usize,
     pub zoom: Zoom,
+    /// Labels the user gave nodes, in the order first given: they stand
+    /// for the computed ones and travel with links and circuit files.
+    pub labels: Vec<(Node, String)>,
 }
 
 impl Default for View {
@@ -102,6 +123,7 @@ impl Default for View {
             ranking: Ranking::Attribution,
             per_site: NODES_PER_SITE,
             zoom: Zoom::IDENTITY,
+            labels: Vec::new(),
         }
     }
 }
@@ -115,7 +137,8 @@ impl View {
     /// A new prompt ran: what referred to the old one goes (the position,
     /// the selected node, the ablations, the output chosen, a link's node
     /// set); how the graph is drawn stays (a listed circuit, the ranking,
-    /// nodes per site, pan and zoom).
+    /// nodes per site, pan and zoom), and so do the labels, which are about
+    /// the model.
     pub fn new_run(&mut self, circuits: &[Arc<LoadedCircuit>]) {
         let listed = self.drawn(circuits).is_some();
         *self = View {
@@ -123,8 +146,42 @@ impl View {
             ranking: self.ranking,
             per_site: self.per_site,
             zoom: self.zoom,
+            labels: std::mem::take(&mut self.labels),
             ..View::default()
         };
+    }
+
+    /// The label the user gave `node`, if any.
+    pub fn label(&self, node: Node) -> Option<&str> {
+        self.labels.iter().find(|(n, _)| *n == node).map(|(_, text)| text.as_str())
+    }
+
+    /// Gives `node` the label typed as `text`: control characters become
+    /// spaces, the ends are trimmed and it is cut to [`MAX_LABEL_CHARS`];
+    /// nothing left takes the label away (the computed one shows again).
+    /// A new label past [`MAX_LABELS`] is refused.
+    pub fn set_label(&mut self, node: Node, text: &str) -> Result<(), String> {
+        let cleaned: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let cleaned: String = cleaned.trim().chars().take(MAX_LABEL_CHARS).collect();
+        let cleaned = cleaned.trim_end().to_string();
+        let full = self.labels.len() >= MAX_LABELS;
+        match self.labels.iter_mut().find(|(n, _)| *n == node) {
+            _ if cleaned.is_empty() => self.labels.retain(|(n, _)| *n != node),
+            Some((_, old)) => *old = cleaned,
+            None if full => return Err(format!("a view holds at most {MAX_LABELS} labels")),
+            None => self.labels.push((node, cleaned)),
+        }
+        Ok(())
+    }
+
+    /// Takes the labels a circuit file gives its nodes, for nodes the user
+    /// has not labelled.
+    pub fn take_labels(&mut self, circuit: &LoadedCircuit) {
+        for (node, text) in circuit.labels() {
+            if self.label(node).is_none() && self.labels.len() < MAX_LABELS {
+                self.labels.push((node, text.to_string()));
+            }
+        }
     }
 
     /// A token was clicked: predictions and graph are at it, and the output
@@ -207,7 +264,8 @@ impl View {
             Shown::Circuit(task) if self.drawn(circuits).is_none() => return Err(format!("the circuit {task:?} does not come with this model")),
             _ => &[],
         };
-        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)).chain(&self.selected) {
+        let labelled = self.labels.iter().map(|(n, _)| n);
+        for node in shown.iter().chain(self.ablations.iter().map(|(n, _)| n)).chain(&self.selected).chain(labelled) {
             let Site::Layer(layer, _) = node.site else { continue };
             if layer >= config.n_layer {
                 return Err(format!("{node}: the model has {} layers", config.n_layer));
@@ -250,6 +308,7 @@ mod tests {
             ranking: Ranking::Activation,
             per_site: 12,
             zoom: Zoom { scale: 2.0, dx: 1.0, dy: 2.0 },
+            labels: vec![(Node::new(0, SiteKind::AttnV, 1), "opening quote".into())],
         }
     }
 
@@ -258,8 +317,14 @@ mod tests {
         let model = model();
         let mut view = busy_view();
         view.new_run(&[]);
-        let drawn_the_same = View { ranking: Ranking::Activation, per_site: 12, zoom: Zoom { scale: 2.0, dx: 1.0, dy: 2.0 }, ..View::default() };
-        assert_eq!(view, drawn_the_same, "a link's node set, the position, output, selection and ablations go");
+        let drawn_the_same = View {
+            ranking: Ranking::Activation,
+            per_site: 12,
+            zoom: Zoom { scale: 2.0, dx: 1.0, dy: 2.0 },
+            labels: busy_view().labels,
+            ..View::default()
+        };
+        assert_eq!(view, drawn_the_same, "a link's node set, the position, output, selection and ablations go; labels stay");
         // A listed circuit stays drawn: it is not about one prompt.
         let found = listed(&model, "bracket_type", vec![Node::new(0, SiteKind::AttnV, 1)], CircuitOrigin::Found);
         let mut view = busy_view();
@@ -286,6 +351,29 @@ mod tests {
         view.new_run(&[]);
         view.pick_task(7, 2);
         assert_eq!((view.ranking, view.target, view.contrast), (Ranking::Attribution, Some(7), Some(2)));
+    }
+
+    #[test]
+    fn a_label_is_set_cleaned_replaced_and_taken_away_when_emptied() {
+        let mut view = View::default();
+        let (a, b) = (Node::new(0, SiteKind::MlpPostAct, 3), Node::new(1, SiteKind::AttnK, 2));
+        view.set_label(a, "  closes the\tstring\n ").unwrap();
+        view.set_label(b, &"x".repeat(200)).unwrap();
+        assert_eq!(view.label(a), Some("closes the string"));
+        assert_eq!(view.label(b).map(|l| l.chars().count()), Some(MAX_LABEL_CHARS));
+        view.set_label(a, "quote").unwrap();
+        assert_eq!(view.labels[0], (a, "quote".to_string()), "replaced in place");
+        view.set_label(a, " \n ").unwrap();
+        assert_eq!((view.label(a), view.labels.len()), (None, 1));
+        for c in 0..MAX_LABELS - 1 {
+            view.set_label(Node::new(0, SiteKind::MlpPostAct, c), "x").unwrap();
+        }
+        assert!(view.set_label(Node::new(1, SiteKind::MlpPostAct, 0), "one too many").unwrap_err().contains("at most 256"));
+        view.set_label(b, "still editable").unwrap();
+        assert!(check_label("ok").is_ok());
+        for bad in ["", "  ", "a\u{7}b", &"y".repeat(81)] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
@@ -326,6 +414,7 @@ mod tests {
             (View { contrast: Some(10), ..fits.clone() }, "outside the vocabulary"),
             (View { selected: Some(Node::new(0, SiteKind::AttnV, 8)), ..fits.clone() }, "0.attn.v[8]"),
             (View { position: Some(5), ..fits.clone() }, "position 5 is past the prompt's 5 tokens"),
+            (View { labels: vec![(Node::new(0, SiteKind::AttnQ, 9), "x".into())], ..fits.clone() }, "0.attn.q[9]"),
             (View { shown: Shown::Circuit("bracket_type".into()), ..fits.clone() }, "\"bracket_type\" does not come with this model"),
         ];
         for (view, expected) in cases {

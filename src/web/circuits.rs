@@ -115,7 +115,10 @@ impl Page {
         let Some(model) = self.model() else { return };
         match LoadedCircuit::parse(&json, &model, CircuitOrigin::Opened) {
             Ok(opened) => {
-                self.view.update(|v| v.show_circuit(&opened));
+                self.view.update(|v| {
+                    v.show_circuit(&opened);
+                    v.take_labels(&opened);
+                });
                 self.circuits.update(|list| list.push(Arc::new(opened)));
                 self.error.set(None);
             }

@@ -102,7 +102,9 @@ pub fn ExportBar() -> impl IntoView {
     let export_circuit = move |_| {
         let Some(circuit) = circuit.get_untracked() else { return };
         let name = format!("{}.json", circuit.file.task);
-        if let Err(message) = download(&name, circuit.file.to_json().as_bytes(), "application/json") {
+        // With the labels the user gave its nodes.
+        let file = page.view.with_untracked(|v| circuit.with_labels(&v.labels));
+        if let Err(message) = download(&name, file.to_json().as_bytes(), "application/json") {
             error.set(Some(message));
         }
     };

@@ -101,7 +101,8 @@ struct Frame<'a> {
     selected: Option<usize>,
     hovered: Option<usize>,
     ablated: &'a [Node],
-    /// The labels of the selected and hovered nodes, drawn next to them.
+    /// Labels drawn next to their nodes: the selected's, the hovered's and
+    /// those the user gave.
     labels: &'a [(usize, String)],
     transform: Zoom,
     moving: bool,
@@ -223,11 +224,12 @@ pub fn CircuitCanvas() -> impl IntoView {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
                 let clock = web_sys::window().and_then(|w| w.performance());
                 let started = clock.as_ref().map_or(0.0, |c| c.now());
-                let labels: Vec<(usize, String)> = [selected, hovered]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|i| Some((i, page.label_text(view.nodes.get(i)?.node)?)))
-                    .collect();
+                // The selected and hovered nodes' labels, and every label the user gave.
+                let given = (0..view.nodes.len()).filter(|&i| page.view.with(|v| v.label(view.nodes[i].node).is_some()));
+                let mut shown: Vec<usize> = given.chain([selected, hovered].into_iter().flatten()).collect();
+                shown.sort_unstable();
+                shown.dedup();
+                let labels: Vec<(usize, String)> = shown.into_iter().filter_map(|i| Some((i, page.node_label(view.nodes[i].node)?.text().to_string()))).collect();
                 let frame = Frame { version, view, selected, hovered, ablated: &ablated, labels: &labels, transform, moving };
                 scene.update_value(|scene| draw(&canvas, scene, &frame));
                 draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);
@@ -271,7 +273,7 @@ pub fn CircuitCanvas() -> impl IntoView {
         graph.with(|view| {
             let node = view.as_ref()?.nodes.get(i)?;
             let measured = page.measured_effect(node.node).map(|e| format!(" (measured {e:+.4})")).unwrap_or_default();
-            let label = page.label_text(node.node).map(|l| format!(" ({l})")).unwrap_or_default();
+            let label = page.node_label(node.node).map(|l| format!(" ({})", l.text())).unwrap_or_default();
             Some(format!("{}{label}: activation {:.4}{}{measured}", node.label, node.activation, effect_text(node.effect)))
         })
     };

@@ -14,10 +14,10 @@ use web_sys::CanvasRenderingContext2d;
 use super::distribution::TaskDistributionView;
 use super::graph_paint::{effect_text, signed_colour};
 use super::load::fetch_examples;
-use super::page::{use_page, DatasetExamples, LoadedExamples, NodeExamples, Page};
+use super::page::{use_page, DatasetExamples, LoadedExamples, NodeExamples, NodeLabel, Page};
 use crate::platform::sleep;
 use super::summary::token_text;
-use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, ChannelEmbedding, EdgeKind, ExampleRow, HeadAttention, Node, NodeDetails};
+use crate::circuits::{example_rows, inspect, inspected_sites, AblationKind, Bucket, ChannelEmbedding, EdgeKind, ExampleRow, HeadAttention, Node, NodeDetails, MAX_LABEL_CHARS};
 use crate::model::{Config, Tensor};
 
 /// Tokens of context shown before and after an example's token.
@@ -233,11 +233,7 @@ pub fn NodeInspector() -> impl IntoView {
             Some(view! {
                 <section class="inspector" data-testid="node-inspector">
                     <h2>{node.label.clone()}</h2>
-                    {move || page.label_text(target).map(|label| view! {
-                        <p class="node-label" data-testid="node-label" title="From its dataset examples: the token that makes up a quarter or more of its top 1% of values, at or just before it">
-                            {format!("Fires {label}")}
-                        </p>
-                    })}
+                    <NodeLabelEditor node=target />
                     <p>{format!("activation {:.4} at position {}{}", node.activation, view.position, effect_text(node.effect))}</p>
                     <div class="ablate-buttons">
                         <button data-testid="ablate-button" on:click=move |_| on_ablate(target, AblationKind::Zero)>
@@ -275,6 +271,68 @@ pub fn NodeInspector() -> impl IntoView {
                 </section>
             })
         })
+    }
+}
+
+/// The node's label, and a way to give it one's own: saved in the view, so
+/// that it travels in links and in the circuit files saved.
+#[component]
+fn NodeLabelEditor(node: Node) -> impl IntoView {
+    let page = use_page();
+    let editing = RwSignal::new(false);
+    let input = NodeRef::<leptos::html::Input>::new();
+    let save = move || {
+        if let Some(input) = input.get_untracked() {
+            let mut refused = None;
+            page.view.update(|v| refused = v.set_label(node, &input.value()).err());
+            page.error.set(refused);
+        }
+        editing.set(false);
+    };
+    Effect::new(move |_| {
+        if editing.get() {
+            if let Some(input) = input.get() {
+                let _ = input.focus();
+            }
+        }
+    });
+    move || {
+        let label = page.node_label(node);
+        if editing.get() {
+            let value = label.as_ref().map(|l| l.text().to_string()).unwrap_or_default();
+            return view! {
+                <p class="node-label">
+                    <input
+                        node_ref=input
+                        type="text"
+                        data-testid="label-input"
+                        maxlength=MAX_LABEL_CHARS
+                        prop:value=value
+                        placeholder="What this node does (empty: the computed label)"
+                        on:keydown=move |ev| match ev.key().as_str() {
+                            "Enter" => save(),
+                            "Escape" => editing.set(false),
+                            _ => {}
+                        }
+                        on:blur=move |_| if editing.get_untracked() { save() }
+                    />
+                </p>
+            }
+            .into_any();
+        }
+        let (title, given) = match &label {
+            Some(NodeLabel::Given(_)) => ("Your label: it travels in the link and in saved circuit files", true),
+            _ => ("From its dataset examples: the token that makes up a quarter or more of its top 1% of values, at or just before it", false),
+        };
+        view! {
+            <p class="node-label" data-given=given.to_string()>
+                {label.map(|l| view! { <span data-testid="node-label" title=title>{l.sentence()}</span> })}
+                <button type="button" class="edit-label" data-testid="edit-label" title="Give this node a label of your own" on:click=move |_| editing.set(true)>
+                    "Edit label"
+                </button>
+            </p>
+        }
+        .into_any()
     }
 }
 

@@ -106,13 +106,42 @@ impl LoadedExamples {
     }
 }
 
+/// A node's label: the one the user gave it, or the one computed from its
+/// dataset examples ("on ' after an opening quote").
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeLabel {
+    Given(String),
+    Computed(String),
+}
+
+impl NodeLabel {
+    /// As drawn next to the node.
+    pub fn text(&self) -> &str {
+        match self {
+            NodeLabel::Given(text) | NodeLabel::Computed(text) => text,
+        }
+    }
+
+    /// As a sentence: a computed label says what it is from.
+    pub fn sentence(&self) -> String {
+        match self {
+            NodeLabel::Given(text) => text.clone(),
+            NodeLabel::Computed(text) => format!("Fires {text}"),
+        }
+    }
+}
+
 impl Page {
-    /// The label of `node` as text, once the examples are in.
-    pub fn label_text(self, node: Node) -> Option<String> {
+    /// The label of `node`: the user's, or else the computed one once the
+    /// examples are in.
+    pub fn node_label(self, node: Node) -> Option<NodeLabel> {
+        if let Some(given) = self.view.with(|v| v.label(node).map(str::to_string)) {
+            return Some(NodeLabel::Given(given));
+        }
         let tokenizer = self.tokenizer();
         self.examples.with(|e| {
             let loaded = e.ready()?;
-            loaded.examples.label_text(node, &loaded.token_shares, tokenizer.as_deref())
+            loaded.examples.label_text(node, &loaded.token_shares, tokenizer.as_deref()).map(NodeLabel::Computed)
         })
     }
 }

@@ -807,6 +807,41 @@ test('the page computes a model\'s dataset examples over the generated corpus as
   await close();
 });
 
+test('a label the user gives a node replaces the computed one, and travels in the link and in the saved circuit file', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view.replace(/sel=[^&]+/, 'sel=0.attn.act_in:2d')}`);
+  const inspector = page.getByTestId('node-inspector');
+  await inspector.getByTestId('node-label').waitFor({ timeout: 60_000 });
+  await inspector.getByTestId('edit-label').click();
+  await inspector.getByTestId('label-input').fill('  marks an open string\t');
+  await inspector.getByTestId('label-input').press('Enter');
+  await inspector.getByTestId('node-label').filter({ hasText: /^marks an open string$/ }).waitFor();
+  const link = await viewLink(page);
+  assert.ok(link.includes('label.0.attn.act_in:2d=marks+an+open+string'), link);
+  const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-circuit').click()]);
+  const saved = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
+  assert.deepEqual(saved.labels, { '0.attn.act_in[85]': 'marks an open string' });
+  assert.deepEqual(errors, []);
+  await close();
+
+  // The link brings it back.
+  const again = await openLink(`${server.url}#${link}`);
+  await again.page.getByTestId('node-inspector').getByTestId('node-label').filter({ hasText: /^marks an open string$/ }).waitFor({ timeout: 60_000 });
+  assert.deepEqual(again.errors, []);
+  await again.close();
+
+  // So does the circuit file, opened on a page without it; a file whose label is not one of its nodes is refused.
+  const plain = await openLink(server.url);
+  const bad = { ...saved, labels: { '0.attn.q[1]': 'x' } };
+  await plain.page.getByTestId('circuit-file').setInputFiles({ name: 'bad.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(bad)) });
+  await plain.page.getByTestId('error-banner').filter({ hasText: 'circuit file bad.json: the label of "0.attn.q[1]": not a node of the circuit' }).waitFor();
+  await plain.page.getByTestId('circuit-file').setInputFiles({ name: 'labelled.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(saved)) });
+  await plain.page.waitForFunction(() => document.querySelector('main').dataset.link.includes('label.0.attn.act_in:2d=marks+an+open+string'), null, { timeout: 60_000 });
+  assert.deepEqual(plain.errors, []);
+  await plain.close();
+});
+
 /// The view's link as the page writes it (the fragment, without `#`).
 const viewLink = (page) => page.locator('main').getAttribute('data-link');
 
