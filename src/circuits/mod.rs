@@ -11,6 +11,7 @@
 //! the residual stream carrying a write to a later read of the same channel.
 
 mod attribution;
+mod blocks;
 mod circuit;
 mod distribution;
 mod effect;
@@ -27,6 +28,7 @@ mod prune;
 mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
+pub use blocks::{block_deltas, Block, BlockDelta};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
 pub use distribution::{task_distributions, AnswerClass, TaskDistribution, TaskExamples, DISTRIBUTION_EXAMPLES};
 pub use examples::{bin_of, collect_examples, default_corpus, example_rows, Bucket, Example, ExampleRow, Examples, ExamplesError, ExamplesProgress, Histograms, Label, Quantile, quoted_token, Sampler, Thresholds, BINS, HEAVY, LABEL_ENRICHMENT, LABEL_SHARE, SAMPLES, THRESHOLD_TOKENS, ZERO_BELOW};

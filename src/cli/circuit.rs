@@ -12,7 +12,7 @@ use clap::Args;
 use super::forward::sample_means;
 use super::Backend;
 use crate::circuits::{
-    curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
+    block_deltas, ready, curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, HELD_OUT_SEED, SEARCH_SEED, CircuitOrigin, Finding, LoadedCircuit,
 };
 use crate::model::{Model, Tokenizer};
@@ -81,6 +81,9 @@ pub struct CircuitEvalArgs {
     /// Held-out examples.
     #[arg(long, default_value_t = 200)]
     examples: usize,
+    /// Print JSON instead of text: the faithfulness, the curve and each block's delta.
+    #[arg(long)]
+    json: bool,
 }
 
 /// A model folder's model, tokenizer and mean activations.
@@ -208,12 +211,30 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
     let (file, nodes) = CircuitFile::parse(&json, &loaded.model).map_err(|e| format!("{}: {e}", args.circuit.display()))?;
     let task = parse_task(&file.task)?;
     let held_out = Choice::of_task(task, &loaded.tokenizer, HELD_OUT_SEED, args.examples)?;
+    let faithful = faithfulness(&loaded, &held_out, &nodes, file.faithfulness.target_loss)?;
+    let curve = curve_points(nodes.len())
+        .into_iter()
+        .map(|k| loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k).map(|loss| (k, loss)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut eval = CpuEval { model: &loaded.model, choices: &held_out };
+    let (_, blocks) = ready(block_deltas(&mut eval, &loaded.model.config, &loaded.means, &nodes))?;
+    if args.json {
+        let blocks: Vec<_> = blocks
+            .iter()
+            .map(|b| serde_json::json!({ "block": b.block.name(), "nodes": b.nodes, "loss": b.loss, "delta": b.delta }))
+            .collect();
+        println!("{}", serde_json::json!({ "faithfulness": faithful, "curve": curve, "blocks": blocks }));
+        return Ok(());
+    }
     println!("{} circuit of {}: {} nodes, {} edges, found by {} in {:.0} s", file.task, file.model.name, nodes.len(), file.edges.len(), file.method.name, file.method.seconds);
-    print_faithfulness(&faithfulness(&loaded, &held_out, &nodes, file.faithfulness.target_loss)?);
+    print_faithfulness(&faithful);
     println!("task loss with the first k nodes kept (the rest mean-ablated):");
-    for k in curve_points(nodes.len()) {
-        let TaskLoss { loss, accuracy } = loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k)?;
+    for (k, TaskLoss { loss, accuracy }) in curve {
         println!("  k {k:>5}  loss {loss:.4}  accuracy {:.1}%", 100.0 * accuracy);
+    }
+    println!("task loss with one block's circuit nodes mean-ablated as well:");
+    for b in &blocks {
+        println!("  {:<8} {:>4} nodes  loss {:.4} ({:+.4})  accuracy {:.1}%", b.block.name(), b.nodes, b.loss.loss, b.delta, 100.0 * b.loss.accuracy);
     }
     Ok(())
 }

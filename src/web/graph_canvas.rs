@@ -8,9 +8,9 @@ use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
 use super::export::{download, download_url, graph_svg};
-use super::graph_paint::{canvas_size, draw_node, effect_text, max_activation, node_xy, paint_graph, stroke_edges, NODE_RADIUS};
+use super::graph_paint::{block_delta_y, canvas_size, column_x, draw_node, effect_text, max_activation, node_xy, paint_graph, stroke_edges, NODE_RADIUS};
 use super::page::use_page;
-use crate::circuits::{GraphView, Node, Ranking, Zoom};
+use crate::circuits::{Block, GraphView, Node, Ranking, Zoom};
 use crate::platform::sleep;
 
 /// Wheel stillness after which a zoomed view is redrawn sharp.
@@ -43,7 +43,7 @@ fn draw_scene(ctx: &CanvasRenderingContext2d, view: &GraphView, transform: Zoom,
 /// On top of the scene: the selected node's edges highlighted, the rings of
 /// the selected and hovered nodes, and a cross on every ablated node.
 fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
-    let Frame { view, selected, hovered, ablated, labels, transform, .. } = *frame;
+    let Frame { view, selected, hovered, ablated, labels, blocks, transform, .. } = *frame;
     let Zoom { scale, dx, dy } = transform;
     let _ = ctx.set_transform(scale, 0.0, 0.0, scale, dx, dy);
     let max_activation = max_activation(view);
@@ -61,6 +61,16 @@ fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
     }
     if let Some(s) = selected {
         draw_node(painter, view, s, max_activation, ("#111111", 2.5));
+    }
+    for (block, delta) in blocks {
+        // Over the block's columns, between the layer's name and the sites'.
+        let columns: Vec<usize> = (0..view.columns.len()).filter(|&c| Block::of_site(view.columns[c]) == Some(*block)).collect();
+        let (Some(&first), Some(&last)) = (columns.first(), columns.last()) else { continue };
+        let x = (column_x(first) + column_x(last)) / 2.0;
+        ctx.set_font("bold 11px system-ui, sans-serif");
+        ctx.set_text_align("center");
+        ctx.set_fill_style_str(if *delta >= 0.0 { "#a3271c" } else { "#2d69c8" });
+        let _ = ctx.fill_text(&format!("ablated {delta:+.2}"), x, block_delta_y());
     }
     for (i, label) in labels {
         // Right of the node, on white so that edges do not cross it.
@@ -104,6 +114,8 @@ struct Frame<'a> {
     /// Labels drawn next to their nodes: the selected's, the hovered's and
     /// those the user gave.
     labels: &'a [(usize, String)],
+    /// The drawn circuit's block deltas (nats), drawn over each block.
+    blocks: &'a [(Block, f64)],
     transform: Zoom,
     moving: bool,
 }
@@ -230,7 +242,11 @@ pub fn CircuitCanvas() -> impl IntoView {
                 shown.sort_unstable();
                 shown.dedup();
                 let labels: Vec<(usize, String)> = shown.into_iter().filter_map(|i| Some((i, page.node_label(view.nodes[i].node)?.text().to_string()))).collect();
-                let frame = Frame { version, view, selected, hovered, ablated: &ablated, labels: &labels, transform, moving };
+                let blocks: Vec<(Block, f64)> = page.drawn.with(|drawn| {
+                    let drawn = drawn.as_ref()?;
+                    page.block_deltas.with(|b| Some(b.ready_for(drawn)?.iter().map(|d| (d.block, d.delta)).collect()))
+                }).unwrap_or_default();
+                let frame = Frame { version, view, selected, hovered, ablated: &ablated, labels: &labels, blocks: &blocks, transform, moving };
                 scene.update_value(|scene| draw(&canvas, scene, &frame));
                 draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);
             }

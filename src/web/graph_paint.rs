@@ -39,6 +39,16 @@ pub(super) fn canvas_size(view: &GraphView) -> (u32, u32) {
     (width as u32, height as u32)
 }
 
+/// The centre of column `column`, content pixels.
+pub(super) fn column_x(column: usize) -> f64 {
+    MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5)
+}
+
+/// The baseline of a block's delta: between the layer's name and the sites'.
+pub(super) fn block_delta_y() -> f64 {
+    MARGIN_TOP - 22.0
+}
+
 pub(super) fn node_xy(view: &GraphView, i: usize) -> (f64, f64) {
     let n = &view.nodes[i];
     (MARGIN_LEFT + COLUMN_WIDTH * (n.column as f64 + 0.5), MARGIN_TOP + ROW_HEIGHT * (n.row as f64 + 0.5))
@@ -126,7 +136,7 @@ impl Painter for CanvasRenderingContext2d {
 /// group of its sites, all edges, all nodes.
 pub(super) fn paint_graph(painter: &mut impl Painter, view: &GraphView) {
     for (column, site) in view.columns.iter().enumerate() {
-        let x = MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5);
+        let x = column_x(column);
         painter.text(x, MARGIN_TOP - 10.0, short_name(*site), "#5a6570");
         if let Site::Layer(layer, SiteKind::AttnActIn) = site {
             painter.text(x + 1.5 * COLUMN_WIDTH, MARGIN_TOP - 34.0, &format!("layer {layer}"), "#1d232a");

@@ -11,6 +11,7 @@
 //! - The rest are components, each reading the state from context.
 
 mod attribution;
+mod blocks;
 mod circuits;
 mod components;
 mod distribution;
@@ -35,6 +36,7 @@ use components::{files_of, AblationList, BackendStatus, ErrorBanner, LayerTable,
 use effects::{ObjectiveChange, RankingControls};
 use examples::ExamplesPanel;
 use export::ExportBar;
+use blocks::BlockDeltasView;
 use graph_canvas::{CircuitCanvas, NodeTable};
 use inspector::NodeInspector;
 use link::{LinkBar, LinkedModelPrompt};
@@ -55,6 +57,7 @@ fn App() -> impl IntoView {
     page.inspect_on_change();
     page.examples_on_change();
     page.distributions_on_change();
+    page.block_deltas_on_change();
     page.rerun_ablations_on_change();
     page.measure_effects_on_change();
     page.attribute_on_change();
@@ -108,6 +111,7 @@ fn Workspace() -> impl IntoView {
                 <TokenStrip />
                 <RankingControls />
                 <CircuitCanvas />
+                <BlockDeltasView />
                 <NodeTable />
             </section>
             <section class="side" aria-label="Predictions and the selected node">

@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 
 use super::link;
 use super::load::{self, BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
+use super::blocks::BlockDeltas;
 use super::distribution::Distributions;
 use super::page::{DatasetExamples, Opened, Page};
 use super::run::check_link;
@@ -163,6 +164,7 @@ impl Page {
         self.node_examples.set(None);
         self.chosen_task.set(None);
         self.distributions.set(Distributions::None);
+        self.block_deltas.set(BlockDeltas::None);
         self.touring.set(None);
         // A search on the old model stops; the view keeps how the graph is drawn.
         self.cancel_search.set_value(true);

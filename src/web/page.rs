@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use leptos::prelude::*;
 
+use super::blocks::BlockDeltas;
 use super::distribution::Distributions;
 use super::examples::ExamplesJob;
 use super::load::{BundledModel, LoadProgress};
@@ -266,6 +267,8 @@ pub struct Page {
     pub chosen_task: RwSignal<Option<Task>>,
     /// The graph's nodes over that task's examples.
     pub distributions: RwSignal<Distributions>,
+    /// The drawn circuit's block deltas.
+    pub block_deltas: RwSignal<BlockDeltas>,
     /// The layers of the run under way, as they arrive.
     pub layers: RwSignal<Vec<LayerSummary>>,
     pub view: RwSignal<View>,
@@ -408,6 +411,7 @@ impl Page {
             node_examples: RwSignal::new(None),
             chosen_task: RwSignal::new(None),
             distributions: RwSignal::new(Distributions::None),
+            block_deltas: RwSignal::new(BlockDeltas::None),
             layers: RwSignal::new(Vec::new()),
             view,
             ablated,

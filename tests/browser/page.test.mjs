@@ -807,6 +807,20 @@ test('the page computes a model\'s dataset examples over the generated corpus as
   await close();
 });
 
+test('the drawn circuit\'s block deltas (its task loss with one block\'s nodes ablated too) are circuit-eval\'s', async () => {
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const { page, errors, close } = await openLink(`${server.url}#${tour.steps[2].view}`);
+  await page.getByTestId('block-delta').first().waitFor({ timeout: 120_000 });
+  const shown = await page.getByTestId('block-delta').evaluateAll((list) => list.map((b) => ({ block: b.dataset.block, nodes: Number(b.dataset.nodes), delta: Number(b.dataset.delta) })));
+  const expected = JSON.parse(execFileSync(cli, ['circuit-eval', '--model', trained, '--circuit', path.join(trained, 'circuits/single_double_quote.json'), '--json'])).blocks;
+  assert.deepEqual(shown.map(({ block, nodes }) => ({ block, nodes })), expected.map(({ block, nodes }) => ({ block, nodes })));
+  // The page batches the CPU fast path in WebAssembly, the CLI runs the reference: the same to float rounding.
+  shown.forEach((b, i) => assert.ok(Math.abs(b.delta - expected[i].delta) <= 1e-3, `${b.block}: page ${b.delta}, CLI ${expected[i].delta}`));
+  assert.deepEqual(errors, []);
+  await close();
+});
+
 test('a label the user gives a node replaces the computed one, and travels in the link and in the saved circuit file', async () => {
   const trained = path.join(root, 'www/models/python_tasks');
   const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
