@@ -98,8 +98,9 @@ impl TaskDistribution {
 
 /// Every node of `nodes` over a task's examples: each prompt run once by `runner`
 /// (batched) with the nodes' sites recorded, each node read at the prompt's
-/// last token. `progress` hears of each batch (examples done, of all) and
-/// stops the work by returning false.
+/// last token. `progress` hears of each batch (examples done, of all);
+/// returning false stops there, and the distributions cover the examples
+/// run so far.
 pub async fn task_distributions(
     runner: &Runner,
     task: &TaskExamples,
@@ -115,7 +116,7 @@ pub async fn task_distributions(
     let mut values = vec![Vec::with_capacity(choices.len()); nodes.len()];
     for start in (0..choices.len()).step_by(BATCH) {
         if !progress(start, choices.len()) {
-            return Err("stopped".into());
+            break;
         }
         let prompts: Vec<Vec<u32>> = choices[start..(start + BATCH).min(choices.len())].iter().map(|c| c.tokens.clone()).collect();
         for (_, recording) in runner.record_batch(&prompts, &record).await? {
@@ -125,13 +126,14 @@ pub async fn task_distributions(
             }
         }
     }
-    progress(choices.len(), choices.len());
+    let done = values.first().map_or(0, Vec::len);
+    progress(done, choices.len());
     Ok(nodes
         .iter()
         .zip(values)
         .map(|(&node, values)| {
             let class = |c: usize| {
-                let examples: Vec<usize> = (0..choices.len()).filter(|&i| task.classes[i] == c).collect();
+                let examples: Vec<usize> = (0..values.len()).filter(|&i| task.classes[i] == c).collect();
                 AnswerClass { name: task.names[c], values: examples.iter().map(|&i| values[i]).collect(), examples }
             };
             TaskDistribution { node, classes: [class(0), class(1)] }
@@ -178,8 +180,9 @@ mod tests {
                 }
             }
         }
-        let stopped = pollster::block_on(task_distributions(&runner, &task, &nodes, &mut |_, _| false));
-        assert_eq!(stopped.unwrap_err(), "stopped");
+        // Stopped before the first batch: over no examples.
+        let stopped = pollster::block_on(task_distributions(&runner, &task, &nodes, &mut |_, _| false)).unwrap();
+        assert!(stopped.iter().all(|d| d.classes.iter().all(|c| c.values.is_empty())));
     }
 
     #[test]

@@ -28,7 +28,7 @@ mod prune;
 mod view;
 
 pub use attribution::{agreement, attribute, Agreement, Attribution};
-pub use blocks::{block_deltas, Block, BlockDelta};
+pub use blocks::{block_deltas, Block, BlockDelta, BlockReport};
 pub use circuit::{CircuitOrigin, Finding, LoadedCircuit, CircuitError, FORMAT as CIRCUIT_FORMAT, VERSION as CIRCUIT_VERSION, CircuitFile, Faithfulness, MeanAblation, Method, ModelRef};
 pub use distribution::{task_distributions, AnswerClass, TaskDistribution, TaskExamples, DISTRIBUTION_EXAMPLES};
 pub use examples::{bin_of, collect_examples, default_corpus, example_rows, Bucket, Example, ExampleRow, Examples, ExamplesError, ExamplesProgress, Histograms, Label, Quantile, quoted_token, Sampler, Thresholds, BINS, HEAVY, LABEL_ENRICHMENT, LABEL_SHARE, SAMPLES, THRESHOLD_TOKENS, ZERO_BELOW};

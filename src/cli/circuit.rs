@@ -12,7 +12,7 @@ use clap::Args;
 use super::forward::sample_means;
 use super::Backend;
 use crate::circuits::{
-    block_deltas, ready, curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
+    block_deltas, curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, HELD_OUT_SEED, SEARCH_SEED, CircuitOrigin, Finding, LoadedCircuit,
 };
 use crate::model::{Model, Tokenizer};
@@ -216,8 +216,8 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
         .into_iter()
         .map(|k| loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k).map(|loss| (k, loss)))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut eval = CpuEval { model: &loaded.model, choices: &held_out };
-    let (_, blocks) = ready(block_deltas(&mut eval, &loaded.model.config, &loaded.means, &nodes))?;
+    let runner = super::runner(loaded.model.clone(), super::Backend::Cpu)?;
+    let blocks = super::block_on(block_deltas(&runner, &held_out, &loaded.means, &nodes, &mut |_, _| true))?.deltas;
     if args.json {
         let blocks: Vec<_> = blocks
             .iter()

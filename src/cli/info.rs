@@ -44,6 +44,8 @@ pub fn run(dir: &Path) -> Result<(), String> {
     println!("parameters {params}");
     println!("nonzeros   {nnz} ({:.3}% of parameters)", percent(nnz, params));
     println!("memory     {bytes} bytes ({:.2}% of the {} bytes dense f32 would take)", percent(bytes, 4 * params), 4 * params);
+    // What links (`sha256=`) and circuit files (`weights_sha256`) name these weights by.
+    println!("weights    sha256 {}", model.weights_sha256());
     println!();
     println!("{:<44} {:>12} {:>10} {:>9} {:>10}", "tensor", "shape", "nonzeros", "density", "bytes");
     for s in &stats {

@@ -9,8 +9,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 
 use super::page::{use_page, Page};
-use crate::circuits::{block_deltas, BlockDelta, Choice, LoadedCircuit, RunnerEval, TaskLoss, HELD_OUT_SEED};
-use crate::platform::sleep;
+use super::distribution::{of_all, within_budget};
+use crate::circuits::{block_deltas, BlockReport, Choice, LoadedCircuit, BlockDelta, HELD_OUT_SEED};
+use crate::platform::{now_ms, sleep};
 use crate::tasks::Task;
 
 /// Held-out examples the deltas are over (`circuit-eval`'s default).
@@ -21,8 +22,9 @@ const EXAMPLES: usize = 200;
 pub enum BlockDeltas {
     #[default]
     None,
-    Computing(Arc<LoadedCircuit>),
-    Ready { circuit: Arc<LoadedCircuit>, own: TaskLoss, deltas: Vec<BlockDelta> },
+    /// Examples done, of all.
+    Computing(Arc<LoadedCircuit>, usize, usize),
+    Ready { circuit: Arc<LoadedCircuit>, report: BlockReport },
     Failed(Arc<LoadedCircuit>, String),
 }
 
@@ -30,14 +32,14 @@ impl BlockDeltas {
     fn of(&self) -> Option<&Arc<LoadedCircuit>> {
         match self {
             BlockDeltas::None => None,
-            BlockDeltas::Computing(c) | BlockDeltas::Ready { circuit: c, .. } | BlockDeltas::Failed(c, _) => Some(c),
+            BlockDeltas::Computing(c, ..) | BlockDeltas::Ready { circuit: c, .. } | BlockDeltas::Failed(c, _) => Some(c),
         }
     }
 
     /// The deltas, when they are the drawn circuit's.
     pub fn ready_for(&self, drawn: &Arc<LoadedCircuit>) -> Option<&[BlockDelta]> {
         match self {
-            BlockDeltas::Ready { circuit, deltas, .. } if Arc::ptr_eq(circuit, drawn) => Some(deltas),
+            BlockDeltas::Ready { circuit, report } if Arc::ptr_eq(circuit, drawn) => Some(&report.deltas),
             _ => None,
         }
     }
@@ -52,21 +54,28 @@ impl Page {
             if self.block_deltas.with_untracked(|b| b.of().is_some_and(|c| Arc::ptr_eq(c, &circuit))) {
                 return;
             }
-            let (Some(model), Some(tokenizer), Some(runner)) = (self.model(), self.tokenizer(), self.runner()) else { return };
+            let (Some(tokenizer), Some(runner)) = (self.tokenizer(), self.runner()) else { return };
             let Some(task) = Task::parse(&circuit.file.task) else { return };
-            self.block_deltas.set(BlockDeltas::Computing(circuit.clone()));
+            self.block_deltas.set(BlockDeltas::Computing(circuit.clone(), 0, EXAMPLES));
             spawn_local(async move {
                 while self.running.get_untracked() {
                     sleep(50).await;
                 }
+                let current = || self.block_deltas.with_untracked(|b| matches!(b, BlockDeltas::Computing(c, ..) if Arc::ptr_eq(c, &circuit)));
+                let started = now_ms();
+                let mut progress = |done: usize, of: usize| {
+                    if current() {
+                        self.block_deltas.set(BlockDeltas::Computing(circuit.clone(), done, of));
+                    }
+                    current() && within_budget(started, done)
+                };
                 let outcome = match Choice::of_task(task, &tokenizer, HELD_OUT_SEED, EXAMPLES) {
-                    Ok(choices) => block_deltas(&mut RunnerEval { runner: &runner, choices: &choices }, &model.config, &means, &circuit.nodes).await,
+                    Ok(choices) => block_deltas(&runner, &choices, &means, &circuit.nodes, &mut progress).await,
                     Err(message) => Err(message),
                 };
-                let current = self.block_deltas.with_untracked(|b| matches!(b, BlockDeltas::Computing(c) if Arc::ptr_eq(c, &circuit)));
-                if current {
+                if current() {
                     self.block_deltas.set(match outcome {
-                        Ok((own, deltas)) => BlockDeltas::Ready { circuit, own, deltas },
+                        Ok(report) => BlockDeltas::Ready { circuit, report },
                         Err(message) => BlockDeltas::Failed(circuit, message),
                     });
                 }
@@ -82,8 +91,9 @@ pub fn BlockDeltasView() -> impl IntoView {
     move || {
         let drawn = page.drawn.get()?;
         let shown = page.block_deltas.with(|b| match b {
-            BlockDeltas::Ready { circuit, own, deltas } if Arc::ptr_eq(circuit, &drawn) => {
-                let items = deltas
+            BlockDeltas::Ready { circuit, report } if Arc::ptr_eq(circuit, &drawn) => {
+                let items = report
+                    .deltas
                     .iter()
                     .map(|d| {
                         view! {
@@ -93,10 +103,11 @@ pub fn BlockDeltasView() -> impl IntoView {
                         }
                     })
                     .collect_view();
+                let fewer = of_all(report.examples, EXAMPLES);
                 view! {
-                    <p class="hint">{format!(
-                        "Each block's share: the circuit's task loss over {EXAMPLES} held-out examples ({:.3} with only the circuit kept) when that block's circuit nodes are mean-ablated too. Drawn over each block's columns.",
-                        own.loss
+                    <p class="hint" data-testid="block-examples" data-examples=report.examples>{format!(
+                        "Each block's share: the circuit's task loss over {}{fewer} held-out examples ({:.3} with only the circuit kept) when that block's circuit nodes are mean-ablated too. Drawn over each block's columns.",
+                        report.examples, report.own.loss
                     )}</p>
                     <ul class="block-deltas" data-testid="block-deltas">{items}</ul>
                 }
@@ -104,6 +115,13 @@ pub fn BlockDeltasView() -> impl IntoView {
             }
             BlockDeltas::Failed(circuit, message) if Arc::ptr_eq(circuit, &drawn) => view! { <p class="hint">{format!("No block deltas: {message}")}</p> }.into_any(),
             _ if page.means.with(Option::is_none) => view! { <p class="hint">"Block deltas need the mean activations (the model's samples.json)."</p> }.into_any(),
+            BlockDeltas::Computing(circuit, done, of) if Arc::ptr_eq(circuit, &drawn) => view! {
+                <p class="status loading" data-testid="block-progress">
+                    <progress max=(*of).max(1) value=*done></progress>
+                    {format!(" Measuring each block's share of the circuit: {done} of {of} examples")}
+                </p>
+            }
+            .into_any(),
             _ => view! { <p class="status loading">"Measuring each block's share of the circuit..."</p> }.into_any(),
         });
         Some(view! { <section class="blocks"><h3>"Blocks"</h3>{shown}</section> })

@@ -14,8 +14,28 @@ use web_sys::CanvasRenderingContext2d;
 
 use super::page::{use_page, Page};
 use crate::circuits::{task_distributions, Node, TaskDistribution, TaskExamples, DISTRIBUTION_EXAMPLES, HELD_OUT_SEED};
-use crate::platform::sleep;
+use crate::platform::{now_ms, sleep};
 use crate::tasks::Task;
+
+/// A task's examples run for the inspector's views stop after this long
+/// (on a slow backend, at the released shape), once at least `AT_LEAST`
+/// examples have run: the views say over how many they are.
+const BUDGET_MS: f64 = 30_000.0;
+const AT_LEAST: usize = 32;
+
+/// Whether to run more of a task's examples, `done` of them since `started_ms`.
+pub(super) fn within_budget(started_ms: f64, done: usize) -> bool {
+    done < AT_LEAST || now_ms() - started_ms < BUDGET_MS
+}
+
+/// " (of 200: ...)" when the budget stopped a run of `all` examples at `done`.
+pub(super) fn of_all(done: usize, all: usize) -> String {
+    if done < all {
+        format!(" (of {all}: the rest would take too long here)")
+    } else {
+        String::new()
+    }
+}
 
 /// Bins of the drawn distributions, and the canvas' size in pixels.
 const BINS: usize = 32;
@@ -81,11 +101,12 @@ impl Page {
                 let current = move || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened))) && self.distribution_task_untracked() == Some(task);
                 let outcome = match TaskExamples::new(task, &tokenizer, HELD_OUT_SEED, DISTRIBUTION_EXAMPLES) {
                     Ok(examples) => {
+                        let started = now_ms();
                         let mut progress = |done: usize, of: usize| {
                             if current() {
                                 self.distributions.set(Distributions::Computing { task, done, of });
                             }
-                            current()
+                            current() && within_budget(started, done)
                         };
                         task_distributions(&runner, &examples, &nodes, &mut progress).await
                     }
@@ -196,9 +217,13 @@ fn DistributionPlot(distribution: TaskDistribution, task: Task) -> impl IntoView
             }
         })
         .collect_view();
+    let examples: usize = distribution.classes.iter().map(|c| c.values.len()).sum();
+    let fewer = of_all(examples, DISTRIBUTION_EXAMPLES);
     let separation = distribution.separation().map(|s| format!("; the first is the larger in {:.0}% of pairs", 100.0 * s)).unwrap_or_default();
     view! {
-        <p class="hint">{format!("Its value at the last token of {} held-out examples of {}, where the model chooses: {}", distribution.classes.iter().map(|c| c.values.len()).sum::<usize>(), task.name(), task.question())}</p>
+        <p class="hint" data-testid="distribution-examples" data-examples=examples>
+            {format!("Its value at the last token of {examples}{fewer} held-out examples of {}, where the model chooses: {}", task.name(), task.question())}
+        </p>
         <canvas node_ref=canvas class="distribution" data-testid="distribution-plot"></canvas>
         <p class="axis hint">{format!("{lo:+.3} ... {hi:+.3}")}</p>
         <ul class="answer-classes">{classes}</ul>

@@ -20,6 +20,9 @@
 // whole run to its circuit;
 // BENCH_PRUNE_TASKS=a,b picks the bundled model's tasks.
 // BENCH_ONLY=examples measures dataset examples computed in the page.
+// BENCH_ONLY=inspect measures a circuit's task distributions and block
+// deltas in the page: the bundled model's quote circuit, and a 32-node
+// circuit on the converted 0.4B shape (with the bundled tokenizer).
 // BENCH_ONLY=released measures only the released 0.4B shape's 256-token
 // runs (to the first and last layer) and the memory after them, each build
 // (this one and BENCH_BASELINE's) in a browser of its own, BENCH_ROUNDS
@@ -247,6 +250,77 @@ if (process.env.BENCH_ONLY === 'examples') {
   console.log(`| Dataset examples in the page, bundled model, every node over ${EXAMPLES_TOKENS} tokens: click to ready (${times.length} runs) | ${ms(median(times))} |`);
   console.log(`| Dataset examples in the page, released 0.4B shape, 2048 tokens: click to ready (rate) | ${ms(released)} (${(2048 / (released / 1000)).toFixed(0)} tokens/s) |`);
   console.log(`| Renderer resident memory after the released shape's examples | ${renderer.toFixed(0)} MB |`);
+  await browser.close();
+  server.close();
+  process.exit(0);
+}
+
+// A circuit's views in the page (BENCH_ONLY=inspect): from the run done to
+// every graph node's values over the task's held-out examples (the
+// inspector's task distribution) and to the circuit's block deltas.
+if (process.env.BENCH_ONLY === 'inspect') {
+  const views = async (tab, t0) => {
+    const timeTo = async (locator) => (await locator.first().waitFor({ timeout: 1_800_000 }), Date.now() - t0);
+    const [distribution, blocks] = await Promise.all([timeTo(tab.getByTestId('answer-class')), timeTo(tab.getByTestId('block-delta'))]);
+    const examples = async (testid) => tab.getByTestId(testid).getAttribute('data-examples');
+    return { distribution, blocks, distributionExamples: await examples('distribution-examples'), blockExamples: await examples('block-examples') };
+  };
+  const trained = path.join(root, 'www/models/python_tasks');
+  const tour = JSON.parse(fs.readFileSync(path.join(trained, 'tours.json'), 'utf8')).tours.find((t) => t.task === 'single_double_quote');
+  const bundled = [];
+  for (let i = 0; i < Number(process.env.BENCH_ROUNDS ?? 3); i++) {
+    const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+    await tab.goto(`${server.url}#${tour.steps[2].view}`);
+    await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+    bundled.push(await views(tab, Date.now()));
+    console.error(JSON.stringify(bundled.at(-1)));
+    await tab.close();
+  }
+  // The released shape with the bundled model's tokenizer, samples and
+  // tasks, and a 32-node circuit written for its weights: 4 nodes a layer, one
+  // in each of the attention's read and values and the MLP's neurons and write.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-inspect-'));
+  const shapeFile = path.join(root, 'src/cli/released_shape.json');
+  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', trained, '--out', path.join(dir, 'large')]);
+  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  for (const file of ['samples.json', 'tasks.json']) fs.copyFileSync(path.join(trained, file), path.join(dir, 'large', file));
+  const sha = execFileSync(cli, ['info', '--model', path.join(dir, 'large')]).toString().match(/sha256 ([0-9a-f]{64})/)[1];
+  const nodes = [...Array(8).keys()].flatMap((l) => [`${l}.attn.act_in[${3 + l}]`, `${l}.attn.v[${5 + l}]`, `${l}.mlp.post_act[${7 + l}]`, `${l}.mlp.resid_delta[${9 + l}]`]);
+  const loss = { loss: 0.5, accuracy: 0.5 };
+  const circuit = {
+    format: 'circuitscope.circuit', version: 1, model: { name: 'released-shape', weights_sha256: sha }, task: 'single_double_quote', nodes, edges: [],
+    mean_ablation: { source: 'samples.json', prompts: 0, positions: 0, values: nodes.map(() => 0) },
+    faithfulness: { target_loss: 5, examples: 0, full: loss, circuit: loss, without_circuit: loss }, curve: [], method: { name: 'benchmark', settings: null, seconds: 0 },
+  };
+  const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
+  const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
+  await tab.goto(server.url);
+  await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+  await tab.getByTestId('model-url').fill(largeServer.url);
+  await tab.getByTestId('load-url').click();
+  await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
+  await tab.getByTestId('circuit-file').setInputFiles({ name: 'released.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(circuit)) });
+  await tab.locator(`[data-testid=circuit-canvas][data-nodes="${nodes.length}"]`).waitFor({ timeout: 300_000 });
+  const drawn = Date.now();
+  // Select the circuit's first drawn node where the page lays it out (the node table says where).
+  const canvas = tab.getByTestId('circuit-canvas');
+  const box = await canvas.boundingBox();
+  const scale = box.width / (await canvas.evaluate((c) => c.width));
+  const first = await tab.locator('[data-testid=node-table] tbody tr').first().evaluate((tr) => ({ column: Number(tr.dataset.column), row: Number(tr.dataset.row) }));
+  const t0 = Date.now();
+  await tab.mouse.click(box.x + (30 + 44 * (first.column + 0.5)) * scale, box.y + (64 + 30 * (first.row + 0.5)) * scale);
+  const released = await views(tab, t0);
+  released.blocks += t0 - drawn;
+  const renderer = rss('renderer');
+  largeServer.close();
+  console.log('| measure | median |\n|---|---|');
+  console.log(`| Bundled model, quote circuit (35 nodes): run done to every node's task distribution (${bundled[0].distributionExamples} examples; ${bundled.length} runs) | ${ms(median(bundled.map((b) => b.distribution)))} |`);
+  console.log(`| The same: run done to the block deltas (${bundled[0].blockExamples} examples) | ${ms(median(bundled.map((b) => b.blocks)))} |`);
+  console.log(`| Released 0.4B shape, 32-node circuit: node clicked to every node's task distribution (${released.distributionExamples} examples) | ${ms(released.distribution)} |`);
+  console.log(`| The same: circuit drawn to the block deltas (${released.blockExamples} examples, 16 blocks) | ${ms(released.blocks)} |`);
+  console.log(`| Renderer resident memory after | ${renderer.toFixed(0)} MB |`);
   await browser.close();
   server.close();
   process.exit(0);
