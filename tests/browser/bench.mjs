@@ -300,17 +300,25 @@ if (process.env.BENCH_ONLY === 'inspect') {
   await tab.getByTestId('model-url').fill(largeServer.url);
   await tab.getByTestId('load-url').click();
   await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
-  await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
+  console.error('released shape loaded');
+  // Its prompt run (the graph needs a run), then the circuit opened.
+  const runs = Number(await tab.locator('main').getAttribute('data-runs'));
+  await tab.locator('[data-testid=run-button]:enabled').click({ timeout: 300_000 });
+  await tab.locator(`main[data-runs="${runs + 1}"]`).waitFor({ timeout: 600_000 });
   await tab.getByTestId('circuit-file').setInputFiles({ name: 'released.json', mimeType: 'application/json', buffer: Buffer.from(JSON.stringify(circuit)) });
   await tab.locator(`[data-testid=circuit-canvas][data-nodes="${nodes.length}"]`).waitFor({ timeout: 300_000 });
   const drawn = Date.now();
-  // Select the circuit's first drawn node where the page lays it out (the node table says where).
+  console.error('released shape: its prompt run, the circuit drawn');
+  // Select the circuit's first drawn node where the page lays it out (the
+  // node table says where), once the canvas has its size.
+  await tab.waitForTimeout(1000);
   const canvas = tab.getByTestId('circuit-canvas');
   const box = await canvas.boundingBox();
   const scale = box.width / (await canvas.evaluate((c) => c.width));
-  const first = await tab.locator('[data-testid=node-table] tbody tr').first().evaluate((tr) => ({ column: Number(tr.dataset.column), row: Number(tr.dataset.row) }));
+  const first = await tab.locator('[data-testid=node-table] tbody tr').first().evaluate((tr) => ({ column: Number(tr.dataset.column), row: Number(tr.dataset.row), label: tr.dataset.label }));
   const t0 = Date.now();
   await tab.mouse.click(box.x + (30 + 44 * (first.column + 0.5)) * scale, box.y + (64 + 30 * (first.row + 0.5)) * scale);
+  await tab.getByTestId('node-inspector').locator('h2').filter({ hasText: first.label.split(' ')[0] }).waitFor({ timeout: 60_000 });
   const released = await views(tab, t0);
   released.blocks += t0 - drawn;
   const renderer = rss('renderer');

@@ -1,8 +1,9 @@
 // The README's screenshots, from the built page in headless Chromium at
 // 1440x900: the workspace with a task prompt run, its circuit shown and a
 // node inspected (docs/screenshot.png), a classroom tour's second step
-// (docs/tour.png), and a node of the quote circuit with its label and its
-// dataset examples (docs/examples.png). `make screenshots` builds the page first.
+// (docs/tour.png), a node of the quote circuit with its label and its
+// dataset examples (docs/examples.png), and the circuit's block deltas with a
+// labelled node over the task (docs/task.png). `make screenshots` builds the page first.
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -56,6 +57,18 @@ await examples.getByTestId('node-examples').scrollIntoViewIfNeeded();
 await examples.waitForTimeout(500);
 await examples.screenshot({ path: path.join(root, 'docs/examples.png') });
 
+// The quote circuit with its block deltas over the graph, and node
+// 0.mlp.resid_delta[21] (21 is `l` in base 36), given a label of one's own,
+// over the task's examples.
+const task = await browser.newPage({ viewport: { width: 1440, height: 900 } });
+await task.goto(`${server.url}#${tour.steps[2].view.replace(/sel=[^&]+/, 'sel=0.mlp.resid_delta:l')}&label.0.mlp.resid_delta:l=which+quote+opened`);
+await task.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+await task.getByTestId('block-delta').first().waitFor({ timeout: 120_000 });
+await task.getByTestId('task-distribution').getByTestId('answer-class').first().waitFor({ timeout: 120_000 });
+await task.getByTestId('task-distribution').scrollIntoViewIfNeeded();
+await task.waitForTimeout(500);
+await task.screenshot({ path: path.join(root, 'docs/task.png') });
+
 await browser.close();
 server.close();
-console.log('wrote docs/screenshot.png, docs/tour.png and docs/examples.png');
+console.log('wrote docs/screenshot.png, docs/tour.png, docs/examples.png and docs/task.png');
