@@ -47,6 +47,27 @@ const server = await serveStatic(path.join(root, 'dist'));
 const browser = await chromium.launch({ executablePath: chrome, args: ['--no-sandbox', '--enable-unsafe-webgpu'] });
 const ms = (x) => `${x.toFixed(1)} ms`;
 
+// A synthetic model of the released 0.4B shape (1 in 1000 weights), written
+// dense as the release is and converted with `tokenizer`'s files, in a new
+// folder `circuitscope-bench-<name>-*`; the dense file is deleted unless kept.
+function releasedShape(name, tokenizer, { keepDense = false } = {}) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `circuitscope-bench-${name}-`));
+  const shapeFile = path.join(root, 'src/cli/released_shape.json');
+  const large = path.join(dir, 'large');
+  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
+  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', tokenizer, '--out', large]);
+  if (!keepDense) fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  return { dir, large };
+}
+
+// Opens the model folder served at `url` in `tab` (the page is open) and
+// waits until it has loaded.
+async function loadFromUrl(tab, url) {
+  await tab.getByTestId('model-url').fill(url);
+  await tab.getByTestId('load-url').click();
+  await tab.locator(`[data-testid=model-status][data-source="${url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+}
+
 // Opening the page: milliseconds from navigation (performance.now() counts
 // from it) to the first prediction, the first graph and the graph ranked by
 // measured effect, each in a fresh context (nothing cached but the HTTP
@@ -154,12 +175,7 @@ if (process.env.BENCH_ONLY === 'released') {
   // of its own, in turns: load the converted model from a URL, run a
   // 256-token prompt RELEASED_RUNS times, then read the processes' memory.
   await browser.close();
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-released-'));
-  const shapeFile = path.join(root, 'src/cli/released_shape.json');
-  const large = path.join(dir, 'large');
-  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
-  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', large]);
-  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  const { large } = releasedShape('released', path.join(root, 'tests/tokenizer'));
   const largeServer = await serveStatic(large, { cors: true });
   const { prompt, tokens } = promptOf(large, 256);
   const RELEASED_RUNS = 5;
@@ -173,9 +189,7 @@ if (process.env.BENCH_ONLY === 'released') {
       // Ranked by activation (BENCH_RANK=attribution keeps the default: each
       // run then starts while the last one's attribution is under way).
       await tab.getByTestId('rank-by').selectOption(process.env.BENCH_RANK ?? 'activation');
-      await tab.getByTestId('model-url').fill(largeServer.url);
-      await tab.getByTestId('load-url').click();
-      await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+      await loadFromUrl(tab, largeServer.url);
       await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
       await tab.getByTestId('prompt-input').fill(prompt);
       const r = results.get(name);
@@ -230,18 +244,12 @@ if (process.env.BENCH_ONLY === 'examples') {
     console.error(`bundled model, ${EXAMPLES_TOKENS} tokens: ${ms(times.at(-1))} (${await tab.getByTestId('backend').textContent()})`);
     await tab.close();
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-examples-'));
-  const shapeFile = path.join(root, 'src/cli/released_shape.json');
-  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
-  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', path.join(root, 'tests/tokenizer'), '--out', path.join(dir, 'large')]);
-  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
-  const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
+  const { large } = releasedShape('examples', path.join(root, 'tests/tokenizer'));
+  const largeServer = await serveStatic(large, { cors: true });
   const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   await tab.goto(server.url);
   await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
-  await tab.getByTestId('model-url').fill(largeServer.url);
-  await tab.getByTestId('load-url').click();
-  await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  await loadFromUrl(tab, largeServer.url);
   await tab.locator('[data-testid=run-button]:enabled').waitFor({ timeout: 300_000 });
   const released = await compute(tab, 2048);
   const renderer = rss('renderer');
@@ -279,13 +287,9 @@ if (process.env.BENCH_ONLY === 'inspect') {
   // The released shape with the bundled model's tokenizer, samples and
   // tasks, and a 32-node circuit written for its weights: 4 nodes a layer, one
   // in each of the attention's read and values and the MLP's neurons and write.
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-inspect-'));
-  const shapeFile = path.join(root, 'src/cli/released_shape.json');
-  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
-  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', trained, '--out', path.join(dir, 'large')]);
-  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
-  for (const file of ['samples.json', 'tasks.json']) fs.copyFileSync(path.join(trained, file), path.join(dir, 'large', file));
-  const sha = execFileSync(cli, ['info', '--model', path.join(dir, 'large')]).toString().match(/sha256 ([0-9a-f]{64})/)[1];
+  const { large } = releasedShape('inspect', trained);
+  for (const file of ['samples.json', 'tasks.json']) fs.copyFileSync(path.join(trained, file), path.join(large, file));
+  const sha = execFileSync(cli, ['info', '--model', large]).toString().match(/sha256 ([0-9a-f]{64})/)[1];
   const nodes = [...Array(8).keys()].flatMap((l) => [`${l}.attn.act_in[${3 + l}]`, `${l}.attn.v[${5 + l}]`, `${l}.mlp.post_act[${7 + l}]`, `${l}.mlp.resid_delta[${9 + l}]`]);
   const loss = { loss: 0.5, accuracy: 0.5 };
   const circuit = {
@@ -293,13 +297,11 @@ if (process.env.BENCH_ONLY === 'inspect') {
     mean_ablation: { source: 'samples.json', prompts: 0, positions: 0, values: nodes.map(() => 0) },
     faithfulness: { target_loss: 5, examples: 0, full: loss, circuit: loss, without_circuit: loss }, curve: [], method: { name: 'benchmark', settings: null, seconds: 0 },
   };
-  const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
+  const largeServer = await serveStatic(large, { cors: true });
   const tab = await browser.newPage({ viewport: { width: 1600, height: 1000 } });
   await tab.goto(server.url);
   await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
-  await tab.getByTestId('model-url').fill(largeServer.url);
-  await tab.getByTestId('load-url').click();
-  await tab.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  await loadFromUrl(tab, largeServer.url);
   console.error('released shape loaded');
   // Its prompt run (the graph needs a run), then the circuit opened.
   const runs = Number(await tab.locator('main').getAttribute('data-runs'));
@@ -383,12 +385,8 @@ if (process.env.BENCH_ONLY === 'prune') {
     for (const line of rows) console.log(line);
     process.exit(0);
   }
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'circuitscope-bench-prune-'));
-  const shapeFile = path.join(root, 'src/cli/released_shape.json');
   const bundled = path.join(root, 'www/models/python_tasks');
-  execFileSync(cli, ['synthetic', '--config', shapeFile, '--density', '0.001', '--seed', '3', '--out', path.join(dir, 'dense')]);
-  execFileSync(cli, ['convert', '--in', path.join(dir, 'dense/model.safetensors'), '--config', shapeFile, '--tokenizer', bundled, '--out', path.join(dir, 'large')]);
-  fs.rmSync(path.join(dir, 'dense'), { recursive: true });
+  const { dir } = releasedShape('prune', bundled);
   for (const file of ['samples.json', 'tasks.json']) fs.copyFileSync(path.join(bundled, file), path.join(dir, 'large', file));
   // A byte-level tokenizer (no merges), so that a task's examples are about
   // 64 tokens long (a byte each) rather than the bundled tokenizer's ~20.
@@ -400,9 +398,7 @@ if (process.env.BENCH_ONLY === 'prune') {
   const quotes = JSON.parse(fs.readFileSync(path.join(bundled, 'tasks.json'), 'utf8')).filter((t) => t.task === 'single_double_quote');
   fs.writeFileSync(path.join(dir, 'large/tasks.json'), JSON.stringify(quotes));
   const largeServer = await serveStatic(path.join(dir, 'large'), { cors: true });
-  await page.getByTestId('model-url').fill(largeServer.url);
-  await page.getByTestId('load-url').click();
-  await page.locator(`[data-testid=model-status][data-source="${largeServer.url.replace(/\/$/, '')}"]`).waitFor({ timeout: 300_000 });
+  await loadFromUrl(page, largeServer.url);
   if (process.env.BENCH_PRUNE_WHOLE) {
     // Synthetic weights know no task: a loose target, as the CLI's run with --target-loss 5.
     const r = await find('single_double_quote', 64, steps, 5);
