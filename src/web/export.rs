@@ -6,9 +6,9 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use wasm_bindgen::JsCast;
 
-use super::graph_paint::{canvas_size, paint_graph, Painter, Segment};
+use super::graph_paint::{canvas_size, paint_annotations, paint_graph, Painter, Segment};
 use super::page::use_page;
-use crate::circuits::{GraphView, Node};
+use crate::circuits::{Block, GraphView, Node};
 use crate::model::activations_safetensors;
 
 /// An SVG document being drawn.
@@ -58,13 +58,25 @@ impl Painter for Svg {
             ring.1
         ));
     }
+
+    fn label(&mut self, x: f64, y: f64, text: &str) {
+        // A white halo (the stroke, painted first) stands for the canvas's white box.
+        self.body.push_str(&format!(
+            "<text class=\"label\" x=\"{:.2}\" y=\"{:.2}\" fill=\"#111111\" stroke=\"#ffffff\" stroke-width=\"3\" paint-order=\"stroke\" font-size=\"11\" font-family=\"system-ui, sans-serif\">{}</text>\n",
+            x + 3.0,
+            y + 4.0,
+            escaped(text)
+        ));
+    }
 }
 
-/// The graph as a standalone SVG document, as the canvas draws it unzoomed.
-pub fn graph_svg(view: &GraphView) -> String {
+/// The graph as a standalone SVG document, as the canvas draws it unzoomed,
+/// with `labels` beside their nodes and the circuit's block deltas.
+pub fn graph_svg(view: &GraphView, labels: &[(usize, String)], blocks: &[(Block, f64)]) -> String {
     let (width, height) = canvas_size(view);
     let mut svg = Svg { body: String::new() };
     paint_graph(&mut svg, view);
+    paint_annotations(&mut svg, view, labels, blocks);
     format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\n<rect width=\"100%\" height=\"100%\" fill=\"#ffffff\"/>\n{}</svg>\n",
         svg.body

@@ -8,8 +8,8 @@ use wasm_bindgen::JsCast;
 use web_sys::{CanvasRenderingContext2d, HtmlCanvasElement, MouseEvent, WheelEvent};
 
 use super::export::{download, download_url, graph_svg};
-use super::graph_paint::{block_delta_y, canvas_size, column_x, draw_node, effect_text, max_activation, node_xy, paint_graph, stroke_edges, NODE_RADIUS};
-use super::page::use_page;
+use super::graph_paint::{canvas_size, draw_node, effect_text, max_activation, node_xy, paint_annotations, paint_graph, stroke_edges, NODE_RADIUS};
+use super::page::{use_page, Page};
 use crate::circuits::{Block, GraphView, Node, Ranking, Zoom};
 use crate::platform::sleep;
 
@@ -62,27 +62,7 @@ fn draw_overlay(ctx: &CanvasRenderingContext2d, frame: &Frame) {
     if let Some(s) = selected {
         draw_node(painter, view, s, max_activation, ("#111111", 2.5));
     }
-    for (block, delta) in blocks {
-        // Over the block's columns, between the layer's name and the sites'.
-        let columns: Vec<usize> = (0..view.columns.len()).filter(|&c| Block::of_site(view.columns[c]) == Some(*block)).collect();
-        let (Some(&first), Some(&last)) = (columns.first(), columns.last()) else { continue };
-        let x = (column_x(first) + column_x(last)) / 2.0;
-        ctx.set_font("bold 11px system-ui, sans-serif");
-        ctx.set_text_align("center");
-        ctx.set_fill_style_str(if *delta >= 0.0 { "#a3271c" } else { "#2d69c8" });
-        let _ = ctx.fill_text(&format!("ablated {delta:+.2}"), x, block_delta_y());
-    }
-    for (i, label) in labels {
-        // Right of the node, on white so that edges do not cross it.
-        let (x, y) = node_xy(view, *i);
-        ctx.set_font("11px system-ui, sans-serif");
-        let width = ctx.measure_text(label).map_or(0.0, |m| m.width());
-        ctx.set_fill_style_str("rgba(255, 255, 255, 0.9)");
-        ctx.fill_rect(x + NODE_RADIUS + 3.0, y - 8.0, width + 6.0, 15.0);
-        ctx.set_text_align("left");
-        ctx.set_fill_style_str("#111111");
-        let _ = ctx.fill_text(label, x + NODE_RADIUS + 6.0, y + 4.0);
-    }
+    paint_annotations(painter, view, labels, blocks);
     for i in (0..view.nodes.len()).filter(|&i| ablated.contains(&view.nodes[i].node)) {
         // A cross: this node is ablated in the ablated run.
         let (x, y) = node_xy(view, i);
@@ -181,6 +161,26 @@ fn node_at(canvas: &HtmlCanvasElement, view: &GraphView, ev: &MouseEvent, transf
 
 /// The graph of the view, with its controls: nodes per site, pan and zoom
 /// (part of the view), export as PNG or SVG.
+/// The labels drawn on the graph: every label the user gave and those of
+/// the nodes `also` (the selected and hovered), by node index.
+fn labels_drawn(page: Page, view: &GraphView, also: &[Option<usize>]) -> Vec<(usize, String)> {
+    let given = (0..view.nodes.len()).filter(|&i| page.view.with(|v| v.label(view.nodes[i].node).is_some()));
+    let mut shown: Vec<usize> = given.chain(also.iter().flatten().copied()).collect();
+    shown.sort_unstable();
+    shown.dedup();
+    shown.into_iter().filter_map(|i| Some((i, page.node_label(view.nodes.get(i)?.node)?.text().to_string()))).collect()
+}
+
+/// The drawn circuit's block deltas, once measured.
+fn block_deltas_drawn(page: Page) -> Vec<(Block, f64)> {
+    page.drawn
+        .with(|drawn| {
+            let drawn = drawn.as_ref()?;
+            page.block_deltas.with(|b| Some(b.ready_for(drawn)?.iter().map(|d| (d.block, d.delta)).collect()))
+        })
+        .unwrap_or_default()
+}
+
 #[component]
 pub fn CircuitCanvas() -> impl IntoView {
     let page = use_page();
@@ -207,7 +207,9 @@ pub fn CircuitCanvas() -> impl IntoView {
     };
     let export_svg = move || {
         if let Some(view) = graph.get_untracked() {
-            let _ = download("circuit.svg", graph_svg(&view).as_bytes(), "image/svg+xml");
+            let selected = untrack(|| page.selected_index());
+            let svg = graph_svg(&view, &untrack(|| labels_drawn(page, &view, &[selected])), &untrack(|| block_deltas_drawn(page)));
+            let _ = download("circuit.svg", svg.as_bytes(), "image/svg+xml");
         }
     };
     let hovered = RwSignal::new(None::<usize>);
@@ -236,16 +238,8 @@ pub fn CircuitCanvas() -> impl IntoView {
             if let (Some(canvas), Some(view)) = (canvas.get(), view.as_ref()) {
                 let clock = web_sys::window().and_then(|w| w.performance());
                 let started = clock.as_ref().map_or(0.0, |c| c.now());
-                // The selected and hovered nodes' labels, and every label the user gave.
-                let given = (0..view.nodes.len()).filter(|&i| page.view.with(|v| v.label(view.nodes[i].node).is_some()));
-                let mut shown: Vec<usize> = given.chain([selected, hovered].into_iter().flatten()).collect();
-                shown.sort_unstable();
-                shown.dedup();
-                let labels: Vec<(usize, String)> = shown.into_iter().filter_map(|i| Some((i, page.node_label(view.nodes[i].node)?.text().to_string()))).collect();
-                let blocks: Vec<(Block, f64)> = page.drawn.with(|drawn| {
-                    let drawn = drawn.as_ref()?;
-                    page.block_deltas.with(|b| Some(b.ready_for(drawn)?.iter().map(|d| (d.block, d.delta)).collect()))
-                }).unwrap_or_default();
+                let labels = labels_drawn(page, view, &[selected, hovered]);
+                let blocks = block_deltas_drawn(page);
                 let frame = Frame { version, view, selected, hovered, ablated: &ablated, labels: &labels, blocks: &blocks, transform, moving };
                 scene.update_value(|scene| draw(&canvas, scene, &frame));
                 draw_ms.set(clock.map_or(0.0, |c| c.now()) - started);

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use web_sys::CanvasRenderingContext2d;
 
-use crate::circuits::{EdgeKind, GraphView};
+use crate::circuits::{Block, EdgeKind, GraphView};
 use crate::model::{Site, SiteKind};
 
 const COLUMN_WIDTH: f64 = 44.0;
@@ -40,13 +40,8 @@ pub(super) fn canvas_size(view: &GraphView) -> (u32, u32) {
 }
 
 /// The centre of column `column`, content pixels.
-pub(super) fn column_x(column: usize) -> f64 {
+fn column_x(column: usize) -> f64 {
     MARGIN_LEFT + COLUMN_WIDTH * (column as f64 + 0.5)
-}
-
-/// The baseline of a block's delta: between the layer's name and the sites'.
-pub(super) fn block_delta_y() -> f64 {
-    MARGIN_TOP - 22.0
 }
 
 pub(super) fn node_xy(view: &GraphView, i: usize) -> (f64, f64) {
@@ -95,6 +90,9 @@ pub(super) trait Painter {
     /// A node: opaque white under the translucent `fill`, so edges do not
     /// show through, and a ring (colour, width).
     fn circle(&mut self, x: f64, y: f64, radius: f64, fill: &str, ring: (&str, f64));
+    /// A node's label: 11 px text starting at x, on white so that edges do
+    /// not cross it, centred on y.
+    fn label(&mut self, x: f64, y: f64, text: &str);
 }
 
 impl Painter for CanvasRenderingContext2d {
@@ -130,6 +128,16 @@ impl Painter for CanvasRenderingContext2d {
         self.set_line_width(ring.1);
         self.stroke();
     }
+
+    fn label(&mut self, x: f64, y: f64, text: &str) {
+        self.set_font("11px system-ui, sans-serif");
+        let width = self.measure_text(text).map_or(0.0, |m| m.width());
+        self.set_fill_style_str("rgba(255, 255, 255, 0.9)");
+        self.fill_rect(x, y - 8.0, width + 6.0, 15.0);
+        self.set_text_align("left");
+        self.set_fill_style_str("#111111");
+        let _ = self.fill_text(text, x + 3.0, y + 4.0);
+    }
 }
 
 /// The graph in content pixels: column headers with the layer over each
@@ -146,6 +154,23 @@ pub(super) fn paint_graph(painter: &mut impl Painter, view: &GraphView) {
     let max_activation = max_activation(view);
     for i in 0..view.nodes.len() {
         draw_node(painter, view, i, max_activation, ("#8a949e", 0.8));
+    }
+}
+
+/// On top of the graph: each block's delta (nats) over its columns, red
+/// where ablating the block's circuit nodes hurts the task, and labels
+/// beside their nodes (`(node index, text)`).
+pub(super) fn paint_annotations(painter: &mut impl Painter, view: &GraphView, labels: &[(usize, String)], blocks: &[(Block, f64)]) {
+    for &(block, delta) in blocks {
+        let columns: Vec<usize> = (0..view.columns.len()).filter(|&c| Block::of_site(view.columns[c]) == Some(block)).collect();
+        if let (Some(&first), Some(&last)) = (columns.first(), columns.last()) {
+            let colour = if delta >= 0.0 { "#a3271c" } else { "#2d69c8" };
+            painter.text((column_x(first) + column_x(last)) / 2.0, MARGIN_TOP - 22.0, &format!("ablated {delta:+.2}"), colour);
+        }
+    }
+    for (i, label) in labels {
+        let (x, y) = node_xy(view, *i);
+        painter.label(x + NODE_RADIUS + 3.0, y, label);
     }
 }
 

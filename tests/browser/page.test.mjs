@@ -836,6 +836,12 @@ test('a label the user gives a node replaces the computed one, and travels in th
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-circuit').click()]);
   const saved = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
   assert.deepEqual(saved.labels, { '0.attn.act_in[85]': 'marks an open string' });
+  // The SVG export draws it too, with the block deltas, as the canvas does.
+  await page.getByTestId('block-delta').first().waitFor({ timeout: 60_000 });
+  const [svgDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-svg').click()]);
+  const svg = fs.readFileSync(await svgDownload.path(), 'utf8');
+  assert.ok(svg.includes('>marks an open string</text>'), 'the label in the SVG');
+  assert.equal((svg.match(/>ablated [+-]\d\.\d\d</g) ?? []).length, await page.getByTestId('block-delta').count(), 'a delta per block');
   assert.deepEqual(errors, []);
   await close();
 
