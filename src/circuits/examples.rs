@@ -562,10 +562,11 @@ impl Examples {
         counts.into_iter().map(|c| c as f64 / n).collect()
     }
 
-    /// `nodes`' examples as JSON, for export: per node its label, density and
-    /// buckets, each example with its token, the text before it (up to
+    /// `nodes`' examples as JSON, for export: per node its computed label,
+    /// the one the user gave it (from `given_labels`) if any, its density
+    /// and buckets, each example with its token, the text before it (up to
     /// `before` tokens of its window) and its value.
-    pub fn to_json(&self, nodes: &[Node], config: &Config, tokenizer: Option<&crate::model::Tokenizer>, before: usize) -> serde_json::Value {
+    pub fn to_json(&self, nodes: &[Node], config: &Config, tokenizer: Option<&crate::model::Tokenizer>, before: usize, given_labels: &[(Node, String)]) -> serde_json::Value {
         let shares = self.token_shares(config.vocab_size);
         let text = |ids: &[u32]| tokenizer.map_or_else(|| format!("{ids:?}"), |t| t.decode(ids));
         let nodes: Vec<serde_json::Value> = nodes
@@ -592,6 +593,7 @@ impl Examples {
                 serde_json::json!({
                     "node": node.label(config).split(' ').next().unwrap_or_default(),
                     "label": self.label_text(node, &shares, tokenizer),
+                    "given_label": given_labels.iter().find(|(n, _)| *n == node).map(|(_, text)| text),
                     "density": self.density(node), "buckets": buckets,
                 })
             })

@@ -138,7 +138,8 @@ pub fn ExportBar() -> impl IntoView {
         let (Some(model), Some(view)) = (page.model(), page.graph.get_untracked()) else { return };
         let nodes: Vec<Node> = view.nodes.iter().map(|n| n.node).collect();
         let tokenizer = page.tokenizer();
-        let json = page.examples.with_untracked(|e| Some(e.ready()?.examples.to_json(&nodes, &model.config, tokenizer.as_deref(), 12)));
+        let given = page.view.with_untracked(|v| v.labels.clone());
+        let json = page.examples.with_untracked(|e| Some(e.ready()?.examples.to_json(&nodes, &model.config, tokenizer.as_deref(), 12, &given)));
         if let Some(Err(message)) = json.map(|json| download("examples.json", json.to_string().as_bytes(), "application/json")) {
             error.set(Some(message));
         }

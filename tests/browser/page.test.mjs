@@ -836,6 +836,10 @@ test('a label the user gives a node replaces the computed one, and travels in th
   const [download] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-circuit').click()]);
   const saved = JSON.parse(fs.readFileSync(await download.path(), 'utf8'));
   assert.deepEqual(saved.labels, { '0.attn.act_in[85]': 'marks an open string' });
+  const [examplesDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-examples').click()]);
+  const exported = JSON.parse(fs.readFileSync(await examplesDownload.path(), 'utf8')).nodes.find((n) => n.node === '0.attn.act_in[85]');
+  assert.equal(exported.given_label, 'marks an open string');
+  assert.ok(exported.label, 'beside the computed one');
   // The SVG export draws it too, with the block deltas, as the canvas does.
   await page.getByTestId('block-delta').first().waitFor({ timeout: 60_000 });
   const [svgDownload] = await Promise.all([page.waitForEvent('download'), page.getByTestId('export-svg').click()]);
