@@ -92,13 +92,18 @@ impl Page {
             if !nodes.contains(&node) {
                 nodes.push(node);
             }
+            // Nodes of another graph, run before over the same task, stay.
+            let before = self.distributions.with_untracked(|d| match d {
+                Distributions::Ready(values) if values.task == task => Some(values.clone()),
+                _ => None,
+            });
             self.distributions.set(Distributions::Computing { task, done: 0, of: DISTRIBUTION_EXAMPLES });
             spawn_local(async move {
                 // After the run shown: both would share the runner.
                 while self.running.get_untracked() {
                     sleep(50).await;
                 }
-                let current = move || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened))) && self.distribution_task_untracked() == Some(task);
+                let current = move || self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened))) && untrack(move || self.distribution_task()) == Some(task);
                 let outcome = match TaskExamples::new(task, &tokenizer, HELD_OUT_SEED, DISTRIBUTION_EXAMPLES) {
                     Ok(examples) => {
                         let started = now_ms();
@@ -117,11 +122,7 @@ impl Page {
                 }
                 self.distributions.set(match outcome {
                     Ok(mut distributions) => {
-                        // Nodes of another graph, run before over the same task, stay.
-                        if let Some(before) = self.distributions.with_untracked(|d| match d {
-                            Distributions::Ready(values) if values.task == task => Some(values.clone()),
-                            _ => None,
-                        }) {
+                        if let Some(before) = before {
                             distributions.extend(before.distributions.iter().filter(|d| !nodes.contains(&d.node)).cloned());
                         }
                         Distributions::Ready(Arc::new(TaskValues { task, distributions }))
@@ -130,10 +131,6 @@ impl Page {
                 });
             });
         });
-    }
-
-    fn distribution_task_untracked(self) -> Option<Task> {
-        self.chosen_task.get_untracked().or_else(|| self.drawn.with_untracked(|c| c.as_ref().and_then(|c| Task::parse(&c.file.task))))
     }
 }
 
