@@ -14,7 +14,7 @@ use crate::runner::Runner;
 /// `circuitscope inspect --task` (the faithfulness figures' count).
 pub const DISTRIBUTION_EXAMPLES: usize = 200;
 
-/// Prompts per batched run: a few thousand tokens, as the examples' batches.
+/// Prompts per batched run at most: a few thousand tokens, as the examples' batches.
 const BATCH: usize = 64;
 
 /// A task's examples as a node is shown over them.
@@ -110,15 +110,24 @@ pub async fn task_distributions(
     let mut sites: Vec<Site> = nodes.iter().map(|n| n.site).collect();
     sites.sort();
     sites.dedup();
-    let record = Record::Sites(sites);
     let choices = &task.choices;
+    // Prompts per batch: up to BATCH, and the recorded sites of a batch
+    // under 64 MB (at the released shape a node site is up to 8192 wide).
+    let config = &runner.model().config;
+    let longest = choices.iter().map(|c| c.tokens.len()).max().unwrap_or(1);
+    let batch_bytes = sites.iter().map(|&s| config.site_width(s)).sum::<usize>() * longest * 4;
+    let batch = BATCH.min(((64 << 20) / batch_bytes.max(1)).max(1));
+    let record = Record::Sites(sites);
+    if let Some(first) = choices.first() {
+        runner.time_backends(&first.tokens).await?;
+    }
     // values[node][example]
     let mut values = vec![Vec::with_capacity(choices.len()); nodes.len()];
-    for start in (0..choices.len()).step_by(BATCH) {
+    for start in (0..choices.len()).step_by(batch) {
         if !progress(start, choices.len()) {
             break;
         }
-        let prompts: Vec<Vec<u32>> = choices[start..(start + BATCH).min(choices.len())].iter().map(|c| c.tokens.clone()).collect();
+        let prompts: Vec<Vec<u32>> = choices[start..(start + batch).min(choices.len())].iter().map(|c| c.tokens.clone()).collect();
         for (_, recording) in runner.record_batch(&prompts, &record).await? {
             for (node, values) in nodes.iter().zip(&mut values) {
                 let acts = &recording.iter().find(|(s, _)| *s == node.site).ok_or_else(|| format!("the run did not record {}", node.site))?.1;

@@ -415,6 +415,22 @@ impl Runner {
         gradients_of_run(&self.model(), logits.clone(), activations.clone(), objective).map_err(|e| e.to_string())
     }
 
+    /// Times the backends with a pass of `tokens` each (logits only) until
+    /// the faster is known, so that the bulk work after it goes there rather
+    /// than to the GPU by default (for a task's examples at the released
+    /// shape SwiftShader took 1.06 s an example, the CPU path in WebAssembly
+    /// 0.02 s: bench-page BENCH_ONLY=inspect). Two passes at most:
+    /// while a GPU is readied the faster cannot be known yet.
+    pub async fn time_backends(&self, tokens: &[u32]) -> Result<(), String> {
+        for _ in 0..2 {
+            if self.batch_place().is_some() || self.probing().is_none() {
+                break;
+            }
+            self.probe(tokens, &[Vec::new()]).await?;
+        }
+        Ok(())
+    }
+
     /// Whether bulk work (every site read back, or a backward pass) on
     /// `seq_len` tokens goes to the GPU: where gradients go once timed, else
     /// where batches go once timed, and before that the GPU unless the CPU
