@@ -34,7 +34,7 @@ impl TaskExamples {
         let examples = task.examples(seed, n);
         Ok(TaskExamples {
             names: task.answer_classes(),
-            choices: Choice::of_task(task, tokenizer, seed, n)?,
+            choices: Choice::of_examples(&examples, tokenizer)?,
             classes: examples.iter().map(|e| task.answer_class(e)).collect(),
             prompts: examples.into_iter().map(|e| e.prompt).collect(),
         })

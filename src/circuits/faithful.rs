@@ -35,10 +35,12 @@ pub struct Choice {
 impl Choice {
     /// `n` examples of `task` drawn from `seed`, tokenized by `tokenizer`.
     pub fn of_task(task: crate::tasks::Task, tokenizer: &crate::model::Tokenizer, seed: u64, n: usize) -> Result<Vec<Choice>, String> {
-        task.examples(seed, n)
-            .iter()
-            .map(|e| crate::tasks::choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong }))
-            .collect()
+        Choice::of_examples(&task.examples(seed, n), tokenizer)
+    }
+
+    /// `examples` tokenized by `tokenizer`.
+    pub fn of_examples(examples: &[crate::tasks::Example], tokenizer: &crate::model::Tokenizer) -> Result<Vec<Choice>, String> {
+        examples.iter().map(|e| crate::tasks::choice(tokenizer, e).map(|(tokens, right, wrong)| Choice { tokens, right, wrong })).collect()
     }
 }
 
