@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{Cursor, Write};
 
-use circuitscope::convert::{convert, convert_torch_by_ranges, Checkpoint, Converted, ConvertError, SafetensorsFile, TorchFile};
+use circuitscope::convert::{convert, convert_torch_by_ranges, Checkpoint, Converted, ConvertError, NodeSamples, SafetensorsFile, SampleBucket, SampleDoc, TorchFile, VizData};
 use circuitscope::model::{f32_safetensors, forward, Config, Model, Recording};
 use common::{assert_close, golden_cases, read_expected, read_tokens};
 
@@ -496,4 +496,113 @@ fn big_endian_checkpoints_are_refused_whole_and_by_ranges() {
         let ranged = pollster::block_on(convert_torch_by_ranges(config, bytes.len() as u64, chunk, load, &mut |_, _, _| {}));
         assert_eq!(ranged.err().unwrap().to_string(), whole, "chunk {chunk}");
     }
+}
+
+/// The release's mirror writes `final_model.pt` with the project's own
+/// writer; read back, it is the same model (the reader itself is checked
+/// against files torch wrote, above).
+#[test]
+fn a_model_written_as_final_model_pt_converts_back_to_the_same_weights() {
+    for dir in golden_cases() {
+        let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let model = Model::load_dir(&dir).unwrap();
+        let pt = circuitscope::convert::write::write_model_pt(&model, Cursor::new(Vec::new())).unwrap().into_inner();
+        let converted = torch_bytes(pt, &config).unwrap();
+        assert!(converted.model == model, "{}", dir.display());
+    }
+}
+
+fn viz_fixture() -> VizData {
+    let doc = |shift: u32| SampleDoc { tokens: (0..7).map(|t| t + shift).collect(), values: vec![0.5, -1.0, 2.0, 0.0, 1.5, 3.25, -0.125], position: 3 };
+    VizData {
+        circuit: vec![("0.attn.q".into(), vec![3, 17]), ("1.mlp.post_act".into(), vec![40])],
+        channel_losses: vec![("0.attn.q".into(), vec![0.25, 0.5]), ("1.mlp.post_act".into(), vec![1.5])],
+        loss: Some(0.0625),
+        circuit_loss: Some(0.125),
+        config: vec![("n_layer".into(), 2), ("d_model".into(), 256)],
+        samples: vec![NodeSamples {
+            site: "0.attn.q".into(),
+            channel: 17,
+            buckets: vec![
+                SampleBucket { fraction: 0.001, bottom: vec![doc(0)], top: vec![doc(10), doc(20)] },
+                SampleBucket { fraction: 0.5, bottom: vec![], top: vec![doc(30)] },
+            ],
+        }],
+    }
+}
+
+#[test]
+fn viz_data_written_as_openai_stores_it_reads_back_the_same() {
+    let viz = viz_fixture();
+    let bytes = circuitscope::convert::write::write_viz_data(&viz).unwrap();
+    assert_eq!(VizData::from_bytes(&bytes).unwrap(), viz);
+    assert_eq!(viz.nodes(), 3);
+}
+
+/// What torch itself writes differs from our writer: the memo (BINPUT,
+/// BINGET) for every container, a channel keyed by a 0-d tensor (the viewer
+/// calls `.item()` on them), `prune_config` beside the sites, tuples of
+/// documents in a list, losses as 0-d float tensors.
+#[test]
+fn viz_data_as_torch_pickles_it_reads_the_kept_channels_losses_and_documents() {
+    // Storage 0: channels [5, 9] (int64); 1: the channel key 9 (int64, 0-d);
+    // 2: the loss 0.5 (f32, 0-d); 3: tokens [1, 2, 3]; 4: activations.
+    let mut p = b"\x80\x02}q\x00(X\x0c\x00\x00\x00circuit_dataq\x01}q\x02(X\x0c\x00\x00\x000.mlp.act_inq\x03".to_vec();
+    let tensor = |p: &mut Vec<u8>, class: &str, key: &str, numel: u8, size: &[u8]| {
+        p.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\n");
+        p.extend(class.as_bytes());
+        p.extend(b"\nX\x01\x00\x00\x00");
+        p.extend(key.as_bytes());
+        p.extend(b"X\x03\x00\x00\x00cpuK");
+        p.push(numel);
+        p.extend(b"tQK\x00(");
+        size.iter().for_each(|&d| p.extend([b'K', d]));
+        p.extend(b"t(");
+        size.iter().for_each(|_| p.extend(b"K\x01"));
+        p.extend(b"t\x89ccollections\nOrderedDict\n)RtR");
+    };
+    tensor(&mut p, "LongStorage", "0", 2, &[2]);
+    p.extend(b"X\x0c\x00\x00\x00prune_config}X\x01\x00\x00\x00kK\x02su");
+    p.extend(b"X\x0b\x00\x00\x00importances}(X\x04\x00\x00\x00loss");
+    tensor(&mut p, "FloatStorage", "2", 1, &[]);
+    p.extend(b"X\x0b\x00\x00\x00interv_lossG\x3f\xf0\x00\x00\x00\x00\x00\x00u");
+    // samples["0.mlp.act_in"][tensor(9)][0.01] = [[], [(tokens, acts, 1)]]
+    p.extend(b"X\x07\x00\x00\x00samples}X\x0c\x00\x00\x000.mlp.act_in}");
+    tensor(&mut p, "LongStorage", "1", 1, &[]);
+    p.extend(b"}G\x3f\x84\x7a\xe1\x47\xae\x14\x7b](]q\x05](");
+    tensor(&mut p, "LongStorage", "3", 3, &[3]);
+    tensor(&mut p, "FloatStorage", "4", 3, &[3]);
+    p.extend(b"K\x01tae");
+    p.extend(b"sssu.");
+    let i64s = |v: &[i64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let storages = [
+        ("0", i64s(&[5, 9])),
+        ("1", i64s(&[9])),
+        ("2", f32s(&[0.5])),
+        ("3", i64s(&[1, 2, 3])),
+        ("4", f32s(&[0.25, 4.0, -1.0])),
+    ];
+    let storages: Vec<(&str, &[u8])> = storages.iter().map(|(k, b)| (*k, b.as_slice())).collect();
+    let viz = VizData::from_bytes(&torch_zip(&p, &storages)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(viz.circuit, [("0.mlp.act_in".to_string(), vec![5, 9])]);
+    assert_eq!((viz.loss, viz.circuit_loss), (Some(0.25), Some(0.5)), "stored losses are twice the task loss");
+    let doc = SampleDoc { tokens: vec![1, 2, 3], values: vec![0.25, 4.0, -1.0], position: 1 };
+    let bucket = SampleBucket { fraction: 0.01, bottom: vec![], top: vec![doc] };
+    assert_eq!(viz.samples, [NodeSamples { site: "0.mlp.act_in".into(), channel: 9, buckets: vec![bucket] }]);
+}
+
+#[test]
+fn broken_viz_data_is_named() {
+    let message = |bytes: &[u8]| VizData::from_bytes(bytes).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(message(b"not a zip").contains("not a zip archive"), "{}", message(b"not a zip"));
+    let no_circuit = torch_zip(b"\x80\x02}.", &[]);
+    assert!(message(&no_circuit).contains("no `circuit_data`"), "{}", message(&no_circuit));
+    // A channel that is not a whole number, and a code-running pickle.
+    let mut viz = viz_fixture();
+    viz.samples[0].buckets[0].top[0].position = 99;
+    let bytes = circuitscope::convert::write::write_viz_data(&viz).unwrap();
+    assert!(message(&bytes).contains("marked at 99"), "{}", message(&bytes));
+    let hostile = torch_zip(b"\x80\x02cos\nsystem\nX\x02\x00\x00\x00ls\x85R.", &[]);
+    assert!(message(&hostile).contains("`os.system`"), "{}", message(&hostile));
 }

@@ -8,6 +8,8 @@ mod partial;
 mod pickle;
 mod safetensors_file;
 mod torch;
+mod viz;
+pub mod write;
 
 use std::collections::{HashMap, HashSet};
 
@@ -18,6 +20,7 @@ use crate::model::{finite, sparse_from_nonzeros, Config, Model, ModelError, Spar
 pub use partial::{NotLoaded, PartialFile};
 pub use safetensors_file::SafetensorsFile;
 pub use torch::TorchFile;
+pub use viz::{NodeSamples, SampleBucket, SampleDoc, VizData, DOCS_PER_BUCKET, DOC_CONTEXT};
 
 #[derive(Debug, Error)]
 pub enum ConvertError {

@@ -213,9 +213,15 @@ impl<'a> Machine<'a> {
                     let v = text.trim_end_matches('L').parse().map_err(|_| self.bad(format!("LONG {text:?} is not an integer")))?;
                     self.push(Value::Int(v))?
                 }
+                // BINFLOAT: big-endian.
                 b'G' => {
-                    self.take(8)?;
-                    self.push(Value::Float)?
+                    let bytes = self.take(8)?;
+                    self.push(Value::Float(f64::from_be_bytes(bytes.try_into().expect("8 bytes"))))?
+                }
+                b'F' => {
+                    let text = self.line()?;
+                    let v = text.parse().map_err(|_| self.bad(format!("FLOAT {text:?} is not a number")))?;
+                    self.push(Value::Float(v))?
                 }
                 b'N' => self.push(Value::None)?,
                 0x88 | 0x89 => self.push(Value::Bool)?,

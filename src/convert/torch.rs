@@ -13,20 +13,30 @@ use super::pickle::{self, StorageDtype, TensorRef, Value};
 use super::{Checkpoint, ConvertError, DenseTensor, Float};
 
 pub struct TorchFile<R: Read + Seek> {
-    zip: ZipArchive<R>,
-    /// `<name>/`, the folder all entries sit in.
-    prefix: String,
-    /// The file's length in bytes.
-    file_len: u64,
+    archive: Archive<R>,
     /// The state dict's tensors, shared with the pickle's values: a file may
     /// name one record many times.
     tensors: Vec<(String, Rc<TensorRef>)>,
 }
 
-impl<R: Read + Seek> TorchFile<R> {
-    /// Reads the archive's index and its pickle (refusing any pickle that
-    /// asks for more than tensors and plain containers).
-    pub fn open(mut reader: R) -> Result<TorchFile<R>, ConvertError> {
+/// A `torch.save` archive opened: its index, and where its entries sit.
+pub(super) struct Archive<R: Read + Seek> {
+    zip: ZipArchive<R>,
+    /// `<name>/`, the folder all entries sit in.
+    prefix: String,
+    /// The file's length in bytes.
+    file_len: u64,
+    /// The last storage read, kept when `keep_last` (many small tensors of
+    /// a `viz_data.pt` may be views of one storage); a checkpoint's weights
+    /// are read once each, and keeping one would double the peak memory.
+    last: Option<(String, Rc<Vec<u8>>)>,
+    pub(super) keep_last: bool,
+}
+
+impl<R: Read + Seek> Archive<R> {
+    /// Reads the archive's index and runs its pickle (refusing any pickle
+    /// that asks for more than tensors and plain containers).
+    pub(super) fn open(mut reader: R) -> Result<(Archive<R>, Value), ConvertError> {
         let bad = |m: String| ConvertError::Torch(m);
         let file_len = reader.seek(std::io::SeekFrom::End(0)).map_err(|e| bad(e.to_string()))?;
         let mut zip = ZipArchive::new(reader).map_err(|e| {
@@ -49,8 +59,53 @@ impl<R: Read + Seek> TorchFile<R> {
         }
         let data = read_entry(&mut zip, pickle_name, file_len)?;
         let root = pickle::load(&data)?;
+        Ok((Archive { zip, prefix, file_len, last: None, keep_last: false }, root))
+    }
+
+    /// Visits the bytes of each element of `tensor`'s view in row-major
+    /// order (`dtype().size()` bytes each); `what` names it in errors.
+    pub(super) fn read_view(&mut self, tensor: &TensorRef, what: &str, visit: &mut dyn FnMut(&[u8])) -> Result<(), ConvertError> {
+        let bad = |m: String| ConvertError::Torch(format!("{what}: {m}"));
+        let storage = &tensor.storage;
+        let bytes = match &self.last {
+            Some((key, bytes)) if *key == storage.key => Rc::clone(bytes),
+            _ => Rc::new(read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, storage.key), self.file_len)?),
+        };
+        if self.keep_last {
+            self.last = Some((storage.key.clone(), Rc::clone(&bytes)));
+        }
+        let size = storage.dtype.size();
+        if bytes.len() < storage.numel.saturating_mul(size) {
+            return Err(bad(format!("its storage {} holds {} bytes, not the {} elements the pickle says", storage.key, bytes.len(), storage.numel)));
+        }
+        let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("its size overflows".into()))?;
+        // A view of a saved tensor never repeats elements (a broadcast one
+        // could ask for more memory than the file has).
+        if numel > storage.numel {
+            return Err(bad(format!("its view has {numel} elements, more than its storage's {}", storage.numel)));
+        }
+        // The last element the view reaches must lie in the storage.
+        if numel > 0 {
+            tensor
+                .shape
+                .iter()
+                .zip(&tensor.stride)
+                .try_fold(tensor.offset, |at, (&d, &s)| at.checked_add((d - 1).checked_mul(s)?))
+                .filter(|&last| last < storage.numel)
+                .ok_or_else(|| bad(format!("shape {:?}, stride {:?} and offset {} reach past its storage of {} elements", tensor.shape, tensor.stride, tensor.offset, storage.numel)))?;
+        }
+        gather(&tensor.shape, &tensor.stride, tensor.offset, &mut |at| visit(&bytes[at * size..(at + 1) * size]));
+        Ok(())
+    }
+}
+
+impl<R: Read + Seek> TorchFile<R> {
+    /// Reads the archive's index and its pickle (refusing any pickle that
+    /// asks for more than tensors and plain containers).
+    pub fn open(reader: R) -> Result<TorchFile<R>, ConvertError> {
+        let (archive, root) = Archive::open(reader)?;
         let tensors = state_dict(&root)?;
-        Ok(TorchFile { zip, prefix, file_len, tensors })
+        Ok(TorchFile { archive, tensors })
     }
 
     /// The size in bytes of tensor `name`'s storage, which reading it reads.
@@ -112,39 +167,16 @@ impl<R: Read + Seek> Checkpoint for TorchFile<R> {
 
     fn read(&mut self, name: &str) -> Result<DenseTensor, ConvertError> {
         let tensor = self.tensor(name).map(Rc::clone).ok_or_else(|| ConvertError::Torch(format!("no tensor `{name}`")))?;
-        let bad = |m: String| ConvertError::Torch(format!("tensor `{name}`: {m}"));
-        let storage = &tensor.storage;
-        let float = match storage.dtype {
+        let float = match tensor.storage.dtype {
             StorageDtype::F64 => Float::F64,
             StorageDtype::F32 => Float::F32,
             StorageDtype::F16 => Float::F16,
             StorageDtype::BF16 => Float::BF16,
-            other => return Err(bad(format!("its storage is {other:?}; weights must be floating point"))),
+            other => return Err(ConvertError::Torch(format!("tensor `{name}`: its storage is {other:?}; weights must be floating point"))),
         };
-        let bytes = read_entry(&mut self.zip, &format!("{}data/{}", self.prefix, storage.key), self.file_len)?;
-        let size = float.size();
-        if bytes.len() < storage.numel.saturating_mul(size) {
-            return Err(bad(format!("its storage {} holds {} bytes, not the {} elements the pickle says", storage.key, bytes.len(), storage.numel)));
-        }
-        let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(|| bad("its size overflows".into()))?;
-        // A view of a state dict never repeats elements (a broadcast one
-        // could ask for more memory than the file has).
-        if numel > storage.numel {
-            return Err(bad(format!("its view has {numel} elements, more than its storage's {}", storage.numel)));
-        }
-        // The last element the view reaches must lie in the storage.
-        if numel > 0 {
-            tensor
-                .shape
-                .iter()
-                .zip(&tensor.stride)
-                .try_fold(tensor.offset, |at, (&d, &s)| at.checked_add((d - 1).checked_mul(s)?))
-                .filter(|&last| last < storage.numel)
-                .ok_or_else(|| bad(format!("shape {:?}, stride {:?} and offset {} reach past its storage of {} elements", tensor.shape, tensor.stride, tensor.offset, storage.numel)))?;
-        }
-        let element = |at: usize| float.read(&bytes[at * size..(at + 1) * size]);
-        let mut values = Vec::with_capacity(numel);
-        gather(&tensor.shape, &tensor.stride, tensor.offset, &mut |at| values.push(element(at)));
+        let numel = tensor.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).unwrap_or(0);
+        let mut values = Vec::with_capacity(numel.min(tensor.storage.numel));
+        self.archive.read_view(&tensor, &format!("tensor `{name}`"), &mut |b| values.push(float.read(b)))?;
         Ok(DenseTensor { shape: tensor.shape.clone(), values })
     }
 }

@@ -163,6 +163,24 @@ impl Model {
             .collect()
     }
 
+    /// Each parameter's PyTorch name and shape, in file order, and its
+    /// values dense when `visit` is called for it: one dense tensor at a time
+    /// (a released-shape model is 1.65 GB dense).
+    pub fn visit_dense<E>(&self, mut visit: impl FnMut(&str, &[usize], &[f32]) -> Result<(), E>) -> Result<(), E> {
+        for (name, param) in self.parameters() {
+            match param {
+                Param::Sparse(m) => visit(&name, &[m.rows, m.cols], &m.to_dense())?,
+                Param::Dense(shape, values) => visit(&name, &shape, values)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Each parameter's PyTorch name and shape, in file order.
+    pub fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.dense_views().into_iter().map(|(name, view)| (name, view.shape)).collect()
+    }
+
     /// The model as `model.safetensors` in the release's format: dense f32
     /// under the PyTorch names.
     pub fn to_safetensors(&self) -> Vec<u8> {

@@ -36,6 +36,27 @@ impl StorageDtype {
         })
     }
 
+    /// One little-endian element of `self.size()` bytes, as a number.
+    pub fn decode(self, b: &[u8]) -> f64 {
+        let array = |n: usize| -> [u8; 8] {
+            let mut a = [0u8; 8];
+            a[..n].copy_from_slice(&b[..n]);
+            a
+        };
+        match self {
+            StorageDtype::F64 => f64::from_le_bytes(array(8)),
+            StorageDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            StorageDtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+            StorageDtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f64(),
+            StorageDtype::I64 => i64::from_le_bytes(array(8)) as f64,
+            StorageDtype::I32 => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64,
+            StorageDtype::I16 => i16::from_le_bytes([b[0], b[1]]) as f64,
+            StorageDtype::I8 => b[0] as i8 as f64,
+            StorageDtype::U8 => b[0] as f64,
+            StorageDtype::Bool => (b[0] != 0) as u8 as f64,
+        }
+    }
+
     /// Bytes per element.
     pub fn size(self) -> usize {
         match self {
@@ -103,9 +124,9 @@ pub(crate) enum Value {
     None,
     Int(i64),
     Str(Rc<str>),
-    /// Bools, floats and bytes: read past, never needed by a tensor.
+    /// Bools and bytes: read past, never needed.
     Bool,
-    Float,
+    Float(f64),
     Bytes,
     Tuple(Rc<[Value]>),
     List(Rc<RefCell<Vec<Value>>>),
@@ -162,7 +183,7 @@ impl Value {
             Value::None => "None",
             Value::Bool => "a bool",
             Value::Int(_) => "an int",
-            Value::Float => "a float",
+            Value::Float(_) => "a float",
             Value::Str(_) => "a string",
             Value::Bytes => "bytes",
             Value::Tuple(_) => "a tuple",
