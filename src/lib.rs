@@ -8,6 +8,7 @@
 //! - [`runner`]: the one place that chooses between the CPU and the GPU, and falls back.
 //! - [`convert`]: released checkpoints (PyTorch `.pt`, dense safetensors) to compact model files.
 //! - [`circuits`]: nodes (channels at sites) and edges (nonzero weights).
+//! - [`release`]: where OpenAI's release keeps its models, tokenizer and circuits.
 //! - [`tasks`]: the paper's kind of binary next-token tasks and a generated pretraining corpus.
 //! - `web`: the Leptos page (wasm32 only).
 //! - `cli`: the native command line.
@@ -17,6 +18,7 @@ pub mod convert;
 pub mod cpu;
 pub mod model;
 pub mod platform;
+pub mod release;
 pub mod rng;
 pub mod runner;
 pub mod tasks;

@@ -15,7 +15,10 @@ use crate::circuits::{
     block_deltas, curve_points, prune_task, MaskSettings, PruneProgress, PruneSetup, ablation_search, keep_only, CpuEval, RunnerEval, SearchProgress, SearchSettings, loss_at, remove, task_loss, Choice, CircuitFile, Faithfulness, Method, Node,
     SiteMeans, TaskLoss, task_tour, difference_without, Tours, CLEAR_MARGIN, HELD_OUT_SEED, SEARCH_SEED, CircuitOrigin, Finding, LoadedCircuit,
 };
+use crate::convert::VizData;
+use crate::circuits::{imported_method, imported_nodes};
 use crate::model::{Model, Tokenizer};
+use crate::release::VizEntry;
 use crate::tasks::{Task, TaskChoice};
 
 /// Seed of the generated prompts a tour may fall back on.
@@ -236,6 +239,75 @@ pub fn run_eval(args: &CircuitEvalArgs) -> Result<(), String> {
     for b in &blocks {
         println!("  {:<8} {:>4} nodes  loss {:.4} ({:+.4})  accuracy {:.1}%", b.block.name(), b.nodes, b.loss.loss, b.delta, 100.0 * b.loss.accuracy);
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct CircuitImportArgs {
+    /// The model folder the circuit was found on (e.g. as `fetch-release` wrote it).
+    #[arg(long)]
+    model: PathBuf,
+    /// OpenAI's `viz_data.pt`: a file, or a URL in the release's layout (`…/viz/<model>/<task>/<sweep>/<k>/viz_data.pt`).
+    #[arg(long)]
+    viz: String,
+    /// The task [default: read from the release path's dataset name].
+    #[arg(long)]
+    task: Option<String>,
+    /// The circuit file to write [default: circuits/TASK.openai-k<K>.json in the model folder].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Held-out examples the faithfulness is computed on.
+    #[arg(long, default_value_t = 200)]
+    examples: usize,
+}
+
+/// `circuitscope circuit-import`: OpenAI's circuit as a circuit file, with
+/// the same faithfulness figures computed here as for circuitscope's.
+pub fn run_import(args: &CircuitImportArgs) -> Result<(), String> {
+    let (model, tokenizer) = super::load_model_dir(&args.model)?;
+    let remote = args.viz.starts_with("http://") || args.viz.starts_with("https://");
+    let bytes = match remote {
+        true => super::release::fetch_bytes(&args.viz)?,
+        false => std::fs::read(&args.viz).map_err(|e| format!("cannot read {}: {e}", args.viz))?,
+    };
+    let viz = VizData::from_bytes(&bytes).map_err(|e| format!("{}: {e}", args.viz))?;
+    // The release path's last six parts, wherever the layout starts.
+    let path = args.viz.replace('\\', "/");
+    let entry = path.match_indices("viz/").filter_map(|(i, _)| VizEntry::parse(&path[i..])).next();
+    let task = match (&args.task, entry.as_ref().and_then(|e| e.task())) {
+        (Some(name), _) => parse_task(name)?,
+        (None, Some(task)) => task,
+        (None, None) => return Err(format!("{}: name the task with --task (its path does not say one of circuitscope's)", args.viz)),
+    };
+    // Checked against the model before the means are computed.
+    let nodes = imported_nodes(&viz, &model.config).map_err(|e| format!("{}: {e}", args.viz))?;
+    let tokenizer = tokenizer.ok_or_else(|| format!("{} has no tokenizer (encoder.json + vocab.bpe): tasks are text", args.model.display()))?;
+    let means = sample_means(&model, Some(&tokenizer), &args.model.join("samples.json"))?;
+    let loaded = Loaded { model: Arc::new(model), tokenizer, means };
+    let held_out = Choice::of_task(task, &loaded.tokenizer, HELD_OUT_SEED, args.examples)?;
+    let target = crate::circuits::DEFAULT_TARGET_LOSS;
+    let faithfulness = faithfulness(&loaded, &held_out, &nodes, target)?;
+    let curve = curve_points(nodes.len())
+        .into_iter()
+        .map(|k| loss_at(&loaded.model, &loaded.means, &held_out, &nodes, k).map(|loss| (k, loss)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let method = imported_method(&viz, entry.as_ref(), &args.viz);
+    let found = Finding { task, nodes: &nodes, faithfulness, curve, method };
+    let file = CircuitFile::new(&loaded.model, folder_name(&args.model), &loaded.means, found);
+    let out = args.out.clone().unwrap_or_else(|| args.model.join("circuits").join(format!("{}.openai-k{}.json", task.name(), nodes.len())));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    super::write_file(&out, file.to_json().as_bytes())?;
+    println!("{}: OpenAI's circuit of {} nodes, {} edges", task.name(), nodes.len(), file.edges.len());
+    if let (Some(full), Some(circuit)) = (viz.loss, viz.circuit_loss) {
+        println!("OpenAI's figures: task loss {full:.4} for the model, {circuit:.4} for the circuit");
+    }
+    print_faithfulness(&file.faithfulness);
+    if !viz.samples.is_empty() {
+        println!("{} of its nodes have pretraining documents (shown in the page's inspector)", viz.samples.len());
+    }
+    println!("wrote {}", out.display());
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! The native command line: `circuitscope info | convert | forward | attribute | graph | inspect | eval | examples | train | prune | circuit-eval | tours | tokenizer | tokenize | synthetic | bench`.
+//! The native command line: `circuitscope info | convert | fetch-release | write-release | forward | attribute | graph | inspect | eval | examples | train | prune | circuit-eval | circuit-import | tours | tokenizer | tokenize | synthetic | bench`.
 
 mod attribute;
 #[cfg(feature = "gpu")]
@@ -11,6 +11,7 @@ mod forward;
 mod graph;
 mod info;
 mod inspect;
+mod release;
 mod synthetic;
 mod tokenizer;
 mod train;
@@ -57,12 +58,18 @@ enum Command {
     Prune(circuit::PruneArgs),
     /// Faithfulness of a circuit file: task loss with only the circuit kept, with it removed, and against k.
     CircuitEval(circuit::CircuitEvalArgs),
+    /// Import one of OpenAI's circuits (a viz_data.pt file or URL) as a circuit file, with its faithfulness computed here.
+    CircuitImport(circuit::CircuitImportArgs),
     /// Write a classroom tour per task (tours.json): its prompt, its circuit, its first node, an ablation that breaks it.
     Tours(circuit::ToursArgs),
     /// Train a byte-level BPE tokenizer in the release's format on the generated corpus.
     Tokenizer(tokenizer::TokenizerArgs),
     /// Print the token ids of a text (encoder.json + vocab.bpe, or a Hugging Face tokenizer.json).
     Tokenize(tokenizer::TokenizeArgs),
+    /// Fetch a released model and its tokenizer by HTTP byte ranges, converting as it reads, into a compact model folder.
+    FetchRelease(release::FetchReleaseArgs),
+    /// Write a model folder in the release's layout (final_model.pt, tokenizer, circuits as viz_data.pt, index.json): a mirror.
+    WriteRelease(release::WriteReleaseArgs),
     /// Write a random weight-sparse model of a given shape (for benchmarks and tests).
     Synthetic(synthetic::SyntheticArgs),
     /// Time the GPU engine and the CPU reference on a synthetic model of the released 0.4B shape.
@@ -112,6 +119,8 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(&args),
         Command::Inspect(args) => inspect::run(&args),
         Command::Synthetic(args) => synthetic::run(&args),
+        Command::FetchRelease(args) => release::fetch(&args),
+        Command::WriteRelease(args) => release::write(&args),
         Command::Eval(args) => eval::run(&args),
         Command::Examples(args) => examples::run(&args),
         Command::Tokenizer(args) => tokenizer::run(&args),
@@ -119,6 +128,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(&args),
         Command::Prune(args) => circuit::run_prune(&args),
         Command::CircuitEval(args) => circuit::run_eval(&args),
+        Command::CircuitImport(args) => circuit::run_import(&args),
         Command::Tours(args) => circuit::run_tours(&args),
         #[cfg(feature = "gpu")]
         Command::Bench(args) => bench::run(&args),

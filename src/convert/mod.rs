@@ -131,6 +131,9 @@ pub fn convert(
     converter.finish()
 }
 
+/// Bytes a zip entry's local header takes at most, as torch writes them.
+const ENTRY_HEADER_BYTES: u64 = 64 << 10;
+
 /// Converts a PyTorch checkpoint of `len` bytes that is read by ranges, as
 /// the page reads a dropped file: `load(offset, count)` gives those bytes.
 /// Memory holds the end of the file (the zip's index), then one storage at a
@@ -183,8 +186,11 @@ pub async fn convert_torch_by_ranges(
         if !converter.wants(name) {
             continue;
         }
-        // The entry's header and its storage in one load.
-        let mut want = torch.storage_bytes(name).unwrap_or(0) + chunk;
+        // The entry's header and its storage in one load: a local header
+        // is 30 bytes, the name and torch's alignment padding (under 64 KiB
+        // in all). More would be fetched for nothing, over the network once
+        // per tensor (a first version added `chunk`: 4 MiB per tensor).
+        let mut want = torch.storage_bytes(name).unwrap_or(0) + chunk.min(ENTRY_HEADER_BYTES);
         last_miss.set(None);
         let tensor = loop {
             match torch.read(name) {
