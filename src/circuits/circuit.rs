@@ -251,6 +251,8 @@ pub enum CircuitOrigin {
     Opened,
     /// Found in the page by the forward-pass search.
     Found,
+    /// One of OpenAI's, imported from the release's `viz_data.pt`.
+    Imported,
 }
 
 /// A circuit file checked against the model shown, with its nodes: plain data.
@@ -259,12 +261,15 @@ pub struct LoadedCircuit {
     pub file: CircuitFile,
     pub nodes: Vec<Node>,
     pub origin: CircuitOrigin,
+    /// Pretraining documents per node, where the circuit came with them
+    /// (OpenAI's `viz_data.pt` has them).
+    pub documents: Vec<crate::convert::NodeSamples>,
 }
 
 impl LoadedCircuit {
     pub fn parse(json: &str, model: &Model, origin: CircuitOrigin) -> Result<LoadedCircuit, String> {
         let (file, nodes) = CircuitFile::parse(json, model).map_err(|e| e.to_string())?;
-        Ok(LoadedCircuit { file, nodes, origin })
+        Ok(LoadedCircuit { file, nodes, origin, documents: Vec::new() })
     }
 
     /// The labels the file gives its nodes (checked when it was parsed).
@@ -284,12 +289,13 @@ impl LoadedCircuit {
         file
     }
 
-    /// A short name for buttons and tests: `bundled`, `opened` or `found`.
+    /// A short name for buttons and tests: `bundled`, `opened`, `found` or `imported`.
     pub fn origin_name(&self) -> &'static str {
         match self.origin {
             CircuitOrigin::Bundled => "bundled",
             CircuitOrigin::Opened => "opened",
             CircuitOrigin::Found => "found",
+            CircuitOrigin::Imported => "imported",
         }
     }
 
@@ -302,7 +308,7 @@ impl LoadedCircuit {
         let task = crate::tasks::Task::parse(task).expect("a task name");
         let found = Finding { task, nodes: &nodes, faithfulness, curve: Vec::new(), method };
         let file = CircuitFile::new(model, "test".into(), &super::SiteMeans::default(), found);
-        LoadedCircuit { file, nodes, origin }
+        LoadedCircuit { file, nodes, origin, documents: Vec::new() }
     }
 }
 
@@ -349,7 +355,7 @@ mod tests {
     fn labels_given_in_the_page_are_saved_with_the_circuit_and_read_back_for_its_nodes() {
         let m = model(1);
         let (file, nodes) = CircuitFile::parse(&circuit(&m).to_json(), &m).unwrap();
-        let loaded = LoadedCircuit { file, nodes: nodes.clone(), origin: CircuitOrigin::Opened };
+        let loaded = LoadedCircuit { file, nodes: nodes.clone(), origin: CircuitOrigin::Opened, documents: Vec::new() };
         let other = Node::new(1, SiteKind::AttnV, 0);
         let saved = loaded.with_labels(&[(nodes[2], "fires on quotes".into()), (other, "not in the circuit".into())]);
         assert_eq!(saved.labels.len(), 1);

@@ -27,6 +27,28 @@ pub fn parse_samples(json: &str, config: &Config, tokenizer: Option<&Tokenizer>)
         .collect()
 }
 
+/// Sample prompts for a model that comes without `samples.json` (OpenAI's
+/// release): the generated corpus cut at line ends into 16 prompts of about
+/// 200 bytes (some 60 tokens) each, as text, so that the page and
+/// `fetch-release`'s `samples.json` give the same tokens, hence the same
+/// means.
+pub fn generated_samples() -> Vec<String> {
+    let (count, bytes) = (16, 200);
+    let text = crate::tasks::corpus(super::examples::CORPUS_SEED, count * bytes * 2);
+    let mut prompts = Vec::with_capacity(count);
+    let mut current = String::new();
+    for line in text.split_inclusive('\n') {
+        current.push_str(line);
+        if current.len() >= bytes {
+            prompts.push(std::mem::take(&mut current));
+            if prompts.len() == count {
+                break;
+            }
+        }
+    }
+    prompts
+}
+
 /// Per node site, the mean of every channel: `[width]`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct SiteMeans {

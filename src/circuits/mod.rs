@@ -41,7 +41,7 @@ pub use import::{documents_of, imported_method, imported_nodes, IMPORTED_METHOD}
 pub use inspect::{inspect, inspected_sites, ChannelEmbedding, HeadAttention, NodeDetails};
 pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
 pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_VERSION};
-pub use means::{parse_samples, SiteMeans};
+pub use means::{generated_samples, parse_samples, SiteMeans};
 pub use prune::{learn_masks, prune_task, MaskLearner, MaskProgress, MaskSettings, NodeScore, PruneProgress, PruneSetup, Pruned};
 pub use layout::{GraphView, PlacedNode};
 pub use view::{check_label, AblationKind, Ranking, Shown, View, Zoom, MAX_LABELS, MAX_LABEL_CHARS, NODES_PER_SITE};

@@ -1,7 +1,8 @@
 //! OpenAI's release natively. `circuitscope fetch-release`: a released
 //! model and its tokenizer fetched by HTTP byte ranges straight into the
 //! converter (never the whole `.pt` on disk or in memory), written as a
-//! compact model folder. `circuitscope write-release`: a model folder
+//! compact model folder, with sample prompts for the means from the
+//! generated corpus (the release has none; the page uses the same). `circuitscope write-release`: a model folder
 //! written in the release's layout (a mirror: `final_model.pt`, the
 //! tokenizer, circuits as `viz_data.pt`, and an `index.json`), which the
 //! tests serve to the page and to `fetch-release` without the internet.
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::circuits::{CircuitOrigin, LoadedCircuit};
+use crate::circuits::{generated_samples, CircuitOrigin, LoadedCircuit};
 use crate::convert::write::{write_model_pt, write_viz_data};
 use crate::convert::{convert_torch_by_ranges, NodeSamples, SampleBucket, SampleDoc, VizData, DOCS_PER_BUCKET};
 use crate::circuits::parse_samples;
@@ -177,6 +178,8 @@ pub fn fetch(args: &FetchReleaseArgs) -> Result<(), String> {
         "bytes": probe.len,
     });
     let source = serde_json::to_string_pretty(&source).map_err(|e| e.to_string())? + "\n";
+    // The release has no sample prompts for the means: the generated corpus's, as the page uses.
+    let samples = serde_json::to_string_pretty(&generated_samples()).map_err(|e| e.to_string())? + "\n";
     super::write_folder(
         &args.out,
         &[
@@ -185,6 +188,7 @@ pub fn fetch(args: &FetchReleaseArgs) -> Result<(), String> {
             ("encoder.json", encoder.as_bytes()),
             ("vocab.bpe", vocab.as_bytes()),
             ("release.json", source.as_bytes()),
+            ("samples.json", samples.as_bytes()),
         ],
     )?;
     let (nonzero, total) = converted.model.weight_density();

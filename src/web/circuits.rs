@@ -174,7 +174,7 @@ fn circuit_file(search: &Search, nodes: Vec<Node>, curve: Vec<(usize, TaskLoss)>
         Faithfulness { target_loss: search.target, examples: HELD_OUT, full: losses[0], circuit: losses[1], without_circuit: losses[2] };
     let finding = Finding { task: search.task, nodes: &nodes, faithfulness, curve, method };
     let file = CircuitFile::new(&search.model, search.model_name.clone(), &search.means, finding);
-    LoadedCircuit { file, nodes, origin: CircuitOrigin::Found }
+    LoadedCircuit { file, nodes, origin: CircuitOrigin::Found, documents: Vec::new() }
 }
 
 /// One row per task: its first sample prompt (a click runs it), the

@@ -23,9 +23,23 @@ pub fn ModelStatus() -> impl IntoView {
             }
             LoadProgress::Reading { file, done, total: None } => format!("Reading {file}: {} KB", done / 1024),
             LoadProgress::Converting { file, done, total } => format!("Converting {file}: tensor {done} of {total}"),
+            LoadProgress::Fetching { file, bytes, total_bytes, done, total } => format!(
+                "Fetching {file} by ranges: {:.1} of {:.1} MB, tensor {done} of {total}",
+                bytes as f64 / 1e6,
+                total_bytes as f64 / 1e6
+            ),
             LoadProgress::Uploading => "Uploading the weights to the GPU...".to_string(),
         };
-        Some(view! { <p class="status loading" data-testid="load-progress">{text}</p> })
+        let cancellable = matches!(page.loading.get(), LoadProgress::Fetching { .. });
+        Some(view! {
+            <p class="status loading" data-testid="load-progress">
+                {text}
+                <Show when=move || cancellable>
+                    " "
+                    <button type="button" data-testid="load-cancel" on:click=move |_| page.cancel_load.set_value(true)>"Cancel"</button>
+                </Show>
+            </p>
+        })
     };
     view! {
         {move || match page.opened.with(|o| o.as_ref().map(|o| o.facts.clone())) {

@@ -160,6 +160,64 @@ fn DatasetExamplesView(node: Node) -> impl IntoView {
     }
 }
 
+/// The pretraining documents OpenAI's circuit file (`viz_data.pt`) has for
+/// the node, when the circuit shown is one of OpenAI's: per bucket, its top
+/// and bottom documents, shaded by the node's value on one scale, the
+/// marked token boxed.
+#[component]
+fn PretrainingDocuments(node: Node) -> impl IntoView {
+    let page = use_page();
+    move || {
+        let circuit = page.drawn.get()?;
+        let samples = crate::circuits::documents_of(&circuit.documents, &node)?.clone();
+        let tokenizer = page.tokenizer();
+        let docs = samples.buckets.iter().flat_map(|b| b.top.iter().chain(&b.bottom));
+        let max = docs.flat_map(|d| d.values.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
+        let row = |doc: &crate::convert::SampleDoc| {
+            let cells = doc
+                .tokens
+                .iter()
+                .zip(&doc.values)
+                .enumerate()
+                .map(|(i, (&id, &value))| {
+                    view! {
+                        <span class="heat" class:example-token=i == doc.position style=format!("background: {}", signed_colour(value, max, 0.0)) title=format!("{value:.4}")>
+                            {token_text(tokenizer.as_deref(), id)}
+                        </span>
+                    }
+                })
+                .collect_view();
+            let value = doc.values.get(doc.position).copied().unwrap_or(0.0);
+            view! {
+                <div class="example-row" data-testid="document-row" data-value=value>
+                    <span class="example-value">{format!("{value:+.3}")}</span>
+                    <span class="heatmap">{cells}</span>
+                </div>
+            }
+        };
+        let buckets = samples
+            .buckets
+            .iter()
+            .map(|bucket| {
+                let percent = 100.0 * bucket.fraction;
+                view! {
+                    <h4>{format!("Top {percent}%")}</h4>
+                    <div class="examples" data-testid="documents-top" data-fraction=bucket.fraction>{bucket.top.iter().map(row).collect_view()}</div>
+                    <h4>{format!("Bottom {percent}%")}</h4>
+                    <div class="examples" data-testid="documents-bottom" data-fraction=bucket.fraction>{bucket.bottom.iter().map(row).collect_view()}</div>
+                }
+            })
+            .collect_view();
+        Some(view! {
+            <section data-testid="pretraining-documents">
+                <h3>"Pretraining documents (OpenAI's)"</h3>
+                <p class="hint">"From the circuit's viz_data.pt: documents at this node's top and bottom activations, shaded by its value, the marked token boxed."</p>
+                {buckets}
+            </section>
+        })
+    }
+}
+
 /// One example's tokens, shaded, the example's token boxed.
 fn example_row(row: &ExampleRow, max: f32, tokenizer: Option<&crate::model::Tokenizer>) -> impl IntoView {
     let cells = row
@@ -263,6 +321,7 @@ pub fn NodeInspector() -> impl IntoView {
                     {details.embedding.clone().map(|embedding| view! { <ChannelEmbeddingView embedding=embedding /> })}
                     <TaskDistributionView node=target />
                     <DatasetExamplesView node=target />
+                    <PretrainingDocuments node=target />
                     <h3>"Edges in the graph: incoming"</h3>
                     <ul>{edge_rows(true)}</ul>
                     <h3>"Edges in the graph: outgoing"</h3>

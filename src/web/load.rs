@@ -70,6 +70,8 @@ pub struct LoadedModel {
     pub source: String,
     /// Bytes read: config, weights and tokenizer files.
     pub bytes: u64,
+    /// For a model of OpenAI's release: where it is and what is stored of it.
+    pub release: Option<super::release::StoredModel>,
 }
 
 /// What a load is doing, for the progress line.
@@ -79,6 +81,8 @@ pub enum LoadProgress {
     Reading { file: String, done: u64, total: Option<u64> },
     /// A PyTorch checkpoint read and converted tensor by tensor.
     Converting { file: String, done: usize, total: usize },
+    /// A checkpoint fetched by byte ranges and converted as it comes.
+    Fetching { file: String, bytes: u64, total_bytes: u64, done: usize, total: usize },
     Uploading,
 }
 
@@ -268,7 +272,12 @@ fn build(
         (Some(_), None) => return Err("tasks.json needs the model's tokenizer (encoder.json and vocab.bpe)".to_string()),
         (None, _) => Vec::new(),
     };
-    Ok(LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), tours: Vec::new(), source, bytes })
+    Ok(build_loaded(model, tokenizer, samples, tasks, source, bytes))
+}
+
+/// A model with what came with it, checked.
+pub fn build_loaded(model: Model, tokenizer: Option<Tokenizer>, samples: Vec<Vec<u32>>, tasks: Vec<TaskChoice>, source: String, bytes: u64) -> LoadedModel {
+    LoadedModel { model, tokenizer, samples, tasks, circuits: Vec::new(), tours: Vec::new(), source, bytes, release: None }
 }
 
 /// A model's dataset examples file, checked against the model.

@@ -25,6 +25,8 @@ mod link;
 mod load;
 mod open;
 mod page;
+mod release;
+mod release_panel;
 mod run;
 mod summary;
 mod tour;
@@ -95,6 +97,7 @@ fn Workspace() -> impl IntoView {
         >
             <aside class="sidebar" aria-label="Models, tasks, tours and export">
                 <ModelPicker />
+                <release_panel::ReleasePanel />
                 <TaskTable />
                 <TourList />
                 <ExportBar />

@@ -10,6 +10,7 @@ use leptos::task::spawn_local;
 
 use super::link;
 use super::load::{self, BundledModel, LoadProgress, LoadedModel, Optional, MODELS_URL};
+use super::release;
 use super::blocks::BlockDeltas;
 use super::distribution::Distributions;
 use super::page::{DatasetExamples, Opened, Page};
@@ -25,6 +26,11 @@ pub enum Source {
     Bundled(BundledModel),
     Url(String),
     Files(Vec<web_sys::File>),
+    /// A model of OpenAI's release (a base URL and the model's name),
+    /// fetched by ranges and stored.
+    Release { base: String, name: String },
+    /// A model stored in the browser, opened without the network.
+    Stored(super::release::StoredModel),
 }
 
 impl Page {
@@ -71,6 +77,7 @@ impl Page {
             return;
         }
         self.loading.set(LoadProgress::Reading { file: String::new(), done: 0, total: None });
+        self.cancel_load.set_value(false);
         spawn_local(async move {
             let progress = move |p: LoadProgress| self.loading.set(p);
             let mut examples_url = None;
@@ -88,6 +95,14 @@ impl Page {
                     (link_model, None, loaded)
                 }
                 Source::Files(files) => (None, None, load::read_files(files, &progress).await),
+                Source::Release { base, name } => (None, None, self.fetch_release(&base, &name, &progress).await),
+                Source::Stored(stored) => {
+                    let loaded = release::open_stored(&stored, &progress).await;
+                    if loaded.is_ok() {
+                        self.check_stored_is_current(stored);
+                    }
+                    (None, None, loaded)
+                }
             };
             let result = match loaded {
                 Ok(loaded) => self.install(loaded, link_model, examples_url).await,
@@ -131,6 +146,7 @@ impl Page {
             link_model,
             samples: loaded.samples,
             examples_url,
+            release: loaded.release,
         };
         Ok((opened, loaded.circuits))
     }
@@ -166,6 +182,7 @@ impl Page {
         self.distributions.set(Distributions::None);
         self.block_deltas.set(BlockDeltas::None);
         self.touring.set(None);
+        self.release_circuits.set(Default::default());
         // A search on the old model stops; the view keeps how the graph is drawn.
         self.cancel_search.set_value(true);
         self.effects.set(None);
@@ -212,6 +229,44 @@ impl Page {
             let still_open = self.opened.with_untracked(|o| o.as_ref().is_some_and(|o| Arc::ptr_eq(o, &opened)));
             if sums.positions() > 0 && still_open {
                 self.means.set(Some(Arc::new(sums)));
+            }
+        });
+    }
+}
+
+impl Page {
+    /// Fetches a model of the release and stores it; a model that opened
+    /// but could not be stored says why beside it.
+    async fn fetch_release(self, base: &str, name: &str, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
+        let release = crate::release::Release::new(base)?;
+        let cancelled = move || self.cancel_load.get_value();
+        let fetched = release::fetch_release(&release, name.trim(), progress, &cancelled).await?;
+        if let Err(message) = release::store(&fetched).await {
+            self.notice.set_value(Some(message));
+        }
+        self.refresh_stored();
+        Ok(fetched.loaded)
+    }
+
+    /// Lists the stored models again.
+    pub fn refresh_stored(self) {
+        spawn_local(async move {
+            match release::stored_models().await {
+                Ok(models) => self.stored_models.set(models),
+                Err(message) => self.error.set(Some(message)),
+            }
+        });
+    }
+
+    /// After a stored model opened: whether the host still has that
+    /// checkpoint (said only when it has another; offline says nothing).
+    fn check_stored_is_current(self, stored: release::StoredModel) {
+        spawn_local(async move {
+            if release::still_current(&stored).await == Some(false) {
+                self.error.set(Some(format!(
+                    "{}'s checkpoint on {} has changed since it was stored; fetch it again for the new one",
+                    stored.name, stored.base
+                )));
             }
         });
     }

@@ -39,6 +39,8 @@ pub struct Opened {
     pub samples: Vec<Vec<u32>>,
     /// Where its dataset examples are, if it has them.
     pub examples_url: Option<String>,
+    /// For a model of OpenAI's release: where it is, and what is stored of it.
+    pub release: Option<super::release::StoredModel>,
 }
 
 impl Opened {
@@ -295,6 +297,14 @@ pub struct Page {
     /// The task loss a found circuit meets (the CLI's `--target-loss`).
     pub search_target: RwSignal<f64>,
     pub loading: RwSignal<LoadProgress>,
+    /// Set by the load's Cancel (a release fetched by ranges stops).
+    pub cancel_load: StoredValue<bool>,
+    /// OpenAI's release: the base URL its files are fetched from.
+    pub release_base: RwSignal<String>,
+    /// Models kept converted in the browser (Cache Storage).
+    pub stored_models: RwSignal<Vec<super::release::StoredModel>>,
+    /// OpenAI's circuits of the release model shown.
+    pub release_circuits: RwSignal<super::release_panel::ReleaseCircuits>,
     pub running: RwSignal<bool>,
     /// Finished runs, for tests and screen readers to wait on.
     pub runs: RwSignal<usize>,
@@ -423,6 +433,10 @@ impl Page {
             ranking_note: RwSignal::new(None),
             budgeted: RwSignal::new(true),
             searching: RwSignal::new(None),
+            cancel_load: StoredValue::new(false),
+            release_base: RwSignal::new(crate::release::OPENAI_BASE.to_string()),
+            stored_models: RwSignal::new(Vec::new()),
+            release_circuits: RwSignal::new(Default::default()),
             cancel_search: StoredValue::new(false),
             search_examples: RwSignal::new(64),
             search_method: RwSignal::new(SearchMethod::default()),

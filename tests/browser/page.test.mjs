@@ -4,7 +4,8 @@
 // bad input shows the error banner.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -1238,4 +1239,157 @@ test('a PyTorch checkpoint picked with its config is converted in the page, tens
   assert.deepEqual(await shownPredictions(page), cliPredictions());
   assert.deepEqual(unexpected(errors), []);
   await page.close();
+});
+
+/// The bundled python_tasks model written as a mirror of OpenAI's release
+/// (`circuitscope write-release`), named `tiny_tasks`: its final_model.pt,
+/// the tokenizer, its circuits as viz_data.pt and an index.json.
+function releaseMirror() {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mirror-'));
+  execFileSync(cli, ['write-release', '--model', path.join(root, 'www/models/python_tasks'), '--name', 'tiny_tasks', '--out', dir]);
+  return dir;
+}
+
+/// Fetches `name` from the release at `url` through the side bar's panel.
+async function fetchRelease(page, url, name = 'tiny_tasks') {
+  await page.getByTestId('release-panel').locator('summary').click();
+  await page.getByTestId('release-base').fill(url);
+  await page.getByTestId('release-name').fill(name);
+  await page.locator('[data-testid=release-fetch]:enabled').click();
+}
+
+test('a released model is fetched by ranges from a mirror, converted, stored, and opened again with the host stopped; it runs as the CLI', async () => {
+  const dir = releaseMirror();
+  const mirror = await serveStatic(dir, { cors: true });
+  const context = await browser.newContext();
+  const { page, errors } = await openPage(context);
+  await page.evaluate(() => {
+    window.progress = [];
+    new MutationObserver(() => {
+      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
+      if (text && text !== window.progress.at(-1)) window.progress.push(text);
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+  await fetchRelease(page, mirror.url);
+  const base = mirror.url.replace(/\/$/, '');
+  await page.locator(`[data-testid=model-status][data-source="tiny_tasks (${base})"]`).waitFor({ timeout: 120_000 });
+  const progress = await page.evaluate(() => window.progress);
+  assert.ok(progress.some((p) => /Fetching .*final_model\.pt by ranges: [\d.]+ of 7\.0 MB, tensor \d+ of 18/.test(p)), `progress shown: ${progress}`);
+  // Never the whole checkpoint: every GET of it asked for a range.
+  const reads = mirror.log.filter((r) => r.path.endsWith('final_model.pt') && r.method === 'GET');
+  assert.ok(reads.length > 3 && reads.every((r) => r.range), JSON.stringify(reads));
+  // It runs as the bundled model it was written from.
+  const prompt = 'x = "hello';
+  const expected = JSON.parse(execFileSync(cli, ['forward', '--model', path.join(root, 'www/models/python_tasks'), '--prompt', prompt, '--json']));
+  await page.locator('[data-testid=prompt-input][data-mode=text]').waitFor();
+  await runPrompt(page, prompt);
+  assert.deepEqual(await shownPredictions(page), expected.predictions.map((p) => String(p.token)));
+  // Stored: listed with its size.
+  const stored = page.locator('[data-testid=stored-model][data-name=tiny_tasks]');
+  await stored.waitFor();
+  assert.ok(Number(await stored.getAttribute('data-bytes')) > 250_000);
+  await page.close();
+
+  // The host is gone; the second visit opens the stored model without it.
+  await mirror.close();
+  const second = await openPage(context);
+  await second.page.getByTestId('release-panel').locator('summary').click();
+  const opened = Date.now();
+  await second.page.locator('[data-testid=stored-model][data-name=tiny_tasks] [data-testid=stored-open]').click();
+  await second.page.locator(`[data-testid=model-status][data-source="tiny_tasks (${base})"]`).waitFor({ timeout: 60_000 });
+  console.log(`stored tiny_tasks opened in ${Date.now() - opened} ms`);
+  await second.page.locator('[data-testid=prompt-input][data-mode=text]').waitFor();
+  await runPrompt(second.page, prompt);
+  assert.deepEqual(await shownPredictions(second.page), expected.predictions.map((p) => String(p.token)));
+  assert.equal(await second.page.getByTestId('error-banner').count(), 0, 'an unreachable host says nothing of the stored model');
+  // Deleted, it is gone from the list (and from the browser).
+  await second.page.locator('[data-testid=stored-model][data-name=tiny_tasks] [data-testid=stored-delete]').click();
+  await second.page.locator('[data-testid=stored-model]').waitFor({ state: 'detached' });
+  const left = await second.page.evaluate(async () => (await (await caches.open('circuitscope-models-v1')).keys()).length);
+  assert.equal(left, 0);
+  assert.deepEqual(unexpected([...errors, ...second.errors]), []);
+  await context.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('a host without CORS or byte ranges, a missing model and a truncated checkpoint are refused by name, and the model shown stays', async () => {
+  const dir = releaseMirror();
+  const mirror = await serveModel(dir, { cors: false });
+  const { page, errors } = await openPage();
+  const status = page.getByTestId('model-status');
+  const before = await status.getAttribute('data-source');
+  const refused = async (message) => {
+    await page.locator('[data-testid=release-fetch]:enabled').click();
+    await page.getByTestId('error-banner').filter({ hasText: message }).waitFor({ timeout: 30_000 });
+    assert.equal(await status.getAttribute('data-source'), before);
+  };
+  await fetchRelease(page, mirror.url);
+  await page.getByTestId('error-banner').filter({ hasText: 'Access-Control-Allow-Origin' }).waitFor({ timeout: 30_000 });
+  assert.equal(await status.getAttribute('data-source'), before);
+  mirror.options.cors = true;
+  mirror.options.ranges = false;
+  await refused('the host does not serve byte ranges');
+  // The refused range was stopped, not downloaded whole in the background.
+  mirror.options.ranges = true;
+  await page.getByTestId('release-name').fill('csp_nothing');
+  await refused('models/csp_nothing/beeg_config.json: HTTP 404');
+  await page.getByTestId('release-name').fill('tiny_tasks');
+  const pt = path.join(dir, 'models/tiny_tasks/final_model.pt');
+  fs.writeFileSync(pt, fs.readFileSync(pt).subarray(0, 3_000_000));
+  await refused('final_model.pt: PyTorch checkpoint: not a zip archive');
+  await page.getByTestId('release-base').fill('ftp://example.com/x');
+  await refused('is not an http or https URL');
+  // The old model still runs.
+  await runPrompt(page, tokens.join(', '));
+  assert.deepEqual(await shownPredictions(page), cliPredictions());
+  assert.deepEqual(unexpected(errors), []);
+  await page.close();
+  fs.rmSync(dir, { recursive: true });
+});
+
+test('OpenAI\'s circuits of a release model are listed, and one imported keeps its kept channels, gets the CLI\'s faithfulness and shows its pretraining documents', async () => {
+  const dir = releaseMirror();
+  const mirror = await serveModel(dir, { cors: true });
+  const { page, errors } = await openPage(await browser.newContext());
+  await fetchRelease(page, mirror.url);
+  const base = mirror.url.replace(/\/$/, '');
+  await page.locator(`[data-testid=model-status][data-source="tiny_tasks (${base})"]`).waitFor({ timeout: 120_000 });
+  await page.locator('[data-testid=prompt-input][data-mode=text]').waitFor();
+  await runPrompt(page, 'def f(x):\n    return (x');
+  await page.getByTestId('release-circuits-list').click();
+  const entries = page.getByTestId('release-circuit-import');
+  await entries.first().waitFor();
+  assert.deepEqual(await entries.evaluateAll((bs) => bs.map((b) => b.dataset.path)), JSON.parse(fs.readFileSync(path.join(dir, 'index.json'))).viz);
+  const entry = 'viz/tiny_tasks/bracket_type/circuitscope/15/viz_data.pt';
+  await page.locator(`[data-testid=release-circuit-import][data-path="${entry}"]`).click();
+  const imported = page.locator('[data-testid=circuit][data-origin=imported]');
+  await imported.waitFor({ timeout: 300_000 });
+  assert.equal(await imported.getAttribute('data-nodes'), '15');
+  // The same figures as `circuitscope circuit-import` on the same file, with the model as
+  // `fetch-release` writes it (the page's means are over the same generated samples).
+  // Not execFileSync: the mirror is served by this process, which must go on answering.
+  const run = promisify(execFile);
+  const fetched = path.join(dir, 'fetched');
+  await run(cli, ['fetch-release', '--name', 'tiny_tasks', '--base', mirror.url, '--out', fetched]);
+  const out = path.join(dir, 'imported.json');
+  await run(cli, ['circuit-import', '--model', fetched, '--viz', mirror.url + entry, '--out', out]);
+  const file = JSON.parse(fs.readFileSync(out, 'utf8'));
+  const bundled = JSON.parse(fs.readFileSync(path.join(root, 'www/models/python_tasks/circuits/bracket_type.json'), 'utf8'));
+  assert.deepEqual([...file.nodes].sort(), [...bundled.nodes].sort(), 'the fixture\'s kept channels');
+  const f = file.faithfulness;
+  const text = await imported.textContent();
+  assert.ok(text.includes(`task loss ${f.circuit.loss.toFixed(3)} alone, ${f.without_circuit.loss.toFixed(3)} removed`), `${text} against ${JSON.stringify(f)}`);
+  // A node of the imported circuit shows OpenAI's pretraining documents.
+  await page.locator('[data-testid=circuit-canvas][data-nodes="15"]').waitFor({ timeout: 60_000 });
+  const { at } = await circuitCanvas(page);
+  const first = await page.locator('[data-testid=node-table] tbody tr').first().evaluate((r) => ({ column: Number(r.dataset.column), row: Number(r.dataset.row), label: r.dataset.label }));
+  await page.mouse.click(...at(first));
+  await page.getByTestId('node-inspector').locator('h2').filter({ hasText: first.label }).waitFor();
+  const documents = page.getByTestId('pretraining-documents');
+  await documents.waitFor({ timeout: 60_000 });
+  assert.equal(await documents.locator('[data-testid=documents-top]').count(), 4);
+  assert.ok(await documents.getByTestId('document-row').count() > 4);
+  assert.deepEqual(unexpected(errors), []);
+  await page.close();
+  fs.rmSync(dir, { recursive: true });
 });
