@@ -131,7 +131,26 @@ async fn range(url: &str, at: u64, count: u64) -> Result<Vec<u8>, String> {
         }
         status => return Err(format!("cannot fetch bytes {at}.. of {url}: HTTP {status} {}", response.status_text())),
     }
-    let bytes = response.binary().await.map_err(|_| unreadable(url))?;
+    // Copied out of the body chunk by chunk into one buffer: the whole
+    // range as one JS ArrayBuffer first (`binary()`) took a second 67 MB
+    // per storage, and garbage the tab kept for a while.
+    let mut bytes = Vec::with_capacity(count as usize);
+    let body = response.body().ok_or_else(|| format!("{url}: an answer without a body"))?;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    loop {
+        let chunk = JsFuture::from(reader.read()).await.map_err(|_| unreadable(url))?;
+        if js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+            break;
+        }
+        let value: Uint8Array = js_sys::Reflect::get(&chunk, &"value".into()).map_err(|_| unreadable(url))?.unchecked_into();
+        let start = bytes.len();
+        if (start + value.length() as usize) as u64 > count {
+            abort.abort();
+            return Err(format!("{url}: asked for {count} bytes at {at}, got more"));
+        }
+        bytes.resize(start + value.length() as usize, 0);
+        value.copy_to(&mut bytes[start..]);
+    }
     if bytes.len() as u64 != count {
         return Err(format!("{url}: asked for {count} bytes at {at}, got {}", bytes.len()));
     }

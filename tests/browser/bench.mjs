@@ -23,6 +23,9 @@
 // BENCH_ONLY=inspect measures a circuit's task distributions and block
 // deltas in the page: the bundled model's quote circuit, and a 32-node
 // circuit on the converted 0.4B shape (with the bundled tokenizer).
+// BENCH_ONLY=release measures OpenAI's release in the page: the released
+// shape's final_model.pt fetched by ranges from a local mirror (time, the
+// renderer's memory), and the stored model opened again without the host.
 // BENCH_ONLY=released measures only the released 0.4B shape's 256-token
 // runs (to the first and last layer) and the memory after them, each build
 // (this one and BENCH_BASELINE's) in a browser of its own, BENCH_ROUNDS
@@ -73,7 +76,7 @@ async function loadFromUrl(tab, url) {
 // measured effect, each in a fresh context (nothing cached but the HTTP
 // cache). BENCH_BASELINE=<another build's dist> measures that build too, in
 // turns with this one, for an old/new comparison in the same run.
-const OPENS = process.env.BENCH_ONLY === 'released' ? 0 : 5;
+const OPENS = ['released', 'release'].includes(process.env.BENCH_ONLY) ? 0 : 5;
 const builds = [['this build', server]];
 if (process.env.BENCH_BASELINE) builds.push(['baseline', await serveStatic(path.resolve(process.env.BENCH_BASELINE))]);
 const opens = new Map(builds.map(([name]) => [name, []]));
@@ -260,6 +263,64 @@ if (process.env.BENCH_ONLY === 'examples') {
   console.log(`| Renderer resident memory after the released shape's examples | ${renderer.toFixed(0)} MB |`);
   await browser.close();
   server.close();
+  process.exit(0);
+}
+
+// OpenAI's release in the page (BENCH_ONLY=release): a synthetic model of
+// the released shape written as the release's mirror (`write-release`: a
+// 1.65 GB dense final_model.pt), served locally, fetched by ranges and
+// converted in the page, the renderer's memory sampled meanwhile; then the
+// stored model opened again in new tabs of the same browser profile, the
+// host stopped (BENCH_ROUNDS times, default 3).
+if (process.env.BENCH_ONLY === 'release') {
+  const { dir, large } = releasedShape('release', path.join(root, 'www/models/python_tasks'));
+  const mirror = path.join(dir, 'mirror');
+  execFileSync(cli, ['write-release', '--model', large, '--name', 'csp_bench', '--out', mirror]);
+  const ptBytes = fs.statSync(path.join(mirror, 'models/csp_bench/final_model.pt')).size;
+  const host = await serveStatic(mirror, { cors: true });
+  const context = await browser.newContext();
+  const tab = await context.newPage();
+  await tab.goto(server.url);
+  await tab.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+  const before = rss('renderer');
+  let peak = before;
+  const sampler = setInterval(() => { peak = Math.max(peak, rss('renderer')); }, 250);
+  await tab.getByTestId('release-panel').locator('summary').click();
+  await tab.getByTestId('release-base').fill(host.url);
+  await tab.getByTestId('release-name').fill('csp_bench');
+  const t0 = Date.now();
+  await tab.locator('[data-testid=release-fetch]:enabled').click();
+  const source = `[data-testid=model-status][data-source^="csp_bench"]`;
+  await tab.locator(source).waitFor({ timeout: 1_800_000 });
+  const fetched = Date.now() - t0;
+  await tab.locator('[data-testid=stored-model][data-name=csp_bench]').waitFor({ timeout: 120_000 });
+  clearInterval(sampler);
+  const after = rss('renderer');
+  const ranged = host.log.filter((r) => r.path.endsWith('final_model.pt') && r.method === 'GET');
+  await tab.close();
+  await host.close();
+  const opens = [];
+  for (let i = 0; i < Number(process.env.BENCH_ROUNDS ?? 3); i++) {
+    const again = await context.newPage();
+    await again.goto(server.url);
+    await again.locator('main[data-runs="1"]').waitFor({ timeout: 120_000 });
+    await again.getByTestId('release-panel').locator('summary').click();
+    const open = again.locator('[data-testid=stored-model][data-name=csp_bench] [data-testid=stored-open]');
+    await open.waitFor();
+    const t1 = Date.now();
+    await open.click();
+    await again.locator(source).waitFor({ timeout: 300_000 });
+    opens.push(Date.now() - t1);
+    console.error(`stored model opened in ${opens.at(-1)} ms`);
+    await again.close();
+  }
+  console.log('| measure | median |\n|---|---|');
+  console.log(`| Released 0.4B shape as the release's ${(ptBytes / 1e6).toFixed(1)} MB final_model.pt from a local mirror: Fetch to converted, loaded and stored (one run; ${ranged.length} range requests) | ${ms(fetched)} |`);
+  console.log(`| The tab's renderer resident memory before / at most during / after | ${before.toFixed(0)} MB / ${peak.toFixed(0)} MB / ${after.toFixed(0)} MB |`);
+  console.log(`| The stored model opened again, the host stopped (${opens.length} new tabs) | ${ms(median(opens))} |`);
+  await browser.close();
+  server.close();
+  fs.rmSync(dir, { recursive: true });
   process.exit(0);
 }
 

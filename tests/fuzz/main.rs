@@ -8,6 +8,7 @@
 //! - `config`: a `config.json`.
 //! - `tokenizer`, `tokenizer_hf`: `encoder.json` + `vocab.bpe`, or a
 //!   Hugging Face `tokenizer.json`, and a text encoded and decoded.
+//! - `viz`: OpenAI's `viz_data.pt`, read, written again and read back.
 //! - `circuit`, `link`, `samples`: a circuit file, a view link and a
 //!   `samples.json`, checked against the bundled model.
 //!

@@ -109,6 +109,15 @@ pub const TARGETS: &[Target] = &[
         run: circuit,
     },
     Target {
+        name: "viz",
+        parts: &[(Kind::Torch, 1)],
+        max_len: 1 << 20,
+        corpus: "viz",
+        seeds: viz_seeds,
+        setup: bundled_setup,
+        run: viz,
+    },
+    Target {
         name: "link",
         parts: &[(Kind::Link, 1)],
         max_len: 48 << 10,
@@ -216,6 +225,50 @@ fn tokenizer_seeds() -> Vec<Input> {
 
 fn circuit_seeds() -> Vec<Input> {
     files("www/models/python_tasks/circuits").into_iter().map(|p| vec![read(p)]).collect()
+}
+
+/// The bundled circuits as OpenAI's `viz_data.pt`, with a document each.
+fn viz_seeds() -> Vec<Input> {
+    use circuitscope::convert::{write::write_viz_data, NodeSamples, SampleBucket, SampleDoc, VizData};
+    files("www/models/python_tasks/circuits")
+        .into_iter()
+        .map(|path| {
+            let json: serde_json::Value = serde_json::from_slice(&read(path)).unwrap();
+            let mut circuit: Vec<(String, Vec<usize>)> = Vec::new();
+            for node in json["nodes"].as_array().unwrap().iter().filter_map(|n| Node::parse(n.as_str()?)) {
+                match circuit.iter_mut().find(|(s, _)| *s == node.site.to_string()) {
+                    Some((_, channels)) => channels.push(node.channel),
+                    None => circuit.push((node.site.to_string(), vec![node.channel])),
+                }
+            }
+            let doc = SampleDoc { tokens: vec![5, 6, 7, 8], values: vec![0.5, -1.0, 2.0, 0.25], position: 2 };
+            let bucket = SampleBucket { fraction: 0.01, bottom: vec![doc.clone()], top: vec![doc] };
+            let samples = vec![NodeSamples { site: circuit[0].0.clone(), channel: circuit[0].1[0], buckets: vec![bucket] }];
+            let losses = circuit.iter().map(|(s, c)| (s.clone(), c.iter().map(|&c| c as f64 / 8.0).collect())).collect();
+            let viz = VizData { circuit, channel_losses: losses, loss: Some(0.125), circuit_loss: Some(0.25), config: vec![("n_layer".into(), 2)], samples };
+            vec![write_viz_data(&viz).unwrap()]
+        })
+        .collect()
+}
+
+/// OpenAI's `viz_data.pt`, read, written again as OpenAI stores it and read
+/// back the same; its nodes checked against the bundled model.
+fn viz(input: &Input) -> Result<String, String> {
+    use circuitscope::convert::{write::write_viz_data, VizData};
+    let viz = match VizData::from_bytes(&input[0]) {
+        Ok(viz) => viz,
+        Err(e) => return Ok(format!("error: {e}")),
+    };
+    let again = untimed(|| write_viz_data(&viz)).map_err(|e| format!("cannot write what was read: {e}"))?;
+    match VizData::from_bytes(&again) {
+        Ok(read) if read == viz => {}
+        Ok(_) => return Err("written again and read back, it is another viz_data".into()),
+        Err(e) => return Err(format!("written again, it does not read: {e}")),
+    }
+    Ok(match circuitscope::circuits::imported_nodes(&viz, &bundled().model.config) {
+        Ok(nodes) => format!("ok: {} nodes", nodes.len()),
+        Err(e) => format!("refused: {e}"),
+    })
 }
 
 /// Every view of the bundled tours: links as the page writes them.
