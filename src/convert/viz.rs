@@ -130,6 +130,10 @@ impl Reader<'_> {
                     false => Err(bad(format!("circuit_data[{site:?}] holds {c}, not a channel"))),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            // A Python dict has each key once; only a made-up pickle repeats one.
+            if circuit.iter().any(|(s, _): &(String, Vec<usize>)| s.as_str() == &**site) {
+                return Err(bad(format!("circuit_data names {site:?} twice")));
+            }
             circuit.push((site.to_string(), channels));
         }
         if circuit.is_empty() {
@@ -194,7 +198,8 @@ impl Reader<'_> {
                 // Channels are keyed by int, or by a one-element tensor (the viewer calls `.item()`).
                 let Some(channel) = self.scalar(Some(key))? else { continue };
                 let channel = channel as usize;
-                if !channels.contains(&channel) {
+                // The first entry of a channel given twice, as a dict keeps one.
+                if !channels.contains(&channel) || out.iter().any(|n: &NodeSamples| n.site == *site && n.channel == channel) {
                     continue;
                 }
                 let mut node = NodeSamples { site: site.clone(), channel, buckets: Vec::new() };
