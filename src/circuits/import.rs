@@ -49,19 +49,28 @@ pub fn imported_nodes(viz: &VizData, config: &Config) -> Result<Vec<Node>, Strin
     Ok(nodes)
 }
 
-/// The file's model config must be the model's where both say a figure.
-fn check_config(viz: &VizData, config: &Config) -> Result<(), String> {
-    let ours = [
+/// The figures of a model's config a `viz_data.pt` states
+/// (`beeg_model_config`), by OpenAI's names.
+pub fn viz_config(config: &Config) -> Vec<(String, i64)> {
+    [
         ("n_layer", config.n_layer),
         ("d_model", config.d_model),
         ("n_head", config.n_head),
         ("d_head", config.d_head),
         ("d_mlp", config.d_mlp),
         ("vocab_size", config.vocab_size),
-    ];
-    for (key, value) in ours {
-        if let Some((_, theirs)) = viz.config.iter().find(|(k, _)| k == key) {
-            if *theirs != value as i64 {
+        ("block_size", config.block_size),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_string(), value as i64))
+    .collect()
+}
+
+/// The file's model config must be the model's where both say a figure.
+fn check_config(viz: &VizData, config: &Config) -> Result<(), String> {
+    for (key, value) in viz_config(config) {
+        if let Some((_, theirs)) = viz.config.iter().find(|(k, _)| *k == key) {
+            if *theirs != value {
                 return Err(format!("the circuit was found on a model with {key} {theirs}, and this model's is {value}: open the model it belongs to"));
             }
         }

@@ -37,7 +37,7 @@ pub use faithful::{all_nodes, binary_loss, curve_points, keep_only, loss_at, nod
 pub use search::{ablation_search, bisect, ready, Bisection, CpuEval, Evaluate, RunnerEval, SearchProgress, SearchResult, SearchSettings, SearchStage};
 pub use effect::{ablated_objectives, candidates, candidates_in, measure_effects, Objective};
 pub use graph::{edges_between, weights_of, Edge, EdgeKind, Node, NodeWeights};
-pub use import::{documents_of, imported_method, imported_nodes, IMPORTED_METHOD};
+pub use import::{documents_of, imported_method, imported_nodes, viz_config, IMPORTED_METHOD};
 pub use inspect::{inspect, inspected_sites, ChannelEmbedding, HeadAttention, NodeDetails};
 pub use tour::{difference_without, task_tour, Focus, Tour, TourStep, Tours, CLEAR_MARGIN};
 pub use link::{decode_nodes, encode_nodes, LinkError, LinkModel, ViewLink, LINK_VERSION};

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Args;
 
-use crate::circuits::{generated_samples, CircuitOrigin, LoadedCircuit};
+use crate::circuits::{generated_samples, viz_config, CircuitOrigin, LoadedCircuit};
 use crate::convert::write::{write_model_pt, write_viz_data};
 use crate::convert::{convert_torch_by_ranges, NodeSamples, SampleBucket, SampleDoc, VizData, DOCS_PER_BUCKET};
 use crate::circuits::parse_samples;
@@ -328,22 +328,7 @@ fn viz_of(model: &Model, circuit: &LoadedCircuit, prompts: &[Vec<u32>]) -> Resul
         channel_losses: Vec::new(),
         loss: Some(f.full.loss),
         circuit_loss: Some(f.circuit.loss),
-        config: config_fields(&model.config),
+        config: viz_config(&model.config),
         samples,
     })
-}
-
-fn config_fields(config: &Config) -> Vec<(String, i64)> {
-    [
-        ("n_layer", config.n_layer),
-        ("d_model", config.d_model),
-        ("n_head", config.n_head),
-        ("d_head", config.d_head),
-        ("d_mlp", config.d_mlp),
-        ("vocab_size", config.vocab_size),
-        ("block_size", config.block_size),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v as i64))
-    .collect()
 }

@@ -174,19 +174,7 @@ fn PretrainingDocuments(node: Node) -> impl IntoView {
         let docs = samples.buckets.iter().flat_map(|b| b.top.iter().chain(&b.bottom));
         let max = docs.flat_map(|d| d.values.iter()).fold(0.0f32, |m, v| m.max(v.abs()));
         let row = |doc: &crate::convert::SampleDoc| {
-            let cells = doc
-                .tokens
-                .iter()
-                .zip(&doc.values)
-                .enumerate()
-                .map(|(i, (&id, &value))| {
-                    view! {
-                        <span class="heat" class:example-token=i == doc.position style=format!("background: {}", signed_colour(value, max, 0.0)) title=format!("{value:.4}")>
-                            {token_text(tokenizer.as_deref(), id)}
-                        </span>
-                    }
-                })
-                .collect_view();
+            let cells = heat_cells(&doc.tokens, &doc.values, doc.position, max, tokenizer.as_deref());
             let value = doc.values.get(doc.position).copied().unwrap_or(0.0);
             view! {
                 <div class="example-row" data-testid="document-row" data-value=value>
@@ -220,16 +208,26 @@ fn PretrainingDocuments(node: Node) -> impl IntoView {
 
 /// One example's tokens, shaded, the example's token boxed.
 fn example_row(row: &ExampleRow, max: f32, tokenizer: Option<&crate::model::Tokenizer>) -> impl IntoView {
-    let cells = row
-        .tokens
+    view! {
+        <div class="example-row" data-testid="example-row" data-offset=row.example.offset data-value=row.example.value>
+            <span class="example-value">{format!("{:+.3}", row.example.value)}</span>
+            <span class="heatmap">{heat_cells(&row.tokens, &row.values, row.at, max, tokenizer)}</span>
+        </div>
+    }
+}
+
+/// Tokens shaded by a node's `values` there (one scale to `max`), the one
+/// at `marked` boxed.
+fn heat_cells(tokens: &[u32], values: &[f32], marked: usize, max: f32, tokenizer: Option<&crate::model::Tokenizer>) -> impl IntoView {
+    tokens
         .iter()
-        .zip(&row.values)
+        .zip(values)
         .enumerate()
         .map(|(i, (&id, &value))| {
             view! {
                 <span
                     class="heat"
-                    class:example-token=i == row.at
+                    class:example-token=i == marked
                     style=format!("background: {}", signed_colour(value, max, 0.0))
                     title=format!("{value:.4}")
                 >
@@ -237,13 +235,7 @@ fn example_row(row: &ExampleRow, max: f32, tokenizer: Option<&crate::model::Toke
                 </span>
             }
         })
-        .collect_view();
-    view! {
-        <div class="example-row" data-testid="example-row" data-offset=row.example.offset data-value=row.example.value>
-            <span class="example-value">{format!("{:+.3}", row.example.value)}</span>
-            <span class="heatmap">{cells}</span>
-        </div>
-    }
+        .collect_view()
 }
 
 /// The selected node, if it is in the graph.

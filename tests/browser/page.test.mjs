@@ -94,6 +94,17 @@ async function openPage(on = browser, query = '?model=paper_rms_topk_sink') {
   return { page, errors };
 }
 
+/// Keeps every text the load's progress line shows, in `window.progress`.
+async function recordProgress(page) {
+  await page.evaluate(() => {
+    window.progress = [];
+    new MutationObserver(() => {
+      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
+      if (text && text !== window.progress.at(-1)) window.progress.push(text);
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+}
+
 /// Ranks the graph's nodes by |activation|, as `graph --rank activation` does.
 async function rankByActivation(page) {
   await page.getByTestId('rank-by').selectOption('activation');
@@ -1210,13 +1221,7 @@ test('the converted model of the released 0.4B shape loads from a URL with progr
 
 test('a PyTorch checkpoint picked with its config is converted in the page, tensor by tensor, and runs as the CLI; a hostile one is refused', async () => {
   const { page, errors } = await openPage();
-  await page.evaluate(() => {
-    window.progress = [];
-    new MutationObserver(() => {
-      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
-      if (text && text !== window.progress.at(-1)) window.progress.push(text);
-    }).observe(document.body, { childList: true, subtree: true, characterData: true });
-  });
+  await recordProgress(page);
   // The golden model as torch.save wrote it (tied storages, causal-mask buffers).
   await page.getByTestId('model-files').setInputFiles([path.join(golden, 'config.json'), path.join(golden, 'model.pt')]);
   await page.locator('[data-testid=model-status][data-source*="model.pt"]').waitFor({ timeout: 60_000 });
@@ -1263,13 +1268,7 @@ test('a released model is fetched by ranges from a mirror, converted, stored, an
   const mirror = await serveStatic(dir, { cors: true });
   const context = await browser.newContext();
   const { page, errors } = await openPage(context);
-  await page.evaluate(() => {
-    window.progress = [];
-    new MutationObserver(() => {
-      const text = document.querySelector('[data-testid=load-progress]')?.textContent;
-      if (text && text !== window.progress.at(-1)) window.progress.push(text);
-    }).observe(document.body, { childList: true, subtree: true, characterData: true });
-  });
+  await recordProgress(page);
   await fetchRelease(page, mirror.url);
   const base = mirror.url.replace(/\/$/, '');
   await page.locator(`[data-testid=model-status][data-source="tiny_tasks (${base})"]`).waitFor({ timeout: 120_000 });
@@ -1312,7 +1311,7 @@ test('a released model is fetched by ranges from a mirror, converted, stored, an
   fs.rmSync(dir, { recursive: true });
 });
 
-test('a host without CORS or byte ranges, a missing model and a truncated checkpoint are refused by name, and the model shown stays', async () => {
+test('a host without CORS or byte ranges, a missing model, a truncated and a hostile checkpoint are refused by name, and the model shown stays', async () => {
   const dir = releaseMirror();
   const mirror = await serveModel(dir, { cors: false });
   const { page, errors } = await openPage();
@@ -1337,6 +1336,9 @@ test('a host without CORS or byte ranges, a missing model and a truncated checkp
   const pt = path.join(dir, 'models/tiny_tasks/final_model.pt');
   fs.writeFileSync(pt, fs.readFileSync(pt).subarray(0, 3_000_000));
   await refused('final_model.pt: PyTorch checkpoint: not a zip archive');
+  // A checkpoint whose pickle asks to run code.
+  fs.copyFileSync(path.join(root, 'tests/fixtures/hostile.pt'), pt);
+  await refused('circuitscope never runs code from a file');
   await page.getByTestId('release-base').fill('ftp://example.com/x');
   await refused('is not an http or https URL');
   // The old model still runs.
