@@ -58,6 +58,9 @@ pub enum LinkModel {
     Bundled(String),
     /// A model folder at a URL, with the hash its weights must have.
     Url { url: String, weights_sha256: String },
+    /// A model of OpenAI's release (fetched by ranges and stored in the
+    /// browser): its base URL and name, with the hash its weights must have.
+    Release { base: String, name: String, weights_sha256: String },
 }
 
 /// A view of the page, as a link holds it: the model, the prompt run, and
@@ -103,6 +106,9 @@ impl ViewLink {
         match &self.model {
             LinkModel::Bundled(id) => out.append_pair("model", id),
             LinkModel::Url { url, weights_sha256 } => out.append_pair("url", url).append_pair("sha256", weights_sha256),
+            LinkModel::Release { base, name, weights_sha256 } => {
+                out.append_pair("release", base).append_pair("name", name).append_pair("sha256", weights_sha256)
+            }
         };
         out.append_pair("prompt", &self.prompt);
         let view = &self.view;
@@ -164,11 +170,17 @@ impl ViewLink {
         if version > LINK_VERSION {
             return Err(LinkError::Newer(version));
         }
-        let model = match (get("model"), get("url")) {
-            (Some(id), None) => LinkModel::Bundled(checked_id(id)?),
-            (None, Some(url)) => LinkModel::Url { url: checked_url(url)?, weights_sha256: checked_sha256(get("sha256"))? },
-            (Some(_), Some(_)) => return Err(bad("model", "both model= and url= are given")),
-            (None, None) => return Err(LinkError::NoModel),
+        let model = match (get("model"), get("url"), get("release")) {
+            (Some(id), None, None) => LinkModel::Bundled(checked_id(id)?),
+            (None, Some(url), None) => LinkModel::Url { url: checked_url(url)?, weights_sha256: checked_sha256(get("sha256"))? },
+            (None, None, Some(base)) => {
+                let base = crate::release::Release::new(checked_url(base)?.as_str()).map_err(|e| bad("release", e))?.base().to_string();
+                let name = get("name").ok_or_else(|| bad("name", "a model of the release needs its name (name=…)"))?;
+                crate::release::check_name(name).map_err(|e| bad("name", e))?;
+                LinkModel::Release { base, name: name.to_string(), weights_sha256: checked_sha256(get("sha256"))? }
+            }
+            (None, None, None) => return Err(LinkError::NoModel),
+            _ => return Err(bad("model", "more than one of model=, url= and release= is given")),
         };
         let prompt = get("prompt").unwrap_or_default().to_string();
         if prompt.chars().count() > MAX_PROMPT_CHARS {
@@ -248,7 +260,7 @@ impl ViewLink {
     /// and its prompt's `seq_len` tokens: the weights match, and the view
     /// fits ([`View::check`]).
     pub fn check(&self, model: &Model, seq_len: usize, circuits: &[Arc<LoadedCircuit>]) -> Result<(), LinkError> {
-        if let LinkModel::Url { weights_sha256, .. } = &self.model {
+        if let LinkModel::Url { weights_sha256, .. } | LinkModel::Release { weights_sha256, .. } = &self.model {
             let actual = model.weights_sha256();
             if &actual != weights_sha256 {
                 return Err(LinkError::Model(format!(
@@ -378,6 +390,27 @@ mod tests {
             per_site: 12,
             zoom: Zoom { scale: 1.5, dx: -20.25, dy: 4.0 },
             labels: vec![(Node::new(0, SiteKind::MlpPostAct, 22), "after \"x = '\" & #1 ;=".into()), (Node::new(1, SiteKind::AttnV, 3), "é".into())],
+        }
+    }
+
+    #[test]
+    fn a_release_models_link_round_trips_and_bad_ones_are_refused() {
+        let model = LinkModel::Release { base: "https://host.example/circuit-sparsity".into(), name: "csp_yolo1".into(), weights_sha256: "cd".repeat(32) };
+        let link = ViewLink::of_model(model, "x = '".into());
+        assert_eq!(ViewLink::parse(&link.to_fragment()).unwrap(), link);
+        let sha = "cd".repeat(32);
+        for (fragment, key) in [
+            (format!("v=1&release=https://h.example/x&sha256={sha}"), "name"),
+            (format!("v=1&release=https://h.example/x&name=../up&sha256={sha}"), "name"),
+            (format!("v=1&release=javascript:alert(1)&name=m&sha256={sha}"), "url"),
+            (format!("v=1&release=https://h.example/x?q=1&name=m&sha256={sha}"), "release"),
+            (format!("v=1&release=https://h.example/x&name=m&model=m&sha256={sha}"), "model"),
+            ("v=1&release=https://h.example/x&name=m".to_string(), "sha256"),
+        ] {
+            match ViewLink::parse(&fragment) {
+                Err(LinkError::Value { key: k, .. }) => assert_eq!(k, key, "{fragment}"),
+                other => panic!("{fragment}: {other:?}"),
+            }
         }
     }
 

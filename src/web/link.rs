@@ -7,7 +7,7 @@ use leptos::task::spawn_local;
 
 use super::open::Source;
 use super::page::use_page;
-use crate::circuits::{LinkError, ViewLink};
+use crate::circuits::{LinkError, LinkModel, ViewLink};
 
 /// The link the page was opened with: `None` without a fragment.
 pub fn opened_with() -> Option<Result<ViewLink, LinkError>> {
@@ -73,22 +73,33 @@ pub fn LinkBar() -> impl IntoView {
     }
 }
 
-/// Asks before a link's model is fetched from a URL: the user sees where it
-/// comes from first.
+/// Asks before a link's model is fetched from a URL or from a release:
+/// the user sees where it comes from first. A release model stored in this
+/// browser opens from the store.
 #[component]
 pub fn LinkedModelPrompt() -> impl IntoView {
     let page = use_page();
-    let url = page.ask_url;
+    let asked = page.ask_model;
     move || {
-        url.get().map(|address| {
-            let open = address.clone();
-            view! {
+        asked.get().and_then(|model| {
+            let (what, source): (String, Source) = match model {
+                LinkModel::Bundled(_) => return None,
+                LinkModel::Url { url, .. } => (format!("a model from {url}"), Source::Url(url)),
+                LinkModel::Release { base, name, .. } => (format!("{name} of the release at {base}"), Source::Release { base, name }),
+            };
+            let source = std::cell::RefCell::new(Some(source));
+            Some(view! {
                 <div class="confirm" role="alertdialog" data-testid="linked-model">
-                    "This link opens a model from "<code>{address}</code>". Load it?"
-                    <button type="button" data-testid="linked-model-open" on:click=move |_| { url.set(None); page.open(Source::Url(open.clone())) }>"Load it"</button>
-                    <button type="button" data-testid="linked-model-cancel" on:click=move |_| url.set(None)>"No, stay here"</button>
+                    "This link opens "<code>{what}</code>". Load it?"
+                    <button type="button" data-testid="linked-model-open" disabled=move || page.busy() on:click=move |_| {
+                        asked.set(None);
+                        if let Some(source) = source.borrow_mut().take() {
+                            page.open(source);
+                        }
+                    }>"Load it"</button>
+                    <button type="button" data-testid="linked-model-cancel" on:click=move |_| asked.set(None)>"No, stay here"</button>
                 </div>
-            }
+            })
         })
     }
 }

@@ -51,7 +51,7 @@ impl Page {
                 Some(Ok(link)) => {
                     match &link.model {
                         LinkModel::Bundled(id) => asked = Some(id.clone()),
-                        LinkModel::Url { url, .. } => self.ask_url.set(Some(url.clone())),
+                        other => self.ask_model.set(Some(other.clone())),
                     }
                     self.waiting_link.set_value(Some(link));
                 }
@@ -95,13 +95,16 @@ impl Page {
                     (link_model, None, loaded)
                 }
                 Source::Files(files) => (None, None, load::read_files(files, &progress).await),
-                Source::Release { base, name } => (None, None, self.fetch_release(&base, &name, &progress).await),
+                Source::Release { base, name } => {
+                    let loaded = self.fetch_release(&base, &name, &progress).await;
+                    (loaded.as_ref().ok().and_then(release_link_model), None, loaded)
+                }
                 Source::Stored(stored) => {
                     let loaded = release::open_stored(&stored, &progress).await;
                     if loaded.is_ok() {
                         self.check_stored_is_current(stored);
                     }
-                    (None, None, loaded)
+                    (loaded.as_ref().ok().and_then(release_link_model), None, loaded)
                 }
             };
             let result = match loaded {
@@ -162,6 +165,7 @@ impl Page {
         let linked = |link: &ViewLink| match (&link.model, &opened.link_model) {
             (LinkModel::Bundled(a), Some(LinkModel::Bundled(b))) => a == b,
             (LinkModel::Url { url: a, .. }, Some(LinkModel::Url { url: b, .. })) => a == b,
+            (LinkModel::Release { base: a, name: m, .. }, Some(LinkModel::Release { base: b, name: n, .. })) => a == b && m == n,
             _ => false,
         };
         if let Some(link) = self.waiting_link.get_value().filter(linked) {
@@ -236,9 +240,18 @@ impl Page {
 
 impl Page {
     /// Fetches a model of the release and stores it; a model that opened
-    /// but could not be stored says why beside it.
+    /// but could not be stored says why beside it. One stored already (a
+    /// link's, or fetched before) opens from the store, without the network.
     async fn fetch_release(self, base: &str, name: &str, progress: &dyn Fn(LoadProgress)) -> Result<LoadedModel, String> {
         let release = crate::release::Release::new(base)?;
+        let url = release.weights_url(name.trim());
+        if let Some(stored) = release::stored_models().await.unwrap_or_default().into_iter().find(|s| s.url == url) {
+            let loaded = release::open_stored(&stored, progress).await;
+            if loaded.is_ok() {
+                self.check_stored_is_current(stored);
+            }
+            return loaded;
+        }
         let cancelled = move || self.cancel_load.get_value();
         let fetched = release::fetch_release(&release, name.trim(), progress, &cancelled).await?;
         if let Err(message) = release::store(&fetched).await {
@@ -270,6 +283,12 @@ impl Page {
             }
         });
     }
+}
+
+/// How a link names a model of the release that opened.
+fn release_link_model(loaded: &LoadedModel) -> Option<LinkModel> {
+    let stored = loaded.release.as_ref()?;
+    Some(LinkModel::Release { base: stored.base.clone(), name: stored.name.clone(), weights_sha256: loaded.model.weights_sha256() })
 }
 
 /// The value of `name` in the page's query string, if any.

@@ -315,8 +315,8 @@ pub struct Page {
     pub prompt: RwSignal<String>,
     /// The tour step shown: (tour, step).
     pub touring: RwSignal<Option<(usize, usize)>>,
-    /// A link's model URL, waiting for the user's yes.
-    pub ask_url: RwSignal<Option<String>>,
+    /// A link's model at a URL or of the release, waiting for the user's yes.
+    pub ask_model: RwSignal<Option<LinkModel>>,
     /// A link waiting for its model to open, and one waiting for its prompt's run.
     pub waiting_link: StoredValue<Option<ViewLink>>,
     /// A message for the error banner once the next model has opened.
@@ -449,7 +449,7 @@ impl Page {
             error: RwSignal::new(None),
             prompt: RwSignal::new(String::new()),
             touring: RwSignal::new(None),
-            ask_url: RwSignal::new(None),
+            ask_model: RwSignal::new(None),
             waiting_link: StoredValue::new(None),
             notice: StoredValue::new(None),
             runner: StoredValue::new_local(None),

@@ -1263,7 +1263,7 @@ async function fetchRelease(page, url, name = 'tiny_tasks') {
   await page.locator('[data-testid=release-fetch]:enabled').click();
 }
 
-test('a released model is fetched by ranges from a mirror, converted, stored, and opened again with the host stopped; it runs as the CLI', async () => {
+test('a released model is fetched by ranges from a mirror, converted, stored, and opened again with the host stopped, by hand and by its link; it runs as the CLI', async () => {
   const dir = releaseMirror();
   const mirror = await serveStatic(dir, { cors: true });
   const context = await browser.newContext();
@@ -1301,6 +1301,21 @@ test('a released model is fetched by ranges from a mirror, converted, stored, an
   await runPrompt(second.page, prompt);
   assert.deepEqual(await shownPredictions(second.page), expected.predictions.map((p) => String(p.token)));
   assert.equal(await second.page.getByTestId('error-banner').count(), 0, 'an unreachable host says nothing of the stored model');
+  // Its link names the release and the weights; opened, it asks first, then opens the view from the store.
+  const link = await viewLink(second.page);
+  assert.match(link, /&release=http[^&]+&name=tiny_tasks&sha256=[0-9a-f]{64}&/);
+  const third = await context.newPage();
+  await third.goto(`${server.url}#${link}`);
+  const ask = third.getByTestId('linked-model');
+  await ask.waitFor({ timeout: 60_000 });
+  assert.match(await ask.textContent(), /tiny_tasks of the release at/);
+  await third.locator('main[data-runs="1"]').waitFor({ timeout: 60_000 });
+  await third.getByTestId('linked-model-open').click();
+  await third.locator(`[data-testid=model-status][data-source="tiny_tasks (${base})"]`).waitFor({ timeout: 60_000 });
+  await third.locator(`main[data-link="${link}"]`).waitFor({ timeout: 60_000 });
+  assert.equal(await third.getByTestId('prompt-input').inputValue(), prompt);
+  assert.deepEqual(await shownPredictions(third), expected.predictions.map((p) => String(p.token)));
+  await third.close();
   // Deleted, it is gone from the list (and from the browser).
   await second.page.locator('[data-testid=stored-model][data-name=tiny_tasks] [data-testid=stored-delete]').click();
   await second.page.locator('[data-testid=stored-model]').waitFor({ state: 'detached' });
