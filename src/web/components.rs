@@ -30,16 +30,7 @@ pub fn ModelStatus() -> impl IntoView {
             ),
             LoadProgress::Uploading => "Uploading the weights to the GPU...".to_string(),
         };
-        let cancellable = matches!(page.loading.get(), LoadProgress::Fetching { .. });
-        Some(view! {
-            <p class="status loading" data-testid="load-progress">
-                {text}
-                <Show when=move || cancellable>
-                    " "
-                    <button type="button" data-testid="load-cancel" on:click=move |_| page.cancel_load.set_value(true)>"Cancel"</button>
-                </Show>
-            </p>
-        })
+        Some(view! { <p class="status loading" data-testid="load-progress">{text}</p> })
     };
     view! {
         {move || match page.opened.with(|o| o.as_ref().map(|o| o.facts.clone())) {
@@ -52,6 +43,11 @@ pub fn ModelStatus() -> impl IntoView {
             .into_any(),
         }}
         {progress}
+        // Outside the progress line, which is drawn anew at every step: a
+        // button drawn anew under the pointer is hard to click.
+        <Show when=move || matches!(page.loading.get(), LoadProgress::Fetching { .. })>
+            <button type="button" class="load-cancel" data-testid="load-cancel" on:click=move |_| page.cancel_load.set_value(true)>"Cancel"</button>
+        </Show>
     }
 }
 

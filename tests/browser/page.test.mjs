@@ -1326,7 +1326,7 @@ test('a released model is fetched by ranges from a mirror, converted, stored, an
   fs.rmSync(dir, { recursive: true });
 });
 
-test('a host without CORS or byte ranges, a missing model, a truncated and a hostile checkpoint are refused by name, and the model shown stays', async () => {
+test('a host without CORS or byte ranges, a missing model, a truncated and a hostile checkpoint are refused by name, a fetch can be cancelled, and the model shown stays', async () => {
   const dir = releaseMirror();
   const mirror = await serveModel(dir, { cors: false });
   const { page, errors } = await openPage();
@@ -1348,6 +1348,13 @@ test('a host without CORS or byte ranges, a missing model, a truncated and a hos
   await page.getByTestId('release-name').fill('csp_nothing');
   await refused('models/csp_nothing/beeg_config.json: HTTP 404');
   await page.getByTestId('release-name').fill('tiny_tasks');
+  // A slow host: Cancel stops the fetch between two ranges.
+  mirror.options.delay = 300;
+  await page.locator('[data-testid=release-fetch]:enabled').click();
+  await page.getByTestId('load-cancel').click({ timeout: 30_000 });
+  await page.getByTestId('error-banner').filter({ hasText: 'the fetch was cancelled; the model shown stays' }).waitFor({ timeout: 30_000 });
+  assert.equal(await status.getAttribute('data-source'), before);
+  mirror.options.delay = 0;
   const pt = path.join(dir, 'models/tiny_tasks/final_model.pt');
   fs.writeFileSync(pt, fs.readFileSync(pt).subarray(0, 3_000_000));
   await refused('final_model.pt: PyTorch checkpoint: not a zip archive');

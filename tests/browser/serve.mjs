@@ -7,6 +7,7 @@
 // - `ranges`: byte ranges (`Range:`, answered 206 with `Content-Range`,
 //   honouring `If-Range`); without, every answer is the whole file, as some
 //   hosts do.
+// - `delay`: milliseconds each answer waits (a slow host, to cancel).
 // Every answer carries an ETag and Last-Modified from the file's size and
 // time, so a changed file is seen as changed.
 import http from 'node:http';
@@ -21,11 +22,12 @@ const TYPES = {
   '.json': 'application/json',
 };
 
-export function serveStatic(dir, { cors = false, ranges = true } = {}) {
-  const options = { cors, ranges };
+export function serveStatic(dir, { cors = false, ranges = true, delay = 0 } = {}) {
+  const options = { cors, ranges, delay };
   // Requests answered, for tests that check what was (not) asked.
   const log = [];
-  const server = http.createServer((req, res) => {
+  const server = http.createServer((req, res) => (options.delay > 0 ? setTimeout(() => answer(req, res), options.delay) : answer(req, res)));
+  const answer = (req, res) => {
     const urlPath = decodeURIComponent(new URL(req.url, 'http://localhost').pathname);
     log.push({ method: req.method, path: urlPath, range: req.headers.range });
     const corsHeaders = options.cors
@@ -71,7 +73,7 @@ export function serveStatic(dir, { cors = false, ranges = true } = {}) {
     res.writeHead(200, { ...headers, 'content-length': stat.size });
     if (req.method === 'HEAD') return res.end();
     fs.createReadStream(file).pipe(res);
-  });
+  };
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
       resolve({
