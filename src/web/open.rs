@@ -277,7 +277,7 @@ impl Page {
         spawn_local(async move {
             if release::still_current(&stored).await == Some(false) {
                 self.error.set(Some(format!(
-                    "{}'s checkpoint on {} has changed since it was stored; fetch it again for the new one",
+                    "{}'s checkpoint on {} has changed since it was stored; for the new one, delete the stored one (OpenAI's release, Stored in this browser) and fetch it again",
                     stored.name, stored.base
                 )));
             }
