@@ -261,13 +261,13 @@ impl Page {
         Ok(fetched.loaded)
     }
 
-    /// Lists the stored models again.
+    /// Lists the stored models again. Where the browser keeps no Cache
+    /// Storage for the page (an http:// address other than localhost), the
+    /// list is empty: said when a fetched model cannot be stored, not at
+    /// every start.
     pub fn refresh_stored(self) {
         spawn_local(async move {
-            match release::stored_models().await {
-                Ok(models) => self.stored_models.set(models),
-                Err(message) => self.error.set(Some(message)),
-            }
+            self.stored_models.set(release::stored_models().await.unwrap_or_default());
         });
     }
 

@@ -96,16 +96,26 @@ async fn get_text(url: &str) -> Result<String, String> {
     String::from_utf8(get_bytes(url).await?).map_err(|_| format!("{url} is not UTF-8 text"))
 }
 
+/// The checkpoint's size and validators: from a HEAD request, or, where
+/// the host does not answer HEAD to this page, from the first byte's range
+/// answer (its `Content-Range`, which the host must then expose).
 async fn probe(url: &str) -> Result<Probe, String> {
-    let response = Request::get(url).method(gloo_net::http::Method::HEAD).send().await.map_err(|_| unreadable(url))?;
-    if !response.ok() {
+    let head = Request::get(url).method(gloo_net::http::Method::HEAD).send().await.ok();
+    if let Some(response) = head.filter(|r| r.ok()) {
+        let headers = response.headers();
+        if let Some(len) = headers.get("content-length").and_then(|l| l.parse().ok()) {
+            return Ok(Probe { len, etag: headers.get("etag"), last_modified: headers.get("last-modified") });
+        }
+    }
+    let response = Request::get(url).header("Range", "bytes=0-0").cache(web_sys::RequestCache::NoStore).send().await.map_err(|_| unreadable(url))?;
+    if response.status() == 404 || !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {} {}", response.status(), response.status_text()));
     }
     let headers = response.headers();
     let len = headers
-        .get("content-length")
-        .and_then(|l| l.parse().ok())
-        .ok_or_else(|| format!("{url}: the host does not say the file's size (Content-Length)"))?;
+        .get("content-range")
+        .and_then(|range| range.rsplit_once('/').and_then(|(_, len)| len.trim().parse().ok()))
+        .ok_or_else(|| format!("{url}: the host says neither the file's size (Content-Length to HEAD) nor its range's (Content-Range)"))?;
     Ok(Probe { len, etag: headers.get("etag"), last_modified: headers.get("last-modified") })
 }
 

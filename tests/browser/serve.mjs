@@ -7,7 +7,9 @@
 // - `ranges`: byte ranges (`Range:`, answered 206 with `Content-Range`,
 //   honouring `If-Range`); without, every answer is the whole file, as some
 //   hosts do.
-// - `delay`: milliseconds each answer waits (a slow host, to cancel).
+// - `delay`: milliseconds each answer waits (a slow host, to cancel);
+// - `head`: HEAD requests answered; without, 405 (hosts whose CORS rules
+//   leave HEAD out).
 // Every answer carries an ETag and Last-Modified from the file's size and
 // time, so a changed file is seen as changed.
 import http from 'node:http';
@@ -22,8 +24,8 @@ const TYPES = {
   '.json': 'application/json',
 };
 
-export function serveStatic(dir, { cors = false, ranges = true, delay = 0 } = {}) {
-  const options = { cors, ranges, delay };
+export function serveStatic(dir, { cors = false, ranges = true, delay = 0, head = true } = {}) {
+  const options = { cors, ranges, delay, head };
   // Requests answered, for tests that check what was (not) asked.
   const log = [];
   const server = http.createServer((req, res) => (options.delay > 0 ? setTimeout(() => answer(req, res), options.delay) : answer(req, res)));
@@ -37,6 +39,10 @@ export function serveStatic(dir, { cors = false, ranges = true, delay = 0 } = {}
           'access-control-expose-headers': 'content-range, content-length, etag, last-modified, accept-ranges',
         }
       : {};
+    if (req.method === 'HEAD' && !options.head) {
+      res.writeHead(405, corsHeaders).end();
+      return;
+    }
     if (req.method === 'OPTIONS') {
       res.writeHead(options.cors ? 204 : 405, corsHeaders).end();
       return;
