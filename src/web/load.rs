@@ -292,13 +292,19 @@ fn text(bytes: &[u8], name: &str) -> Result<String, String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| format!("{name} is not UTF-8 text"))
 }
 
+/// What to say when a fetch fails: the browser hides why, and a host that
+/// does not let this page read it is the usual cause.
+pub(super) fn unreadable(url: &str) -> String {
+    format!(
+        "cannot fetch {url}: the server is unreachable, or does not allow this page to read it (it must send \
+         Access-Control-Allow-Origin); download the files and pick them instead"
+    )
+}
+
 /// The body of `url`, read chunk by chunk so `on_chunk(bytes so far, total)`
 /// can show progress.
-async fn fetch_bytes(url: &str, on_chunk: &dyn Fn(u64, Option<u64>)) -> Result<Vec<u8>, String> {
-    let response = Request::get(url).send().await.map_err(|e| {
-        // The browser hides why a fetch failed; a refused cross-origin request is the usual cause.
-        format!("cannot fetch {url}: {e} (the server is unreachable or does not allow this page to read it)")
-    })?;
+pub(super) async fn fetch_bytes(url: &str, on_chunk: &dyn Fn(u64, Option<u64>)) -> Result<Vec<u8>, String> {
+    let response = Request::get(url).send().await.map_err(|_| unreadable(url))?;
     if !response.ok() {
         return Err(format!("cannot fetch {url}: HTTP {} {}", response.status(), response.status_text()));
     }
@@ -307,27 +313,43 @@ async fn fetch_bytes(url: &str, on_chunk: &dyn Fn(u64, Option<u64>)) -> Result<V
         return Err(format!("{url} is {total} bytes, more than the page accepts ({MAX_FILE_BYTES})"));
     }
     let Some(body) = response.body() else { return Ok(Vec::new()) };
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut bytes = Vec::with_capacity(total.unwrap_or(0) as usize);
     on_chunk(0, total);
+    let on_body = |done| on_chunk(done, total);
+    read_body(url, body, total.unwrap_or(0) as usize, MAX_FILE_BYTES, &on_body)
+        .await?
+        .ok_or_else(|| format!("{url} is more than the page accepts ({MAX_FILE_BYTES} bytes)"))
+}
+
+/// A response body copied chunk by chunk into one buffer (never the whole
+/// body as one JS ArrayBuffer first), `on_chunk` hearing the bytes so far;
+/// `None` once it passes `limit` bytes.
+pub(super) async fn read_body(
+    url: &str,
+    body: web_sys::ReadableStream,
+    capacity: usize,
+    limit: u64,
+    on_chunk: &dyn Fn(u64),
+) -> Result<Option<Vec<u8>>, String> {
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::with_capacity(capacity);
     loop {
         let chunk = JsFuture::from(reader.read()).await.map_err(|e| format!("cannot read {url}: {}", js_message(&e)))?;
         if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-            break;
+            return Ok(Some(bytes));
         }
         let value: Uint8Array = Reflect::get(&chunk, &"value".into()).map_err(|_| format!("cannot read {url}"))?.unchecked_into();
         let start = bytes.len();
-        if (start + value.length() as usize) as u64 > MAX_FILE_BYTES {
-            return Err(format!("{url} is more than the page accepts ({MAX_FILE_BYTES} bytes)"));
+        if (start + value.length() as usize) as u64 > limit {
+            return Ok(None);
         }
         bytes.resize(start + value.length() as usize, 0);
         value.copy_to(&mut bytes[start..]);
-        on_chunk(bytes.len() as u64, total);
+        on_chunk(bytes.len() as u64);
     }
-    Ok(bytes)
 }
 
-fn js_message(value: &JsValue) -> String {
+/// A JS exception's message.
+pub(super) fn js_message(value: &JsValue) -> String {
     value
         .dyn_ref::<js_sys::Error>()
         .map(|e| String::from(e.message()))

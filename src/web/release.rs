@@ -15,10 +15,10 @@
 use gloo_net::http::Request;
 use js_sys::Uint8Array;
 use serde::{Deserialize, Serialize};
-use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use super::load::{build_loaded, LoadProgress, LoadedModel};
+use super::load::{build_loaded, fetch_bytes, js_message, read_body, unreadable, LoadProgress, LoadedModel};
 use crate::circuits::{generated_samples, Choice};
 use crate::convert::convert_torch_by_ranges;
 use crate::model::{Model, Tokenizer};
@@ -67,29 +67,8 @@ struct Probe {
     last_modified: Option<String>,
 }
 
-fn js_message(value: &JsValue) -> String {
-    value
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| format!("{}: {}", String::from(e.name()), String::from(e.message())))
-        .or_else(|| value.as_string())
-        .unwrap_or_else(|| format!("{value:?}"))
-}
-
-/// What to say when the browser refuses to read a host's answer.
-fn unreadable(url: &str) -> String {
-    format!(
-        "cannot read {url}: the host is unreachable, or does not allow this page to read it (it must send \
-         Access-Control-Allow-Origin); download the files and pick them instead (beeg_config.json, final_model.pt, \
-         encoder.json, vocab.bpe)"
-    )
-}
-
 async fn get_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let response = Request::get(url).send().await.map_err(|_| unreadable(url))?;
-    if !response.ok() {
-        return Err(format!("cannot fetch {url}: HTTP {} {}", response.status(), response.status_text()));
-    }
-    response.binary().await.map_err(|_| unreadable(url))
+    fetch_bytes(url, &|_, _| {}).await
 }
 
 async fn get_text(url: &str) -> Result<String, String> {
@@ -141,26 +120,14 @@ async fn range(url: &str, at: u64, count: u64) -> Result<Vec<u8>, String> {
         }
         status => return Err(format!("cannot fetch bytes {at}.. of {url}: HTTP {status} {}", response.status_text())),
     }
-    // Copied out of the body chunk by chunk into one buffer: the whole
-    // range as one JS ArrayBuffer first (`binary()`) took a second 67 MB
-    // per storage, and garbage the tab kept for a while.
-    let mut bytes = Vec::with_capacity(count as usize);
+    // Copied out of the body chunk by chunk: the whole range as one JS
+    // ArrayBuffer first (`binary()`) took a second 67 MB per storage, and
+    // garbage the tab kept for a while.
     let body = response.body().ok_or_else(|| format!("{url}: an answer without a body"))?;
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|_| unreadable(url))?;
-        if js_sys::Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
-            break;
-        }
-        let value: Uint8Array = js_sys::Reflect::get(&chunk, &"value".into()).map_err(|_| unreadable(url))?.unchecked_into();
-        let start = bytes.len();
-        if (start + value.length() as usize) as u64 > count {
-            abort.abort();
-            return Err(format!("{url}: asked for {count} bytes at {at}, got more"));
-        }
-        bytes.resize(start + value.length() as usize, 0);
-        value.copy_to(&mut bytes[start..]);
-    }
+    let Some(bytes) = read_body(url, body, count as usize, count, &|_| {}).await? else {
+        abort.abort();
+        return Err(format!("{url}: asked for {count} bytes at {at}, got more"));
+    };
     if bytes.len() as u64 != count {
         return Err(format!("{url}: asked for {count} bytes at {at}, got {}", bytes.len()));
     }
@@ -268,7 +235,7 @@ pub async fn store(fetched: &Fetched) -> Result<(), String> {
         if let Err(e) = JsFuture::from(cache.put_with_str(&key(&fetched.stored.url, file), &response)).await {
             // What was put of it is of no use alone.
             let _ = delete(&fetched.stored.url).await;
-            let quota = js_message(&e).contains("Quota");
+            let quota = e.dyn_ref::<js_sys::Error>().is_some_and(|e| e.name() == "QuotaExceededError");
             return Err(match quota {
                 true => format!("{} opened but is not stored: the browser's storage quota for this page is full; delete stored models to make room", fetched.stored.name),
                 false => format!("{} opened but is not stored: {}", fetched.stored.name, js_message(&e)),
