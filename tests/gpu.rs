@@ -19,17 +19,28 @@ fn engine(model: &Model) -> Engine {
     })
 }
 
+/// The engine with the kernels meant for a GPU, which a CPU adapter (as in
+/// CI) would otherwise not run.
+fn engine_with_gpu_kernels(model: &Model) -> Engine {
+    pollster::block_on(async {
+        let ctx = GpuContext::new().await.expect("a GPU adapter (lavapipe in CI)").with_gpu_kernels();
+        Engine::new(ctx, model).expect("upload")
+    })
+}
+
 #[test]
 fn every_golden_case_matches_at_every_site_on_the_gpu() {
     for dir in golden_cases() {
         let case = dir.file_name().unwrap().to_string_lossy().to_string();
         let model = Model::load_dir(&dir).unwrap();
         let tokens = read_tokens(&dir);
-        let mut gpu = engine(&model);
-        let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
-        assert_golden_run("GPU", &dir, &logits, &recording);
-        // And the CPU reference agrees with the GPU.
-        assert_same_run(&format!("{case} CPU vs GPU"), &(logits, recording), &reference_run(&model, &tokens, &[]));
+        // The kernels this adapter picks, and those a GPU would.
+        for (kernels, mut gpu) in [("own", engine(&model)), ("a GPU's", engine_with_gpu_kernels(&model))] {
+            let (logits, recording) = pollster::block_on(gpu.forward(&tokens, &Record::All)).unwrap();
+            assert_golden_run(&format!("GPU, {kernels} kernels"), &dir, &logits, &recording);
+            // And the CPU reference agrees with the GPU.
+            assert_same_run(&format!("{case} CPU vs GPU, {kernels} kernels"), &(logits, recording), &reference_run(&model, &tokens, &[]));
+        }
     }
 }
 
@@ -390,6 +401,43 @@ fn random_models_of_every_variant_agree_with_the_cpu() {
             for ((site, g), (_, c)) in ours.gradients.iter().zip(&cpu.gradients) {
                 assert_close(&format!("config {i} prompt {b} d/d {site}"), g, c);
             }
+        }
+    }
+}
+
+#[test]
+fn abs_topk_ties_keep_the_lowest_indices_as_on_the_cpu() {
+    // The residual stream patched with magnitudes 2, 1 and 0.5 (a third of
+    // the channels each, both signs) and norms of weight 1: AbsTopK at the
+    // attention's and the MLP's input (16 of 64) sees 22 entries tied at the
+    // largest magnitude and keeps the first 16 of them.
+    let json = r#"{"n_layer": 1, "d_model": 64, "n_head": 4, "d_head": 16, "d_mlp": 128, "vocab_size": 40, "block_size": 24,
+        "rms_norm": true, "bias": false, "afrac": 0.25, "afrac_loctypes": "attn_in,mlp_in"}"#;
+    let mut model = Model::synthetic(circuitscope::model::Config::from_json(json).unwrap(), 0.3, 4);
+    for layer in &mut model.params.layers {
+        layer.ln_1.weight.fill(1.0);
+        layer.ln_2.weight.fill(1.0);
+    }
+    let tokens: Vec<u32> = (0..20u32).map(|j| (j * 7 + 3) % 40).collect();
+    let tied: Vec<f32> = (0..64).map(|c| [2.0, -1.0, 0.5, -2.0, 1.0, -0.5][c % 6]).collect();
+    let patch = circuitscope::model::Tensor::from_vec(20, 64, tied.repeat(20));
+    let patched = [
+        Intervention { site: Site::Layer(0, SiteKind::ResidIn), positions: vec![], channels: vec![], ablation: Ablation::Patch(patch.clone()) },
+        Intervention { site: Site::Layer(0, SiteKind::ResidMid), positions: vec![2, 9], channels: vec![], ablation: Ablation::Patch(patch) },
+    ];
+    let (_, cpu_sites) = reference_run(&model, &tokens, &patched);
+    let input = &cpu_sites.iter().find(|(s, _)| *s == Site::Layer(0, SiteKind::AttnActIn)).unwrap().1;
+    let kept: Vec<usize> = (0..64).filter(|&c| input.row(0)[c] != 0.0).collect();
+    assert_eq!(kept, (0..64).filter(|c| c % 3 == 0).take(16).collect::<Vec<_>>(), "the reference keeps the first tied entries");
+    for (kernels, mut gpu) in [("own", engine(&model)), ("a GPU's", engine_with_gpu_kernels(&model))] {
+        let mut sites = Recording::new();
+        pollster::block_on(gpu.run(&tokens, std::slice::from_ref(&patched.to_vec()), &Record::All, &mut |stage| {
+            sites.extend(stage.sites.into_iter().flatten())
+        }))
+        .unwrap();
+        assert_eq!(sites.len(), cpu_sites.len());
+        for ((site, g), (_, c)) in sites.iter().zip(&cpu_sites) {
+            assert_close(&format!("{site} GPU vs CPU, {kernels} kernels"), g, c);
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     pipelines: RefCell<HashMap<Kernel, wgpu::ComputePipeline>>,
     fault: Arc<Mutex<Option<GpuError>>>,
+    /// Whether the kernels meant for a CPU adapter are used.
+    software: bool,
 }
 
 impl GpuContext {
@@ -63,7 +65,15 @@ impl GpuContext {
         device.set_device_lost_callback(move |reason, message| {
             *on_lost.lock().unwrap() = Some(GpuError::DeviceLost(format!("{reason:?} {message}")));
         });
-        Ok(GpuContext { device, queue, info, limits, pipelines: RefCell::new(HashMap::new()), fault })
+        let software = info.device_type == wgpu::DeviceType::Cpu;
+        Ok(GpuContext { device, queue, info, limits, pipelines: RefCell::new(HashMap::new()), fault, software })
+    }
+
+    /// This context with the kernels meant for a GPU even on a CPU adapter,
+    /// so that the tests run them on lavapipe too.
+    pub fn with_gpu_kernels(mut self) -> GpuContext {
+        self.software = false;
+        self
     }
 
     /// A one-line description of the adapter, e.g. for the page.
@@ -126,15 +136,31 @@ impl GpuContext {
     }
 
     /// Invocations per row of the kernels that give a workgroup to a row
-    /// (AbsTopK and the norms, their `LANES`): 256 on a GPU, 64 on a CPU
-    /// adapter, where on lavapipe 64 made the 64-token forward's AbsTopK
-    /// about 12% faster (fewer invocations to switch between at a barrier).
+    /// (the norms, and AbsTopK on a GPU; their `LANES`): 256 on a GPU, 64 on
+    /// a CPU adapter, where on lavapipe 64 made the 64-token forward's
+    /// AbsTopK about 12% faster (fewer invocations to switch between at a barrier).
     pub fn row_lanes(&self) -> u32 {
-        if self.info.device_type == wgpu::DeviceType::Cpu {
+        if self.on_cpu() {
             64
         } else {
             256
         }
+    }
+
+    /// Invocations per row of AbsTopK: 1 on a CPU adapter (topk_rows.wgsl,
+    /// no barriers), else [`GpuContext::row_lanes`].
+    pub fn topk_lanes(&self) -> u32 {
+        if self.on_cpu() {
+            1
+        } else {
+            self.row_lanes()
+        }
+    }
+
+    /// Whether the adapter is software on the CPU (lavapipe, SwiftShader)
+    /// and the kernels meant for one are used there.
+    fn on_cpu(&self) -> bool {
+        self.software
     }
 
     /// Workgroup counts (x, y) for `groups` workgroups: x is capped at the

@@ -12,6 +12,8 @@ pub enum Kernel {
     Attention { d_head: u32 },
     /// AbsTopK with `lanes` invocations per row, each holding `per_lane` entries.
     TopK { lanes: u32, per_lane: u32 },
+    /// AbsTopK with an invocation per row, for CPU adapters.
+    TopKRows,
     ResidualAdd,
     Bigram,
     Intervene,
@@ -34,6 +36,7 @@ const NORM: &str = include_str!("../../shaders/norm.wgsl");
 const SPARSE_MATMUL: &str = include_str!("../../shaders/sparse_matmul.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
+const TOPK_ROWS: &str = include_str!("../../shaders/topk_rows.wgsl");
 const RESIDUAL: &str = include_str!("../../shaders/residual.wgsl");
 const BIGRAM: &str = include_str!("../../shaders/bigram.wgsl");
 const INTERVENE: &str = include_str!("../../shaders/intervene.wgsl");
@@ -78,6 +81,9 @@ pub const ATTENTION_QUERIES: u32 = 64;
 /// Invocations per workgroup of the one-invocation-per-element kernels.
 pub const ELEMENT_WORKGROUP: u32 = 64;
 
+/// Rows per workgroup of topk_rows.wgsl (`ROWS` there).
+pub const TOPK_ROWS_WORKGROUP: u32 = 8;
+
 /// Token rows per sparse-matmul invocation (`TILE` in sparse_matmul.wgsl).
 pub const MATMUL_TILE: u32 = 8;
 
@@ -104,6 +110,7 @@ impl Kernel {
             Kernel::NormBackward => NORM_BACKWARD.into(),
             Kernel::GateBackward | Kernel::GateSums => GATE_BACKWARD.into(),
             Kernel::TopK { lanes, per_lane } => TOPK.replace("{{LANES}}", &lanes.to_string()).replace("{{PER_LANE}}", &per_lane.to_string()),
+            Kernel::TopKRows => TOPK_ROWS.into(),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
             Kernel::Intervene => INTERVENE.into(),
@@ -118,6 +125,7 @@ impl Kernel {
             Kernel::SparseMatmul => "sparse_matmul",
             Kernel::Attention { .. } => "attention",
             Kernel::TopK { .. } => "topk",
+            Kernel::TopKRows => "topk_rows",
             Kernel::ResidualAdd => "residual_add",
             Kernel::Bigram => "bigram",
             Kernel::Intervene => "intervene",

@@ -3,7 +3,7 @@
 //! `struct Params` by name and type, in order (a test reads the WGSL and
 //! checks).
 
-use super::kernels::{Kernel, ATTENTION_QUERIES, ELEMENT_WORKGROUP, MATMUL_TILE};
+use super::kernels::{Kernel, ATTENTION_QUERIES, ELEMENT_WORKGROUP, MATMUL_TILE, TOPK_ROWS_WORKGROUP};
 use crate::model::Activation;
 
 /// Bytes of one parameter slot: the largest block (uniform slots are bound
@@ -102,7 +102,8 @@ pub enum Op {
     Norm { width: u32, out_stride: u32, out_offset: u32, rms: bool, has_bias: bool, lanes: u32 },
     Matmul { in_width: u32, out: u32, row0: u32, w_rows: u32, w_nnz: u32, has_bias: bool, activation: Option<Activation> },
     Attention { n_head: u32, d_head: u32, has_sink: bool },
-    /// `lanes` invocations per row ([`super::GpuContext::row_lanes`]).
+    /// `lanes` invocations per row ([`super::GpuContext::topk_lanes`]); 1:
+    /// an invocation per row (topk_rows.wgsl).
     TopK { width: u32, k: u32, lanes: u32 },
     ResidualAdd { width: u32, relu: bool },
     Bigram { vocab: u32 },
@@ -130,6 +131,7 @@ impl Op {
             Op::Norm { lanes, .. } => Kernel::Norm { lanes },
             Op::Matmul { .. } => Kernel::SparseMatmul,
             Op::Attention { d_head, .. } => Kernel::Attention { d_head },
+            Op::TopK { lanes: 1, .. } => Kernel::TopKRows,
             Op::TopK { width, lanes, .. } => Kernel::TopK { lanes, per_lane: width.div_ceil(lanes) },
             Op::ResidualAdd { .. } => Kernel::ResidualAdd,
             Op::Bigram { .. } => Kernel::Bigram,
@@ -208,6 +210,7 @@ impl Op {
     pub fn workgroups(self, rows: u32, seq_len: u32, count: u32) -> u32 {
         let elements = |n: u32| n.div_ceil(ELEMENT_WORKGROUP);
         match self {
+            Op::TopK { lanes: 1, .. } => rows.div_ceil(TOPK_ROWS_WORKGROUP),
             Op::Embed { .. } | Op::Norm { .. } | Op::TopK { .. } | Op::NormBackward { .. } | Op::TopKBackward { .. } => rows,
             Op::ActivationBackward { width, .. } | Op::GateBackward { width } => elements(rows * width),
             Op::GateSums { width, .. } | Op::Summary { width } => elements(width),

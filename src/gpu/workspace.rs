@@ -455,7 +455,7 @@ impl StepBuilder<'_> {
     /// AbsTopK at `site` over rows of `width`, when the config sparsifies it.
     fn topk(&mut self, c: &Config, site: TopkSite, width: usize, x: &wgpu::Buffer) {
         if let Some(k) = c.topk_k(site, width).filter(|&k| k < width) {
-            self.op(Op::TopK { width: width as u32, k: k as u32, lanes: self.ctx.row_lanes() }, &[x]);
+            self.op(Op::TopK { width: width as u32, k: k as u32, lanes: self.ctx.topk_lanes() }, &[x]);
         }
     }
 
