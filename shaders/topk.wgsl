@@ -20,15 +20,7 @@ const LANES: u32 = {{LANES}}u;
 const PER_LANE: u32 = {{PER_LANE}}u;
 const BINS: u32 = 256u / LANES;
 
-struct Params {
-    rows: u32,
-    width: u32,
-    k: u32,             // k < width (the engine skips the op otherwise)
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;       // [R, width]
+// Params, p, x and abs_bits are in topk_params.wgsl.
 
 var<workgroup> histogram: array<atomic<u32>, 256>;
 // Each lane's count of entries in its bins, then summed over the lanes before it.
@@ -36,10 +28,6 @@ var<workgroup> counts: array<u32, LANES>;
 // (prefix of the threshold's bits found so far, entries still to keep among
 // those matching it, entries equal to the full threshold)
 var<workgroup> chosen: vec3<u32>;
-
-fn abs_bits(v: f32) -> u32 {
-    return bitcast<u32>(v) & 0x7fffffffu;
-}
 
 @compute @workgroup_size(LANES)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

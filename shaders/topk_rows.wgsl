@@ -20,19 +20,7 @@
 
 const ROWS: u32 = 8u;
 
-struct Params {
-    rows: u32,
-    width: u32,
-    k: u32,             // k < width (the engine skips the op otherwise)
-    _pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read_write> x: array<f32>;       // [R, width]
-
-fn abs_bits(v: f32) -> u32 {
-    return bitcast<u32>(v) & 0x7fffffffu;
-}
+// Params, p, x and abs_bits are in topk_params.wgsl.
 
 @compute @workgroup_size(ROWS)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -37,6 +37,8 @@ const SPARSE_MATMUL: &str = include_str!("../../shaders/sparse_matmul.wgsl");
 const ATTENTION: &str = include_str!("../../shaders/attention.wgsl");
 const TOPK: &str = include_str!("../../shaders/topk.wgsl");
 const TOPK_ROWS: &str = include_str!("../../shaders/topk_rows.wgsl");
+/// The AbsTopK kernels' parameters and bindings.
+const TOPK_PARAMS: &str = include_str!("../../shaders/topk_params.wgsl");
 const RESIDUAL: &str = include_str!("../../shaders/residual.wgsl");
 const BIGRAM: &str = include_str!("../../shaders/bigram.wgsl");
 const INTERVENE: &str = include_str!("../../shaders/intervene.wgsl");
@@ -109,8 +111,10 @@ impl Kernel {
             Kernel::ActivationBackward => format!("{ERF}\n{ACTIVATION_BACKWARD}"),
             Kernel::NormBackward => NORM_BACKWARD.into(),
             Kernel::GateBackward | Kernel::GateSums => GATE_BACKWARD.into(),
-            Kernel::TopK { lanes, per_lane } => TOPK.replace("{{LANES}}", &lanes.to_string()).replace("{{PER_LANE}}", &per_lane.to_string()),
-            Kernel::TopKRows => TOPK_ROWS.into(),
+            Kernel::TopK { lanes, per_lane } => {
+                format!("{TOPK_PARAMS}\n{}", TOPK.replace("{{LANES}}", &lanes.to_string()).replace("{{PER_LANE}}", &per_lane.to_string()))
+            }
+            Kernel::TopKRows => format!("{TOPK_PARAMS}\n{TOPK_ROWS}"),
             Kernel::ResidualAdd => RESIDUAL.into(),
             Kernel::Bigram => BIGRAM.into(),
             Kernel::Intervene => INTERVENE.into(),

@@ -58,7 +58,8 @@ shader_params! {
     AttentionParams in "attention.wgsl" { rows: u32, seq_len: u32, n_head: u32, has_sink: u32, scale: f32, _pad0: u32, _pad1: u32, _pad2: u32 }
 }
 shader_params! {
-    TopKParams in "topk.wgsl" { rows: u32, width: u32, k: u32, _pad: u32 }
+    /// topk.wgsl's and topk_rows.wgsl's.
+    TopKParams in "topk_params.wgsl" { rows: u32, width: u32, k: u32, _pad: u32 }
 }
 shader_params! {
     /// `residual.wgsl`: `n` elements.
